@@ -1,0 +1,128 @@
+//! The host side of the WIT `body` resource. A [`HostBody`] is also an
+//! [`http_body::Body`], so a body the guest passes on goes straight from one
+//! socket to the other without entering wasm memory.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use http_body_util::combinators::BoxBody;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// How long a guest `read` waits for the next bytes before `timeout`.
+const READ_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+
+pub struct HostBody {
+    /// Bytes before the stream: a body built from bytes, a prepended head,
+    /// or the unread rest of a frame larger than a guest read.
+    head: Bytes,
+    stream: Option<BoxBody<Bytes, BoxError>>,
+}
+
+#[derive(Debug)]
+pub enum ReadError {
+    Broken(String),
+    Timeout,
+}
+
+impl HostBody {
+    pub fn from_bytes(bytes: impl Into<Bytes>) -> Self {
+        HostBody { head: bytes.into(), stream: None }
+    }
+
+    pub fn from_stream<B>(body: B) -> Self
+    where
+        B: Body<Data = Bytes> + Send + Sync + 'static,
+        B::Error: Into<BoxError>,
+    {
+        HostBody { head: Bytes::new(), stream: Some(body.map_err(Into::into).boxed()) }
+    }
+
+    pub fn prepend(head: Vec<u8>, tail: HostBody) -> Self {
+        let mut joined = BytesMut::with_capacity(head.len() + tail.head.len());
+        joined.extend_from_slice(&head);
+        joined.extend_from_slice(&tail.head);
+        HostBody { head: joined.freeze(), stream: tail.stream }
+    }
+
+    pub fn known_length(&self) -> Option<u64> {
+        let stream = match &self.stream {
+            None => 0,
+            Some(s) => s.size_hint().exact()?,
+        };
+        Some(self.head.len() as u64 + stream)
+    }
+
+    /// At most `max` bytes; `None` at the end. Waits for at least one byte.
+    pub async fn read(&mut self, max: usize) -> Result<Option<Bytes>, ReadError> {
+        let max = max.max(1);
+        loop {
+            if !self.head.is_empty() {
+                let n = max.min(self.head.len());
+                return Ok(Some(self.head.split_to(n)));
+            }
+            let Some(stream) = self.stream.as_mut() else { return Ok(None) };
+            let frame = tokio::time::timeout(READ_IDLE_TIMEOUT, stream.frame()).await.map_err(|_| ReadError::Timeout)?;
+            match frame {
+                None => {
+                    self.stream = None;
+                    return Ok(None);
+                }
+                Some(Err(e)) => return Err(ReadError::Broken(error_chain(&*e))),
+                // Trailers are not part of the contract; skip them.
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.head = data;
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Body for HostBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if !self.head.is_empty() {
+            let head = std::mem::take(&mut self.head);
+            return Poll::Ready(Some(Ok(Frame::data(head))));
+        }
+        match self.stream.as_mut() {
+            None => Poll::Ready(None),
+            Some(s) => Pin::new(s).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.head.is_empty() && self.stream.as_ref().is_none_or(|s| s.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let mut hint = self.stream.as_ref().map(|s| s.size_hint()).unwrap_or_else(|| SizeHint::with_exact(0));
+        let head = self.head.len() as u64;
+        // Raise the upper bound first: a lower bound above it panics.
+        if let Some(upper) = hint.upper() {
+            hint.set_upper(upper + head);
+        }
+        hint.set_lower(hint.lower() + head);
+        hint
+    }
+}
+
+/// An error with its causes, which is where hyper and reqwest put the reason.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

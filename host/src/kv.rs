@@ -1,0 +1,111 @@
+//! The key-value store: one redb file in the data directory. Each value is
+//! stored behind its expiry time, so TTLs hold across restarts.
+
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use redb::{Database, Durability, ReadableDatabase, TableDefinition};
+
+const ENTRIES: TableDefinition<&str, &[u8]> = TableDefinition::new("entries");
+
+pub const MAX_KEY_BYTES: u32 = 1024;
+pub const MAX_VALUE_BYTES: u64 = 64 * 1024 * 1024;
+
+pub struct Kv {
+    db: Database,
+}
+
+#[derive(Debug)]
+pub enum KvError {
+    InvalidKey(String),
+    TooLarge(u64),
+    Unavailable(String),
+}
+
+impl Kv {
+    pub fn open(dir: &Path) -> anyhow::Result<Kv> {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+        let path = dir.join("kv.redb");
+        let db = Database::create(&path)
+            .with_context(|| format!("cannot open {} (is another edgeproxy using this --data-dir?)", path.display()))?;
+        let txn = db.begin_write()?;
+        txn.open_table(ENTRIES)?;
+        txn.commit()?;
+        Ok(Kv { db })
+    }
+
+    pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+        check_key(key)?;
+        let txn = self.db.begin_read().map_err(unavailable)?;
+        let table = txn.open_table(ENTRIES).map_err(unavailable)?;
+        let Some(entry) = table.get(key).map_err(unavailable)? else { return Ok(None) };
+        let entry = entry.value();
+        let expires_ms = u64::from_be_bytes(entry[..8].try_into().expect("entries start with their expiry"));
+        if expires_ms != 0 && expires_ms <= now_ms() {
+            return Ok(None);
+        }
+        Ok(Some(entry[8..].to_vec()))
+    }
+
+    pub fn set(&self, key: &str, value: &[u8], ttl_seconds: Option<u32>) -> Result<(), KvError> {
+        check_key(key)?;
+        if value.len() as u64 > MAX_VALUE_BYTES {
+            return Err(KvError::TooLarge(MAX_VALUE_BYTES));
+        }
+        let expires_ms = ttl_seconds.map_or(0, |ttl| now_ms() + u64::from(ttl) * 1000);
+        let mut entry = Vec::with_capacity(8 + value.len());
+        entry.extend_from_slice(&expires_ms.to_be_bytes());
+        entry.extend_from_slice(value);
+        self.write(|table| table.insert(key, entry.as_slice()).map(drop))
+    }
+
+    pub fn delete(&self, key: &str) -> Result<(), KvError> {
+        check_key(key)?;
+        self.write(|table| table.remove(key).map(drop))
+    }
+
+    /// Removes expired entries; run now and then so the file does not grow
+    /// with dead cache entries.
+    pub fn purge_expired(&self) -> Result<usize, KvError> {
+        let now = now_ms();
+        let mut purged = 0;
+        self.write(|table| {
+            table
+                .extract_if(|_, v| {
+                    let expires = u64::from_be_bytes(v[..8].try_into().expect("entries start with their expiry"));
+                    expires != 0 && expires <= now
+                })?
+                .for_each(|_| purged += 1);
+            Ok(())
+        })?;
+        Ok(purged)
+    }
+
+    fn write(&self, f: impl FnOnce(&mut redb::Table<&str, &[u8]>) -> Result<(), redb::StorageError>) -> Result<(), KvError> {
+        let mut txn = self.db.begin_write().map_err(unavailable)?;
+        // A cache may lose its last writes in a crash; it must not pay an
+        // fsync per request. redb stays consistent either way.
+        txn.set_durability(Durability::None).map_err(unavailable)?;
+        {
+            let mut table = txn.open_table(ENTRIES).map_err(unavailable)?;
+            f(&mut table).map_err(unavailable)?;
+        }
+        txn.commit().map_err(unavailable)
+    }
+}
+
+fn check_key(key: &str) -> Result<(), KvError> {
+    if key.is_empty() || key.len() > MAX_KEY_BYTES as usize {
+        return Err(KvError::InvalidKey(format!("keys are 1 to {MAX_KEY_BYTES} bytes; this one has {}", key.len())));
+    }
+    Ok(())
+}
+
+fn unavailable(e: impl std::fmt::Display) -> KvError {
+    KvError::Unavailable(e.to_string())
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}

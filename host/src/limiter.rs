@@ -1,0 +1,66 @@
+//! In-memory token buckets, one per (policy, client). Counting lives in the
+//! host because only the host sees every request.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Instant;
+
+pub struct Limiter {
+    buckets: Mutex<HashMap<(String, String), Bucket>>,
+}
+
+struct Bucket {
+    tokens: f64,
+    refilled: Instant,
+}
+
+pub struct Decision {
+    pub allowed: bool,
+    pub retry_after_seconds: u32,
+}
+
+/// Past this many buckets, full (idle) ones are dropped.
+const MAX_BUCKETS: usize = 100_000;
+
+impl Limiter {
+    pub fn new() -> Self {
+        Limiter { buckets: Mutex::new(HashMap::new()) }
+    }
+
+    /// A bucket holds `limit` tokens and refills `limit` per `period_seconds`.
+    pub fn check(&self, policy: &str, key: &str, limit: u32, period_seconds: u32) -> Decision {
+        let capacity = f64::from(limit.max(1));
+        let per_second = capacity / f64::from(period_seconds.max(1));
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if buckets.len() >= MAX_BUCKETS {
+            buckets.retain(|_, b| b.tokens + now.duration_since(b.refilled).as_secs_f64() * per_second < capacity);
+        }
+        let bucket = buckets.entry((policy.to_owned(), key.to_owned())).or_insert(Bucket { tokens: capacity, refilled: now });
+        bucket.tokens = (bucket.tokens + now.duration_since(bucket.refilled).as_secs_f64() * per_second).min(capacity);
+        bucket.refilled = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            Decision { allowed: true, retry_after_seconds: 0 }
+        } else {
+            Decision { allowed: false, retry_after_seconds: ((1.0 - bucket.tokens) / per_second).ceil() as u32 }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bucket_allows_its_limit_then_refuses_with_a_retry_time() {
+        let limiter = Limiter::new();
+        for _ in 0..3 {
+            assert!(limiter.check("api", "1.2.3.4", 3, 60).allowed);
+        }
+        let refused = limiter.check("api", "1.2.3.4", 3, 60);
+        assert!(!refused.allowed);
+        assert!((1..=20).contains(&refused.retry_after_seconds), "{}", refused.retry_after_seconds);
+        assert!(limiter.check("api", "5.6.7.8", 3, 60).allowed, "clients are counted apart");
+    }
+}

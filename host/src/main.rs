@@ -1,0 +1,118 @@
+//! `edgeproxy`: serves dist/edgeproxy.wasm with wasmtime. All proxy logic is
+//! in the component; this binary only provides its imports (see runtime.rs).
+
+mod body;
+mod kv;
+mod limiter;
+mod runtime;
+mod server;
+mod upstream;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+const DEFAULT_DOCUMENT: &str = include_str!("default.toml");
+
+#[derive(Parser)]
+#[command(version, about = "Serve the edgeproxy component with wasmtime", args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve HTTP (the default when no command is given).
+    Serve(ServeArgs),
+    /// Measure per-request instantiation of the component (for the benchmark harness).
+    InstantiateBench {
+        #[arg(long, default_value = "dist/edgeproxy.wasm")]
+        component: PathBuf,
+        #[arg(long, default_value_t = 20_000)]
+        iterations: u32,
+    },
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// The config document (TOML). Without it, a huggingface.co API mirror.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long, default_value = "127.0.0.1:8787")]
+    listen: SocketAddr,
+    #[arg(long, default_value = "dist/edgeproxy.wasm")]
+    component: PathBuf,
+    /// Where the key-value store keeps its file.
+    #[arg(long, default_value = ".edgeproxy")]
+    data_dir: PathBuf,
+    /// The scheme clients use to reach this server: `https` behind a TLS terminator.
+    #[arg(long, default_value = "http", value_parser = ["http", "https"])]
+    scheme: String,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match cli.command {
+        None => rt.block_on(serve(cli.serve)),
+        Some(Command::Serve(args)) => rt.block_on(serve(args)),
+        Some(Command::InstantiateBench { component, iterations }) => rt.block_on(instantiate_bench(component, iterations)),
+    }
+}
+
+fn shared(document: String, data_dir: &std::path::Path) -> anyhow::Result<runtime::Shared> {
+    Ok(runtime::Shared { document, kv: kv::Kv::open(data_dir)?, limiter: limiter::Limiter::new(), upstream: upstream::Upstream::new()? })
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let document = match &args.config {
+        Some(path) => std::fs::read_to_string(path).with_context(|| format!("cannot read the config document {}", path.display()))?,
+        None => DEFAULT_DOCUMENT.to_owned(),
+    };
+    let runtime = Arc::new(runtime::Runtime::new(&args.component, shared(document, &args.data_dir)?)?);
+    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
+    eprintln!("edgeproxy: serving {} on http://{}", args.component.display(), listener.local_addr()?);
+
+    let purger = runtime.shared().clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(600));
+        loop {
+            every.tick().await;
+            let shared = purger.clone();
+            let _ = tokio::task::spawn_blocking(move || shared.kv.purge_expired()).await;
+        }
+    });
+    server::serve(listener, runtime, server::ServerOptions { scheme: args.scheme }, shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+async fn instantiate_bench(component: PathBuf, iterations: u32) -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("edgeproxy-bench-{}", std::process::id()));
+    let runtime = runtime::Runtime::new(&component, shared(String::new(), &dir)?)?;
+    for _ in 0..1000 {
+        runtime.instantiate().await?;
+    }
+    let started = Instant::now();
+    for _ in 0..iterations {
+        let (store, instance) = runtime.instantiate().await?;
+        drop((instance, store));
+    }
+    let per = started.elapsed() / iterations;
+    println!("instantiate_us {:.2}", per.as_secs_f64() * 1e6);
+    let _ = std::fs::remove_dir_all(dir);
+    Ok(())
+}

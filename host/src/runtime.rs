@@ -1,0 +1,232 @@
+//! wasmtime glue: compiles the component once, instantiates it per request,
+//! and implements the WIT imports with [`Shared`]'s services.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use wasmtime::component::{Component, HasSelf, Linker, Resource, ResourceTable};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+
+use crate::body::{HostBody, ReadError};
+use crate::kv::{self, Kv};
+use crate::limiter::Limiter;
+use crate::upstream::Upstream;
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "edgeproxy",
+    imports: { default: async | trappable },
+    exports: { default: async },
+    with: { "edgeproxy:platform/body.body": crate::body::HostBody },
+});
+
+use edgeproxy::platform::{body, clock, config, http_client, kv as wit_kv, limiter, types};
+
+/// What every request's store shares.
+pub struct Shared {
+    pub document: String,
+    pub kv: Kv,
+    pub limiter: Limiter,
+    pub upstream: Upstream,
+}
+
+/// One request's state.
+pub struct State {
+    table: ResourceTable,
+    shared: Arc<Shared>,
+}
+
+pub struct Runtime {
+    engine: Engine,
+    pre: EdgeproxyPre<State>,
+    shared: Arc<Shared>,
+}
+
+/// A request for the guest, with its body already a host resource.
+pub struct GuestRequest {
+    pub method: String,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<HostBody>,
+    pub client_ip: Option<String>,
+}
+
+pub struct GuestResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<HostBody>,
+}
+
+impl Runtime {
+    pub fn new(component_path: &Path, shared: Shared) -> anyhow::Result<Runtime> {
+        let mut config = Config::new();
+        // Instances come from a pool of pre-reserved slots with copy-on-write
+        // memory images: that is what makes one instance per request cheap.
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(1000).total_memories(1000).total_tables(1000).max_memory_size(512 << 20);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config)?;
+        let component = Component::from_file(&engine, component_path).map_err(anyhow::Error::from).with_context(|| {
+            format!("cannot load the component {} (build it with `cargo xtask build`)", component_path.display())
+        })?;
+        let mut linker = Linker::<State>::new(&engine);
+        Edgeproxy::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
+        let pre = EdgeproxyPre::new(linker.instantiate_pre(&component)?)?;
+        Ok(Runtime { engine, pre, shared: Arc::new(shared) })
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// A fresh store and instance, as each request gets.
+    pub async fn instantiate(&self) -> anyhow::Result<(Store<State>, Edgeproxy)> {
+        let mut store = Store::new(&self.engine, State { table: ResourceTable::new(), shared: self.shared.clone() });
+        let instance = self.pre.instantiate_async(&mut store).await?;
+        Ok((store, instance))
+    }
+
+    /// Runs the guest's handler on one request in a fresh instance. `Err` is a
+    /// trap, which the server turns into a 500.
+    pub async fn handle(&self, request: GuestRequest) -> anyhow::Result<GuestResponse> {
+        let (mut store, instance) = self.instantiate().await?;
+        let body = match request.body {
+            Some(b) => Some(store.data_mut().table.push(b)?),
+            None => None,
+        };
+        let wit_request = types::Request { method: request.method, url: request.url, headers: request.headers, body };
+        let response = instance
+            .edgeproxy_platform_handler()
+            .call_handle(&mut store, &wit_request, request.client_ip.as_deref())
+            .await?;
+        let body = match response.body {
+            Some(b) => Some(store.data_mut().table.delete(b)?),
+            None => None,
+        };
+        Ok(GuestResponse { status: response.status, headers: response.headers, body })
+    }
+}
+
+impl types::Host for State {}
+
+impl body::Host for State {}
+
+impl body::HostBody for State {
+    async fn new(&mut self, bytes: Vec<u8>) -> wasmtime::Result<Resource<HostBody>> {
+        Ok(self.table.push(HostBody::from_bytes(bytes))?)
+    }
+
+    async fn read(&mut self, this: Resource<HostBody>, max: u32) -> wasmtime::Result<Result<Option<Vec<u8>>, body::BodyError>> {
+        let body = self.table.get_mut(&this)?;
+        Ok(match body.read(max as usize).await {
+            Ok(chunk) => Ok(chunk.map(|b| b.to_vec())),
+            Err(ReadError::Broken(why)) => Err(body::BodyError::Broken(why)),
+            Err(ReadError::Timeout) => Err(body::BodyError::Timeout),
+        })
+    }
+
+    async fn known_length(&mut self, this: Resource<HostBody>) -> wasmtime::Result<Option<u64>> {
+        Ok(self.table.get(&this)?.known_length())
+    }
+
+    async fn prepend(&mut self, head: Vec<u8>, tail: Resource<HostBody>) -> wasmtime::Result<Resource<HostBody>> {
+        let tail = self.table.delete(tail)?;
+        Ok(self.table.push(HostBody::prepend(head, tail))?)
+    }
+
+    async fn drop(&mut self, this: Resource<HostBody>) -> wasmtime::Result<()> {
+        self.table.delete(this)?;
+        Ok(())
+    }
+}
+
+impl http_client::Host for State {
+    async fn send(
+        &mut self,
+        request: types::Request,
+        options: http_client::SendOptions,
+    ) -> wasmtime::Result<Result<types::Response, http_client::HttpError>> {
+        let body = match request.body {
+            Some(b) => Some(self.table.delete(b)?),
+            None => None,
+        };
+        let sent = self.shared.upstream.send(&request.method, &request.url, request.headers, body, options.timeout_ms).await;
+        Ok(match sent {
+            Ok(response) => {
+                let body = match response.body {
+                    Some(b) => Some(self.table.push(b)?),
+                    None => None,
+                };
+                Ok(types::Response { status: response.status, headers: response.headers, body })
+            }
+            Err(e) => Err(e),
+        })
+    }
+}
+
+impl wit_kv::Host for State {
+    async fn limits(&mut self) -> wasmtime::Result<wit_kv::KvLimits> {
+        Ok(wit_kv::KvLimits { max_key_bytes: kv::MAX_KEY_BYTES, max_value_bytes: kv::MAX_VALUE_BYTES, min_ttl_seconds: 1 })
+    }
+
+    async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, wit_kv::KvError>> {
+        Ok(self.shared.kv.get(&key).map_err(kv_error))
+    }
+
+    async fn set(&mut self, key: String, value: Vec<u8>, ttl_seconds: Option<u32>) -> wasmtime::Result<Result<(), wit_kv::KvError>> {
+        let shared = self.shared.clone();
+        // A redb commit is blocking file I/O: keep it off the async workers.
+        let result = tokio::task::spawn_blocking(move || shared.kv.set(&key, &value, ttl_seconds)).await?;
+        Ok(result.map_err(kv_error))
+    }
+
+    async fn delete(&mut self, key: String) -> wasmtime::Result<Result<(), wit_kv::KvError>> {
+        let shared = self.shared.clone();
+        let result = tokio::task::spawn_blocking(move || shared.kv.delete(&key)).await?;
+        Ok(result.map_err(kv_error))
+    }
+}
+
+fn kv_error(e: kv::KvError) -> wit_kv::KvError {
+    match e {
+        kv::KvError::InvalidKey(why) => wit_kv::KvError::InvalidKey(why),
+        kv::KvError::TooLarge(max) => wit_kv::KvError::TooLarge(max),
+        kv::KvError::Unavailable(why) => wit_kv::KvError::Unavailable(why),
+    }
+}
+
+impl config::Host for State {
+    async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<String>, config::ConfigError>> {
+        if key == "document" {
+            return Ok(Ok(Some(self.shared.document.clone())));
+        }
+        Ok(Ok(std::env::var(secret_env_var(&key)).ok()))
+    }
+}
+
+/// Secrets are environment variables: the config key `hf-token` is
+/// `EDGEPROXY_SECRET_HF_TOKEN`. Only that prefix is visible to the guest.
+pub fn secret_env_var(key: &str) -> String {
+    let name: String = key.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect();
+    format!("EDGEPROXY_SECRET_{name}")
+}
+
+impl clock::Host for State {
+    async fn now_ms(&mut self) -> wasmtime::Result<u64> {
+        Ok(kv::now_ms())
+    }
+}
+
+impl limiter::Host for State {
+    async fn check(
+        &mut self,
+        policy: String,
+        key: String,
+        limit: u32,
+        period_seconds: u32,
+    ) -> wasmtime::Result<Result<limiter::Decision, limiter::LimiterError>> {
+        let d = self.shared.limiter.check(&policy, &key, limit, period_seconds);
+        Ok(Ok(limiter::Decision { allowed: d.allowed, retry_after_seconds: d.retry_after_seconds }))
+    }
+}

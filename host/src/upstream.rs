@@ -1,0 +1,92 @@
+//! Outbound HTTP for the guest: reqwest with redirects off, no decoding, no
+//! proxy from the environment, bodies streamed both ways.
+
+use std::time::Duration;
+
+use crate::body::{HostBody, error_chain};
+use crate::runtime::edgeproxy::platform::http_client::HttpError;
+
+/// Time to wait for response headers when the guest names none.
+const DEFAULT_HEADERS_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct Upstream {
+    client: reqwest::Client,
+}
+
+pub struct UpstreamResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<HostBody>,
+}
+
+impl Upstream {
+    pub fn new() -> anyhow::Result<Upstream> {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(10))
+            .read_timeout(Duration::from_secs(120))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()?;
+        Ok(Upstream { client })
+    }
+
+    pub async fn send(
+        &self,
+        method: &str,
+        url: &str,
+        headers: Vec<(String, String)>,
+        body: Option<HostBody>,
+        timeout_ms: Option<u32>,
+    ) -> Result<UpstreamResponse, HttpError> {
+        let url = reqwest::Url::parse(url).map_err(|e| HttpError::InvalidUrl(format!("{url}: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(HttpError::InvalidUrl(format!("{url}: only http and https are supported")));
+        }
+        let method = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| HttpError::ProtocolError(format!("method: {e}")))?;
+        let mut header_map = reqwest::header::HeaderMap::with_capacity(headers.len());
+        for (name, value) in headers {
+            let name = reqwest::header::HeaderName::from_bytes(name.as_bytes()).map_err(|e| HttpError::ProtocolError(format!("header {name:?}: {e}")))?;
+            let value = reqwest::header::HeaderValue::from_str(&value).map_err(|e| HttpError::ProtocolError(format!("header {name}: {e}")))?;
+            header_map.append(name, value);
+        }
+        let mut request = self.client.request(method, url).headers(header_map);
+        if let Some(body) = body {
+            request = request.body(reqwest::Body::wrap(body));
+        }
+        let timeout = timeout_ms.map_or(DEFAULT_HEADERS_TIMEOUT, |ms| Duration::from_millis(ms.into()));
+        let response = match tokio::time::timeout(timeout, request.send()).await {
+            Err(_) => return Err(HttpError::Timeout),
+            Ok(Err(e)) => return Err(classify(&e)),
+            Ok(Ok(r)) => r,
+        };
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect();
+        let body = http::Response::from(response).into_body();
+        Ok(UpstreamResponse { status, headers, body: Some(HostBody::from_stream(body)) })
+    }
+}
+
+fn classify(e: &reqwest::Error) -> HttpError {
+    let why = error_chain(e);
+    if e.is_timeout() {
+        HttpError::Timeout
+    } else if e.is_builder() {
+        HttpError::InvalidUrl(why)
+    } else if e.is_connect() {
+        if why.contains("dns error") || why.contains("failed to lookup address") {
+            HttpError::DnsError(why)
+        } else if why.contains("certificate") || why.contains("tls") || why.contains("TLS") {
+            HttpError::TlsError(why)
+        } else {
+            HttpError::ConnectionFailed(why)
+        }
+    } else {
+        HttpError::ProtocolError(why)
+    }
+}

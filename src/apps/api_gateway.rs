@@ -1,0 +1,205 @@
+//! api-gateway: `api.example.com` -> one origin, with CORS, caching, JSON
+//! errors, origin checks, rate limiting and request limits at the edge.
+
+use serde::Deserialize;
+
+use crate::platform::{Body, Platform, ReadOutcome, Request, Response, read_up_to};
+use crate::proxy::cors::CorsOptions;
+use crate::proxy::{ProxyApp, ProxyError, Session, cache, headers};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Options {
+    /// `scheme://host[:port][/base-path]`; the request path is appended.
+    pub origin: String,
+    #[serde(default = "default_methods")]
+    pub allowed_methods: Vec<String>,
+    /// Larger request bodies get 413. No limit if unset.
+    pub max_body_bytes: Option<u64>,
+    /// Larger request header blocks get 431.
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
+    /// Time to wait for the origin's response headers (504 after).
+    pub timeout_ms: Option<u32>,
+    pub cors: Option<CorsOptions>,
+    pub cache: Option<CacheOptions>,
+    pub rate_limit: Option<RateLimitOptions>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheOptions {
+    /// Responses with larger bodies pass through uncached.
+    #[serde(default = "default_max_entry_bytes")]
+    pub max_entry_bytes: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitOptions {
+    /// Requests each client IP may make per period.
+    pub requests: u32,
+    pub period_seconds: u32,
+    /// The host limiter's name for this policy (a Workers binding name).
+    #[serde(default = "default_policy")]
+    pub policy: String,
+}
+
+fn default_methods() -> Vec<String> {
+    ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"].map(String::from).to_vec()
+}
+fn default_max_header_bytes() -> usize {
+    32 * 1024
+}
+fn default_max_entry_bytes() -> u64 {
+    1024 * 1024
+}
+fn default_policy() -> String {
+    "api".into()
+}
+
+impl Options {
+    pub fn validate(&self) -> Result<(), String> {
+        let origin = url::Url::parse(&self.origin).map_err(|e| format!("origin {:?} is not a URL: {e}", self.origin))?;
+        if !matches!(origin.scheme(), "http" | "https") || origin.host().is_none() {
+            return Err(format!("origin {:?} must be an http:// or https:// URL with a host", self.origin));
+        }
+        if origin.query().is_some() || origin.fragment().is_some() {
+            return Err(format!("origin {:?} must not have a query or fragment", self.origin));
+        }
+        if let Some(m) = self.allowed_methods.iter().find(|m| m.as_str() != m.to_ascii_uppercase()) {
+            return Err(format!("allowed_methods: write {m:?} in upper case"));
+        }
+        if let Some(rl) = &self.rate_limit
+            && (rl.requests == 0 || rl.period_seconds == 0)
+        {
+            return Err("rate_limit: requests and period_seconds must be at least 1".into());
+        }
+        self.cors.as_ref().map_or(Ok(()), CorsOptions::validate)
+    }
+
+    fn origin_base(&self) -> &str {
+        self.origin.trim_end_matches('/')
+    }
+}
+
+pub struct ApiGateway<'a> {
+    pub options: &'a Options,
+    /// Distinguishes routes in the shared cache.
+    pub route_index: usize,
+}
+
+#[derive(Default)]
+pub struct Ctx {
+    cache_key: Option<String>,
+    cache_hit: bool,
+}
+
+impl<P: Platform> ProxyApp<P> for ApiGateway<'_> {
+    type Ctx = Ctx;
+
+    fn request_filter(&self, s: &Session<P>, ctx: &mut Ctx, req: &mut Request<P::Body>) -> Result<Option<Response<P::Body>>, ProxyError> {
+        let o = self.options;
+        if headers::block_size(&s.headers) > o.max_header_bytes {
+            return Err(ProxyError::new(431, "headers_too_large", format!("request headers exceed {} bytes", o.max_header_bytes)));
+        }
+        if let Some(cors) = &o.cors
+            && let Some(answer) = cors.preflight(&s.method, &s.headers)
+        {
+            return answer.map(Some);
+        }
+        if !o.allowed_methods.contains(&s.method) {
+            return Err(ProxyError::new(405, "method_not_allowed", format!("method {} is not allowed here", s.method))
+                .with_header("allow", o.allowed_methods.join(", ")));
+        }
+        if let Some(refusal) = o.cors.as_ref().and_then(|c| c.refuses(&s.method, &s.headers)) {
+            return Err(refusal);
+        }
+        if let Some(rl) = &o.rate_limit {
+            check_rate_limit(s, rl)?;
+        }
+        if let Some(max) = o.max_body_bytes {
+            limit_body(req, max)?;
+        }
+        if o.cache.is_some() && cache::may_lookup(&s.method, &s.headers) {
+            let key = format!("api-gateway:{}:{}{}", self.route_index, o.origin_base(), s.incoming.path_and_query());
+            if key.len() <= s.platform.kv_limits().max_key_bytes as usize {
+                if let Some(hit) = cache::lookup(s.platform, &key, &s.headers) {
+                    ctx.cache_hit = true;
+                    return Ok(Some(hit));
+                }
+                ctx.cache_key = Some(key);
+            }
+        }
+        Ok(None)
+    }
+
+    fn upstream_request(&self, s: &Session<P>, _ctx: &mut Ctx, req: Request<P::Body>) -> Result<Request<P::Body>, ProxyError> {
+        Ok(Request {
+            method: req.method,
+            url: format!("{}{}", self.options.origin_base(), s.incoming.path_and_query()),
+            headers: headers::for_upstream(req.headers, s.client_ip, &s.incoming.scheme, &s.incoming.authority),
+            body: req.body,
+        })
+    }
+
+    fn upstream_timeout_ms(&self) -> Option<u32> {
+        self.options.timeout_ms
+    }
+
+    fn upstream_response_filter(&self, s: &Session<P>, ctx: &mut Ctx, mut resp: Response<P::Body>) -> Result<Response<P::Body>, ProxyError> {
+        headers::remove_hop_by_hop(&mut resp.headers);
+        if let Some(cors) = &self.options.cors {
+            cors.strip_upstream(&mut resp.headers);
+        }
+        let public_base = format!("{}://{}", s.incoming.scheme, s.incoming.authority);
+        headers::rewrite_location(&mut resp.headers, self.options.origin_base(), &public_base);
+        if let (Some(key), Some(cache)) = (&ctx.cache_key, &self.options.cache)
+            && let Some(ttl) = cache::freshness(&s.method, &s.headers, &resp)
+        {
+            return cache::store(s.platform, key, &s.headers, resp, ttl, cache.max_entry_bytes);
+        }
+        Ok(resp)
+    }
+
+    fn response_filter(&self, s: &Session<P>, ctx: &mut Ctx, resp: &mut Response<P::Body>) {
+        if let Some(cors) = &self.options.cors {
+            cors.decorate(crate::platform::header(&s.headers, "origin"), &mut resp.headers);
+        }
+        if ctx.cache_hit || ctx.cache_key.is_some() {
+            headers::set(&mut resp.headers, "x-cache", if ctx.cache_hit { "HIT" } else { "MISS" });
+        }
+    }
+}
+
+fn check_rate_limit<P: Platform>(s: &Session<P>, rl: &RateLimitOptions) -> Result<(), ProxyError> {
+    let client = s.client_ip.unwrap_or("unknown");
+    match s.platform.rate_limit(&rl.policy, client, rl.requests, rl.period_seconds) {
+        Ok(d) if !d.allowed => {
+            let retry = d.retry_after_seconds.max(1);
+            Err(ProxyError::new(429, "rate_limited", format!("too many requests; retry in {retry} s"))
+                .with_header("retry-after", retry.to_string()))
+        }
+        // A limiter outage must not take the API down with it: fail open.
+        _ => Ok(()),
+    }
+}
+
+/// 413 for a declared or streamed body over `max`. A body without a length
+/// is read (at most `max` bytes, so bounded) to find out.
+fn limit_body<B: Body>(req: &mut Request<B>, max: u64) -> Result<(), ProxyError> {
+    let too_large = || ProxyError::new(413, "body_too_large", format!("request body exceeds {max} bytes"));
+    if let Some(len) = req.header("content-length") {
+        let len: u64 = len.trim().parse().map_err(|_| ProxyError::bad_request("invalid Content-Length"))?;
+        return if len > max { Err(too_large()) } else { Ok(()) };
+    }
+    let Some(body) = req.body.take() else { return Ok(()) };
+    match read_up_to(body, max) {
+        Ok(ReadOutcome::Complete(bytes)) => {
+            req.body = Some(B::from_bytes(bytes));
+            Ok(())
+        }
+        Ok(ReadOutcome::TooLong(_)) => Err(too_large()),
+        Err(e) => Err(ProxyError::bad_request(format!("request body could not be read: {e}"))),
+    }
+}

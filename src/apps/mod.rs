@@ -1,0 +1,4 @@
+//! The apps. Each is a [`crate::proxy::ProxyApp`] with its options type; the
+//! config document (`crate::config`) names one per route.
+
+pub mod api_gateway;

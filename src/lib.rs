@@ -1,0 +1,44 @@
+//! edgeproxy's core: four edge proxies behind one handler, written against
+//! the small platform of `wit/edgeproxy.wit`. See ARCHITECTURE.md.
+//!
+//! [`handle`] is the whole entry point: load the config document, check the
+//! URL, pick the route, run its app's phases.
+
+pub mod apps;
+pub mod config;
+pub mod platform;
+pub mod proxy;
+
+#[cfg(target_family = "wasm")]
+mod guest;
+
+use apps::api_gateway::ApiGateway;
+use config::{App, DOCUMENT_KEY, Document};
+use platform::{Platform, Request, Response};
+use proxy::{Incoming, ProxyError, Session, phases};
+
+/// Answers one client request. Never panics on bad input: every failure is
+/// a JSON error response.
+pub fn handle<P: Platform>(platform: &P, request: Request<P::Body>, client_ip: Option<&str>) -> Response<P::Body> {
+    serve(platform, request, client_ip).unwrap_or_else(ProxyError::into_response)
+}
+
+fn serve<P: Platform>(platform: &P, request: Request<P::Body>, client_ip: Option<&str>) -> Result<Response<P::Body>, ProxyError> {
+    let document = load_document(platform)?;
+    let incoming = Incoming::parse(&request.url)?;
+    let (route_index, app) = document
+        .route(&incoming.authority, &incoming.path)
+        .ok_or_else(|| ProxyError::not_found(format!("no route serves host {} and path {}", incoming.authority, incoming.path)))?;
+    let session = Session { platform, incoming, method: request.method.clone(), headers: request.headers.clone(), client_ip };
+    Ok(match app {
+        App::ApiGateway(options) => phases::run(&ApiGateway { options, route_index }, &session, request),
+    })
+}
+
+fn load_document<P: Platform>(platform: &P) -> Result<Document, ProxyError> {
+    let text = platform
+        .config(DOCUMENT_KEY)
+        .map_err(|why| ProxyError::internal(format!("the host could not provide the config document: {why}")))?
+        .ok_or_else(|| ProxyError::internal("no config document: the host must set the config key \"document\" (see README, Configuration)"))?;
+    Document::parse(&text).map_err(ProxyError::internal)
+}

@@ -1,0 +1,151 @@
+//! What the core needs from a host, as Rust traits. On wasm these are the WIT
+//! imports of `wit/edgeproxy.wit` (see `guest.rs`); in unit tests, a fake.
+//! Apps are generic over [`Platform`], so they never see bindings.
+
+use std::fmt;
+
+/// Header list as it travels: lower-case names, repeated names repeated.
+pub type Headers = Vec<(String, String)>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyError {
+    Broken(String),
+    Timeout,
+}
+
+impl fmt::Display for BodyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BodyError::Broken(why) => write!(f, "body stream broken: {why}"),
+            BodyError::Timeout => f.write_str("body stream timed out"),
+        }
+    }
+}
+
+/// A streaming body owned by the host. Passing it on costs nothing; reading
+/// it copies bytes into wasm memory, so read only what must be inspected.
+pub trait Body: Sized {
+    fn from_bytes(bytes: Vec<u8>) -> Self;
+    fn read(&mut self, max: u32) -> Result<Option<Vec<u8>>, BodyError>;
+    fn known_length(&self) -> Option<u64>;
+    fn prepend(head: Vec<u8>, tail: Self) -> Self;
+}
+
+/// How much of a body [`read_up_to`] found.
+pub enum ReadOutcome<B> {
+    /// The whole body, no longer than the limit.
+    Complete(Vec<u8>),
+    /// Longer than the limit: the body, intact, for passing on unread.
+    TooLong(B),
+}
+
+/// Reads a whole body if it is at most `limit` bytes, without ever holding
+/// more than `limit + 64 KiB` in memory. A longer body comes back whole.
+pub fn read_up_to<B: Body>(mut body: B, limit: u64) -> Result<ReadOutcome<B>, BodyError> {
+    if body.known_length().is_some_and(|len| len > limit) {
+        return Ok(ReadOutcome::TooLong(body));
+    }
+    let mut buf = Vec::new();
+    while let Some(chunk) = body.read(64 * 1024)? {
+        buf.extend_from_slice(&chunk);
+        if buf.len() as u64 > limit {
+            return Ok(ReadOutcome::TooLong(B::prepend(buf, body)));
+        }
+    }
+    Ok(ReadOutcome::Complete(buf))
+}
+
+pub struct Request<B> {
+    pub method: String,
+    /// Absolute URL, exactly as the host received it (not normalised).
+    pub url: String,
+    pub headers: Headers,
+    pub body: Option<B>,
+}
+
+pub struct Response<B> {
+    pub status: u16,
+    pub headers: Headers,
+    pub body: Option<B>,
+}
+
+impl<B> Response<B> {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        header(&self.headers, name)
+    }
+}
+
+impl<B> Request<B> {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        header(&self.headers, name)
+    }
+}
+
+/// The first value of header `name` (lower-case).
+pub fn header<'a>(headers: &'a Headers, name: &str) -> Option<&'a str> {
+    headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HttpError {
+    InvalidUrl(String),
+    Denied(String),
+    DnsError(String),
+    ConnectionFailed(String),
+    Timeout,
+    TlsError(String),
+    ProtocolError(String),
+}
+
+impl fmt::Display for HttpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HttpError::InvalidUrl(m) => write!(f, "invalid upstream URL: {m}"),
+            HttpError::Denied(m) => write!(f, "the host refused to connect: {m}"),
+            HttpError::DnsError(m) => write!(f, "upstream name did not resolve: {m}"),
+            HttpError::ConnectionFailed(m) => write!(f, "could not connect to upstream: {m}"),
+            HttpError::Timeout => f.write_str("upstream did not answer in time"),
+            HttpError::TlsError(m) => write!(f, "TLS with upstream failed: {m}"),
+            HttpError::ProtocolError(m) => write!(f, "upstream exchange failed: {m}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KvError {
+    InvalidKey(String),
+    TooLarge(u64),
+    Unavailable(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvLimits {
+    pub max_key_bytes: u32,
+    pub max_value_bytes: u64,
+    pub min_ttl_seconds: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    pub retry_after_seconds: u32,
+}
+
+/// The host's capabilities, one method per WIT import.
+pub trait Platform {
+    type Body: Body;
+
+    fn send(&self, request: Request<Self::Body>, timeout_ms: Option<u32>) -> Result<Response<Self::Body>, HttpError>;
+
+    fn kv_limits(&self) -> KvLimits;
+    fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError>;
+    fn kv_set(&self, key: &str, value: &[u8], ttl_seconds: Option<u32>) -> Result<(), KvError>;
+    fn kv_delete(&self, key: &str) -> Result<(), KvError>;
+
+    /// `Err` carries the host's reason; `Ok(None)` means not set.
+    fn config(&self, key: &str) -> Result<Option<String>, String>;
+
+    fn now_ms(&self) -> u64;
+
+    fn rate_limit(&self, policy: &str, key: &str, limit: u32, period_seconds: u32) -> Result<Decision, String>;
+}

@@ -1,0 +1,165 @@
+//! A shared HTTP cache in key-value (RFC 9111, the subset an edge needs):
+//! only what the origin marks fresh, keyed by URL and the `Vary` headers,
+//! never `Set-Cookie`, never over the size limit.
+
+use serde::{Deserialize, Serialize};
+
+use super::ProxyError;
+use crate::platform::{Body, Headers, Platform, ReadOutcome, Response, header, read_up_to};
+
+/// Parsed `Cache-Control` directives, names lower-cased.
+pub struct CacheControl(Vec<(String, Option<String>)>);
+
+impl CacheControl {
+    pub fn parse(headers: &Headers) -> Self {
+        let mut directives = Vec::new();
+        for (_, value) in headers.iter().filter(|(n, _)| n == "cache-control") {
+            for part in value.split(',') {
+                let (name, arg) = match part.split_once('=') {
+                    Some((n, a)) => (n, Some(a.trim().trim_matches('"').to_owned())),
+                    None => (part, None),
+                };
+                let name = name.trim().to_ascii_lowercase();
+                if !name.is_empty() {
+                    directives.push((name, arg));
+                }
+            }
+        }
+        CacheControl(directives)
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.0.iter().any(|(n, _)| n == name)
+    }
+
+    pub fn seconds(&self, name: &str) -> Option<u64> {
+        self.0.iter().find(|(n, _)| n == name).and_then(|(_, a)| a.as_deref()?.parse().ok())
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct EntryMeta {
+    status: u16,
+    headers: Headers,
+    stored_at_ms: u64,
+    /// Age the response already had when stored (its `Age` header).
+    initial_age: u64,
+    /// The request's values of each header the response varies on.
+    vary: Vec<(String, Option<String>)>,
+}
+
+/// Whether the request may be answered from cache at all.
+pub fn may_lookup(method: &str, request: &Headers) -> bool {
+    let cc = CacheControl::parse(request);
+    method == "GET" && !cc.has("no-cache") && !cc.has("no-store")
+}
+
+/// The cached response for `key`, if fresh and if it matches the request's
+/// `Vary` headers. A store failure is a miss, never an error.
+pub fn lookup<P: Platform>(platform: &P, key: &str, request: &Headers) -> Option<Response<P::Body>> {
+    let raw = platform.kv_get(key).ok()??;
+    let (meta, body) = decode(&raw)?;
+    if meta.vary.iter().any(|(name, value)| header(request, name) != value.as_deref()) {
+        return None;
+    }
+    let age = meta.initial_age + platform.now_ms().saturating_sub(meta.stored_at_ms) / 1000;
+    let mut headers = meta.headers;
+    headers.push(("age".into(), age.to_string()));
+    Some(Response { status: meta.status, headers, body: Some(P::Body::from_bytes(body.to_vec())) })
+}
+
+/// How long the response may be served from a shared cache, or `None` if
+/// it must not be stored.
+pub fn freshness(method: &str, request: &Headers, response: &Response<impl Body>) -> Option<u64> {
+    if method != "GET" || !matches!(response.status, 200 | 203 | 204) {
+        return None;
+    }
+    let req_cc = CacheControl::parse(request);
+    let cc = CacheControl::parse(&response.headers);
+    if req_cc.has("no-store") || cc.has("no-store") || cc.has("private") || cc.has("no-cache") {
+        return None;
+    }
+    if response.header("set-cookie").is_some() || response.header("vary").is_some_and(|v| v.contains('*')) {
+        return None;
+    }
+    // A request with credentials is only shared when the origin says so (RFC 9111 §3.5).
+    if header(request, "authorization").is_some() && !(cc.has("public") || cc.has("s-maxage")) {
+        return None;
+    }
+    let lifetime = cc.seconds("s-maxage").or_else(|| cc.seconds("max-age"))?;
+    let age: u64 = response.header("age").and_then(|a| a.parse().ok()).unwrap_or(0);
+    lifetime.checked_sub(age).filter(|ttl| *ttl > 0)
+}
+
+/// Stores the response if it fits, and returns it with its body intact
+/// either way (read into memory when stored, untouched when too large). If
+/// the upstream breaks while the body is read, nothing has reached the client
+/// yet, so that becomes a 502 rather than a short body.
+pub fn store<P: Platform>(
+    platform: &P,
+    key: &str,
+    request: &Headers,
+    mut response: Response<P::Body>,
+    ttl: u64,
+    max_entry_bytes: u64,
+) -> Result<Response<P::Body>, ProxyError> {
+    let Some(body) = response.body.take() else { return Ok(response) };
+    let limit = max_entry_bytes.min(platform.kv_limits().max_value_bytes.saturating_sub(64 * 1024));
+    match read_up_to(body, limit) {
+        Ok(ReadOutcome::Complete(bytes)) => {
+            let vary = response
+                .header("vary")
+                .map(|v| v.split(',').map(|n| n.trim().to_ascii_lowercase()).filter(|n| !n.is_empty()).collect::<Vec<_>>())
+                .unwrap_or_default()
+                .into_iter()
+                .map(|name| {
+                    let value = header(request, &name).map(str::to_owned);
+                    (name, value)
+                })
+                .collect();
+            let meta = EntryMeta {
+                status: response.status,
+                headers: response.headers.iter().filter(|(n, _)| n != "age").cloned().collect(),
+                stored_at_ms: platform.now_ms(),
+                initial_age: response.header("age").and_then(|a| a.parse().ok()).unwrap_or(0),
+                vary,
+            };
+            let ttl = u32::try_from(ttl).unwrap_or(u32::MAX);
+            // A full or failing store only costs a future miss.
+            let _ = platform.kv_set(key, &encode(&meta, &bytes), Some(ttl));
+            response.body = Some(P::Body::from_bytes(bytes));
+        }
+        Ok(ReadOutcome::TooLong(body)) => response.body = Some(body),
+        Err(e) => return Err(ProxyError::new(502, "bad_gateway", format!("upstream response failed: {e}"))),
+    }
+    Ok(response)
+}
+
+/// `len(meta) as u32 BE | meta JSON | body bytes`.
+fn encode(meta: &EntryMeta, body: &[u8]) -> Vec<u8> {
+    let meta = serde_json::to_vec(meta).expect("cache metadata serialises");
+    let mut out = Vec::with_capacity(4 + meta.len() + body.len());
+    out.extend_from_slice(&(meta.len() as u32).to_be_bytes());
+    out.extend_from_slice(&meta);
+    out.extend_from_slice(body);
+    out
+}
+
+fn decode(raw: &[u8]) -> Option<(EntryMeta, &[u8])> {
+    let len = u32::from_be_bytes(raw.get(..4)?.try_into().ok()?) as usize;
+    let meta = serde_json::from_slice(raw.get(4..4 + len)?).ok()?;
+    Some((meta, &raw[4 + len..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_control_directives_are_parsed_case_insensitively() {
+        let cc = CacheControl::parse(&vec![("cache-control".into(), "Public, MAX-AGE=60, s-maxage=\"30\"".into())]);
+        assert!(cc.has("public"));
+        assert_eq!(cc.seconds("max-age"), Some(60));
+        assert_eq!(cc.seconds("s-maxage"), Some(30));
+    }
+}

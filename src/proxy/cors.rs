@@ -1,0 +1,126 @@
+//! CORS at the edge (Fetch standard §3.2): allow-listed origins are echoed
+//! with `Vary: Origin`, preflights are answered here, and a disallowed origin
+//! gets no CORS headers at all.
+
+use serde::Deserialize;
+
+use super::{ProxyError, headers};
+use crate::platform::{Body, Headers, Response, header};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsOptions {
+    /// Exact origins (`https://app.example.com`), or `"*"` for any origin.
+    pub allowed_origins: Vec<String>,
+    /// Send `Access-Control-Allow-Credentials: true` (never with `"*"`).
+    #[serde(default)]
+    pub allow_credentials: bool,
+    #[serde(default = "default_methods")]
+    pub allowed_methods: Vec<String>,
+    /// Request headers a preflight may ask for; `"*"` allows whatever it asks.
+    #[serde(default = "any")]
+    pub allowed_headers: Vec<String>,
+    /// Response headers scripts may read.
+    #[serde(default)]
+    pub expose_headers: Vec<String>,
+    #[serde(default = "default_max_age")]
+    pub max_age_seconds: u32,
+    /// Refuse (403) state-changing requests (not GET/HEAD/OPTIONS) that carry
+    /// an `Origin` outside the allow-list, before they reach the origin server.
+    #[serde(default = "yes")]
+    pub refuse_disallowed_origins: bool,
+}
+
+fn default_methods() -> Vec<String> {
+    ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"].map(String::from).to_vec()
+}
+fn any() -> Vec<String> {
+    vec!["*".into()]
+}
+fn default_max_age() -> u32 {
+    600
+}
+fn yes() -> bool {
+    true
+}
+
+impl CorsOptions {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.allow_credentials && self.allowed_origins.iter().any(|o| o == "*") {
+            return Err("cors: allowed_origins = [\"*\"] with allow_credentials = true would let any site act as your \
+                        signed-in users; list the origins instead"
+                .into());
+        }
+        Ok(())
+    }
+
+    fn any_origin(&self) -> bool {
+        self.allowed_origins.iter().any(|o| o == "*")
+    }
+
+    pub fn allows(&self, origin: &str) -> bool {
+        self.any_origin() || self.allowed_origins.iter().any(|o| o.eq_ignore_ascii_case(origin))
+    }
+
+    /// A preflight (`OPTIONS` with `Origin` and `Access-Control-Request-Method`)
+    /// is answered here and never reaches the origin server.
+    pub fn preflight<B: Body>(&self, method: &str, request: &Headers) -> Option<Result<Response<B>, ProxyError>> {
+        let origin = header(request, "origin")?;
+        let wanted_method = header(request, "access-control-request-method")?;
+        if method != "OPTIONS" {
+            return None;
+        }
+        if !self.allows(origin) {
+            return Some(Err(ProxyError::new(403, "cors_origin_refused", format!("origin {origin} is not allowed"))));
+        }
+        if !self.allowed_methods.iter().any(|m| m.eq_ignore_ascii_case(wanted_method)) {
+            return Some(Err(ProxyError::new(403, "cors_method_refused", format!("method {wanted_method} is not allowed"))));
+        }
+        // The origin, credentials and `Vary: Origin` come from `decorate`,
+        // which runs on every response.
+        let mut out = Headers::new();
+        out.push(("access-control-allow-methods".into(), self.allowed_methods.join(", ")));
+        let wanted_headers = header(request, "access-control-request-headers").unwrap_or("");
+        let allowed_headers = if self.allowed_headers.iter().any(|h| h == "*") {
+            wanted_headers.to_owned()
+        } else {
+            self.allowed_headers.join(", ")
+        };
+        if !allowed_headers.is_empty() {
+            out.push(("access-control-allow-headers".into(), allowed_headers));
+        }
+        out.push(("access-control-max-age".into(), self.max_age_seconds.to_string()));
+        headers::append_token(&mut out, "vary", "Access-Control-Request-Method");
+        headers::append_token(&mut out, "vary", "Access-Control-Request-Headers");
+        out.push(("content-length".into(), "0".into()));
+        Some(Ok(Response { status: 204, headers: out, body: None }))
+    }
+
+    /// Is this a state-changing request from an origin we do not allow?
+    pub fn refuses(&self, method: &str, request: &Headers) -> Option<ProxyError> {
+        let origin = header(request, "origin")?;
+        let safe = matches!(method, "GET" | "HEAD" | "OPTIONS");
+        (self.refuse_disallowed_origins && !safe && !self.allows(origin))
+            .then(|| ProxyError::new(403, "origin_refused", format!("requests from origin {origin} are not allowed")))
+    }
+
+    /// Drops the origin server's own CORS headers, so the edge's policy is
+    /// the only one a browser sees.
+    pub fn strip_upstream(&self, upstream: &mut Headers) {
+        upstream.retain(|(n, _)| !n.starts_with("access-control-"));
+    }
+
+    /// Adds the CORS response headers for the request's `origin`.
+    pub fn decorate(&self, origin: Option<&str>, out: &mut Headers) {
+        headers::append_token(out, "vary", "Origin");
+        let Some(origin) = origin.filter(|o| self.allows(o)) else { return };
+        let allow_origin = if self.any_origin() && !self.allow_credentials { "*" } else { origin };
+        out.push(("access-control-allow-origin".into(), allow_origin.to_owned()));
+        if self.allow_credentials {
+            out.push(("access-control-allow-credentials".into(), "true".into()));
+        }
+        if !self.expose_headers.is_empty() {
+            out.push(("access-control-expose-headers".into(), self.expose_headers.join(", ")));
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! Every refusal and failure becomes a status with a JSON body
+//! `{"error": code, "message": text}`; nothing traps.
+
+use crate::platform::{Body, Headers, HttpError, Response};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyError {
+    pub status: u16,
+    /// Stable, machine-readable: `not_found`, `bad_gateway`, ...
+    pub code: &'static str,
+    /// For people: what happened and, where it helps, what to do.
+    pub message: String,
+    /// Extra headers such as `retry-after` or `allow`.
+    pub headers: Headers,
+}
+
+impl ProxyError {
+    pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+        ProxyError { status, code, message: message.into(), headers: Vec::new() }
+    }
+
+    pub fn with_header(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.headers.push((name.to_owned(), value.into()));
+        self
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(400, "bad_request", message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(404, "not_found", message)
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(500, "internal_error", message)
+    }
+
+    /// 504 for a timeout, 502 for everything else that kept us from a response.
+    pub fn upstream(error: &HttpError) -> Self {
+        match error {
+            HttpError::Timeout => Self::new(504, "gateway_timeout", error.to_string()),
+            _ => Self::new(502, "bad_gateway", error.to_string()),
+        }
+    }
+
+    pub fn into_response<B: Body>(self) -> Response<B> {
+        let json = serde_json::json!({ "error": self.code, "message": self.message });
+        let mut headers = self.headers;
+        headers.push(("content-type".into(), "application/json".into()));
+        headers.push(("cache-control".into(), "no-store".into()));
+        Response { status: self.status, headers, body: Some(B::from_bytes(json.to_string().into_bytes())) }
+    }
+}

@@ -1,0 +1,135 @@
+//! Header hygiene between client, edge and upstream.
+
+use crate::platform::Headers;
+
+/// RFC 9110 §7.6.1 connection-specific headers, plus the non-standard ones
+/// proxies still meet. They describe one hop and never travel on.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Headers that a CDN or edge platform adds about the client's connection;
+/// forwarding them would let a client forge them or leak platform internals.
+const PLATFORM: &[&str] = &[
+    "cdn-loop",
+    "cf-connecting-ip",
+    "cf-connecting-ipv6",
+    "cf-ew-via",
+    "cf-ipcountry",
+    "cf-ray",
+    "cf-visitor",
+    "cf-worker",
+    "true-client-ip",
+    "x-real-ip",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "forwarded",
+];
+
+/// Removes hop-by-hop headers, and any header the `connection` header names.
+pub fn remove_hop_by_hop(headers: &mut Headers) {
+    let named: Vec<String> = headers
+        .iter()
+        .filter(|(n, _)| n == "connection")
+        .flat_map(|(_, v)| v.split(',').map(|t| t.trim().to_ascii_lowercase()).collect::<Vec<_>>())
+        .collect();
+    headers.retain(|(n, _)| !HOP_BY_HOP.contains(&n.as_str()) && !named.contains(n));
+}
+
+/// The client's headers as an upstream should see them: no hop-by-hop, no
+/// platform headers, no `host` (the HTTP client sets it from the URL), and
+/// `x-forwarded-for/proto/host` describing this hop.
+pub fn for_upstream(mut headers: Headers, client_ip: Option<&str>, proto: &str, host: &str) -> Headers {
+    remove_hop_by_hop(&mut headers);
+    headers.retain(|(n, _)| n != "host" && !PLATFORM.contains(&n.as_str()));
+    // Append to a client-supplied X-Forwarded-For (as nginx's
+    // $proxy_add_x_forwarded_for does): the origin trusts only the right-most entries.
+    let prior: Vec<String> = headers.iter().filter(|(n, _)| n == "x-forwarded-for").map(|(_, v)| v.clone()).collect();
+    headers.retain(|(n, _)| n != "x-forwarded-for");
+    let mut chain = prior.join(", ");
+    if let Some(ip) = client_ip {
+        if !chain.is_empty() {
+            chain.push_str(", ");
+        }
+        chain.push_str(ip);
+    }
+    if !chain.is_empty() {
+        headers.push(("x-forwarded-for".into(), chain));
+    }
+    headers.push(("x-forwarded-proto".into(), proto.to_owned()));
+    headers.push(("x-forwarded-host".into(), host.to_owned()));
+    headers
+}
+
+/// Replaces every `name` header with one `value`.
+pub fn set(headers: &mut Headers, name: &str, value: impl Into<String>) {
+    headers.retain(|(n, _)| n != name);
+    headers.push((name.to_owned(), value.into()));
+}
+
+pub fn remove(headers: &mut Headers, name: &str) {
+    headers.retain(|(n, _)| n != name);
+}
+
+/// Adds `token` to a comma-separated header such as `vary`, once.
+pub fn append_token(headers: &mut Headers, name: &str, token: &str) {
+    let present = headers
+        .iter()
+        .filter(|(n, _)| n == name)
+        .any(|(_, v)| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)));
+    if !present {
+        headers.push((name.to_owned(), token.to_owned()));
+    }
+}
+
+/// Points an absolute `location` at `upstream_base` back at `public_base`,
+/// so redirects keep the client on the edge. Relative ones stay relative.
+pub fn rewrite_location(headers: &mut Headers, upstream_base: &str, public_base: &str) {
+    for (name, value) in headers.iter_mut().filter(|(n, _)| n == "location") {
+        debug_assert_eq!(name, "location");
+        if let Some(rest) = value.strip_prefix(upstream_base)
+            && (rest.is_empty() || rest.starts_with(['/', '?', '#']))
+        {
+            *value = format!("{public_base}{rest}");
+        }
+    }
+}
+
+/// Total size of the header block, as a server limit counts it.
+pub fn block_size(headers: &Headers) -> usize {
+    headers.iter().map(|(n, v)| n.len() + v.len() + 4).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(pairs: &[(&str, &str)]) -> Headers {
+        pairs.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_are_removed() {
+        let mut headers = h(&[("connection", "close, x-secret"), ("x-secret", "1"), ("te", "trailers"), ("accept", "*/*")]);
+        remove_hop_by_hop(&mut headers);
+        assert_eq!(headers, h(&[("accept", "*/*")]));
+    }
+
+    #[test]
+    fn forwarded_headers_describe_this_hop() {
+        let headers = h(&[("host", "api.example.com"), ("cf-ray", "x"), ("x-forwarded-for", "10.0.0.1"), ("x-forwarded-host", "forged")]);
+        let out = for_upstream(headers, Some("192.0.2.7"), "https", "api.example.com");
+        assert_eq!(
+            out,
+            h(&[("x-forwarded-for", "10.0.0.1, 192.0.2.7"), ("x-forwarded-proto", "https"), ("x-forwarded-host", "api.example.com")])
+        );
+    }
+}

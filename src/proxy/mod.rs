@@ -1,0 +1,13 @@
+//! The toolkit every app shares: the phase runner ([`phases`]) and the pieces
+//! a proxy needs around it. Apps compose these; they do not re-implement them.
+
+pub mod cache;
+pub mod cors;
+pub mod error;
+pub mod headers;
+pub mod incoming;
+pub mod phases;
+
+pub use error::ProxyError;
+pub use incoming::Incoming;
+pub use phases::{ProxyApp, Session};

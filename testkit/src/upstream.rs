@@ -1,0 +1,194 @@
+//! A local origin server with one route per behaviour under test.
+//!
+//! | path | answers |
+//! |---|---|
+//! | `/echo/...` | JSON: method, raw path+query, headers, body (as text) |
+//! | `/bytes/N` | N pattern bytes, with Content-Length |
+//! | `/sink` | reads the request body; JSON `{bytes, pattern_ok}` |
+//! | `/die/N` | promises 2N bytes, sends N, then drops the connection |
+//! | `/die-chunked/N` | sends N bytes chunked, then drops the connection |
+//! | `/status/C` | status C with a JSON body |
+//! | `/cacheable/...?cc=V[&vary=H][&cookie=1]` | `Cache-Control: V`; counts hits in `x-upstream-hits` |
+//! | `/redirect` | 302 to this server's absolute `/echo/redirected` |
+//! | `/slow` | headers after 3 s |
+//! | `/small` | `hello` |
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+
+use crate::pattern_byte;
+
+type Body = BoxBody<Bytes, std::io::Error>;
+
+pub struct Upstream {
+    pub addr: SocketAddr,
+    hits: Arc<Mutex<HashMap<String, u64>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Upstream {
+    pub async fn start() -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the upstream");
+        let addr = listener.local_addr().unwrap();
+        let hits: Arc<Mutex<HashMap<String, u64>>> = Arc::default();
+        let state = hits.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let _ = stream.set_nodelay(true);
+                let hits = state.clone();
+                tokio::spawn(async move {
+                    // `/die/N` needs the raw socket, so peek at the request line first.
+                    let mut peek = [0u8; 64];
+                    let n = stream.peek(&mut peek).await.unwrap_or(0);
+                    let line = String::from_utf8_lossy(&peek[..n]).to_string();
+                    if let Some(n) = raw_die_route(&line) {
+                        return die_mid_body(stream, n).await;
+                    }
+                    let service = hyper::service::service_fn(move |req| route(req, addr, hits.clone()));
+                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                });
+            }
+        });
+        Upstream { addr, hits, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// How often `/cacheable/...` path `path` was requested here.
+    pub fn hits(&self, path: &str) -> u64 {
+        self.hits.lock().unwrap().get(path).copied().unwrap_or(0)
+    }
+}
+
+fn raw_die_route(request_line: &str) -> Option<u64> {
+    request_line.split(' ').nth(1)?.strip_prefix("/die/")?.parse().ok()
+}
+
+/// Sends headers promising 2N bytes, N bytes, then closes: a short body that
+/// only a careless proxy would pass on as complete.
+async fn die_mid_body(mut stream: tokio::net::TcpStream, n: u64) {
+    let mut buf = [0u8; 4096];
+    let _ = tokio::io::AsyncReadExt::read(&mut stream, &mut buf).await;
+    let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\ncontent-type: application/octet-stream\r\n\r\n", 2 * n);
+    let _ = stream.write_all(head.as_bytes()).await;
+    let body: Vec<u8> = (0..n).map(pattern_byte).collect();
+    let _ = stream.write_all(&body).await;
+    let _ = stream.flush().await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    drop(stream);
+}
+
+fn full(status: u16, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .body(Full::new(body.into()).map_err(|e: Infallible| match e {}).boxed())
+        .unwrap()
+}
+
+/// `len` pattern bytes as a stream of 64 KiB frames, optionally breaking after them.
+fn pattern_stream(len: u64, then_break: bool) -> Body {
+    const CHUNK: u64 = 64 * 1024;
+    let frames = futures_util::stream::iter((0..len.div_ceil(CHUNK)).map(move |c| {
+        let start = c * CHUNK;
+        let chunk: Vec<u8> = (start..(start + CHUNK).min(len)).map(pattern_byte).collect();
+        Ok::<_, std::io::Error>(Frame::data(Bytes::from(chunk)))
+    }));
+    let tail = futures_util::stream::iter(then_break.then(|| Err(std::io::Error::other("upstream died"))));
+    BodyExt::boxed(StreamBody::new(frames.chain(tail)))
+}
+
+async fn route(req: Request<Incoming>, addr: SocketAddr, hits: Arc<Mutex<HashMap<String, u64>>>) -> Result<Response<Body>, Infallible> {
+    let path = req.uri().path().to_owned();
+    let query = req.uri().query().unwrap_or("").to_owned();
+    let param = |name: &str| {
+        query.split('&').find_map(|kv| kv.strip_prefix(name).and_then(|v| v.strip_prefix('='))).map(|v| v.replace("%20", " ").replace("%2C", ","))
+    };
+    let response = if path.starts_with("/echo") {
+        let method = req.method().to_string();
+        let uri = req.uri().to_string();
+        let headers: Vec<(String, String)> =
+            req.headers().iter().map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())).collect();
+        let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let json = serde_json::json!({ "method": method, "uri": uri, "headers": headers, "body": String::from_utf8_lossy(&body) });
+        full(200, "application/json", json.to_string())
+    } else if let Some(n) = path.strip_prefix("/bytes/").and_then(|n| n.parse().ok()) {
+        let mut r = Response::new(pattern_stream(n, false));
+        r.headers_mut().insert("content-length", n.into());
+        r.headers_mut().insert("content-type", "application/octet-stream".parse().unwrap());
+        r
+    } else if path == "/sink" {
+        let mut body = req.into_body();
+        let (mut bytes, mut ok) = (0u64, true);
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else { return Ok(full(400, "text/plain", "request body broke")) };
+            if let Ok(data) = frame.into_data() {
+                ok &= data.iter().enumerate().all(|(i, b)| *b == pattern_byte(bytes + i as u64));
+                bytes += data.len() as u64;
+            }
+        }
+        full(200, "application/json", serde_json::json!({ "bytes": bytes, "pattern_ok": ok }).to_string())
+    } else if let Some(n) = path.strip_prefix("/die-chunked/").and_then(|n| n.parse().ok()) {
+        Response::new(pattern_stream(n, true))
+    } else if let Some(code) = path.strip_prefix("/status/").and_then(|c| c.parse().ok()) {
+        full(code, "application/json", format!("{{\"upstream_status\":{code}}}"))
+    } else if path.starts_with("/cacheable/") {
+        let count = {
+            let mut hits = hits.lock().unwrap();
+            let n = hits.entry(path.clone()).or_default();
+            *n += 1;
+            *n
+        };
+        let lang = req.headers().get("accept-language").map(|v| v.to_str().unwrap_or("").to_owned()).unwrap_or_default();
+        let mut r = full(200, "text/plain", format!("{path} #{count} lang={lang}"));
+        let h = r.headers_mut();
+        h.insert("x-upstream-hits", count.into());
+        if let Some(cc) = param("cc") {
+            h.insert("cache-control", cc.parse().unwrap());
+        }
+        if let Some(vary) = param("vary") {
+            h.insert("vary", vary.parse().unwrap());
+        }
+        if param("cookie").is_some() {
+            h.insert("set-cookie", "session=1".parse().unwrap());
+        }
+        if let Some(size) = param("size").and_then(|s| s.parse::<u64>().ok()) {
+            *r.body_mut() = pattern_stream(size, false);
+            r.headers_mut().remove("content-length");
+        }
+        r
+    } else if path == "/redirect" {
+        let mut r = full(302, "text/plain", "moved");
+        r.headers_mut().insert("location", format!("http://{addr}/echo/redirected").parse().unwrap());
+        r
+    } else if path == "/slow" {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        full(200, "text/plain", "late")
+    } else if path == "/small" {
+        full(200, "text/plain", "hello")
+    } else {
+        full(404, "text/plain", "no such fixture route")
+    };
+    Ok(response)
+}

@@ -1,0 +1,118 @@
+//! Build tasks, in Rust (`cargo xtask <task>`), so there is one way to do
+//! each and nothing to install but Rust.
+//!
+//! - `build`: the core component `dist/edgeproxy.wasm` and the wasmtime host
+//! - `serve [ARGS]`: build, then `edgeproxy serve ARGS`
+//! - `test`: build, then every test (unit and integration)
+//! - `bench`: the benchmark harness (see BENCHMARKS.md)
+
+mod bench;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, bail, ensure};
+
+/// The only interfaces the core component may import.
+const OWN_PACKAGE: &str = "edgeproxy:platform/";
+const CORE_TARGET: &str = "wasm32-unknown-unknown";
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = root();
+    std::env::set_current_dir(&root)?;
+    match args.first().map(String::as_str) {
+        Some("build") => build(&root).map(drop),
+        Some("serve") => {
+            build(&root)?;
+            run(Command::new(root.join("target/release/edgeproxy")).arg("serve").args(&args[1..]))
+        }
+        Some("test") => {
+            build(&root)?;
+            run(cargo().args(["test", "--workspace", "--exclude", "xtask"]).args(&args[1..]))
+        }
+        Some("bench") => {
+            build(&root)?;
+            bench::run(&root)
+        }
+        _ => bail!("usage: cargo xtask <build | serve [ARGS] | test [ARGS] | bench>"),
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    let status = cmd.status().with_context(|| format!("cannot run {cmd:?}"))?;
+    ensure!(status.success(), "{cmd:?} failed ({status})");
+    Ok(())
+}
+
+/// Builds `dist/edgeproxy.wasm` and the host; returns the component's path.
+pub fn build(root: &Path) -> anyhow::Result<PathBuf> {
+    ensure_target(CORE_TARGET)?;
+    run(cargo().args(["build", "--package", "edgeproxy", "--lib", "--release", "--target", CORE_TARGET]))?;
+    let module_path = root.join(format!("target/{CORE_TARGET}/release/edgeproxy.wasm"));
+    let module = std::fs::read(&module_path).with_context(|| format!("read {}", module_path.display()))?;
+    // wit-bindgen embedded the world in the module; the encoder turns the
+    // module into a component with exactly those imports and exports.
+    let component = wit_component::ComponentEncoder::default().module(&module)?.validate(true).encode()?;
+    let imports = component_imports(&component)?;
+    if let Some(foreign) = imports.iter().find(|i| !i.starts_with(OWN_PACKAGE)) {
+        bail!("the core component imports {foreign}; it may import only {OWN_PACKAGE}* (all imports: {imports:?})");
+    }
+    std::fs::create_dir_all(root.join("dist"))?;
+    let out = root.join("dist/edgeproxy.wasm");
+    std::fs::write(&out, &component)?;
+    eprintln!(
+        "xtask: dist/edgeproxy.wasm: {} bytes raw, {} bytes gzip; imports {}",
+        component.len(),
+        gzip_len(&component),
+        imports.join(", ")
+    );
+    run(cargo().args(["build", "--package", "edgeproxy-host", "--release"]))?;
+    Ok(out)
+}
+
+/// The component's top-level import names.
+pub fn component_imports(component: &[u8]) -> anyhow::Result<Vec<String>> {
+    let mut names = Vec::new();
+    let mut depth = 0;
+    for payload in wasmparser::Parser::new(0).parse_all(component) {
+        match payload? {
+            wasmparser::Payload::ModuleSection { .. } | wasmparser::Payload::ComponentSection { .. } => depth += 1,
+            wasmparser::Payload::End(_) => depth -= 1,
+            wasmparser::Payload::ComponentImportSection(section) if depth == 0 => {
+                for import in section {
+                    names.push(import?.name.name.to_owned());
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(names)
+}
+
+pub fn gzip_len(bytes: &[u8]) -> usize {
+    use std::io::Write;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(bytes).expect("gzip to memory");
+    gz.finish().expect("gzip to memory").len()
+}
+
+fn ensure_target(target: &str) -> anyhow::Result<()> {
+    let installed = Command::new("rustup").args(["target", "list", "--installed"]).output();
+    match installed {
+        Ok(out) if String::from_utf8_lossy(&out.stdout).lines().any(|l| l.trim() == target) => Ok(()),
+        Ok(_) => run(Command::new("rustup").args(["target", "add", target])),
+        Err(_) => {
+            eprintln!("xtask: rustup not found; assuming the {target} standard library is installed");
+            Ok(())
+        }
+    }
+}
