@@ -166,7 +166,7 @@ impl<P: Platform> ProxyApp<P> for ApiGateway<'_> {
         if let Some(cors) = &self.options.cors {
             cors.decorate(crate::platform::header(&s.headers, "origin"), &mut resp.headers);
         }
-        if ctx.cache_hit || ctx.cache_key.is_some() {
+        if self.options.cache.is_some() && s.method == "GET" {
             headers::set(&mut resp.headers, "x-cache", if ctx.cache_hit { "HIT" } else { "MISS" });
         }
     }

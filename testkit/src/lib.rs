@@ -14,6 +14,55 @@ pub fn pattern_byte(i: u64) -> u8 {
     (i % 251) as u8
 }
 
+const PERIOD: usize = 251;
+const MAX_CHUNK: usize = 256 * 1024;
+
+fn pattern_table() -> &'static [u8] {
+    static TABLE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| (0..(MAX_CHUNK + PERIOD) as u64).map(pattern_byte).collect())
+}
+
+/// Pattern bytes `start..start+len` (`len` at most 256 KiB), by slicing, so
+/// gigabytes are cheap to make even in a debug build.
+pub fn pattern_chunk(start: u64, len: usize) -> bytes::Bytes {
+    assert!(len <= MAX_CHUNK);
+    let offset = (start % PERIOD as u64) as usize;
+    bytes::Bytes::copy_from_slice(&pattern_table()[offset..offset + len])
+}
+
+/// Whether `data` is the pattern from `start` on.
+pub fn pattern_matches(start: u64, data: &[u8]) -> bool {
+    data.chunks(MAX_CHUNK).enumerate().all(|(i, c)| {
+        let offset = ((start + (i * MAX_CHUNK) as u64) % PERIOD as u64) as usize;
+        c == &pattern_table()[offset..offset + c.len()]
+    })
+}
+
+/// A streaming body of `len` pattern bytes, for uploads.
+pub fn pattern_stream(len: u64) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + Sync + 'static {
+    const CHUNK: u64 = 64 * 1024;
+    futures_util::stream::iter((0..len.div_ceil(CHUNK)).map(move |c| Ok(pattern_chunk(c * CHUNK, (CHUNK.min(len - c * CHUNK)) as usize))))
+}
+
+/// The top-level import names of a component.
+pub fn component_imports(component: &[u8]) -> Result<Vec<String>, wasmparser::BinaryReaderError> {
+    let mut names = Vec::new();
+    let mut depth = 0;
+    for payload in wasmparser::Parser::new(0).parse_all(component) {
+        match payload? {
+            wasmparser::Payload::ModuleSection { .. } | wasmparser::Payload::ComponentSection { .. } => depth += 1,
+            wasmparser::Payload::End(_) => depth -= 1,
+            wasmparser::Payload::ComponentImportSection(section) if depth == 0 => {
+                for import in section {
+                    names.push(import?.name.name.to_owned());
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(names)
+}
+
 /// The workspace root, for finding `dist/` and `target/`.
 pub fn workspace_root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("testkit lives in the workspace").to_path_buf()

@@ -28,7 +28,6 @@ use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
-use crate::pattern_byte;
 
 type Body = BoxBody<Bytes, std::io::Error>;
 
@@ -92,8 +91,12 @@ async fn die_mid_body(mut stream: tokio::net::TcpStream, n: u64) {
     let _ = tokio::io::AsyncReadExt::read(&mut stream, &mut buf).await;
     let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\ncontent-type: application/octet-stream\r\n\r\n", 2 * n);
     let _ = stream.write_all(head.as_bytes()).await;
-    let body: Vec<u8> = (0..n).map(pattern_byte).collect();
-    let _ = stream.write_all(&body).await;
+    let mut sent = 0;
+    while sent < n {
+        let len = (n - sent).min(64 * 1024);
+        let _ = stream.write_all(&crate::pattern_chunk(sent, len as usize)).await;
+        sent += len;
+    }
     let _ = stream.flush().await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     drop(stream);
@@ -109,12 +112,7 @@ fn full(status: u16, content_type: &str, body: impl Into<Bytes>) -> Response<Bod
 
 /// `len` pattern bytes as a stream of 64 KiB frames, optionally breaking after them.
 fn pattern_stream(len: u64, then_break: bool) -> Body {
-    const CHUNK: u64 = 64 * 1024;
-    let frames = futures_util::stream::iter((0..len.div_ceil(CHUNK)).map(move |c| {
-        let start = c * CHUNK;
-        let chunk: Vec<u8> = (start..(start + CHUNK).min(len)).map(pattern_byte).collect();
-        Ok::<_, std::io::Error>(Frame::data(Bytes::from(chunk)))
-    }));
+    let frames = crate::pattern_stream(len).map(|chunk| chunk.map(Frame::data));
     let tail = futures_util::stream::iter(then_break.then(|| Err(std::io::Error::other("upstream died"))));
     BodyExt::boxed(StreamBody::new(frames.chain(tail)))
 }
@@ -144,7 +142,7 @@ async fn route(req: Request<Incoming>, addr: SocketAddr, hits: Arc<Mutex<HashMap
         while let Some(frame) = body.frame().await {
             let Ok(frame) = frame else { return Ok(full(400, "text/plain", "request body broke")) };
             if let Ok(data) = frame.into_data() {
-                ok &= data.iter().enumerate().all(|(i, b)| *b == pattern_byte(bytes + i as u64));
+                ok &= crate::pattern_matches(bytes, &data);
                 bytes += data.len() as u64;
             }
         }

@@ -17,7 +17,14 @@ use anyhow::{Context, bail, ensure};
 const OWN_PACKAGE: &str = "edgeproxy:platform/";
 const CORE_TARGET: &str = "wasm32-unknown-unknown";
 
-fn main() -> anyhow::Result<()> {
+fn main() {
+    if let Err(e) = run_task() {
+        eprintln!("xtask: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run_task() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let root = root();
     std::env::set_current_dir(&root)?;
@@ -62,7 +69,7 @@ pub fn build(root: &Path) -> anyhow::Result<PathBuf> {
     // wit-bindgen embedded the world in the module; the encoder turns the
     // module into a component with exactly those imports and exports.
     let component = wit_component::ComponentEncoder::default().module(&module)?.validate(true).encode()?;
-    let imports = component_imports(&component)?;
+    let imports = edgeproxy_testkit::component_imports(&component)?;
     if let Some(foreign) = imports.iter().find(|i| !i.starts_with(OWN_PACKAGE)) {
         bail!("the core component imports {foreign}; it may import only {OWN_PACKAGE}* (all imports: {imports:?})");
     }
@@ -77,25 +84,6 @@ pub fn build(root: &Path) -> anyhow::Result<PathBuf> {
     );
     run(cargo().args(["build", "--package", "edgeproxy-host", "--release"]))?;
     Ok(out)
-}
-
-/// The component's top-level import names.
-pub fn component_imports(component: &[u8]) -> anyhow::Result<Vec<String>> {
-    let mut names = Vec::new();
-    let mut depth = 0;
-    for payload in wasmparser::Parser::new(0).parse_all(component) {
-        match payload? {
-            wasmparser::Payload::ModuleSection { .. } | wasmparser::Payload::ComponentSection { .. } => depth += 1,
-            wasmparser::Payload::End(_) => depth -= 1,
-            wasmparser::Payload::ComponentImportSection(section) if depth == 0 => {
-                for import in section {
-                    names.push(import?.name.name.to_owned());
-                }
-            }
-            _ => {}
-        }
-    }
-    Ok(names)
 }
 
 pub fn gzip_len(bytes: &[u8]) -> usize {

@@ -1,0 +1,42 @@
+//! The host contract: what runs is dist/edgeproxy.wasm, importing only our
+//! own interfaces; the server logs each request and stops cleanly.
+
+use edgeproxy_testkit::{Host, Upstream, component_imports, workspace_root};
+
+#[test]
+fn the_component_imports_only_the_projects_own_interfaces() {
+    let component = std::fs::read(workspace_root().join("dist/edgeproxy.wasm")).expect("dist/edgeproxy.wasm is built");
+    let imports = component_imports(&component).unwrap();
+    assert!(!imports.is_empty());
+    for import in &imports {
+        assert!(import.starts_with("edgeproxy:platform/"), "unexpected import {import} in {imports:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_server_logs_one_line_per_request() {
+    let upstream = Upstream::start().await;
+    let host = Host::start(&format!("[[route]]\nhost = \"*\"\n[route.api-gateway]\norigin = \"{}\"\n", upstream.url())).await;
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    client.get(host.url("/small")).send().await.unwrap();
+    client.get(host.url("/status/404")).send().await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let log = host.log();
+    assert_eq!(log.len(), 2, "{log:?}");
+    assert!(log[0].contains("\"GET ") && log[0].contains("/small\" 200"), "{}", log[0]);
+    assert!(log[1].contains("/status/404\" 404"), "{}", log[1]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_stops_the_server_cleanly() {
+    let host = Host::start("").await;
+    let status = host.interrupt().await;
+    assert!(status.success(), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_empty_document_serves_404_for_everything() {
+    let host = Host::start("").await;
+    let response = reqwest::Client::builder().no_proxy().build().unwrap().get(host.url("/")).send().await.unwrap();
+    assert_eq!(response.status(), 404);
+}
