@@ -109,3 +109,48 @@ fn unavailable(e: impl std::fmt::Display) -> KvError {
 pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("edgeproxy-kv-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn values_survive_a_restart() {
+        let dir = scratch("restart");
+        Kv::open(&dir).unwrap().set("k", b"v", None).unwrap();
+        assert_eq!(Kv::open(&dir).unwrap().get("k").unwrap(), Some(b"v".to_vec()));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn an_entry_is_gone_after_its_ttl_and_purged() {
+        let dir = scratch("ttl");
+        let kv = Kv::open(&dir).unwrap();
+        kv.set("short", b"1", Some(1)).unwrap();
+        kv.set("forever", b"2", None).unwrap();
+        assert_eq!(kv.get("short").unwrap(), Some(b"1".to_vec()));
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        assert_eq!(kv.get("short").unwrap(), None);
+        assert_eq!(kv.purge_expired().unwrap(), 1);
+        assert_eq!(kv.get("forever").unwrap(), Some(b"2".to_vec()));
+        kv.delete("forever").unwrap();
+        assert_eq!(kv.get("forever").unwrap(), None);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn bad_keys_and_huge_values_are_refused() {
+        let dir = scratch("limits");
+        let kv = Kv::open(&dir).unwrap();
+        assert!(matches!(kv.get(""), Err(KvError::InvalidKey(_))));
+        assert!(matches!(kv.set(&"k".repeat(2000), b"", None), Err(KvError::InvalidKey(_))));
+        assert!(matches!(kv.set("k", &vec![0; MAX_VALUE_BYTES as usize + 1], None), Err(KvError::TooLarge(_))));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

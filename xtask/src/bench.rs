@@ -1,1 +1,207 @@
-pub fn run(_root: &std::path::Path) -> anyhow::Result<()> { anyhow::bail!("todo") }
+//! The benchmark harness. One run measures edgeproxy and its baselines on
+//! this machine, back to back, against the same local upstream:
+//!
+//! - small proxied requests (wrk: requests/s, p50, p99): direct, nginx
+//!   `proxy_pass`, edgeproxy on wasmtime;
+//! - streaming a large body (curl): direct, nginx, edgeproxy;
+//! - per-request instantiation of the component;
+//! - the component's size, raw and gzip.
+//!
+//! Results replace the block between the markers in BENCHMARKS.md.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, bail, ensure};
+use edgeproxy_testkit::Upstream;
+
+const WRK_SECONDS: u32 = 10;
+const WRK_CONNECTIONS: u32 = 32;
+const STREAM_BYTES: u64 = 4 << 30;
+const START: &str = "<!-- bench:start -->";
+const END: &str = "<!-- bench:end -->";
+
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Load {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+pub fn run(root: &Path) -> anyhow::Result<()> {
+    crate::ensure_debian_tools(&[("wrk", "wrk"), ("nginx", "nginx-light"), ("curl", "curl")])?;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let upstream = rt.block_on(Upstream::start());
+    let work = std::env::temp_dir().join(format!("edgeproxy-bench-{}", std::process::id()));
+    std::fs::create_dir_all(work.join("logs"))?;
+
+    let nginx_port = free_port()?;
+    let nginx_conf = work.join("nginx.conf");
+    std::fs::write(&nginx_conf, nginx_config(nginx_port, &upstream.url(), &work))?;
+    let _nginx = Killed(
+        Command::new("nginx").arg("-p").arg(&work).arg("-c").arg(&nginx_conf).stderr(Stdio::inherit()).spawn().context("start nginx")?,
+    );
+
+    let proxy_port = free_port()?;
+    let config = work.join("edgeproxy.toml");
+    std::fs::write(&config, format!("[[route]]\nhost = \"*\"\n[route.api-gateway]\norigin = \"{}\"\n", upstream.url()))?;
+    let _proxy = Killed(
+        Command::new(root.join("target/release/edgeproxy"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{proxy_port}"), "--config"])
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(work.join("data"))
+            .stdout(Stdio::null())
+            .spawn()
+            .context("start edgeproxy")?,
+    );
+    let targets = [
+        ("direct upstream", upstream.url()),
+        ("nginx proxy_pass", format!("http://127.0.0.1:{nginx_port}")),
+        ("edgeproxy (wasmtime)", format!("http://127.0.0.1:{proxy_port}")),
+    ];
+    for (name, base) in &targets {
+        wait_until_up(&format!("{base}/small")).with_context(|| format!("{name} did not come up"))?;
+    }
+
+    let mut loads = Vec::new();
+    for (name, base) in &targets {
+        eprintln!("bench: wrk {name} ...");
+        wrk(&format!("{base}/small"))?; // warm-up
+        loads.push((name, wrk(&format!("{base}/small"))?));
+    }
+    let mut streams = Vec::new();
+    for (name, base) in &targets {
+        eprintln!("bench: streaming {} GiB through {name} ...", STREAM_BYTES >> 30);
+        streams.push((name, stream_gib_per_s(&format!("{base}/bytes/{STREAM_BYTES}"))?));
+    }
+    eprintln!("bench: instantiation ...");
+    let instantiate = Command::new(root.join("target/release/edgeproxy")).args(["instantiate-bench", "--component"]).arg(root.join("dist/edgeproxy.wasm")).output()?;
+    let instantiate_us: f64 = String::from_utf8_lossy(&instantiate.stdout)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .context("instantiate-bench printed no figure")?;
+    let component = std::fs::read(root.join("dist/edgeproxy.wasm"))?;
+
+    let (_, nginx) = &loads[1];
+    let (_, direct) = &loads[0];
+    let mut report = format!(
+        "Run on {} ({} cores), {}.\n\nSmall requests (`GET /small`, 5-byte body; wrk, 1 thread, {WRK_CONNECTIONS} connections, {WRK_SECONDS} s; all on loopback, sharing the cores):\n\n\
+         | target | requests/s | p50 | p99 | vs nginx | vs direct |\n|---|---:|---:|---:|---:|---:|\n",
+        machine(),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        chrono_free_date()
+    );
+    for (name, l) in &loads {
+        report += &format!(
+            "| {name} | {:.0} | {:.2} ms | {:.2} ms | {:.0}% | {:.0}% |\n",
+            l.rps,
+            l.p50_ms,
+            l.p99_ms,
+            100.0 * l.rps / nginx.rps,
+            100.0 * l.rps / direct.rps
+        );
+    }
+    report += &format!("\nStreaming one {} GiB body (curl to /dev/null):\n\n| target | GiB/s | vs nginx |\n|---|---:|---:|\n", STREAM_BYTES >> 30);
+    let nginx_stream = streams[1].1;
+    for (name, gibs) in &streams {
+        report += &format!("| {name} | {gibs:.2} | {:.0}% |\n", 100.0 * gibs / nginx_stream);
+    }
+    report += &format!(
+        "\nPer-request instantiation (pooling allocator, pre-instantiated component): **{instantiate_us:.1} µs**.\n\n\
+         Core component `dist/edgeproxy.wasm`: **{} bytes raw, {} bytes gzip**.\n",
+        component.len(),
+        crate::gzip_len(&component)
+    );
+    println!("{report}");
+    let bench_md = root.join("BENCHMARKS.md");
+    let text = std::fs::read_to_string(&bench_md).context("read BENCHMARKS.md")?;
+    let (Some(a), Some(b)) = (text.find(START), text.find(END)) else { bail!("BENCHMARKS.md lacks the {START} / {END} markers") };
+    std::fs::write(&bench_md, format!("{}{START}\n{report}{}", &text[..a], &text[b..]))?;
+    eprintln!("bench: results written to BENCHMARKS.md");
+    drop(upstream);
+    let _ = std::fs::remove_dir_all(work);
+    Ok(())
+}
+
+fn nginx_config(port: u16, upstream: &str, work: &Path) -> String {
+    let w = work.display();
+    format!(
+        "daemon off;\nworker_processes auto;\npid {w}/nginx.pid;\nerror_log {w}/logs/error.log;\nevents {{ worker_connections 1024; }}\n\
+         http {{\n  access_log off;\n  client_body_temp_path {w}/body;\n  proxy_temp_path {w}/proxy;\n  fastcgi_temp_path {w}/fcgi;\n  uwsgi_temp_path {w}/uwsgi;\n  scgi_temp_path {w}/scgi;\n\
+         \x20 upstream origin {{ server {}; keepalive 64; }}\n\
+         \x20 server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      proxy_pass http://origin;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      proxy_buffering off;\n      proxy_request_buffering off;\n    }}\n  }}\n}}\n",
+        upstream.trim_start_matches("http://")
+    )
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn wait_until_up(url: &str) -> anyhow::Result<()> {
+    for _ in 0..100 {
+        let ok = Command::new("curl").args(["-sf", "-o", "/dev/null", url]).status().is_ok_and(|s| s.success());
+        if ok {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("{url} not answering after 10 s")
+}
+
+fn wrk(url: &str) -> anyhow::Result<Load> {
+    let out = Command::new("wrk")
+        .args(["-t1", &format!("-c{WRK_CONNECTIONS}"), &format!("-d{WRK_SECONDS}s"), "--latency", url])
+        .output()
+        .context("run wrk")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    ensure!(out.status.success() && !text.contains("Non-2xx"), "wrk against {url} failed:\n{text}");
+    let field = |prefix: &str| text.lines().find_map(|l| l.trim().strip_prefix(prefix).map(|v| v.trim().to_owned()));
+    let rps = field("Requests/sec:").and_then(|v| v.parse().ok()).context("wrk printed no Requests/sec")?;
+    let p50 = field("50%").map(|v| duration_ms(&v)).context("wrk printed no p50")?;
+    let p99 = field("99%").map(|v| duration_ms(&v)).context("wrk printed no p99")?;
+    Ok(Load { rps, p50_ms: p50, p99_ms: p99 })
+}
+
+/// wrk's `812.00us` / `1.23ms` / `2.00s` in milliseconds.
+fn duration_ms(v: &str) -> f64 {
+    let split = v.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(v.len());
+    let (n, unit) = v.split_at(split);
+    let n: f64 = n.parse().unwrap_or(f64::NAN);
+    match unit {
+        "us" => n / 1000.0,
+        "ms" => n,
+        "s" => n * 1000.0,
+        _ => f64::NAN,
+    }
+}
+
+fn stream_gib_per_s(url: &str) -> anyhow::Result<f64> {
+    let out = Command::new("curl").args(["-sf", "-o", "/dev/null", "-w", "%{size_download} %{speed_download}", url]).output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut parts = text.split_whitespace().map(|v| v.parse::<f64>().unwrap_or(0.0));
+    let (size, speed) = (parts.next().unwrap_or(0.0), parts.next().unwrap_or(0.0));
+    ensure!(out.status.success() && size as u64 == STREAM_BYTES, "streaming {url} failed: {text}");
+    Ok(speed / f64::from(1u32 << 30))
+}
+
+fn machine() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| c.lines().find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())))
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+fn chrono_free_date() -> String {
+    Command::new("date").arg("+%Y-%m-%d").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default()
+}

@@ -35,6 +35,7 @@ fn run_task() -> anyhow::Result<()> {
             run(Command::new(root.join("target/release/edgeproxy")).arg("serve").args(&args[1..]))
         }
         Some("test") => {
+            ensure_debian_tools(&[("curl", "curl")])?;
             build(&root)?;
             run(cargo().args(["test", "--workspace", "--exclude", "xtask"]).args(&args[1..]))
         }
@@ -54,7 +55,7 @@ fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 
-fn run(cmd: &mut Command) -> anyhow::Result<()> {
+pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
     let status = cmd.status().with_context(|| format!("cannot run {cmd:?}"))?;
     ensure!(status.success(), "{cmd:?} failed ({status})");
     Ok(())
@@ -103,4 +104,16 @@ fn ensure_target(target: &str) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Installs each missing `(command, Debian package)` with apt-get.
+pub fn ensure_debian_tools(tools: &[(&str, &str)]) -> anyhow::Result<()> {
+    let on_path = |cmd: &str| Command::new("sh").args(["-c", &format!("command -v {cmd}")]).output().is_ok_and(|o| o.status.success());
+    let missing: Vec<&str> = tools.iter().filter(|(cmd, _)| !on_path(cmd)).map(|(_, package)| *package).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing {} from Debian", missing.join(", "));
+    run(Command::new("apt-get").arg("update").arg("-qq"))?;
+    run(Command::new("apt-get").args(["install", "-y", "-qq"]).args(&missing))
 }
