@@ -40,3 +40,24 @@ async fn an_empty_document_serves_404_for_everything() {
     let response = reqwest::Client::builder().no_proxy().build().unwrap().get(host.url("/")).send().await.unwrap();
     assert_eq!(response.status(), 404);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_no_arguments_it_serves_the_default_document_on_port_8787() {
+    use tokio::io::AsyncBufReadExt;
+    let root = workspace_root();
+    let mut child = tokio::process::Command::new(root.join("target/release/edgeproxy"))
+        .current_dir(&root)
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stderr = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let line = stderr.next_line().await.unwrap().expect("a start-up line");
+    assert!(line.ends_with("on http://127.0.0.1:8787"), "{line}");
+    // The default routes every host to huggingface.co: offline that is a 502
+    // JSON error, online a 200; never "no route" (404).
+    let response = reqwest::Client::builder().no_proxy().build().unwrap().get("http://127.0.0.1:8787/api/models/gpt2").send().await.unwrap();
+    assert_ne!(response.status(), 404);
+    let _ = child.start_kill();
+}

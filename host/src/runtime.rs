@@ -239,3 +239,12 @@ impl limiter::Host for State {
         Ok(Ok(limiter::Decision { allowed: d.allowed, retry_after_seconds: d.retry_after_seconds }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_secret_key_maps_to_a_prefixed_upper_case_variable() {
+        assert_eq!(super::secret_env_var("hf-token"), "EDGEPROXY_SECRET_HF_TOKEN");
+        assert_eq!(super::secret_env_var("replicate.api_key"), "EDGEPROXY_SECRET_REPLICATE_API_KEY");
+    }
+}

@@ -37,7 +37,7 @@ fn run_task() -> anyhow::Result<()> {
         Some("test") => {
             ensure_debian_tools(&[("curl", "curl")])?;
             build(&root)?;
-            run(cargo().args(["test", "--workspace", "--exclude", "xtask"]).args(&args[1..]))
+            test(&args[1..])
         }
         Some("bench") => {
             build(&root)?;
@@ -58,6 +58,32 @@ fn cargo() -> Command {
 pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
     let status = cmd.status().with_context(|| format!("cannot run {cmd:?}"))?;
     ensure!(status.success(), "{cmd:?} failed ({status})");
+    Ok(())
+}
+
+/// Every test of the workspace (there are no doc-tests), then one totals
+/// line, so the last thing printed says how many tests ran.
+fn test(extra: &[String]) -> anyhow::Result<()> {
+    use std::io::BufRead;
+    let mut child = cargo()
+        .args(["test", "--workspace", "--exclude", "xtask", "--lib", "--bins", "--tests"])
+        .args(extra)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("run cargo test")?;
+    let (mut passed, mut failed) = (0u64, 0u64);
+    for line in std::io::BufReader::new(child.stdout.take().expect("piped stdout")).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(result) = line.strip_prefix("test result: ") {
+            let count = |word: &str| result.split(';').find_map(|part| part.trim().strip_suffix(word)?.split_whitespace().last()?.parse::<u64>().ok()).unwrap_or(0);
+            passed += count("passed");
+            failed += count("failed");
+        }
+    }
+    let status = child.wait()?;
+    println!("{passed} passed, {failed} failed");
+    ensure!(status.success(), "tests failed ({status})");
     Ok(())
 }
 
