@@ -10,6 +10,8 @@ pub mod platform;
 pub mod proxy;
 
 #[cfg(target_family = "wasm")]
+mod arena;
+#[cfg(target_family = "wasm")]
 mod guest;
 
 use apps::api_gateway::ApiGateway;

@@ -365,3 +365,18 @@ async fn path_traversal_tricks_get_400_and_never_reach_the_origin() {
         assert_eq!(String::from_utf8_lossy(&out.stdout), "400", "{path}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cached_body_larger_than_the_guests_initial_memory_round_trips_intact() {
+    let upstream = Upstream::start().await;
+    let host = gateway(&upstream, "[route.api-gateway.cache]\nmax_entry_bytes = 4194304\n").await;
+    let path = "/cacheable/large?cc=max-age=60&size=2097152";
+    for expected in ["MISS", "HIT"] {
+        let response = get(&host, path).send().await.unwrap();
+        assert_eq!(response.headers()["x-cache"], expected);
+        let body = response.bytes().await.unwrap();
+        assert_eq!(body.len(), 2097152);
+        assert!(edgeproxy_testkit::pattern_matches(0, &body), "{expected}: bytes differ from what the origin sent");
+    }
+    assert_eq!(upstream.hits("/cacheable/large"), 1);
+}

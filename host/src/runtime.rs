@@ -23,8 +23,9 @@ wasmtime::component::bindgen!({
 
 use edgeproxy::platform::{body, clock, config, http_client, kv as wit_kv, limiter, types};
 
-/// Bytes of each instance's linear memory kept resident between requests.
-const KEEP_RESIDENT: usize = 512 << 10;
+/// Bytes of each instance's linear memory kept resident between requests:
+/// the core's initial memory, set in .cargo/config.toml.
+const KEEP_RESIDENT: usize = 256 << 10;
 
 /// What every request's store shares.
 pub struct Shared {
@@ -68,11 +69,11 @@ impl Runtime {
         // memory images: that is what makes one instance per request cheap.
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(1000).total_memories(1000).total_tables(1000).max_memory_size(512 << 20);
-        // Reset a finished instance's working set with memset, not madvise:
+        // Reset a finished instance's memory with memset, not madvise:
         // madvise costs a TLB shootdown across cores and a page fault per
         // page on the next request, which profiling showed dominating small
-        // requests. The guest's small stack (see .cargo/config.toml) keeps
-        // that working set under this size.
+        // requests. The guest's initial memory (.cargo/config.toml) is sized
+        // to fit.
         pool.linear_memory_keep_resident(KEEP_RESIDENT).table_keep_resident(64 << 10).async_stack_keep_resident(64 << 10);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config)?;
