@@ -39,20 +39,26 @@ pub enum ReadOutcome<B> {
     TooLong(B),
 }
 
-/// Reads a whole body if it is at most `limit` bytes, without ever holding
-/// more than `limit + 64 KiB` in memory. A longer body comes back whole.
+const READ_CHUNK: u32 = 256 * 1024;
+
+/// Reads a whole body if it is at most `limit` bytes, holding at most about
+/// twice `limit` in memory. A longer body comes back whole.
 pub fn read_up_to<B: Body>(mut body: B, limit: u64) -> Result<ReadOutcome<B>, BodyError> {
     if body.known_length().is_some_and(|len| len > limit) {
         return Ok(ReadOutcome::TooLong(body));
     }
-    let mut buf = Vec::new();
-    while let Some(chunk) = body.read(64 * 1024)? {
-        buf.extend_from_slice(&chunk);
-        if buf.len() as u64 > limit {
-            return Ok(ReadOutcome::TooLong(B::prepend(buf, body)));
+    // Chunks are joined once at the end: growing one buffer between reads
+    // would copy it over and over (and the core's arena never reuses space).
+    let mut chunks = Vec::new();
+    let mut total = 0u64;
+    while let Some(chunk) = body.read(READ_CHUNK)? {
+        total += chunk.len() as u64;
+        chunks.push(chunk);
+        if total > limit {
+            return Ok(ReadOutcome::TooLong(B::prepend(chunks.concat(), body)));
         }
     }
-    Ok(ReadOutcome::Complete(buf))
+    Ok(ReadOutcome::Complete(chunks.concat()))
 }
 
 pub struct Request<B> {
@@ -81,6 +87,13 @@ impl<B> Request<B> {
     }
 }
 
+/// Every value of header `name`, joined with `, ` as RFC 9110 §5.3 allows
+/// for list headers; `None` if absent.
+pub fn header_list(headers: &Headers, name: &str) -> Option<String> {
+    let values: Vec<&str> = headers.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_str()).collect();
+    (!values.is_empty()).then(|| values.join(", "))
+}
+
 /// The first value of header `name` (lower-case).
 pub fn header<'a>(headers: &'a Headers, name: &str) -> Option<&'a str> {
     headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
@@ -95,20 +108,6 @@ pub enum HttpError {
     Timeout,
     TlsError(String),
     ProtocolError(String),
-}
-
-impl fmt::Display for HttpError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            HttpError::InvalidUrl(m) => write!(f, "invalid upstream URL: {m}"),
-            HttpError::Denied(m) => write!(f, "the host refused to connect: {m}"),
-            HttpError::DnsError(m) => write!(f, "upstream name did not resolve: {m}"),
-            HttpError::ConnectionFailed(m) => write!(f, "could not connect to upstream: {m}"),
-            HttpError::Timeout => f.write_str("upstream did not answer in time"),
-            HttpError::TlsError(m) => write!(f, "TLS with upstream failed: {m}"),
-            HttpError::ProtocolError(m) => write!(f, "upstream exchange failed: {m}"),
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

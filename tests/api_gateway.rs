@@ -64,6 +64,7 @@ async fn strips_hop_by_hop_and_platform_headers_and_sets_forwarded_headers() {
             .header("proxy-authorization", "Basic Zm9v")
             .header("cf-ray", "abc")
             .header("cf-connecting-ip", "203.0.113.9")
+            .header("cf-access-authenticated-user-email", "admin@corp.test")
             .header("x-forwarded-for", "198.51.100.1")
             .header("x-forwarded-host", "forged.example")
             .send()
@@ -71,7 +72,7 @@ async fn strips_hop_by_hop_and_platform_headers_and_sets_forwarded_headers() {
             .unwrap(),
     )
     .await;
-    for gone in ["x-hop", "proxy-authorization", "cf-ray", "cf-connecting-ip"] {
+    for gone in ["x-hop", "proxy-authorization", "cf-ray", "cf-connecting-ip", "cf-access-authenticated-user-email"] {
         assert_eq!(echoed_header(&echo, gone), None, "{gone} must not reach the origin");
     }
     assert_eq!(echoed_header(&echo, "x-forwarded-for"), Some("198.51.100.1, 127.0.0.1"));
@@ -97,6 +98,7 @@ async fn an_unreachable_origin_gets_502_json() {
     let body = json(response).await;
     assert_eq!(body["error"], "bad_gateway");
     assert!(body["message"].as_str().unwrap().contains("connect"), "{body}");
+    assert!(!body["message"].as_str().unwrap().contains(&closed.to_string()), "no upstream URL in client errors: {body}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -157,6 +159,16 @@ async fn cors_gives_a_disallowed_origin_no_cors_headers() {
     let response = get(&host, "/echo").header("origin", "https://evil.test").send().await.unwrap();
     assert_eq!(response.status(), 200, "a simple GET still works; the browser just may not read it");
     assert!(response.headers().keys().all(|k| !k.as_str().starts_with("access-control-")), "{:?}", response.headers());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cors_replaces_the_origin_servers_own_cors_headers() {
+    let upstream = Upstream::start().await;
+    let host = gateway(&upstream, CORS).await;
+    let response = get(&host, "/own-cors").header("origin", "https://evil.test").send().await.unwrap();
+    assert!(response.headers().get("access-control-allow-origin").is_none(), "the origin's `*` must not reach a disallowed origin");
+    let response = get(&host, "/own-cors").header("origin", "https://app.test").send().await.unwrap();
+    assert_eq!(response.headers()["access-control-allow-origin"], "https://app.test");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -265,7 +277,6 @@ async fn cache_stores_nothing_the_origin_or_client_forbids() {
         ("/cacheable/vary-star?cc=max-age=60&vary=*", vec![]),
         ("/cacheable/too-big?cc=max-age=60&size=5000", vec![]),
         ("/cacheable/authorized?cc=max-age=60", vec![("authorization", "Bearer t")]),
-        ("/cacheable/client-no-store?cc=max-age=60", vec![("cache-control", "no-store")]),
     ];
     for (path, headers) in cases {
         let (first, _, _, len1) = fetch(&host, path, &headers).await;
@@ -280,6 +291,41 @@ async fn cache_stores_nothing_the_origin_or_client_forbids() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_client_no_store_request_bypasses_the_cache_and_is_not_stored() {
+    let upstream = Upstream::start().await;
+    let host = gateway(&upstream, CACHE).await;
+    let path = "/cacheable/client-no-store?cc=max-age=60";
+    assert_eq!(fetch(&host, path, &[("cache-control", "no-store")]).await.0, "MISS");
+    assert_eq!(fetch(&host, path, &[]).await.0, "MISS", "the no-store response must not have been stored");
+    assert_eq!(fetch(&host, path, &[]).await.0, "HIT");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cache_honours_every_vary_line_not_just_the_first() {
+    let upstream = Upstream::start().await;
+    let host = gateway(&upstream, CACHE).await;
+    // Two Vary lines: a response varying on `*` in the second must never be stored.
+    let path = "/cacheable/two-vary?cc=max-age=60&vary=accept-language&vary2=*";
+    assert_eq!(fetch(&host, path, &[]).await.0, "MISS");
+    assert_eq!(fetch(&host, path, &[]).await.0, "MISS");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cache_entries_are_kept_apart_by_the_public_host() {
+    let upstream = Upstream::start().await;
+    let host = Host::start(&format!(
+        "[[route]]\nhost = \"*.test\"\n[route.api-gateway]\norigin = \"{}\"\n{CACHE}",
+        upstream.url()
+    ))
+    .await;
+    let path = "/cacheable/per-host?cc=max-age=60";
+    for public_host in ["a.test", "b.test"] {
+        let response = client().get(host.url(path)).header("host", public_host).send().await.unwrap();
+        assert_eq!(response.headers()["x-cache"], "MISS", "{public_host} must not get another host's entry");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn cache_keeps_variants_apart_by_the_vary_headers() {
     let upstream = Upstream::start().await;
     let host = gateway(&upstream, CACHE).await;
@@ -290,6 +336,10 @@ async fn cache_keeps_variants_apart_by_the_vary_headers() {
     assert!(en1.ends_with("lang=en") && fr.ends_with("lang=fr"), "{en1} / {fr}");
     let (x_cache, fr_again, _, _) = fetch(&host, path, &[("accept-language", "fr")]).await;
     assert_eq!((x_cache.as_str(), fr_again.as_str()), ("HIT", fr.as_str()));
+    // One entry per URL: the latest variant replaced the first.
+    let (x_cache, en2, _, _) = fetch(&host, path, &[("accept-language", "en")]).await;
+    assert_eq!(x_cache, "MISS");
+    assert!(en2.ends_with("lang=en"), "{en2}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -348,6 +398,19 @@ async fn oversized_bodies_get_413_whether_declared_or_streamed() {
     let small = client().post(host.url("/echo")).header("host", "api.test").body(chunks(5)).send().await.unwrap();
     assert_eq!(small.status(), 200);
     assert_eq!(json(small).await["body"], "yyyyy", "a small streamed body arrives intact");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn escaped_letters_cannot_slip_past_a_path_route() {
+    let upstream = Upstream::start().await;
+    let document = format!(
+        "[[route]]\nhost = \"api.test\"\npath = \"/admin\"\n[route.api-gateway]\norigin = \"{0}\"\nallowed_methods = [\"GET\"]\n\n\
+         [[route]]\nhost = \"api.test\"\n[route.api-gateway]\norigin = \"{0}\"\n",
+        upstream.url()
+    );
+    let host = Host::start(&document).await;
+    let response = client().post(host.url("/%61dmin/delete")).header("host", "api.test").send().await.unwrap();
+    assert_eq!(response.status(), 405, "/%61dmin is /admin and gets /admin's rules");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -58,6 +58,6 @@ async fn with_no_arguments_it_serves_the_default_document_on_port_8787() {
     // The default routes every host to huggingface.co: offline that is a 502
     // JSON error, online a 200; never "no route" (404).
     let response = reqwest::Client::builder().no_proxy().build().unwrap().get("http://127.0.0.1:8787/api/models/gpt2").send().await.unwrap();
-    assert_ne!(response.status(), 404);
+    assert!(matches!(response.status().as_u16(), 200 | 502), "{}", response.status());
     let _ = child.start_kill();
 }

@@ -19,7 +19,9 @@ pub struct Decision {
     pub retry_after_seconds: u32,
 }
 
-/// Past this many buckets, full (idle) ones are dropped.
+/// Past this many buckets, full (idle) ones are dropped; if that is not
+/// enough (a flood of new client addresses), all are, which fails open for a
+/// moment rather than letting memory and lookup time grow without bound.
 const MAX_BUCKETS: usize = 100_000;
 
 impl Limiter {
@@ -35,6 +37,9 @@ impl Limiter {
         let mut buckets = self.buckets.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if buckets.len() >= MAX_BUCKETS {
             buckets.retain(|_, b| b.tokens + now.duration_since(b.refilled).as_secs_f64() * per_second < capacity);
+            if buckets.len() >= MAX_BUCKETS / 2 {
+                buckets.clear();
+            }
         }
         let bucket = buckets.entry((policy.to_owned(), key.to_owned())).or_insert(Bucket { tokens: capacity, refilled: now });
         bucket.tokens = (bucket.tokens + now.duration_since(bucket.refilled).as_secs_f64() * per_second).min(capacity);

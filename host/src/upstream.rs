@@ -58,7 +58,11 @@ impl Upstream {
         let timeout = timeout_ms.map_or(DEFAULT_HEADERS_TIMEOUT, |ms| Duration::from_millis(ms.into()));
         let response = match tokio::time::timeout(timeout, request.send()).await {
             Err(_) => return Err(HttpError::Timeout),
-            Ok(Err(e)) => return Err(classify(&e)),
+            Ok(Err(e)) => {
+                // The details stay in the operator's log; the client gets the kind only.
+                eprintln!("edgeproxy: upstream request failed: {}", error_chain(&e));
+                return Err(classify(&e));
+            }
             Ok(Ok(r)) => r,
         };
         let status = response.status().as_u16();

@@ -60,12 +60,13 @@ fn default_policy() -> String {
 
 impl Options {
     pub fn validate(&self) -> Result<(), String> {
-        let origin = url::Url::parse(&self.origin).map_err(|e| format!("origin {:?} is not a URL: {e}", self.origin))?;
+        // Messages leave the origin's value out: it may carry a token.
+        let origin = url::Url::parse(&self.origin).map_err(|e| format!("origin is not a URL ({e})"))?;
         if !matches!(origin.scheme(), "http" | "https") || origin.host().is_none() {
-            return Err(format!("origin {:?} must be an http:// or https:// URL with a host", self.origin));
+            return Err("origin must be an http:// or https:// URL with a host".into());
         }
         if origin.query().is_some() || origin.fragment().is_some() {
-            return Err(format!("origin {:?} must not have a query or fragment", self.origin));
+            return Err("origin must not have a query or fragment".into());
         }
         if let Some(m) = self.allowed_methods.iter().find(|m| m.as_str() != m.to_ascii_uppercase()) {
             return Err(format!("allowed_methods: write {m:?} in upper case"));
@@ -122,7 +123,15 @@ impl<P: Platform> ProxyApp<P> for ApiGateway<'_> {
             limit_body(req, max)?;
         }
         if o.cache.is_some() && cache::may_lookup(&s.method, &s.headers) {
-            let key = format!("api-gateway:{}:{}{}", self.route_index, o.origin_base(), s.incoming.path_and_query());
+            // The public scheme and authority are part of the key: they shape
+            // the response (X-Forwarded-Host, rewritten Location).
+            let key = format!(
+                "api-gateway:{}:{}://{}{}",
+                self.route_index,
+                s.incoming.scheme,
+                s.incoming.authority,
+                s.incoming.path_and_query()
+            );
             if key.len() <= s.platform.kv_limits().max_key_bytes as usize {
                 if let Some(hit) = cache::lookup(s.platform, &key, &s.headers) {
                     ctx.cache_hit = true;

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::ProxyError;
-use crate::platform::{Body, Headers, Platform, ReadOutcome, Response, header, read_up_to};
+use crate::platform::{Body, Headers, Platform, ReadOutcome, Response, header, header_list, read_up_to};
 
 /// Parsed `Cache-Control` directives, names lower-cased.
 pub struct CacheControl(Vec<(String, Option<String>)>);
@@ -79,7 +79,7 @@ pub fn freshness(method: &str, request: &Headers, response: &Response<impl Body>
     if req_cc.has("no-store") || cc.has("no-store") || cc.has("private") || cc.has("no-cache") {
         return None;
     }
-    if response.header("set-cookie").is_some() || response.header("vary").is_some_and(|v| v.contains('*')) {
+    if response.header("set-cookie").is_some() || vary_names(&response.headers).iter().any(|n| n == "*") {
         return None;
     }
     // A request with credentials is only shared when the origin says so (RFC 9111 §3.5).
@@ -107,10 +107,7 @@ pub fn store<P: Platform>(
     let limit = max_entry_bytes.min(platform.kv_limits().max_value_bytes.saturating_sub(64 * 1024));
     match read_up_to(body, limit) {
         Ok(ReadOutcome::Complete(bytes)) => {
-            let vary = response
-                .header("vary")
-                .map(|v| v.split(',').map(|n| n.trim().to_ascii_lowercase()).filter(|n| !n.is_empty()).collect::<Vec<_>>())
-                .unwrap_or_default()
+            let vary = vary_names(&response.headers)
                 .into_iter()
                 .map(|name| {
                     let value = header(request, &name).map(str::to_owned);
@@ -133,6 +130,13 @@ pub fn store<P: Platform>(
         Err(e) => return Err(ProxyError::new(502, "bad_gateway", format!("upstream response failed: {e}"))),
     }
     Ok(response)
+}
+
+/// The header names of every `Vary` line, lower-cased.
+fn vary_names(headers: &Headers) -> Vec<String> {
+    header_list(headers, "vary")
+        .map(|v| v.split(',').map(|n| n.trim().to_ascii_lowercase()).filter(|n| !n.is_empty()).collect())
+        .unwrap_or_default()
 }
 
 /// `len(meta) as u32 BE | meta JSON | body bytes`.

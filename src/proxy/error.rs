@@ -36,12 +36,20 @@ impl ProxyError {
         Self::new(500, "internal_error", message)
     }
 
-    /// 504 for a timeout, 502 for everything else that kept us from a response.
+    /// 504 for a timeout, 502 for everything else that kept us from a
+    /// response. The message names the kind of failure only: the details
+    /// (which the host logs) can contain the upstream URL and its secrets.
     pub fn upstream(error: &HttpError) -> Self {
-        match error {
-            HttpError::Timeout => Self::new(504, "gateway_timeout", error.to_string()),
-            _ => Self::new(502, "bad_gateway", error.to_string()),
-        }
+        let kind = match error {
+            HttpError::Timeout => return Self::new(504, "gateway_timeout", "the upstream did not answer in time"),
+            HttpError::InvalidUrl(_) => "the upstream URL is invalid",
+            HttpError::Denied(_) => "the host refused to connect to the upstream",
+            HttpError::DnsError(_) => "the upstream's name did not resolve",
+            HttpError::ConnectionFailed(_) => "could not connect to the upstream",
+            HttpError::TlsError(_) => "TLS with the upstream failed",
+            HttpError::ProtocolError(_) => "the exchange with the upstream failed",
+        };
+        Self::new(502, "bad_gateway", kind)
     }
 
     pub fn into_response<B: Body>(self) -> Response<B> {

@@ -16,17 +16,12 @@ const HOP_BY_HOP: &[&str] = &[
     "upgrade",
 ];
 
-/// Headers that a CDN or edge platform adds about the client's connection;
-/// forwarding them would let a client forge them or leak platform internals.
+/// Headers that a CDN or edge platform adds about the client's connection
+/// (and every `cf-*` header, see [`is_platform`]); forwarding them would let
+/// a client forge them (`cf-access-authenticated-user-email`) or leak
+/// platform internals.
 const PLATFORM: &[&str] = &[
     "cdn-loop",
-    "cf-connecting-ip",
-    "cf-connecting-ipv6",
-    "cf-ew-via",
-    "cf-ipcountry",
-    "cf-ray",
-    "cf-visitor",
-    "cf-worker",
     "true-client-ip",
     "x-real-ip",
     "x-forwarded-host",
@@ -44,12 +39,16 @@ pub fn remove_hop_by_hop(headers: &mut Headers) {
     headers.retain(|(n, _)| !HOP_BY_HOP.contains(&n.as_str()) && !named.contains(n));
 }
 
+fn is_platform(name: &str) -> bool {
+    name.starts_with("cf-") || PLATFORM.contains(&name)
+}
+
 /// The client's headers as an upstream should see them: no hop-by-hop, no
 /// platform headers, no `host` (the HTTP client sets it from the URL), and
 /// `x-forwarded-for/proto/host` describing this hop.
 pub fn for_upstream(mut headers: Headers, client_ip: Option<&str>, proto: &str, host: &str) -> Headers {
     remove_hop_by_hop(&mut headers);
-    headers.retain(|(n, _)| n != "host" && !PLATFORM.contains(&n.as_str()));
+    headers.retain(|(n, _)| n != "host" && !is_platform(n));
     // Append to a client-supplied X-Forwarded-For (as nginx's
     // $proxy_add_x_forwarded_for does): the origin trusts only the right-most entries.
     let prior: Vec<String> = headers.iter().filter(|(n, _)| n == "x-forwarded-for").map(|(_, v)| v.clone()).collect();
@@ -73,10 +72,6 @@ pub fn for_upstream(mut headers: Headers, client_ip: Option<&str>, proto: &str, 
 pub fn set(headers: &mut Headers, name: &str, value: impl Into<String>) {
     headers.retain(|(n, _)| n != name);
     headers.push((name.to_owned(), value.into()));
-}
-
-pub fn remove(headers: &mut Headers, name: &str) {
-    headers.retain(|(n, _)| n != name);
 }
 
 /// Adds `token` to a comma-separated header such as `vary`, once.
@@ -125,7 +120,7 @@ mod tests {
 
     #[test]
     fn forwarded_headers_describe_this_hop() {
-        let headers = h(&[("host", "api.example.com"), ("cf-ray", "x"), ("x-forwarded-for", "10.0.0.1"), ("x-forwarded-host", "forged")]);
+        let headers = h(&[("host", "api.example.com"), ("cf-ray", "x"), ("cf-access-jwt-assertion", "forged"), ("x-forwarded-for", "10.0.0.1"), ("x-forwarded-host", "forged")]);
         let out = for_upstream(headers, Some("192.0.2.7"), "https", "api.example.com");
         assert_eq!(
             out,

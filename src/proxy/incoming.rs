@@ -27,8 +27,8 @@ impl Incoming {
         }
         let split = rest.find(['/', '?']).unwrap_or(rest.len());
         let (authority, path_and_query) = rest.split_at(split);
-        if authority.is_empty() || authority.contains('@') {
-            return Err(ProxyError::bad_request("request has no valid host"));
+        if !valid_authority(authority) {
+            return Err(ProxyError::bad_request("the Host is not a valid host[:port]"));
         }
         let path_and_query = path_and_query.split('#').next().unwrap_or_default();
         let (raw_path, query) = match path_and_query.split_once('?') {
@@ -48,8 +48,25 @@ impl Incoming {
     }
 }
 
-/// Collapses `//` runs; refuses dot segments (also percent-encoded), encoded
-/// slashes and backslashes, NUL and control characters, and broken escapes.
+/// `name[:port]` or `[v6]:port`: what a Host header may be, and nothing an
+/// app could echo into a header or cache key to someone else's harm.
+fn valid_authority(authority: &str) -> bool {
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !p.contains(']') => (h, Some(p)),
+        _ => (authority, None),
+    };
+    let host_ok = if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        !v6.is_empty() && v6.chars().all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.')
+    } else {
+        !host.is_empty() && host.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_')
+    };
+    host_ok && port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Collapses `//` runs and decodes escaped unreserved characters (`%61` is
+/// `a`: RFC 3986 §6.2.2.2), so `/%61dmin` cannot slip past a `/admin` route;
+/// refuses dot segments (also percent-encoded), encoded slashes and
+/// backslashes, NUL and control characters, and broken escapes.
 pub fn normalise_path(raw: &str) -> Result<String, ProxyError> {
     let refuse = |why: &str| Err(ProxyError::bad_request(format!("refused path: {why}")));
     if !raw.starts_with('/') {
@@ -74,12 +91,28 @@ pub fn normalise_path(raw: &str) -> Result<String, ProxyError> {
             return refuse("it contains an encoded slash, backslash or control character");
         }
         out.push('/');
-        out.push_str(segment);
+        push_with_unreserved_decoded(&mut out, segment);
     }
     if out.is_empty() || raw.ends_with('/') {
         out.push('/');
     }
     Ok(out)
+}
+
+fn push_with_unreserved_decoded(out: &mut String, segment: &str) {
+    let mut rest = segment;
+    while let Some(i) = rest.find('%') {
+        out.push_str(&rest[..i]);
+        let escape = &rest[i..i + 3]; // checked well-formed by the caller
+        let byte = u8::from_str_radix(&escape[1..], 16).expect("checked hex escape");
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(byte as char);
+        } else {
+            out.push_str(escape);
+        }
+        rest = &rest[i + 3..];
+    }
+    out.push_str(rest);
 }
 
 #[cfg(test)]
@@ -101,6 +134,20 @@ mod tests {
             let err = normalise_path(path).unwrap_err();
             assert_eq!(err.status, 400, "{path}");
         }
+    }
+
+    #[test]
+    fn escaped_unreserved_characters_are_decoded_and_others_kept() {
+        assert_eq!(normalise_path("/%61dmin/%7Euser/a%20b/%E2%9C%93").unwrap(), "/admin/~user/a%20b/%E2%9C%93");
+    }
+
+    #[test]
+    fn hosts_that_are_not_host_port_are_refused() {
+        for url in ["http://a\"b/", "http://a<b/", "http://user@a/", "http://a:80x/", "http:///x", "http://a:/"] {
+            assert_eq!(Incoming::parse(url).unwrap_err().status, 400, "{url}");
+        }
+        assert!(Incoming::parse("http://[::1]:8787/").is_ok());
+        assert!(Incoming::parse("http://my_host.local:80/").is_ok());
     }
 
     #[test]

@@ -8,10 +8,11 @@
 //! | `/die/N` | promises 2N bytes, sends N, then drops the connection |
 //! | `/die-chunked/N` | sends N bytes chunked, then drops the connection |
 //! | `/status/C` | status C with a JSON body |
-//! | `/cacheable/...?cc=V[&vary=H][&cookie=1]` | `Cache-Control: V`; counts hits in `x-upstream-hits` |
+//! | `/cacheable/...?cc=V[&vary=H][&vary2=H][&cookie=1][&size=N]` | `Cache-Control: V`; counts hits in `x-upstream-hits` |
 //! | `/redirect` | 302 to this server's absolute `/echo/redirected` |
 //! | `/slow` | headers after 3 s |
 //! | `/small` | `hello` |
+//! | `/own-cors` | `hello`, with the origin server's own `Access-Control-Allow-Origin: *` |
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -168,6 +169,9 @@ async fn route(req: Request<Incoming>, addr: SocketAddr, hits: Arc<Mutex<HashMap
         if let Some(vary) = param("vary") {
             h.insert("vary", vary.parse().unwrap());
         }
+        if let Some(vary) = param("vary2") {
+            h.append("vary", vary.parse().unwrap());
+        }
         if param("cookie").is_some() {
             h.insert("set-cookie", "session=1".parse().unwrap());
         }
@@ -183,6 +187,10 @@ async fn route(req: Request<Incoming>, addr: SocketAddr, hits: Arc<Mutex<HashMap
     } else if path == "/slow" {
         tokio::time::sleep(Duration::from_secs(3)).await;
         full(200, "text/plain", "late")
+    } else if path == "/own-cors" {
+        let mut r = full(200, "text/plain", "hello");
+        r.headers_mut().insert("access-control-allow-origin", "*".parse().unwrap());
+        r
     } else if path == "/small" {
         full(200, "text/plain", "hello")
     } else {
