@@ -4,9 +4,11 @@
 //! - `build`: the core component `dist/edgeproxy.wasm` and the wasmtime host
 //! - `serve [ARGS]`: build, then `edgeproxy serve ARGS`
 //! - `test`: build, then every test (unit and integration)
+//! - `workers`: the Cloudflare Workers build, `workers/build/` (jco transpile)
 //! - `bench`: the benchmark harness (see BENCHMARKS.md)
 
 mod bench;
+mod workers;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -39,11 +41,15 @@ fn run_task() -> anyhow::Result<()> {
             build(&root)?;
             test(&args[1..])
         }
+        Some("workers") => {
+            build(&root)?;
+            workers::build(&root)
+        }
         Some("bench") => {
             build(&root)?;
             bench::run(&root)
         }
-        _ => bail!("usage: cargo xtask <build | serve [ARGS] | test [ARGS] | bench>"),
+        _ => bail!("usage: cargo xtask <build | serve [ARGS] | test [ARGS] | workers | bench>"),
     }
 }
 

@@ -1,0 +1,255 @@
+// The Cloudflare Workers adapter: runs dist/edgeproxy.wasm (transpiled by jco
+// into workers/build/, see `cargo xtask workers`) and implements the WIT imports
+// of wit/edgeproxy.wit with the platform. No proxy logic lives here.
+//
+// - One component instance per request: JSPI lets a second request enter a
+//   suspended instance, and Workers I/O objects are bound to their request.
+// - A body the core passes on stays a ReadableStream; bytes never cross into
+//   wasm unless the core reads them.
+
+import { instantiate } from "./build/edgeproxy.js";
+import core from "./build/edgeproxy.core.wasm";
+import core2 from "./build/edgeproxy.core2.wasm";
+import core3 from "./build/edgeproxy.core3.wasm";
+
+const CORE_MODULES = { "edgeproxy.core.wasm": core, "edgeproxy.core2.wasm": core2, "edgeproxy.core3.wasm": core3 };
+
+// Workers KV: https://developers.cloudflare.com/kv/platform/limits/
+const KV_MAX_KEY_BYTES = 512;
+const KV_MAX_VALUE_BYTES = 25 * 1024 * 1024;
+const KV_MIN_TTL_SECONDS = 60;
+
+/** A WIT error result: jco turns a thrown `{ payload }` into `err(payload)`. */
+function err(tag, val) {
+  return Object.assign(new Error(`${tag}: ${val ?? ""}`), { payload: val === undefined ? { tag } : { tag, val } });
+}
+
+/** The WIT `body` resource: bytes the guest made, or a stream from the platform. */
+class Body {
+  #head; // Uint8Array not yet handed out
+  #stream; // ReadableStream after the head, or null
+  #reader; // its reader once the guest has read from it
+  #length; // exact remaining length if known, else undefined
+
+  constructor(bytes) {
+    this.#head = bytes ?? new Uint8Array(0);
+    this.#stream = null;
+    this.#length = this.#head.length;
+  }
+
+  static fromStream(stream, length) {
+    const body = new Body(new Uint8Array(0));
+    body.#stream = stream;
+    body.#length = length;
+    return body;
+  }
+
+  async read(max) {
+    max = Math.max(1, max);
+    for (;;) {
+      if (this.#head.length > 0) {
+        const chunk = this.#head.subarray(0, max);
+        this.#head = this.#head.subarray(chunk.length);
+        if (this.#length !== undefined) this.#length -= chunk.length;
+        return chunk;
+      }
+      if (!this.#stream) return undefined;
+      this.#reader ??= this.#stream.getReader();
+      let next;
+      try {
+        next = await this.#reader.read();
+      } catch (e) {
+        throw err("broken", String(e?.message ?? e));
+      }
+      if (next.done) {
+        this.#stream = null;
+        return undefined;
+      }
+      this.#head = next.value instanceof Uint8Array ? next.value : new Uint8Array(next.value);
+    }
+  }
+
+  knownLength() {
+    return this.#length === undefined ? undefined : BigInt(this.#length);
+  }
+
+  static prepend(head, tail) {
+    const body = new Body(concat(head, tail.#head));
+    body.#stream = tail.#stream;
+    body.#reader = tail.#reader;
+    body.#length = tail.#length === undefined ? undefined : head.length + tail.#length;
+    tail.#stream = null;
+    tail.#reader = undefined;
+    return body;
+  }
+
+  /** What to hand to fetch() or new Response(): the original stream if untouched. */
+  toPlatform() {
+    if (!this.#stream) return this.#head;
+    if (!this.#reader && this.#head.length === 0) return this.#stream;
+    const head = this.#head;
+    const reader = this.#reader ?? this.#stream.getReader();
+    this.#stream = null;
+    let sentHead = head.length === 0;
+    return new ReadableStream({
+      async pull(controller) {
+        if (!sentHead) {
+          sentHead = true;
+          controller.enqueue(head);
+          return;
+        }
+        const { done, value } = await reader.read();
+        if (done) controller.close();
+        else controller.enqueue(value);
+      },
+      cancel(reason) {
+        return reader.cancel(reason);
+      },
+    });
+  }
+}
+
+function concat(a, b) {
+  if (b.length === 0) return a;
+  const out = new Uint8Array(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
+  return out;
+}
+
+function contentLength(headers) {
+  const value = headers.get("content-length");
+  return value !== null && /^\d+$/.test(value) ? Number(value) : undefined;
+}
+
+/** The request/response header list of the WIT, from a Headers object. */
+function headerList(headers) {
+  const out = [];
+  for (const [name, value] of headers) out.push([name, value]);
+  return out;
+}
+
+/** The secret variable for a config key, as on every host. */
+function secretName(key) {
+  return "EDGEPROXY_SECRET_" + key.toUpperCase().replace(/[^A-Z0-9]/g, "_");
+}
+
+/** The WIT imports, bound to one request's environment. */
+function imports(env) {
+  const kv = env.EDGEPROXY_KV;
+  return {
+    "edgeproxy:platform/body": { Body },
+    "edgeproxy:platform/types": {},
+    "edgeproxy:platform/clock": { nowMs: () => BigInt(Date.now()) },
+    "edgeproxy:platform/config": {
+      get(key) {
+        const value = key === "document" ? env.EDGEPROXY_CONFIG : env[secretName(key)];
+        return typeof value === "string" ? value : undefined;
+      },
+    },
+    "edgeproxy:platform/http-client": {
+      async send(request, options) {
+        let url;
+        try {
+          url = new URL(request.url);
+        } catch (e) {
+          throw err("invalid-url", String(e.message));
+        }
+        const timeoutMs = options.timeoutMs ?? 30000;
+        const abort = new AbortController();
+        const timer = setTimeout(() => abort.abort(), timeoutMs);
+        let response;
+        try {
+          response = await fetch(url, {
+            method: request.method,
+            headers: request.headers,
+            body: request.body ? request.body.toPlatform() : undefined,
+            redirect: "manual",
+            signal: abort.signal,
+          });
+        } catch (e) {
+          if (abort.signal.aborted) throw err("timeout");
+          throw err("connection-failed", String(e?.message ?? e));
+        } finally {
+          clearTimeout(timer);
+        }
+        return {
+          status: response.status,
+          headers: headerList(response.headers),
+          body: response.body ? Body.fromStream(response.body, contentLength(response.headers)) : undefined,
+        };
+      },
+    },
+    "edgeproxy:platform/kv": {
+      limits: () => ({ maxKeyBytes: KV_MAX_KEY_BYTES, maxValueBytes: BigInt(KV_MAX_VALUE_BYTES), minTtlSeconds: KV_MIN_TTL_SECONDS }),
+      async get(key) {
+        checkKey(key);
+        if (!kv) throw err("unavailable", "no EDGEPROXY_KV binding");
+        const { value, metadata } = await kv.getWithMetadata(key, { type: "arrayBuffer" });
+        // KV keeps entries at least 60 s; shorter TTLs expire here.
+        if (value === null || (metadata?.expiresAt && metadata.expiresAt <= Date.now())) return undefined;
+        return new Uint8Array(value);
+      },
+      async set(key, value, ttlSeconds) {
+        checkKey(key);
+        if (!kv) throw err("unavailable", "no EDGEPROXY_KV binding");
+        if (value.length > KV_MAX_VALUE_BYTES) throw err("too-large", BigInt(KV_MAX_VALUE_BYTES));
+        const options = {};
+        if (ttlSeconds !== undefined) {
+          options.expirationTtl = Math.max(KV_MIN_TTL_SECONDS, ttlSeconds);
+          options.metadata = { expiresAt: Date.now() + ttlSeconds * 1000 };
+        }
+        try {
+          await kv.put(key, value, options);
+        } catch (e) {
+          throw err("unavailable", String(e?.message ?? e));
+        }
+      },
+      async delete(key) {
+        checkKey(key);
+        if (!kv) throw err("unavailable", "no EDGEPROXY_KV binding");
+        await kv.delete(key);
+      },
+    },
+    "edgeproxy:platform/limiter": {
+      // The policy name is the binding's name ([[ratelimits]] in wrangler.toml);
+      // its limit and period are the binding's, set there.
+      async check(policy, key, _limit, periodSeconds) {
+        const limiter = env[policy];
+        if (!limiter || typeof limiter.limit !== "function") throw err("unknown-policy", policy);
+        const { success } = await limiter.limit({ key });
+        return { allowed: success, retryAfterSeconds: success ? 0 : periodSeconds };
+      },
+    },
+  };
+}
+
+function checkKey(key) {
+  const bytes = new TextEncoder().encode(key).length;
+  if (bytes === 0 || bytes > KV_MAX_KEY_BYTES) throw err("invalid-key", `keys are 1 to ${KV_MAX_KEY_BYTES} bytes; this one has ${bytes}`);
+}
+
+export default {
+  async fetch(request, env) {
+    const component = await instantiate((name) => CORE_MODULES[name], imports(env));
+    const wasmRequest = {
+      method: request.method,
+      url: request.url,
+      headers: headerList(request.headers),
+      body: request.body ? Body.fromStream(request.body, contentLength(request.headers)) : undefined,
+    };
+    const clientIp = request.headers.get("cf-connecting-ip") ?? undefined;
+    let response;
+    try {
+      response = await component.handler.handle(wasmRequest, clientIp);
+    } catch (e) {
+      console.error("edgeproxy: the component failed:", e?.stack ?? e);
+      return Response.json({ error: "internal_error", message: "the proxy failed on this request" }, { status: 500 });
+    }
+    const nullBody = request.method === "HEAD" || [101, 204, 205, 304].includes(response.status);
+    return new Response(nullBody || !response.body ? null : response.body.toPlatform(), {
+      status: response.status,
+      headers: response.headers,
+    });
+  },
+};

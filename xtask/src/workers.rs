@@ -1,0 +1,81 @@
+//! The Workers build: `dist/edgeproxy.wasm`, unchanged, transpiled by jco
+//! into `workers/build/` for `workers/worker.js`.
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context, ensure};
+
+/// Imports that return a Promise on Workers, so JSPI must suspend the guest
+/// on them. jco ignores a name that matches nothing, so `build` checks that
+/// each one the core imports really became a suspending import.
+pub const ASYNC_IMPORTS: &[(&str, &str)] = &[
+    ("edgeproxy:platform/body@0.1.0", "[method]body.read"),
+    ("edgeproxy:platform/http-client@0.1.0", "send"),
+    ("edgeproxy:platform/kv@0.1.0", "get"),
+    ("edgeproxy:platform/kv@0.1.0", "set"),
+    ("edgeproxy:platform/kv@0.1.0", "delete"),
+    ("edgeproxy:platform/limiter@0.1.0", "check"),
+];
+const ASYNC_EXPORT: &str = "edgeproxy:platform/handler@0.1.0#handle";
+
+pub fn build(root: &Path) -> anyhow::Result<()> {
+    npm_install(root)?;
+    let out = root.join("workers/build");
+    let _ = std::fs::remove_dir_all(&out);
+    let mut jco = Command::new(root.join("node_modules/.bin/jco"));
+    jco.arg("transpile")
+        .arg(root.join("dist/edgeproxy.wasm"))
+        .arg("-o")
+        .arg(&out)
+        .args(["--name", "edgeproxy", "--instantiation", "async", "--async-mode", "jspi", "--no-wasi-shim", "--quiet"])
+        .arg("--async-imports")
+        .args(ASYNC_IMPORTS.iter().map(|(iface, func)| format!("{iface}#{func}")))
+        .args(["--async-exports", ASYNC_EXPORT]);
+    crate::run(&mut jco)?;
+
+    let js = std::fs::read_to_string(out.join("edgeproxy.js"))?;
+    // Workers cannot compile wasm at run time: every module must be a file.
+    ensure!(!js.contains("new WebAssembly.Module("), "jco inlined a wasm module into edgeproxy.js; Workers would refuse it");
+    let core = std::fs::read(root.join("target/wasm32-unknown-unknown/release/edgeproxy.wasm"))?;
+    let used = core_imports(&core)?;
+    let expected = ASYNC_IMPORTS.iter().filter(|(iface, func)| used.iter().any(|(m, f)| m == iface && f == func)).count();
+    let suspending = js.matches(".manuallyAsync = true").count();
+    ensure!(
+        suspending == expected,
+        "jco made {suspending} imports suspending, but the core uses {expected} of ASYNC_IMPORTS: a name is misspelt"
+    );
+    let total: u64 = std::fs::read_dir(&out)?.filter_map(|e| e.ok()?.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum();
+    eprintln!("xtask: workers/build: {suspending} suspending imports, {total} bytes");
+    Ok(())
+}
+
+/// `npm ci` when node_modules is missing or older than the lockfile.
+fn npm_install(root: &Path) -> anyhow::Result<()> {
+    let stamp = root.join("node_modules/.package-lock.json");
+    let fresh = std::fs::metadata(&stamp)
+        .and_then(|s| s.modified())
+        .ok()
+        .zip(std::fs::metadata(root.join("package-lock.json")).and_then(|l| l.modified()).ok())
+        .is_some_and(|(installed, lock)| installed >= lock);
+    if !fresh {
+        crate::run(Command::new("npm").args(["ci", "--no-audit", "--no-fund"]).current_dir(root)).context("npm ci (is Node.js with npm installed?)")?;
+    }
+    Ok(())
+}
+
+/// `(module, field)` of every function the core module imports.
+fn core_imports(module: &[u8]) -> anyhow::Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for payload in wasmparser::Parser::new(0).parse_all(module) {
+        if let wasmparser::Payload::ImportSection(section) = payload? {
+            for imports in section {
+                for import in imports? {
+                    let (_, import) = import?;
+                    out.push((import.module.to_owned(), import.name.to_owned()));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
