@@ -75,7 +75,14 @@ async fn strips_hop_by_hop_and_platform_headers_and_sets_forwarded_headers() {
     for gone in ["x-hop", "proxy-authorization", "cf-ray", "cf-connecting-ip", "cf-access-authenticated-user-email"] {
         assert_eq!(echoed_header(&echo, gone), None, "{gone} must not reach the origin");
     }
-    assert_eq!(echoed_header(&echo, "x-forwarded-for"), Some("198.51.100.1, 127.0.0.1"));
+    // The client's address is appended: the socket peer on wasmtime, the
+    // platform's CF-Connecting-IP on Workers.
+    let chain: Vec<&str> = echoed_header(&echo, "x-forwarded-for").unwrap().split(", ").collect();
+    assert_eq!(chain.len(), 2, "{chain:?}");
+    assert_eq!(chain[0], "198.51.100.1");
+    if Host::kind() == "wasmtime" {
+        assert_eq!(chain[1], "127.0.0.1");
+    }
     assert_eq!(echoed_header(&echo, "x-forwarded-proto"), Some("http"));
     assert_eq!(echoed_header(&echo, "x-forwarded-host"), Some("api.test"));
 }
@@ -414,7 +421,7 @@ async fn escaped_letters_cannot_slip_past_a_path_route() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn path_traversal_tricks_get_400_and_never_reach_the_origin() {
+async fn path_traversal_tricks_never_reach_the_origin() {
     let upstream = Upstream::start().await;
     let host = gateway(&upstream, "").await;
     // curl sends the path exactly as written (--path-as-is); HTTP client
@@ -425,7 +432,20 @@ async fn path_traversal_tricks_get_400_and_never_reach_the_origin() {
             .arg(host.url(path))
             .output()
             .expect("curl is installed");
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "400", "{path}");
+        let status = String::from_utf8_lossy(&out.stdout).into_owned();
+        // wasmtime hands the core the raw path, which it refuses. workerd
+        // resolves dot segments itself (WHATWG URL) before the Worker runs,
+        // so there the request arrives already harmless, or is refused.
+        if Host::kind() == "wasmtime" {
+            assert_eq!(status, "400", "{path}");
+        }
+        assert_ne!(status, "200", "{path} must not be served as /echo");
+    }
+    for target in upstream.seen() {
+        let lower = target.to_ascii_lowercase();
+        for trick in ["..", "%2e", "%2f", "%5c", "%00", "\\"] {
+            assert!(!lower.contains(trick), "the origin received {target}");
+        }
     }
 }
 

@@ -23,7 +23,7 @@ const ratelimits = {};
 for (const spec of flag("--ratelimit")) {
   const [, name, limit, period] = spec.match(/^([^=]+)=(\d+)\/(\d+)$/) ?? [];
   if (!name) throw new Error(`--ratelimit ${spec}: expected NAME=LIMIT/PERIOD`);
-  ratelimits[name] = { simple: { limit: Number(limit), period: Number(period) } };
+  ratelimits[name] = { namespace_id: name, simple: { limit: Number(limit), period: Number(period) } };
 }
 
 const mf = new Miniflare({

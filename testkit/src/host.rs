@@ -1,8 +1,9 @@
 //! Runs edgeproxy on a host for a test: writes the config document, starts
 //! the server on a free loopback port, and stops it when dropped.
 //!
-//! `EDGEPROXY_TEST_HOST` picks the host (`wasmtime`, the default). Each host
-//! serves the same `dist/edgeproxy.wasm`, so one suite covers them all.
+//! `EDGEPROXY_TEST_HOST` picks the host: `wasmtime` (the default), or
+//! `workerd` (the Workers adapter in real workerd, through Miniflare). Each
+//! host serves the same `dist/edgeproxy.wasm`, so one suite covers them all.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -43,26 +44,33 @@ impl Host {
 
     /// Starts with extra environment variables (secrets).
     pub async fn start_with_env(document: &str, env: &[(&str, &str)]) -> Host {
-        let kind = Self::kind();
-        assert_eq!(kind, "wasmtime", "EDGEPROXY_TEST_HOST={kind} is not a host this suite knows");
         let root = workspace_root();
-        let binary = root.join("target/release/edgeproxy");
-        let component = root.join("dist/edgeproxy.wasm");
-        assert!(binary.exists() && component.exists(), "build first: `cargo xtask test` builds {} and {}", binary.display(), component.display());
         let dir = std::env::temp_dir().join(format!("edgeproxy-test-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)));
         std::fs::create_dir_all(&dir).unwrap();
         let config = dir.join("edgeproxy.toml");
         std::fs::write(&config, document).unwrap();
-        let mut child = Command::new(&binary)
-            .arg("serve")
-            .arg("--config")
-            .arg(&config)
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--component")
-            .arg(&component)
-            .arg("--data-dir")
-            .arg(dir.join("data"))
+        let mut command = match Self::kind().as_str() {
+            "wasmtime" => {
+                let binary = root.join("target/release/edgeproxy");
+                let component = root.join("dist/edgeproxy.wasm");
+                assert!(binary.exists() && component.exists(), "build first: `cargo xtask test` builds {} and {}", binary.display(), component.display());
+                let mut c = Command::new(&binary);
+                c.arg("serve").arg("--config").arg(&config).args(["--listen", "127.0.0.1:0", "--component"]).arg(&component).arg("--data-dir").arg(dir.join("data"));
+                c
+            }
+            "workerd" => {
+                let build = root.join("workers/build/edgeproxy.js");
+                assert!(build.exists(), "build first: `cargo xtask test` builds {}", build.display());
+                let mut c = Command::new(root.join("node_modules/.bin/node"));
+                c.arg(root.join("workers/serve-local.mjs")).arg("--config").arg(&config).args(["--port", "0"]);
+                for (name, limit, period) in rate_limit_policies(document) {
+                    c.arg("--ratelimit").arg(format!("{name}={limit}/{period}"));
+                }
+                c
+            }
+            other => panic!("EDGEPROXY_TEST_HOST={other} is not a host this suite knows (wasmtime, workerd)"),
+        };
+        let mut child = command
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -102,9 +110,11 @@ impl Host {
         self.log.lock().unwrap().clone()
     }
 
-    /// Peak resident memory of the host process so far (Linux `VmHWM`).
+    /// Peak resident memory of the host process so far (Linux `VmHWM`): the
+    /// edgeproxy server, or the workerd process under Miniflare's Node.
     pub fn peak_rss_kib(&self) -> u64 {
-        let pid = self.child.id().expect("host is running");
+        let root = self.child.id().expect("host is running");
+        let pid = if Self::kind() == "workerd" { descendant_named(root, "workerd").expect("a workerd process") } else { root };
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
         status
             .lines()
@@ -119,4 +129,39 @@ impl Host {
         std::process::Command::new("kill").arg("-INT").arg(pid.to_string()).status().expect("kill -INT");
         tokio::time::timeout(std::time::Duration::from_secs(15), self.child.wait()).await.expect("host stops within 15 s").unwrap()
     }
+}
+
+/// The `(policy, requests, period_seconds)` of every api-gateway rate limit
+/// in a document: the bindings a Workers deployment declares in wrangler.toml.
+fn rate_limit_policies(document: &str) -> Vec<(String, i64, i64)> {
+    let Ok(doc) = toml::from_str::<toml::Table>(document) else { return Vec::new() };
+    let routes = doc.get("route").and_then(|r| r.as_array()).cloned().unwrap_or_default();
+    routes
+        .iter()
+        .filter_map(|route| route.get("api-gateway")?.get("rate_limit")?.as_table().cloned())
+        .map(|rl| {
+            let policy = rl.get("policy").and_then(|p| p.as_str()).unwrap_or("api").to_owned();
+            let requests = rl.get("requests").and_then(|v| v.as_integer()).unwrap_or(0);
+            let period = rl.get("period_seconds").and_then(|v| v.as_integer()).unwrap_or(60);
+            (policy, requests, period)
+        })
+        .collect()
+}
+
+/// The first process below `pid` whose name is `name`.
+fn descendant_named(pid: u32, name: &str) -> Option<u32> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    for task in tasks.flatten() {
+        let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        for child in children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()) {
+            let comm = std::fs::read_to_string(format!("/proc/{child}/comm")).unwrap_or_default();
+            if comm.trim() == name {
+                return Some(child);
+            }
+            if let Some(found) = descendant_named(child, name) {
+                return Some(found);
+            }
+        }
+    }
+    None
 }

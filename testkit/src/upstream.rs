@@ -35,6 +35,7 @@ type Body = BoxBody<Bytes, std::io::Error>;
 pub struct Upstream {
     pub addr: SocketAddr,
     hits: Arc<Mutex<HashMap<String, u64>>>,
+    seen: Arc<Mutex<Vec<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -49,12 +50,15 @@ impl Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the upstream");
         let addr = listener.local_addr().unwrap();
         let hits: Arc<Mutex<HashMap<String, u64>>> = Arc::default();
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
         let state = hits.clone();
+        let seen_state = seen.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { continue };
                 let _ = stream.set_nodelay(true);
                 let hits = state.clone();
+                let seen = seen_state.clone();
                 tokio::spawn(async move {
                     // `/die/N` needs the raw socket, so peek at the request line first.
                     let mut peek = [0u8; 64];
@@ -63,16 +67,24 @@ impl Upstream {
                     if let Some(n) = raw_die_route(&line) {
                         return die_mid_body(stream, n).await;
                     }
-                    let service = hyper::service::service_fn(move |req| route(req, addr, hits.clone()));
+                    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        seen.lock().unwrap().push(req.uri().to_string());
+                        route(req, addr, hits.clone())
+                    });
                     let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
                 });
             }
         });
-        Upstream { addr, hits, task }
+        Upstream { addr, hits, seen, task }
     }
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Every request target this upstream received, as sent.
+    pub fn seen(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
     }
 
     /// How often `/cacheable/...` path `path` was requested here.

@@ -39,6 +39,7 @@ fn run_task() -> anyhow::Result<()> {
         Some("test") => {
             ensure_debian_tools(&[("curl", "curl")])?;
             build(&root)?;
+            workers::build(&root)?;
             test(&args[1..])
         }
         Some("workers") => {
@@ -67,28 +68,33 @@ pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Every test of the workspace (there are no doc-tests), then one totals
-/// line, so the last thing printed says how many tests ran.
+/// Every test of the workspace on the wasmtime host, then the behavioural
+/// suite (`tests/`) again on workerd, then one totals line, so the last thing
+/// printed says how many tests ran. There are no doc-tests.
 fn test(extra: &[String]) -> anyhow::Result<()> {
+    let mut totals = (0, 0);
+    let wasmtime = run_tests(cargo().args(["test", "--workspace", "--exclude", "xtask", "--lib", "--bins", "--tests"]).args(extra), &mut totals);
+    eprintln!("xtask: the behavioural suite again, on workerd");
+    let workerd = run_tests(cargo().args(["test", "--package", "edgeproxy", "--test", "*"]).args(extra).env("EDGEPROXY_TEST_HOST", "workerd"), &mut totals);
+    println!("{} passed, {} failed", totals.0, totals.1);
+    wasmtime.and(workerd)
+}
+
+/// Runs a `cargo test`, echoing its output and adding its counts to `totals`.
+fn run_tests(cmd: &mut Command, totals: &mut (u64, u64)) -> anyhow::Result<()> {
     use std::io::BufRead;
-    let mut child = cargo()
-        .args(["test", "--workspace", "--exclude", "xtask", "--lib", "--bins", "--tests"])
-        .args(extra)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .context("run cargo test")?;
-    let (mut passed, mut failed) = (0u64, 0u64);
+    let mut child = cmd.stdout(std::process::Stdio::piped()).spawn().context("run cargo test")?;
+    let (passed, failed) = (&mut totals.0, &mut totals.1);
     for line in std::io::BufReader::new(child.stdout.take().expect("piped stdout")).lines() {
         let line = line?;
         println!("{line}");
         if let Some(result) = line.strip_prefix("test result: ") {
             let count = |word: &str| result.split(';').find_map(|part| part.trim().strip_suffix(word)?.split_whitespace().last()?.parse::<u64>().ok()).unwrap_or(0);
-            passed += count("passed");
-            failed += count("failed");
+            *passed += count("passed");
+            *failed += count("failed");
         }
     }
     let status = child.wait()?;
-    println!("{passed} passed, {failed} failed");
     ensure!(status.success(), "tests failed ({status})");
     Ok(())
 }
