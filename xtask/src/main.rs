@@ -40,6 +40,7 @@ fn run_task() -> anyhow::Result<()> {
             ensure_debian_tools(&[("curl", "curl")])?;
             build(&root)?;
             workers::build(&root)?;
+            workers::deploy_dry_run(&root)?;
             test(&args[1..])
         }
         Some("workers") => {

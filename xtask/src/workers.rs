@@ -45,9 +45,34 @@ pub fn build(root: &Path) -> anyhow::Result<()> {
         suspending == expected,
         "jco made {suspending} imports suspending, but the core uses {expected} of ASYNC_IMPORTS: a name is misspelt"
     );
-    let total: u64 = std::fs::read_dir(&out)?.filter_map(|e| e.ok()?.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum();
-    eprintln!("xtask: workers/build: {suspending} suspending imports, {total} bytes");
+    // What a deployment uploads: the JS and the core modules (not the .d.ts).
+    let mut bundle = Vec::new();
+    for entry in std::fs::read_dir(&out)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "js" || e == "wasm") {
+            bundle.extend(std::fs::read(&path)?);
+        }
+    }
+    eprintln!(
+        "xtask: workers/build: {suspending} suspending imports; bundle {} bytes raw, {} bytes gzip (Workers limits: 3 MB free, 10 MB paid, gzip)",
+        bundle.len(),
+        crate::gzip_len(&bundle)
+    );
     Ok(())
+}
+
+/// `wrangler deploy --dry-run`: proves wrangler.toml and the bundle are
+/// deployable, without an account.
+pub fn deploy_dry_run(root: &Path) -> anyhow::Result<()> {
+    crate::run(
+        Command::new(root.join("node_modules/.bin/wrangler"))
+            .args(["deploy", "--dry-run", "--outdir"])
+            .arg(root.join("target/wrangler-dry-run"))
+            .env("WRANGLER_SEND_METRICS", "false")
+            // wrangler 4 needs Node 22: the npm package `node` provides it.
+            .env("PATH", format!("{}:{}", root.join("node_modules/.bin").display(), std::env::var("PATH").unwrap_or_default()))
+            .current_dir(root),
+    )
 }
 
 /// `npm ci` when node_modules is missing or older than the lockfile.
