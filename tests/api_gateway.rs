@@ -463,3 +463,17 @@ async fn a_cached_body_larger_than_the_guests_initial_memory_round_trips_intact(
     }
     assert_eq!(upstream.hits("/cacheable/large"), 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_url_too_long_for_a_cache_key_is_served_uncached() {
+    let upstream = Upstream::start().await;
+    let host = gateway(&upstream, CACHE).await;
+    // Longer than any host's key limit (Workers KV: 512 bytes; wasmtime: 1024).
+    let path = format!("/cacheable/{}?cc=max-age=60", "k".repeat(1500));
+    for _ in 0..2 {
+        let (x_cache, body, _, _) = fetch(&host, &path, &[]).await;
+        assert_eq!(x_cache, "MISS");
+        assert!(body.starts_with("/cacheable/kkk"), "{body}");
+    }
+    assert_eq!(upstream.hits(&path[..path.find('?').unwrap()]), 2);
+}
