@@ -75,7 +75,10 @@ pub fn deploy_dry_run(root: &Path) -> anyhow::Result<()> {
     )
 }
 
-/// `npm ci` when node_modules is missing or older than the lockfile.
+/// Installs the lockfile's packages when node_modules is missing or older
+/// than the lockfile. Not `npm ci`: npm 11 refuses this lockfile there, for
+/// lacking other platforms' optional binaries that `npm install` itself
+/// leaves out; `install --no-save` follows the lockfile and leaves it alone.
 fn npm_install(root: &Path) -> anyhow::Result<()> {
     let stamp = root.join("node_modules/.package-lock.json");
     let fresh = std::fs::metadata(&stamp)
@@ -84,7 +87,8 @@ fn npm_install(root: &Path) -> anyhow::Result<()> {
         .zip(std::fs::metadata(root.join("package-lock.json")).and_then(|l| l.modified()).ok())
         .is_some_and(|(installed, lock)| installed >= lock);
     if !fresh {
-        crate::run(Command::new("npm").args(["ci", "--no-audit", "--no-fund"]).current_dir(root)).context("npm ci (is Node.js with npm installed?)")?;
+        crate::run(Command::new("npm").args(["install", "--no-save", "--no-audit", "--no-fund"]).current_dir(root))
+            .context("npm install (is Node.js with npm installed?)")?;
     }
     Ok(())
 }
