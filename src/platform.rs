@@ -87,13 +87,6 @@ impl<B> Request<B> {
     }
 }
 
-/// Every value of header `name`, joined with `, ` as RFC 9110 §5.3 allows
-/// for list headers; `None` if absent.
-pub fn header_list(headers: &Headers, name: &str) -> Option<String> {
-    let values: Vec<&str> = headers.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_str()).collect();
-    (!values.is_empty()).then(|| values.join(", "))
-}
-
 /// The first value of header `name` (lower-case).
 pub fn header<'a>(headers: &'a Headers, name: &str) -> Option<&'a str> {
     headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())

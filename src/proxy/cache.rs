@@ -5,7 +5,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::ProxyError;
-use crate::platform::{Body, Headers, Platform, ReadOutcome, Response, header, header_list, read_up_to};
+use super::headers::list_tokens;
+use crate::platform::{Body, Headers, Platform, ReadOutcome, Response, header, read_up_to};
 
 /// Parsed `Cache-Control` directives, names lower-cased.
 pub struct CacheControl(Vec<(String, Option<String>)>);
@@ -79,7 +80,7 @@ pub fn freshness(method: &str, request: &Headers, response: &Response<impl Body>
     if req_cc.has("no-store") || cc.has("no-store") || cc.has("private") || cc.has("no-cache") {
         return None;
     }
-    if response.header("set-cookie").is_some() || vary_names(&response.headers).iter().any(|n| n == "*") {
+    if response.header("set-cookie").is_some() || list_tokens(&response.headers, "vary").iter().any(|n| n == "*") {
         return None;
     }
     // A request with credentials is only shared when the origin says so (RFC 9111 §3.5).
@@ -87,8 +88,7 @@ pub fn freshness(method: &str, request: &Headers, response: &Response<impl Body>
         return None;
     }
     let lifetime = cc.seconds("s-maxage").or_else(|| cc.seconds("max-age"))?;
-    let age: u64 = response.header("age").and_then(|a| a.parse().ok()).unwrap_or(0);
-    lifetime.checked_sub(age).filter(|ttl| *ttl > 0)
+    lifetime.checked_sub(age_seconds(&response.headers)).filter(|ttl| *ttl > 0)
 }
 
 /// Stores the response if it fits, and returns it with its body intact
@@ -107,7 +107,7 @@ pub fn store<P: Platform>(
     let limit = max_entry_bytes.min(platform.kv_limits().max_value_bytes.saturating_sub(64 * 1024));
     match read_up_to(body, limit) {
         Ok(ReadOutcome::Complete(bytes)) => {
-            let vary = vary_names(&response.headers)
+            let vary = list_tokens(&response.headers, "vary")
                 .into_iter()
                 .map(|name| {
                     let value = header(request, &name).map(str::to_owned);
@@ -118,7 +118,7 @@ pub fn store<P: Platform>(
                 status: response.status,
                 headers: response.headers.iter().filter(|(n, _)| n != "age").cloned().collect(),
                 stored_at_ms: platform.now_ms(),
-                initial_age: response.header("age").and_then(|a| a.parse().ok()).unwrap_or(0),
+                initial_age: age_seconds(&response.headers),
                 vary,
             };
             let ttl = u32::try_from(ttl).unwrap_or(u32::MAX);
@@ -132,11 +132,9 @@ pub fn store<P: Platform>(
     Ok(response)
 }
 
-/// The header names of every `Vary` line, lower-cased.
-fn vary_names(headers: &Headers) -> Vec<String> {
-    header_list(headers, "vary")
-        .map(|v| v.split(',').map(|n| n.trim().to_ascii_lowercase()).filter(|n| !n.is_empty()).collect())
-        .unwrap_or_default()
+/// The response's `Age`, 0 if absent or malformed.
+fn age_seconds(headers: &Headers) -> u64 {
+    header(headers, "age").and_then(|a| a.trim().parse().ok()).unwrap_or(0)
 }
 
 /// `len(meta) as u32 BE | meta JSON | body bytes`.

@@ -31,11 +31,7 @@ const PLATFORM: &[&str] = &[
 
 /// Removes hop-by-hop headers, and any header the `connection` header names.
 pub fn remove_hop_by_hop(headers: &mut Headers) {
-    let named: Vec<String> = headers
-        .iter()
-        .filter(|(n, _)| n == "connection")
-        .flat_map(|(_, v)| v.split(',').map(|t| t.trim().to_ascii_lowercase()).collect::<Vec<_>>())
-        .collect();
+    let named = list_tokens(headers, "connection");
     headers.retain(|(n, _)| !HOP_BY_HOP.contains(&n.as_str()) && !named.contains(n));
 }
 
@@ -74,13 +70,21 @@ pub fn set(headers: &mut Headers, name: &str, value: impl Into<String>) {
     headers.push((name.to_owned(), value.into()));
 }
 
-/// Adds `token` to a comma-separated header such as `vary`, once.
-pub fn append_token(headers: &mut Headers, name: &str, token: &str) {
-    let present = headers
+/// The lower-cased tokens of a comma-separated list header (`connection`,
+/// `vary`), across all its lines, as RFC 9110 §5.3 combines them.
+pub fn list_tokens(headers: &Headers, name: &str) -> Vec<String> {
+    headers
         .iter()
         .filter(|(n, _)| n == name)
-        .any(|(_, v)| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)));
-    if !present {
+        .flat_map(|(_, v)| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+/// Adds `token` to a comma-separated header such as `vary`, once.
+pub fn append_token(headers: &mut Headers, name: &str, token: &str) {
+    if !list_tokens(headers, name).iter().any(|t| t.eq_ignore_ascii_case(token)) {
         headers.push((name.to_owned(), token.to_owned()));
     }
 }
