@@ -3,6 +3,7 @@
 //! edgeproxy on one of its hosts against a config document.
 
 pub mod host;
+pub mod spin;
 pub mod upstream;
 
 pub use host::Host;

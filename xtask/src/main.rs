@@ -4,10 +4,12 @@
 //! - `build`: the core component `dist/edgeproxy.wasm` and the wasmtime host
 //! - `serve [ARGS]`: build, then `edgeproxy serve ARGS`
 //! - `test`: build, then every test (unit and integration)
+//! - `spin`: the Spin build, `dist/edgeproxy-spin.wasm` (what `spin build` runs)
 //! - `workers`: the Cloudflare Workers build, `workers/build/` (jco transpile)
 //! - `bench`: the benchmark harness (see BENCHMARKS.md)
 
 mod bench;
+mod spin;
 mod workers;
 
 use std::path::{Path, PathBuf};
@@ -43,6 +45,10 @@ fn run_task() -> anyhow::Result<()> {
             workers::deploy_dry_run(&root)?;
             test(&args[1..])
         }
+        Some("spin") => {
+            let core = build_core(&root)?;
+            spin::build(&root, &core).map(drop)
+        }
         Some("workers") => {
             build(&root)?;
             workers::build(&root)
@@ -51,7 +57,7 @@ fn run_task() -> anyhow::Result<()> {
             build(&root)?;
             bench::run(&root)
         }
-        _ => bail!("usage: cargo xtask <build | serve [ARGS] | test [ARGS] | workers | bench>"),
+        _ => bail!("usage: cargo xtask <build | serve [ARGS] | test [ARGS] | spin | workers | bench>"),
     }
 }
 
@@ -100,15 +106,20 @@ fn run_tests(cmd: &mut Command, totals: &mut (u64, u64)) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Builds `dist/edgeproxy.wasm` and the host; returns the component's path.
+/// Builds `dist/edgeproxy.wasm`, `dist/edgeproxy-spin.wasm` and the host;
+/// returns the core component's path.
 pub fn build(root: &Path) -> anyhow::Result<PathBuf> {
+    let core = build_core(root)?;
+    spin::build(root, &core)?;
+    run(cargo().args(["build", "--package", "edgeproxy-host", "--release"]))?;
+    Ok(core)
+}
+
+/// Builds the core component, `dist/edgeproxy.wasm`.
+fn build_core(root: &Path) -> anyhow::Result<PathBuf> {
     ensure_target(CORE_TARGET)?;
     run(cargo().args(["build", "--package", "edgeproxy", "--lib", "--release", "--target", CORE_TARGET]))?;
-    let module_path = root.join(format!("target/{CORE_TARGET}/release/edgeproxy.wasm"));
-    let module = std::fs::read(&module_path).with_context(|| format!("read {}", module_path.display()))?;
-    // wit-bindgen embedded the world in the module; the encoder turns the
-    // module into a component with exactly those imports and exports.
-    let component = wit_component::ComponentEncoder::default().module(&module)?.validate(true).encode()?;
+    let component = componentize(root, "edgeproxy")?;
     let imports = edgeproxy_testkit::component_imports(&component)?;
     if let Some(foreign) = imports.iter().find(|i| !i.starts_with(OWN_PACKAGE)) {
         bail!("the core component imports {foreign}; it may import only {OWN_PACKAGE}* (all imports: {imports:?})");
@@ -122,8 +133,15 @@ pub fn build(root: &Path) -> anyhow::Result<PathBuf> {
         gzip_len(&component),
         imports.join(", ")
     );
-    run(cargo().args(["build", "--package", "edgeproxy-host", "--release"]))?;
     Ok(out)
+}
+
+/// The component of a wasm32 cdylib built by wit-bindgen: the world it
+/// embedded becomes the component's imports and exports.
+pub fn componentize(root: &Path, crate_name: &str) -> anyhow::Result<Vec<u8>> {
+    let module_path = root.join(format!("target/{CORE_TARGET}/release/{crate_name}.wasm"));
+    let module = std::fs::read(&module_path).with_context(|| format!("read {}", module_path.display()))?;
+    wit_component::ComponentEncoder::default().module(&module)?.validate(true).encode().with_context(|| format!("componentize {}", module_path.display()))
 }
 
 pub fn gzip_len(bytes: &[u8]) -> usize {

@@ -1,0 +1,177 @@
+//! The `body` resource: bytes the guest made, a wasi:io input stream (a
+//! client request or an upstream response), or bytes put back in front of
+//! one of those. Piping a stream to an output stream is a host-side splice.
+
+use std::cell::RefCell;
+
+use wasi::http::types::{IncomingBody, IncomingResponse};
+use wasi::io::streams::{InputStream, OutputStream, StreamError};
+
+use crate::Services;
+use crate::bindings::exports::edgeproxy::platform::body::{self, BodyError};
+use crate::bindings::exports::edgeproxy::spin_adapter::wasi_bodies;
+
+/// Bytes per splice: large enough that a multi-GiB body is few calls, small
+/// enough that the host's buffer for one stays modest.
+const SPLICE_BYTES: u64 = 1 << 20;
+/// A `read(0)` still makes progress.
+const DEFAULT_READ: u32 = 64 << 10;
+
+pub struct HostBody(RefCell<Source>);
+
+pub enum Source {
+    Bytes { bytes: Vec<u8>, at: usize },
+    Stream(WasiStream),
+    Chain(Box<Source>, Box<Source>),
+    /// A stream that could not be opened: every read fails, nothing is lost silently.
+    Broken(String),
+}
+
+/// An input stream with the resources it is a child of. Field order is drop
+/// order, which wasi:http requires to be child first.
+pub struct WasiStream {
+    stream: InputStream,
+    _body: IncomingBody,
+    _response: Option<IncomingResponse>,
+    known_length: Option<u64>,
+}
+
+impl WasiStream {
+    /// `None` if the body was already taken (it never is: each is consumed once here).
+    pub fn new(body: IncomingBody, response: Option<IncomingResponse>, known_length: Option<u64>) -> Option<WasiStream> {
+        let stream = body.stream().ok()?;
+        Some(WasiStream { stream, _body: body, _response: response, known_length })
+    }
+}
+
+impl HostBody {
+    pub fn from_source(source: Source) -> body::Body {
+        body::Body::new(HostBody(RefCell::new(source)))
+    }
+
+    pub fn into_source(body: body::Body) -> Source {
+        body.into_inner::<HostBody>().0.into_inner()
+    }
+}
+
+impl Source {
+    fn read(&mut self, max: usize) -> Result<Option<Vec<u8>>, BodyError> {
+        match self {
+            Source::Bytes { bytes, at } => {
+                if *at >= bytes.len() {
+                    return Ok(None);
+                }
+                let end = bytes.len().min(*at + max);
+                let chunk = bytes[*at..end].to_vec();
+                *at = end;
+                Ok(Some(chunk))
+            }
+            Source::Stream(s) => loop {
+                match s.stream.blocking_read(max as u64) {
+                    Ok(chunk) if chunk.is_empty() => continue,
+                    Ok(chunk) => return Ok(Some(chunk)),
+                    Err(StreamError::Closed) => return Ok(None),
+                    Err(StreamError::LastOperationFailed(e)) => return Err(BodyError::Broken(e.to_debug_string())),
+                }
+            },
+            Source::Chain(head, tail) => match head.read(max)? {
+                Some(chunk) => Ok(Some(chunk)),
+                None => tail.read(max),
+            },
+            Source::Broken(why) => Err(BodyError::Broken(why.clone())),
+        }
+    }
+
+    fn known_length(&self) -> Option<u64> {
+        match self {
+            Source::Bytes { bytes, at } => Some((bytes.len() - at) as u64),
+            Source::Stream(s) => s.known_length,
+            Source::Chain(head, tail) => Some(head.known_length()? + tail.known_length()?),
+            Source::Broken(_) => None,
+        }
+    }
+
+    /// Writes everything to `out`: bytes through the guest's write permits,
+    /// streams by host-side splice.
+    pub fn pipe(self, out: &OutputStream) -> Result<(), BodyError> {
+        match self {
+            Source::Bytes { bytes, at } => write_all(out, &bytes[at..])?,
+            Source::Chain(head, tail) => {
+                head.pipe(out)?;
+                tail.pipe(out)?;
+            }
+            Source::Stream(s) => loop {
+                match out.blocking_splice(&s.stream, SPLICE_BYTES) {
+                    Ok(_) => {}
+                    // Closed is either end: the input's (done) or the
+                    // output's (the reader went away). Only the output
+                    // still takes writes in the first case.
+                    Err(StreamError::Closed) if out.check_write().is_ok() => break,
+                    Err(StreamError::Closed) => return Err(BodyError::Broken("the receiving side closed the stream".into())),
+                    Err(StreamError::LastOperationFailed(e)) => return Err(BodyError::Broken(e.to_debug_string())),
+                }
+            },
+            Source::Broken(why) => return Err(BodyError::Broken(why)),
+        }
+        out.blocking_flush().map_err(broken)
+    }
+}
+
+fn write_all(out: &OutputStream, mut bytes: &[u8]) -> Result<(), BodyError> {
+    while !bytes.is_empty() {
+        let permit = out.check_write().map_err(broken)?;
+        if permit == 0 {
+            out.subscribe().block();
+            continue;
+        }
+        let n = bytes.len().min(permit as usize);
+        out.write(&bytes[..n]).map_err(broken)?;
+        bytes = &bytes[n..];
+    }
+    Ok(())
+}
+
+fn broken(e: StreamError) -> BodyError {
+    match e {
+        StreamError::Closed => BodyError::Broken("the receiving side closed the stream".into()),
+        StreamError::LastOperationFailed(e) => BodyError::Broken(e.to_debug_string()),
+    }
+}
+
+impl body::GuestBody for HostBody {
+    fn new(bytes: Vec<u8>) -> HostBody {
+        HostBody(RefCell::new(Source::Bytes { bytes, at: 0 }))
+    }
+
+    fn read(&self, max: u32) -> Result<Option<Vec<u8>>, BodyError> {
+        let max = if max == 0 { DEFAULT_READ } else { max };
+        self.0.borrow_mut().read(max as usize)
+    }
+
+    fn known_length(&self) -> Option<u64> {
+        self.0.borrow().known_length()
+    }
+
+    fn prepend(head: Vec<u8>, tail: body::Body) -> body::Body {
+        let tail = HostBody::into_source(tail);
+        HostBody::from_source(Source::Chain(Box::new(Source::Bytes { bytes: head, at: 0 }), Box::new(tail)))
+    }
+}
+
+impl body::Guest for Services {
+    type Body = HostBody;
+}
+
+impl wasi_bodies::Guest for Services {
+    fn from_incoming(incoming: IncomingBody, known_length: Option<u64>) -> body::Body {
+        let source = match WasiStream::new(incoming, None, known_length) {
+            Some(stream) => Source::Stream(stream),
+            None => Source::Broken("the request body stream was already taken".into()),
+        };
+        HostBody::from_source(source)
+    }
+
+    fn pipe(body: body::Body, out: &OutputStream) -> Result<(), BodyError> {
+        HostBody::into_source(body).pipe(out)
+    }
+}

@@ -1,0 +1,82 @@
+//! `kv` over Spin's `default` store (`wasi:keyvalue/store@0.2.0-draft2`).
+//! Spin's store has no expiry, so each value carries its own: a get past it
+//! deletes the entry and answers none.
+
+use std::cell::OnceCell;
+
+use crate::Services;
+use crate::bindings::exports::edgeproxy::platform::kv::{self, KvError, KvLimits};
+use crate::bindings::wasi::keyvalue::store::{self, Bucket};
+
+/// Spin's documented limits: keys up to 256 bytes, values up to 1 MB.
+const MAX_KEY_BYTES: u32 = 256;
+const MAX_STORED_BYTES: u64 = 1_000_000;
+/// Version byte, then the expiry in Unix milliseconds (0 = none), little-endian.
+const HEADER_BYTES: usize = 9;
+const FORMAT_V1: u8 = 1;
+
+thread_local! {
+    // One instance serves one request: opening once per instance is enough.
+    static BUCKET: OnceCell<Result<Bucket, String>> = const { OnceCell::new() };
+}
+
+pub fn with_bucket<T>(f: impl FnOnce(&Bucket) -> Result<T, store::Error>) -> Result<T, String> {
+    BUCKET.with(|cell| match cell.get_or_init(|| store::open("default").map_err(|e| describe(&e))) {
+        Ok(bucket) => f(bucket).map_err(|e| describe(&e)),
+        Err(why) => Err(why.clone()),
+    })
+}
+
+pub fn describe(e: &store::Error) -> String {
+    match e {
+        store::Error::NoSuchStore => "no key-value store `default`".into(),
+        store::Error::AccessDenied => "access to the key-value store `default` denied: add key_value_stores = [\"default\"] to the component in spin.toml".into(),
+        store::Error::Other(why) => why.clone(),
+    }
+}
+
+fn check_key(key: &str) -> Result<(), KvError> {
+    if key.is_empty() || key.len() > MAX_KEY_BYTES as usize {
+        return Err(KvError::InvalidKey(format!("keys are 1 to {MAX_KEY_BYTES} bytes; this one is {}", key.len())));
+    }
+    Ok(())
+}
+
+impl kv::Guest for Services {
+    fn limits() -> KvLimits {
+        KvLimits { max_key_bytes: MAX_KEY_BYTES, max_value_bytes: MAX_STORED_BYTES - HEADER_BYTES as u64, min_ttl_seconds: 1 }
+    }
+
+    fn get(key: String) -> Result<Option<Vec<u8>>, KvError> {
+        check_key(&key)?;
+        let Some(stored) = with_bucket(|b| b.get(&key)).map_err(KvError::Unavailable)? else { return Ok(None) };
+        if stored.len() < HEADER_BYTES || stored[0] != FORMAT_V1 {
+            return Ok(None);
+        }
+        let expires_ms = u64::from_le_bytes(stored[1..HEADER_BYTES].try_into().expect("8 bytes"));
+        if expires_ms != 0 && crate::now_ms() >= expires_ms {
+            let _ = with_bucket(|b| b.delete(&key));
+            return Ok(None);
+        }
+        Ok(Some(stored[HEADER_BYTES..].to_vec()))
+    }
+
+    fn set(key: String, value: Vec<u8>, ttl_seconds: Option<u32>) -> Result<(), KvError> {
+        check_key(&key)?;
+        let max = Self::limits().max_value_bytes;
+        if value.len() as u64 > max {
+            return Err(KvError::TooLarge(max));
+        }
+        let expires_ms = ttl_seconds.map_or(0, |ttl| crate::now_ms() + u64::from(ttl) * 1000);
+        let mut stored = Vec::with_capacity(HEADER_BYTES + value.len());
+        stored.push(FORMAT_V1);
+        stored.extend_from_slice(&expires_ms.to_le_bytes());
+        stored.extend_from_slice(&value);
+        with_bucket(|b| b.set(&key, &stored)).map_err(KvError::Unavailable)
+    }
+
+    fn delete(key: String) -> Result<(), KvError> {
+        check_key(&key)?;
+        with_bucket(|b| b.delete(&key)).map_err(KvError::Unavailable)
+    }
+}

@@ -1,0 +1,65 @@
+//! The core's imports on Spin: bodies over wasi:io streams, outbound HTTP over
+//! `wasi:http/outgoing-handler`, the key-value store over
+//! `wasi:keyvalue@0.2.0-draft2` (label `default`), config over
+//! `wasi:config/store`, rate limits as compare-and-swap counters in the store.
+//! See spin/wit/adapter.wit for how this component is wired to the others.
+
+mod bodies;
+mod http_client;
+mod kv;
+mod limiter;
+
+mod bindings {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "edgeproxy:spin-adapter/services",
+        with: {
+            "wasi:http/types@0.2.12": ::wasi::http::types,
+            "wasi:http/outgoing-handler@0.2.12": ::wasi::http::outgoing_handler,
+            "wasi:io/streams@0.2.12": ::wasi::io::streams,
+            "wasi:io/error@0.2.12": ::wasi::io::error,
+            "wasi:io/poll@0.2.12": ::wasi::io::poll,
+            "wasi:clocks/wall-clock@0.2.12": ::wasi::clocks::wall_clock,
+            "wasi:clocks/monotonic-clock@0.2.12": ::wasi::clocks::monotonic_clock,
+            "wasi:keyvalue/store@0.2.0-draft2": generate,
+            "wasi:keyvalue/atomics@0.2.0-draft2": generate,
+            "wasi:config/store@0.2.0-draft-2024-09-27": generate,
+        },
+    });
+}
+
+use bindings::exports::edgeproxy::platform::{clock, config};
+use bindings::wasi::config::store as spin_config;
+
+struct Services;
+
+impl clock::Guest for Services {
+    fn now_ms() -> u64 {
+        now_ms()
+    }
+}
+
+pub(crate) fn now_ms() -> u64 {
+    let now = wasi::clocks::wall_clock::now();
+    now.seconds * 1000 + u64::from(now.nanoseconds / 1_000_000)
+}
+
+impl config::Guest for Services {
+    /// `document` is the Spin variable `document`; a secret `hf-token` is the
+    /// variable `hf_token` (Spin variable names are `[a-z0-9_]`). An empty
+    /// value counts as unset, because Spin needs a default for an optional
+    /// variable and `""` is the natural one.
+    fn get(key: String) -> Result<Option<String>, config::ConfigError> {
+        match spin_config::get(&spin_variable_name(&key)) {
+            Ok(Some(value)) if !value.is_empty() => Ok(Some(value)),
+            Ok(_) => Ok(None),
+            Err(spin_config::Error::Upstream(why) | spin_config::Error::Io(why)) => Err(config::ConfigError::Unavailable(why)),
+        }
+    }
+}
+
+pub fn spin_variable_name(key: &str) -> String {
+    key.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).collect()
+}
+
+bindings::export!(Services with_types_in bindings);
