@@ -72,7 +72,14 @@ async fn strips_hop_by_hop_and_platform_headers_and_sets_forwarded_headers() {
             .unwrap(),
     )
     .await;
-    for gone in ["x-hop", "proxy-authorization", "cf-ray", "cf-connecting-ip", "cf-access-authenticated-user-email"] {
+    let mut gone = vec!["proxy-authorization", "cf-ray", "cf-connecting-ip", "cf-access-authenticated-user-email"];
+    // wasi:http removes `Connection` before a guest sees the request (it is
+    // a forbidden header), so on Spin the headers it names cannot be told
+    // apart; README "Run on Spin" says so.
+    if Host::kind() != "spin" {
+        gone.push("x-hop");
+    }
+    for gone in gone {
         assert_eq!(echoed_header(&echo, gone), None, "{gone} must not reach the origin");
     }
     // The client's address is appended: the socket peer on wasmtime, the
@@ -453,12 +460,15 @@ async fn path_traversal_tricks_never_reach_the_origin() {
 async fn a_cached_body_larger_than_the_guests_initial_memory_round_trips_intact() {
     let upstream = Upstream::start().await;
     let host = gateway(&upstream, "[route.api-gateway.cache]\nmax_entry_bytes = 4194304\n").await;
-    let path = "/cacheable/large?cc=max-age=60&size=2097152";
+    // Spin's store holds values up to 1 MB (Fermyon Cloud's limit); the
+    // other hosts take 2 MiB.
+    let size = if Host::kind() == "spin" { 786_432 } else { 2_097_152 };
+    let path = format!("/cacheable/large?cc=max-age=60&size={size}");
     for expected in ["MISS", "HIT"] {
-        let response = get(&host, path).send().await.unwrap();
+        let response = get(&host, &path).send().await.unwrap();
         assert_eq!(response.headers()["x-cache"], expected);
         let body = response.bytes().await.unwrap();
-        assert_eq!(body.len(), 2097152);
+        assert_eq!(body.len(), size);
         assert!(edgeproxy_testkit::pattern_matches(0, &body), "{expected}: bytes differ from what the origin sent");
     }
     assert_eq!(upstream.hits("/cacheable/large"), 1);

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
-use redb::{Database, Durability, ReadableDatabase, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
 const ENTRIES: TableDefinition<&str, &[u8]> = TableDefinition::new("entries");
 
@@ -63,6 +63,29 @@ impl Kv {
     pub fn delete(&self, key: &str) -> Result<(), KvError> {
         check_key(key)?;
         self.write(|table| table.remove(key).map(drop))
+    }
+
+    /// Reads and rewrites one entry in a single write transaction (what
+    /// compare-and-swap and increment need): `f` sees the live value and
+    /// returns the new one (`None` leaves the entry as it is) and a result.
+    pub fn update<T>(&self, key: &str, f: impl FnOnce(Option<&[u8]>) -> (Option<Vec<u8>>, T)) -> Result<T, KvError> {
+        check_key(key)?;
+        let mut result = None;
+        self.write(|table| {
+            let current = table.get(key)?.map(|e| e.value().to_vec()).filter(|e| {
+                let expires_ms = u64::from_be_bytes(e[..8].try_into().expect("entries start with their expiry"));
+                expires_ms == 0 || expires_ms > now_ms()
+            });
+            let (new, out) = f(current.as_deref().map(|e| &e[8..]));
+            if let Some(value) = new {
+                let mut entry = 0u64.to_be_bytes().to_vec();
+                entry.extend_from_slice(&value);
+                table.insert(key, entry.as_slice())?;
+            }
+            result = Some(out);
+            Ok(())
+        })?;
+        Ok(result.expect("the transaction ran"))
     }
 
     /// Removes expired entries; run now and then so the file does not grow
@@ -141,6 +164,16 @@ mod tests {
         assert_eq!(kv.get("forever").unwrap(), Some(b"2".to_vec()));
         kv.delete("forever").unwrap();
         assert_eq!(kv.get("forever").unwrap(), None);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn update_reads_and_writes_in_one_transaction() {
+        let dir = scratch("update");
+        let kv = Kv::open(&dir).unwrap();
+        assert_eq!(kv.update("n", |v| (Some(b"1".to_vec()), v.is_none())).unwrap(), true);
+        assert_eq!(kv.update("n", |v| (None, v.map(<[u8]>::to_vec))).unwrap(), Some(b"1".to_vec()));
+        assert_eq!(kv.get("n").unwrap(), Some(b"1".to_vec()));
         std::fs::remove_dir_all(dir).unwrap();
     }
 

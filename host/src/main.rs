@@ -6,6 +6,7 @@ mod kv;
 mod limiter;
 mod runtime;
 mod server;
+mod spin;
 mod upstream;
 
 use std::net::SocketAddr;
@@ -31,6 +32,8 @@ struct Cli {
 enum Command {
     /// Serve HTTP (the default when no command is given).
     Serve(ServeArgs),
+    /// Run dist/edgeproxy-spin.wasm as Spin 4.0.x would (for tests without the Spin binary).
+    Spin(SpinArgs),
     /// Measure per-request instantiation of the component (for the benchmark harness).
     InstantiateBench {
         #[arg(long, default_value = "dist/edgeproxy.wasm")]
@@ -57,12 +60,30 @@ struct ServeArgs {
     scheme: String,
 }
 
+#[derive(clap::Args)]
+struct SpinArgs {
+    /// The config document (TOML): the Spin variable `document`.
+    #[arg(long)]
+    config: PathBuf,
+    #[arg(long, default_value = "127.0.0.1:3000")]
+    listen: SocketAddr,
+    #[arg(long, default_value = "dist/edgeproxy-spin.wasm")]
+    component: PathBuf,
+    /// Where the `default` key-value store keeps its file.
+    #[arg(long, default_value = ".spin")]
+    data_dir: PathBuf,
+    /// An `allowed_outbound_hosts` entry, as in spin.toml (repeatable).
+    #[arg(long = "allowed-outbound-host")]
+    allowed_outbound_hosts: Vec<String>,
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
         None => rt.block_on(serve(cli.serve)),
         Some(Command::Serve(args)) => rt.block_on(serve(args)),
+        Some(Command::Spin(args)) => rt.block_on(serve_spin(args)),
         Some(Command::InstantiateBench { component, iterations }) => rt.block_on(instantiate_bench(component, iterations)),
     }
 }
@@ -90,6 +111,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     });
     server::serve(listener, runtime, server::ServerOptions { scheme: args.scheme }, shutdown_signal()).await
+}
+
+async fn serve_spin(args: SpinArgs) -> anyhow::Result<()> {
+    let mut variables = spin::env_variables();
+    let document = std::fs::read_to_string(&args.config).with_context(|| format!("cannot read the config document {}", args.config.display()))?;
+    variables.insert("document".into(), document);
+    let shared = spin::SpinShared { variables, kv: kv::Kv::open(&args.data_dir)?, allowed: Arc::new(spin::AllowedHosts::parse(&args.allowed_outbound_hosts)?) };
+    let runtime = Arc::new(spin::SpinRuntime::new(&args.component, shared)?);
+    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
+    eprintln!("edgeproxy: serving {} (Spin-compatible) on http://{}", args.component.display(), listener.local_addr()?);
+    server::serve(listener, runtime, server::ServerOptions { scheme: "http".into() }, shutdown_signal()).await
 }
 
 async fn shutdown_signal() {

@@ -17,7 +17,8 @@ const HOP_BY_HOP: &[&str] = &[
 ];
 
 /// Headers that a CDN or edge platform adds about the client's connection
-/// (and every `cf-*` header, see [`is_platform`]); forwarding them would let
+/// (and every `cf-*` and `spin-*` header, see [`is_platform`]: Workers and
+/// Spin add those, `spin-client-addr` among them); forwarding them would let
 /// a client forge them (`cf-access-authenticated-user-email`) or leak
 /// platform internals.
 const PLATFORM: &[&str] = &[
@@ -36,7 +37,7 @@ pub fn remove_hop_by_hop(headers: &mut Headers) {
 }
 
 fn is_platform(name: &str) -> bool {
-    name.starts_with("cf-") || PLATFORM.contains(&name)
+    name.starts_with("cf-") || name.starts_with("spin-") || PLATFORM.contains(&name)
 }
 
 /// The client's headers as an upstream should see them: no hop-by-hop, no
@@ -124,7 +125,7 @@ mod tests {
 
     #[test]
     fn forwarded_headers_describe_this_hop() {
-        let headers = h(&[("host", "api.example.com"), ("cf-ray", "x"), ("cf-access-jwt-assertion", "forged"), ("x-forwarded-for", "10.0.0.1"), ("x-forwarded-host", "forged")]);
+        let headers = h(&[("host", "api.example.com"), ("cf-ray", "x"), ("cf-access-jwt-assertion", "forged"), ("spin-client-addr", "10.9.9.9:1"), ("spin-full-url", "http://x/"), ("x-forwarded-for", "10.0.0.1"), ("x-forwarded-host", "forged")]);
         let out = for_upstream(headers, Some("192.0.2.7"), "https", "api.example.com");
         assert_eq!(
             out,

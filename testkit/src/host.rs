@@ -1,9 +1,10 @@
 //! Runs edgeproxy on a host for a test: writes the config document, starts
 //! the server on a free loopback port, and stops it when dropped.
 //!
-//! `EDGEPROXY_TEST_HOST` picks the host: `wasmtime` (the default), or
-//! `workerd` (the Workers adapter in real workerd, through Miniflare). Each
-//! host serves the same `dist/edgeproxy.wasm`, so one suite covers them all.
+//! `EDGEPROXY_TEST_HOST` picks the host: `wasmtime` (the default),
+//! `workerd` (the Workers adapter in real workerd, through Miniflare), or
+//! `spin` (`dist/edgeproxy-spin.wasm` in `edgeproxy spin`, the host's
+//! Spin-compatible mode). Each runs the same core, so one suite covers all.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -58,6 +59,17 @@ impl Host {
                 c.arg("serve").arg("--config").arg(&config).args(["--listen", "127.0.0.1:0", "--component"]).arg(&component).arg("--data-dir").arg(dir.join("data"));
                 c
             }
+            "spin" => {
+                let binary = root.join("target/release/edgeproxy");
+                let component = root.join("dist/edgeproxy-spin.wasm");
+                assert!(binary.exists() && component.exists(), "build first: `cargo xtask test` builds {} and {}", binary.display(), component.display());
+                let mut c = Command::new(&binary);
+                c.arg("spin").arg("--config").arg(&config).args(["--listen", "127.0.0.1:0", "--component"]).arg(&component).arg("--data-dir").arg(dir.join("data"));
+                // The fixtures are loopback servers on any port (spin.toml's
+                // list is for real upstreams).
+                c.args(["--allowed-outbound-host", "http://127.0.0.1:*"]);
+                c
+            }
             "workerd" => {
                 let build = root.join("workers/build/edgeproxy.js");
                 assert!(build.exists(), "build first: `cargo xtask test` builds {}", build.display());
@@ -68,7 +80,7 @@ impl Host {
                 }
                 c
             }
-            other => panic!("EDGEPROXY_TEST_HOST={other} is not a host this suite knows (wasmtime, workerd)"),
+            other => panic!("EDGEPROXY_TEST_HOST={other} is not a host this suite knows (wasmtime, workerd, spin)"),
         };
         let mut child = command
             .envs(env.iter().copied())

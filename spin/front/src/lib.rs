@@ -47,13 +47,8 @@ impl incoming_handler::Guest for Front {
         let path = request.path_with_query().unwrap_or_else(|| "/".into());
         let client_ip = header(CLIENT_ADDR).map(ip_of);
         let known_length: Option<u64> = header("content-length").and_then(|v| v.trim().parse().ok());
-        // HTTP/1.1: no Content-Length and no Transfer-Encoding means no body.
-        let has_body = known_length.map_or(header("transfer-encoding").is_some(), |n| n > 0);
         let method = method_name(&request.method());
-        let body = match request.consume() {
-            Ok(incoming) if has_body => Some(wasi_bodies::from_incoming(incoming, known_length)),
-            _ => None,
-        };
+        let body = request.consume().ok().and_then(|incoming| wasi_bodies::from_incoming(incoming, known_length));
         let url = format!("{scheme}://{authority}{path}");
 
         let response = handler::handle(Request { method, url, headers, body }, client_ip.as_deref());

@@ -104,16 +104,26 @@ impl Source {
                 match out.blocking_splice(&s.stream, SPLICE_BYTES) {
                     Ok(_) => {}
                     // Closed is either end: the input's (done) or the
-                    // output's (the reader went away). Only the output
-                    // still takes writes in the first case.
-                    Err(StreamError::Closed) if out.check_write().is_ok() => break,
-                    Err(StreamError::Closed) => return Err(BodyError::Broken("the receiving side closed the stream".into())),
+                    // output's (the reader went away). A zero-byte read
+                    // fails with Closed only on an input that has ended;
+                    // the output may close at the same moment (a body
+                    // with a Content-Length is complete), so asking it
+                    // would race.
+                    Err(StreamError::Closed) => match s.stream.read(0) {
+                        Err(StreamError::Closed) => break,
+                        _ => return Err(BodyError::Broken("the receiving side closed the stream".into())),
+                    },
                     Err(StreamError::LastOperationFailed(e)) => return Err(BodyError::Broken(e.to_debug_string())),
                 }
             },
             Source::Broken(why) => return Err(BodyError::Broken(why)),
         }
-        out.blocking_flush().map_err(broken)
+        match out.blocking_flush() {
+            // The reader already has all it wanted: a body with a
+            // Content-Length closes as its last byte goes out.
+            Ok(()) | Err(StreamError::Closed) => Ok(()),
+            Err(e) => Err(broken(e)),
+        }
     }
 }
 
@@ -163,12 +173,23 @@ impl body::Guest for Services {
 }
 
 impl wasi_bodies::Guest for Services {
-    fn from_incoming(incoming: IncomingBody, known_length: Option<u64>) -> body::Body {
-        let source = match WasiStream::new(incoming, None, known_length) {
-            Some(stream) => Source::Stream(stream),
-            None => Source::Broken("the request body stream was already taken".into()),
+    fn from_incoming(incoming: IncomingBody, known_length: Option<u64>) -> Option<body::Body> {
+        if known_length == Some(0) {
+            return None;
+        }
+        let Some(stream) = WasiStream::new(incoming, None, known_length) else {
+            return Some(HostBody::from_source(Source::Broken("the request body stream was already taken".into())));
         };
-        HostBody::from_source(source)
+        let mut source = Source::Stream(stream);
+        if known_length.is_none() {
+            match source.read(DEFAULT_READ as usize) {
+                Ok(None) => return None,
+                Ok(Some(first)) => source = Source::Chain(Box::new(Source::Bytes { bytes: first, at: 0 }), Box::new(source)),
+                Err(BodyError::Broken(why)) => source = Source::Broken(why),
+                Err(BodyError::Timeout) => source = Source::Broken("timed out waiting for the request body".into()),
+            }
+        }
+        Some(HostBody::from_source(source))
     }
 
     fn pipe(body: body::Body, out: &OutputStream) -> Result<(), BodyError> {

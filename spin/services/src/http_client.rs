@@ -48,22 +48,34 @@ impl http_client::Guest for Services {
         }
         let pending = outgoing_handler::handle(outgoing, Some(request_options)).map_err(http_error)?;
 
-        if let Some(body) = request.body {
-            let stream = outgoing_body.write().map_err(|()| HttpError::ProtocolError("request body stream already taken".into()))?;
-            let piped = HostBody::into_source(body).pipe(&stream);
-            drop(stream);
-            if let Err(e) = piped {
-                // Dropped unfinished: the host aborts the upload.
-                drop(outgoing_body);
-                return Err(HttpError::ProtocolError(format!("request body: {e:?}")));
-            }
-        }
-        OutgoingBody::finish(outgoing_body, None).map_err(http_error)?;
+        let upload = match request.body {
+            Some(body) => match outgoing_body.write() {
+                Ok(stream) => {
+                    let piped = HostBody::into_source(body).pipe(&stream);
+                    drop(stream);
+                    piped.map_err(|e| format!("{e:?}"))
+                }
+                Err(()) => Err("the request body stream was already taken".to_owned()),
+            },
+            None => Ok(()),
+        };
+        let upload = match upload {
+            Ok(()) => OutgoingBody::finish(outgoing_body, None).map_err(|code| format!("{code:?}")),
+            // Dropped unfinished: the host aborts the upload.
+            Err(why) => Err(why),
+        };
 
+        // Even after a failed upload the upstream may have answered (a 413
+        // before reading everything): its answer is what the client should see.
         let response = loop {
             match pending.get() {
                 Some(Ok(Ok(response))) => break response,
-                Some(Ok(Err(code))) => return Err(http_error(code)),
+                Some(Ok(Err(code))) => {
+                    return Err(match upload {
+                        Err(why) => HttpError::ProtocolError(format!("request body: {why}")),
+                        Ok(()) => http_error(code),
+                    });
+                }
                 Some(Err(())) => return Err(HttpError::ProtocolError("response already taken".into())),
                 None => pending.subscribe().block(),
             }

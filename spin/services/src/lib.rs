@@ -47,11 +47,11 @@ pub(crate) fn now_ms() -> u64 {
 impl config::Guest for Services {
     /// `document` is the Spin variable `document`; a secret `hf-token` is the
     /// variable `hf_token` (Spin variable names are `[a-z0-9_]`). An empty
-    /// value counts as unset, because Spin needs a default for an optional
-    /// variable and `""` is the natural one.
+    /// secret counts as unset, because Spin needs a default for an optional
+    /// variable and `""` is the natural one; an empty document is just empty.
     fn get(key: String) -> Result<Option<String>, config::ConfigError> {
         match spin_config::get(&spin_variable_name(&key)) {
-            Ok(Some(value)) if !value.is_empty() => Ok(Some(value)),
+            Ok(Some(value)) if !value.is_empty() || key == "document" => Ok(Some(value)),
             Ok(_) => Ok(None),
             Err(spin_config::Error::Upstream(why) | spin_config::Error::Io(why)) => Err(config::ConfigError::Unavailable(why)),
         }
