@@ -1,0 +1,87 @@
+//! The Spin artifact and manifest, checked without the Spin binary: what
+//! `dist/edgeproxy-spin.wasm` imports, that it carries the core unchanged,
+//! and that spin.toml is a complete manifest for it. (Its behaviour is the
+//! shared suite, run with EDGEPROXY_TEST_HOST=spin.)
+
+use edgeproxy_testkit::spin::check_spin_imports;
+use edgeproxy_testkit::workspace_root;
+
+fn read(path: &str) -> Vec<u8> {
+    let path = workspace_root().join(path);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (build first: `cargo xtask test` builds it)", path.display()))
+}
+
+fn manifest() -> toml::Table {
+    let text = std::fs::read_to_string(workspace_root().join("spin.toml")).unwrap();
+    toml::from_str(&text).expect("spin.toml is TOML")
+}
+
+#[test]
+fn the_spin_component_imports_only_what_spin_4_0_links() {
+    let imports = check_spin_imports(&read("dist/edgeproxy-spin.wasm"), &workspace_root().join("spin/wit")).unwrap_or_else(|problems| panic!("{problems}"));
+    for family in ["wasi:http/outgoing-handler@0.2", "wasi:keyvalue/store@0.2.0-draft2", "wasi:config/store@0.2.0-draft-2024-09-27"] {
+        assert!(imports.iter().any(|i| i.starts_with(family)), "the adapter uses {family}; imports: {imports:?}");
+    }
+}
+
+#[test]
+fn the_import_check_rejects_an_interface_spin_does_not_link() {
+    // The bare core imports edgeproxy:platform, which no Spin provides.
+    let problems = check_spin_imports(&read("dist/edgeproxy.wasm"), &workspace_root().join("spin/wit")).unwrap_err();
+    assert!(problems.contains("edgeproxy:platform/http-client@0.1.0 is not an interface Spin 4.0.x links"), "{problems}");
+}
+
+#[test]
+fn the_spin_component_exports_only_the_wasi_http_handler() {
+    let composed = read("dist/edgeproxy-spin.wasm");
+    let wit_component::DecodedWasm::Component(resolve, world) = wit_component::decode(&composed).unwrap() else { panic!("not a component") };
+    let exports: Vec<String> = resolve.worlds[world].exports.keys().map(|k| resolve.name_world_key(k)).collect();
+    assert_eq!(exports, ["wasi:http/incoming-handler@0.2.12"]);
+}
+
+#[test]
+fn the_spin_component_contains_the_core_component_byte_for_byte() {
+    let core = read("dist/edgeproxy.wasm");
+    let composed = read("dist/edgeproxy-spin.wasm");
+    assert!(composed.windows(core.len()).any(|w| w == core.as_slice()), "dist/edgeproxy.wasm is not embedded unchanged");
+}
+
+#[test]
+fn spin_toml_serves_the_composed_component_on_every_path() {
+    let manifest = manifest();
+    assert_eq!(manifest["spin_manifest_version"].as_integer(), Some(2));
+    let trigger = &manifest["trigger"]["http"].as_array().unwrap()[0];
+    assert_eq!(trigger["route"].as_str(), Some("/..."));
+    let name = trigger["component"].as_str().unwrap();
+    let component = &manifest["component"][name];
+    assert_eq!(component["source"].as_str(), Some("dist/edgeproxy-spin.wasm"));
+    assert_eq!(component["build"]["command"].as_str(), Some("cargo xtask spin"));
+    let stores: Vec<&str> = component["key_value_stores"].as_array().unwrap().iter().filter_map(|s| s.as_str()).collect();
+    assert_eq!(stores, ["default"], "the services component opens the `default` store");
+}
+
+#[test]
+fn spin_toml_variables_are_declared_and_the_default_document_is_valid() {
+    let manifest = manifest();
+    let declared = manifest["variables"].as_table().unwrap();
+    let component = &manifest["component"]["edgeproxy"];
+    for (name, value) in component["variables"].as_table().unwrap() {
+        assert!(name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'), "{name} is not a Spin variable name");
+        let template = value.as_str().unwrap();
+        let referenced = template.trim().trim_start_matches("{{").trim_end_matches("}}").trim();
+        assert!(declared.contains_key(referenced), "{name} refers to undeclared {referenced}");
+    }
+    let document = declared["document"]["default"].as_str().unwrap();
+    edgeproxy::config::Document::parse(document).expect("the default document is valid");
+}
+
+#[test]
+fn spin_toml_allows_every_origin_of_its_default_document() {
+    let manifest = manifest();
+    let allowed: Vec<&str> = manifest["component"]["edgeproxy"]["allowed_outbound_hosts"].as_array().unwrap().iter().filter_map(|h| h.as_str()).collect();
+    let document: toml::Table = toml::from_str(manifest["variables"]["document"]["default"].as_str().unwrap()).unwrap();
+    for route in document["route"].as_array().unwrap() {
+        let origin = route["api-gateway"]["origin"].as_str().unwrap();
+        assert!(allowed.contains(&origin), "{origin} is not in allowed_outbound_hosts {allowed:?}");
+    }
+}
