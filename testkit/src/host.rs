@@ -51,20 +51,9 @@ impl Host {
         let config = dir.join("edgeproxy.toml");
         std::fs::write(&config, document).unwrap();
         let mut command = match Self::kind().as_str() {
-            "wasmtime" => {
-                let binary = root.join("target/release/edgeproxy");
-                let component = root.join("dist/edgeproxy.wasm");
-                assert!(binary.exists() && component.exists(), "build first: `cargo xtask test` builds {} and {}", binary.display(), component.display());
-                let mut c = Command::new(&binary);
-                c.arg("serve").arg("--config").arg(&config).args(["--listen", "127.0.0.1:0", "--component"]).arg(&component).arg("--data-dir").arg(dir.join("data"));
-                c
-            }
+            "wasmtime" => edgeproxy_command("serve", "dist/edgeproxy.wasm", &config, &dir),
             "spin" => {
-                let binary = root.join("target/release/edgeproxy");
-                let component = root.join("dist/edgeproxy-spin.wasm");
-                assert!(binary.exists() && component.exists(), "build first: `cargo xtask test` builds {} and {}", binary.display(), component.display());
-                let mut c = Command::new(&binary);
-                c.arg("spin").arg("--config").arg(&config).args(["--listen", "127.0.0.1:0", "--component"]).arg(&component).arg("--data-dir").arg(dir.join("data"));
+                let mut c = edgeproxy_command("spin", "dist/edgeproxy-spin.wasm", &config, &dir);
                 // The fixtures are loopback servers on any port (spin.toml's
                 // list is for real upstreams).
                 c.args(["--allowed-outbound-host", "http://127.0.0.1:*"]);
@@ -141,6 +130,17 @@ impl Host {
         std::process::Command::new("kill").arg("-INT").arg(pid.to_string()).status().expect("kill -INT");
         tokio::time::timeout(std::time::Duration::from_secs(15), self.child.wait()).await.expect("host stops within 15 s").unwrap()
     }
+}
+
+/// `edgeproxy <subcommand>` on `component` with the test's document and data directory.
+fn edgeproxy_command(subcommand: &str, component: &str, config: &std::path::Path, dir: &std::path::Path) -> Command {
+    let root = workspace_root();
+    let binary = root.join("target/release/edgeproxy");
+    let component = root.join(component);
+    assert!(binary.exists() && component.exists(), "build first: `cargo xtask test` builds {} and {}", binary.display(), component.display());
+    let mut c = Command::new(&binary);
+    c.arg(subcommand).arg("--config").arg(config).args(["--listen", "127.0.0.1:0", "--component"]).arg(&component).arg("--data-dir").arg(dir.join("data"));
+    c
 }
 
 /// The `(policy, requests, period_seconds)` of every api-gateway rate limit
