@@ -126,12 +126,7 @@ impl Handler for SpinRuntime {
             Ok(response) => response.map(|body| body.map_err(|e| BoxError::from(format!("{e:?}"))).boxed_unsync()),
             Err(e) => {
                 eprintln!("edgeproxy: the Spin component failed on {url}: {e:?}");
-                let body = "{\"error\":\"internal_error\",\"message\":\"the proxy failed on this request\"}";
-                hyper::Response::builder()
-                    .status(500)
-                    .header("content-type", "application/json")
-                    .body(http_body_util::Full::new(bytes::Bytes::from(body)).map_err(|never| match never {}).boxed_unsync())
-                    .expect("a static response is valid")
+                crate::server::internal_error("the proxy failed on this request").map(|body| body.boxed_unsync())
             }
         }
     }
