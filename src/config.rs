@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-use crate::apps::api_gateway;
+use crate::apps::{api_gateway, hf_mirror};
 
 /// The config key under which every host provides the document.
 pub const DOCUMENT_KEY: &str = "document";
@@ -28,6 +28,8 @@ pub struct Route {
     pub path: String,
     #[serde(rename = "api-gateway")]
     pub api_gateway: Option<api_gateway::Options>,
+    #[serde(rename = "hf-mirror")]
+    pub hf_mirror: Option<hf_mirror::Options>,
 }
 
 fn root_path() -> String {
@@ -37,11 +39,15 @@ fn root_path() -> String {
 /// The app a route runs, with its options.
 pub enum App<'a> {
     ApiGateway(&'a api_gateway::Options),
+    HfMirror(&'a hf_mirror::Options),
 }
 
 impl Route {
-    fn app(&self) -> Option<App<'_>> {
-        self.api_gateway.as_ref().map(App::ApiGateway)
+    /// The route's app; `Err` if it names none or more than one.
+    fn app(&self) -> Result<App<'_>, usize> {
+        let apps: Vec<App> = [self.api_gateway.as_ref().map(App::ApiGateway), self.hf_mirror.as_ref().map(App::HfMirror)].into_iter().flatten().collect();
+        let count = apps.len();
+        apps.into_iter().next().filter(|_| count == 1).ok_or(count)
     }
 }
 
@@ -50,15 +56,20 @@ impl Document {
         let doc: Document = toml::from_str(text).map_err(|e| format!("the config document is not valid: {e}"))?;
         for (i, route) in doc.routes.iter().enumerate() {
             let n = i + 1;
-            if route.app().is_none() {
-                return Err(format!("route {n} ({}) names no app: add an [route.api-gateway] table", route.host));
+            match route.app() {
+                Ok(_) => {}
+                Err(0) => return Err(format!("route {n} ({}) names no app: add a [route.api-gateway] or [route.hf-mirror] table", route.host)),
+                Err(_) => return Err(format!("route {n} ({}) names more than one app: give each its own [[route]]", route.host)),
             }
             if !route.path.starts_with('/') {
                 return Err(format!("route {n} ({}): path {:?} must start with '/'", route.host, route.path));
             }
-            if let Some(options) = &route.api_gateway {
-                options.validate().map_err(|e| format!("route {n} ({}): {e}", route.host))?;
-            }
+            let valid = match route.app() {
+                Ok(App::ApiGateway(options)) => options.validate(),
+                Ok(App::HfMirror(options)) => options.validate(),
+                Err(_) => unreachable!("checked above"),
+            };
+            valid.map_err(|e| format!("route {n} ({}): {e}", route.host))?;
         }
         Ok(doc)
     }
@@ -69,7 +80,7 @@ impl Document {
             .iter()
             .enumerate()
             .find(|(_, r)| host_matches(&r.host, host) && path_matches(&r.path, path))
-            .and_then(|(i, r)| r.app().map(|app| (i, app)))
+            .and_then(|(i, r)| r.app().ok().map(|app| (i, app)))
     }
 }
 

@@ -15,6 +15,7 @@ mod arena;
 mod guest;
 
 use apps::api_gateway::ApiGateway;
+use apps::hf_mirror::HfMirror;
 use config::{App, DOCUMENT_KEY, Document};
 use platform::{Platform, Request, Response};
 use proxy::{Incoming, ProxyError, Session, phases};
@@ -34,6 +35,7 @@ fn serve<P: Platform>(platform: &P, request: Request<P::Body>, client_ip: Option
     let session = Session { platform, incoming, method: request.method.clone(), headers: request.headers.clone(), client_ip };
     Ok(match app {
         App::ApiGateway(options) => phases::run(&ApiGateway { options, route_index }, &session, request),
+        App::HfMirror(options) => phases::run(&HfMirror { options, route_index }, &session, request),
     })
 }
 

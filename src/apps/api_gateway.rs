@@ -5,7 +5,7 @@ use serde::Deserialize;
 
 use crate::platform::{Body, Platform, ReadOutcome, Request, Response, read_up_to};
 use crate::proxy::cors::CorsOptions;
-use crate::proxy::{ProxyApp, ProxyError, Session, cache, headers};
+use crate::proxy::{ProxyApp, ProxyError, Session, cache, headers, rate_limit};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -45,6 +45,12 @@ pub struct RateLimitOptions {
     pub policy: String,
 }
 
+impl RateLimitOptions {
+    fn policy(&self) -> rate_limit::Policy<'_> {
+        rate_limit::Policy { name: &self.policy, requests: self.requests, period_seconds: self.period_seconds }
+    }
+}
+
 fn default_methods() -> Vec<String> {
     ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"].map(String::from).to_vec()
 }
@@ -71,10 +77,8 @@ impl Options {
         if let Some(m) = self.allowed_methods.iter().find(|m| m.as_str() != m.to_ascii_uppercase()) {
             return Err(format!("allowed_methods: write {m:?} in upper case"));
         }
-        if let Some(rl) = &self.rate_limit
-            && (rl.requests == 0 || rl.period_seconds == 0)
-        {
-            return Err("rate_limit: requests and period_seconds must be at least 1".into());
+        if let Some(rl) = &self.rate_limit {
+            rl.policy().validate()?;
         }
         self.cors.as_ref().map_or(Ok(()), CorsOptions::validate)
     }
@@ -117,7 +121,7 @@ impl<P: Platform> ProxyApp<P> for ApiGateway<'_> {
             return Err(refusal);
         }
         if let Some(rl) = &o.rate_limit {
-            check_rate_limit(s, rl)?;
+            rl.policy().check(s)?;
         }
         if let Some(max) = o.max_body_bytes {
             limit_body(req, max)?;
@@ -178,19 +182,6 @@ impl<P: Platform> ProxyApp<P> for ApiGateway<'_> {
         if self.options.cache.is_some() && s.method == "GET" {
             headers::set(&mut resp.headers, "x-cache", if ctx.cache_hit { "HIT" } else { "MISS" });
         }
-    }
-}
-
-fn check_rate_limit<P: Platform>(s: &Session<P>, rl: &RateLimitOptions) -> Result<(), ProxyError> {
-    let client = s.client_ip.unwrap_or("unknown");
-    match s.platform.rate_limit(&rl.policy, client, rl.requests, rl.period_seconds) {
-        Ok(d) if !d.allowed => {
-            let retry = d.retry_after_seconds.max(1);
-            Err(ProxyError::new(429, "rate_limited", format!("too many requests; retry in {retry} s"))
-                .with_header("retry-after", retry.to_string()))
-        }
-        // A limiter outage must not take the API down with it: fail open.
-        _ => Ok(()),
     }
 }
 

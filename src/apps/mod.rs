@@ -2,3 +2,4 @@
 //! config document (`crate::config`) names one per route.
 
 pub mod api_gateway;
+pub mod hf_mirror;

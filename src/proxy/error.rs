@@ -1,5 +1,7 @@
 //! Every refusal and failure becomes a status with a JSON body
-//! `{"error": code, "message": text}`; nothing traps.
+//! `{"error": code, "message": text}`, and the same two as `X-Error-Code` and
+//! `X-Error-Message` headers (where huggingface_hub and other clients that
+//! never read an error body look for them, HEAD answers included); nothing traps.
 
 use crate::platform::{Body, Headers, HttpError, Response};
 
@@ -55,8 +57,25 @@ impl ProxyError {
     pub fn into_response<B: Body>(self) -> Response<B> {
         let json = serde_json::json!({ "error": self.code, "message": self.message });
         let mut headers = self.headers;
+        headers.push(("x-error-code".into(), self.code.to_owned()));
+        headers.push(("x-error-message".into(), header_safe(&self.message)));
         headers.push(("content-type".into(), "application/json".into()));
         headers.push(("cache-control".into(), "no-store".into()));
         Response { status: self.status, headers, body: Some(B::from_bytes(json.to_string().into_bytes())) }
+    }
+}
+
+/// `text` as a header value: visible ASCII and spaces only, at most 256 bytes.
+fn header_safe(text: &str) -> String {
+    text.chars().take(256).map(|c| if c == ' ' || c.is_ascii_graphic() { c } else { '?' }).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_headers_are_safe_header_values() {
+        assert_eq!(header_safe("bad\r\nx-injected: 1 \u{e9}"), "bad??x-injected: 1 ?");
     }
 }

@@ -7,6 +7,7 @@ pub mod error;
 pub mod headers;
 pub mod incoming;
 pub mod phases;
+pub mod rate_limit;
 
 pub use error::ProxyError;
 pub use incoming::Incoming;

@@ -1,0 +1,502 @@
+//! hf-mirror: a Hugging Face mirror that `huggingface_hub`, `hf_xet`, `git`
+//! and `git-lfs` can use as their endpoint (`HF_ENDPOINT`). The hub and
+//! every CDN and Xet host it redirects to are served through the mirror, in
+//! the addressing scheme the client came in on ([`hosts`]); URLs in headers
+//! and JSON are rewritten to lead back through it ([`rewrite`]).
+
+mod hosts;
+mod rewrite;
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::platform::{Body, Platform, ReadOutcome, Request, Response, header, read_up_to};
+use crate::proxy::cors::CorsOptions;
+use crate::proxy::{ProxyApp, ProxyError, Session, cache, headers, rate_limit};
+use hosts::{AllowList, HUB_HOSTS, Public, Upstream};
+use rewrite::Document;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Options {
+    /// The hub's base URL: huggingface.co, or an internal mirror of it.
+    #[serde(default = "default_hub")]
+    pub hub: String,
+    /// Base URLs for upstream hosts not reached at `https://<host>` (an
+    /// internal CDN mirror; a local server in tests). Keys are host names
+    /// from the allow-list.
+    #[serde(default)]
+    pub origins: BTreeMap<String, String>,
+    /// Upstream hosts besides the hub: names and `*.suffix` patterns.
+    #[serde(default = "default_cdn_hosts")]
+    pub cdn_hosts: Vec<String>,
+    /// More hosts, added to `cdn_hosts`.
+    #[serde(default)]
+    pub extra_hosts: Vec<String>,
+    /// Hosts besides the hub that get the client's `Authorization` and
+    /// `Cookie`: the Xet CAS servers, which take the Xet token. Every other
+    /// host is a presigned CDN and gets no credentials.
+    #[serde(default = "default_credential_hosts")]
+    pub credential_hosts: Vec<String>,
+    /// `false`: hide Xet from clients (no `X-Xet-*` headers, no Xet links,
+    /// no `xetHash` in listings), so they download over plain HTTP.
+    #[serde(default = "yes")]
+    pub xet: bool,
+    /// Time to wait for upstream response headers (504 after).
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u32,
+    /// The largest JSON document (listing, reconstruction, LFS batch) that is
+    /// rewritten; a larger one passes unchanged.
+    #[serde(default = "default_max_rewrite_bytes")]
+    pub max_rewrite_bytes: u64,
+    pub cors: Option<CorsOptions>,
+    pub rate_limit: Option<RateLimitOptions>,
+    pub cache: Option<CacheOptions>,
+}
+
+/// Off unless the table is present; the defaults leave room for
+/// `snapshot_download` of a repo with thousands of files (a HEAD and a GET
+/// per file, eight at a time) while stopping floods.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitOptions {
+    #[serde(default = "default_requests")]
+    pub requests: u32,
+    #[serde(default = "default_period")]
+    pub period_seconds: u32,
+    #[serde(default = "default_policy")]
+    pub policy: String,
+}
+
+/// Caches metadata that cannot change: repo info and listings at a commit
+/// hash, for clients without credentials.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheOptions {
+    #[serde(default = "default_cache_ttl")]
+    pub ttl_seconds: u32,
+    #[serde(default = "default_max_entry_bytes")]
+    pub max_entry_bytes: u64,
+}
+
+fn default_hub() -> String {
+    "https://huggingface.co".into()
+}
+fn default_cdn_hosts() -> Vec<String> {
+    // *.hf.co: the LFS, Xet and regional CDN hosts (they change; meta.json
+    // lists them); the rest: the legacy LFS CDN.
+    ["*.hf.co", "cdn-lfs.huggingface.co", "cdn-lfs-us-1.huggingface.co", "cdn-lfs-eu-1.huggingface.co"].map(String::from).to_vec()
+}
+fn default_credential_hosts() -> Vec<String> {
+    ["cas-server.xethub.hf.co", "cas.xethub.hf.co"].map(String::from).to_vec()
+}
+fn yes() -> bool {
+    true
+}
+fn default_timeout_ms() -> u32 {
+    60_000
+}
+fn default_max_rewrite_bytes() -> u64 {
+    16 * 1024 * 1024
+}
+fn default_requests() -> u32 {
+    20_000
+}
+fn default_period() -> u32 {
+    60
+}
+fn default_policy() -> String {
+    "hf".into()
+}
+fn default_cache_ttl() -> u32 {
+    86_400
+}
+fn default_max_entry_bytes() -> u64 {
+    4 * 1024 * 1024
+}
+
+impl RateLimitOptions {
+    fn policy(&self) -> rate_limit::Policy<'_> {
+        rate_limit::Policy { name: &self.policy, requests: self.requests, period_seconds: self.period_seconds }
+    }
+}
+
+impl Options {
+    pub fn validate(&self) -> Result<(), String> {
+        let base_url = |what: &str, value: &str| -> Result<(), String> {
+            let url = url::Url::parse(value).map_err(|e| format!("{what} is not a URL ({e})"))?;
+            if !matches!(url.scheme(), "http" | "https") || url.host().is_none() || url.query().is_some() {
+                return Err(format!("{what} must be an http:// or https:// URL with a host and no query"));
+            }
+            Ok(())
+        };
+        base_url("hub", &self.hub)?;
+        for (host, origin) in &self.origins {
+            if !HUB_HOSTS.contains(&host.as_str()) && !self.allows(host) {
+                return Err(format!("origins: {host} is not an allowed upstream host; add it to extra_hosts"));
+            }
+            base_url(&format!("origins.{host}"), origin)?;
+        }
+        if let Some(bad) = self.cdn_hosts.iter().chain(&self.extra_hosts).find(|h| !valid_host_pattern(h)) {
+            return Err(format!("{bad:?} is not a host name or *.suffix pattern"));
+        }
+        if let Some(rl) = &self.rate_limit {
+            rl.policy().validate()?;
+        }
+        self.cors.as_ref().map_or(Ok(()), CorsOptions::validate)
+    }
+
+    /// `cdn_hosts` and `extra_hosts`.
+    fn allowed_hosts(&self) -> Vec<String> {
+        self.cdn_hosts.iter().chain(&self.extra_hosts).cloned().collect()
+    }
+
+    fn allows(&self, host: &str) -> bool {
+        AllowList(&self.allowed_hosts()).allows(host)
+    }
+
+    /// The base URL (no trailing `/`) requests for `upstream` go to.
+    fn upstream_base(&self, upstream: &Upstream) -> String {
+        match upstream {
+            Upstream::Hub => self.hub.trim_end_matches('/').to_owned(),
+            Upstream::Host(host) => match self.origins.get(host) {
+                Some(origin) => origin.trim_end_matches('/').to_owned(),
+                None => format!("https://{host}"),
+            },
+        }
+    }
+
+    /// The upstream an absolute URL points at, and its path and query:
+    /// first by configured base URL, then by host name.
+    fn locate(&self, url: &str) -> Option<(Upstream, String)> {
+        let mut bases: Vec<(Upstream, &str)> = vec![(Upstream::Hub, self.hub.trim_end_matches('/'))];
+        bases.extend(self.origins.iter().map(|(h, o)| (Upstream::Host(h.clone()), o.trim_end_matches('/'))));
+        bases.sort_by_key(|(_, base)| std::cmp::Reverse(base.len()));
+        for (upstream, base) in bases {
+            if let Some(rest) = url.strip_prefix(base)
+                && (rest.is_empty() || rest.starts_with(['/', '?']))
+            {
+                return Some((upstream, rest.to_owned()));
+            }
+        }
+        let parsed = url::Url::parse(url).ok()?;
+        if !matches!(parsed.scheme(), "http" | "https") || parsed.port().is_some() {
+            return None;
+        }
+        let host = parsed.host_str()?.to_ascii_lowercase();
+        let upstream = if HUB_HOSTS.contains(&host.as_str()) {
+            Upstream::Hub
+        } else if self.allows(&host) {
+            Upstream::Host(host)
+        } else {
+            return None;
+        };
+        let rest = &url[parsed[..url::Position::BeforePath].len()..];
+        Some((upstream, if rest.is_empty() { "/".into() } else { rest.to_owned() }))
+    }
+
+    fn sends_credentials(&self, upstream: &Upstream) -> bool {
+        match upstream {
+            Upstream::Hub => true,
+            Upstream::Host(host) => self.credential_hosts.iter().any(|h| h.eq_ignore_ascii_case(host)),
+        }
+    }
+}
+
+fn valid_host_pattern(pattern: &str) -> bool {
+    let name = pattern.strip_prefix("*.").unwrap_or(pattern);
+    !name.is_empty() && name.contains('.') && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+}
+
+pub struct HfMirror<'a> {
+    pub options: &'a Options,
+    /// Distinguishes routes in the shared cache.
+    pub route_index: usize,
+}
+
+#[derive(Default)]
+pub struct Ctx {
+    /// Set once the request is routed.
+    target: Option<Target>,
+    cache_key: Option<String>,
+    cache_hit: bool,
+}
+
+struct Target {
+    public: Public,
+    upstream: Upstream,
+    /// Path and query on the upstream.
+    path: String,
+    document: Document,
+}
+
+/// Headers whose value is an absolute URL to be rewritten.
+const URL_HEADERS: &[&str] = &["location", "content-location", "x-xet-cas-url", "x-xet-refresh-route"];
+
+/// What browser scripts (transformers.js, huggingface.js) need to read.
+const EXPOSED: &[&str] = &[
+    "x-repo-commit", "x-linked-etag", "x-linked-size", "x-xet-hash", "etag", "content-length", "content-range", "accept-ranges",
+    "location", "link", "x-error-code", "x-error-message", "x-request-id",
+];
+
+impl<P: Platform> ProxyApp<P> for HfMirror<'_> {
+    type Ctx = Ctx;
+
+    fn request_filter(&self, s: &Session<P>, ctx: &mut Ctx, _req: &mut Request<P::Body>) -> Result<Option<Response<P::Body>>, ProxyError> {
+        let o = self.options;
+        let (public, upstream, path) = hosts::route(&s.incoming.scheme, &s.incoming.authority, &s.incoming.path, &AllowList(&o.allowed_hosts()))
+            .map_err(|host| ProxyError::new(403, "upstream_not_allowed", format!("this mirror does not reach {host}; it serves the hub and its CDN hosts only")))?;
+        let path = match &s.incoming.query {
+            Some(q) => format!("{path}?{q}"),
+            None => path,
+        };
+        let document = document_for(&s.method, &upstream, &path, o.xet);
+        let is_home = upstream == Upstream::Hub && path == "/" && matches!(s.method.as_str(), "GET" | "HEAD");
+        let home = is_home.then(|| home_page(&public));
+        ctx.target = Some(Target { public, upstream, path, document });
+        if let Some(cors) = &o.cors
+            && let Some(answer) = cors.preflight(&s.method, &s.headers)
+        {
+            return answer.map(Some);
+        }
+        if let Some(page) = home {
+            let mut headers = vec![("content-type".to_owned(), "text/html; charset=utf-8".to_owned()), ("content-length".to_owned(), page.len().to_string())];
+            headers.push(("cache-control".into(), "no-cache".into()));
+            let body = (s.method == "GET").then(|| P::Body::from_bytes(page.into_bytes()));
+            return Ok(Some(Response { status: 200, headers, body }));
+        }
+        if let Some(rl) = &o.rate_limit {
+            rl.policy().check(s)?;
+        }
+        let target = ctx.target.as_ref().expect("set above");
+        if o.cache.is_some() && target.upstream == Upstream::Hub && cache::may_lookup(&s.method, &s.headers) && is_immutable_metadata(&target.path) && !has_credentials(&s.headers) {
+            let key = format!("hf-mirror:{}:{}://{}{}", self.route_index, s.incoming.scheme, s.incoming.authority, s.incoming.path_and_query());
+            if key.len() <= s.platform.kv_limits().max_key_bytes as usize {
+                if let Some(hit) = cache::lookup(s.platform, &key, &s.headers) {
+                    ctx.cache_hit = true;
+                    return Ok(Some(hit));
+                }
+                ctx.cache_key = Some(key);
+            }
+        }
+        Ok(None)
+    }
+
+    fn upstream_request(&self, s: &Session<P>, ctx: &mut Ctx, req: Request<P::Body>) -> Result<Request<P::Body>, ProxyError> {
+        let target = ctx.target.as_ref().expect("routed in request_filter");
+        let mut out = headers::for_upstream(req.headers, s.client_ip, &s.incoming.scheme, &s.incoming.authority);
+        if !self.options.sends_credentials(&target.upstream) {
+            // Presigned CDN URLs carry their own authorisation; the user's
+            // HF token must not leave for a third party (and S3 refuses a
+            // request with two kinds of auth).
+            out.retain(|(n, _)| n != "authorization" && n != "cookie");
+        }
+        if s.method == "HEAD" || target.document != Document::None || is_resolve(&target.path) {
+            // Lengths and hashes must be the file's own, and JSON must be
+            // readable to be rewritten.
+            headers::set(&mut out, "accept-encoding", "identity");
+        }
+        Ok(Request { method: req.method, url: format!("{}{}", self.options.upstream_base(&target.upstream), target.path), headers: out, body: req.body })
+    }
+
+    fn upstream_timeout_ms(&self) -> Option<u32> {
+        Some(self.options.timeout_ms)
+    }
+
+    fn upstream_response_filter(&self, s: &Session<P>, ctx: &mut Ctx, mut resp: Response<P::Body>) -> Result<Response<P::Body>, ProxyError> {
+        let o = self.options;
+        let target = ctx.target.as_ref().expect("routed in request_filter");
+        headers::remove_hop_by_hop(&mut resp.headers);
+        if let Some(cors) = &o.cors {
+            cors.strip_upstream(&mut resp.headers);
+        }
+        let public = |url: &str| self.public_url(&target.public, url);
+        self.rewrite_headers(target, &mut resp.headers, &public);
+        let identity = header(&resp.headers, "content-encoding").is_none_or(|e| e.eq_ignore_ascii_case("identity"));
+        if target.document != Document::None && (200..300).contains(&resp.status) && identity {
+            resp = rewrite_body(resp, target.document, o.max_rewrite_bytes, &public)?;
+        }
+        if let (Some(key), Some(cache)) = (&ctx.cache_key, &o.cache)
+            && resp.status == 200
+            && cache::freshness(&s.method, &s.headers, &with_max_age(&resp, cache.ttl_seconds)).is_some()
+        {
+            return cache::store(s.platform, key, &s.headers, resp, u64::from(cache.ttl_seconds), cache.max_entry_bytes);
+        }
+        Ok(resp)
+    }
+
+    fn response_filter(&self, s: &Session<P>, ctx: &mut Ctx, resp: &mut Response<P::Body>) {
+        if let Some(cors) = &self.options.cors {
+            cors.decorate(header(&s.headers, "origin"), &mut resp.headers);
+            if header(&resp.headers, "access-control-allow-origin").is_some() {
+                headers::set(&mut resp.headers, "access-control-expose-headers", exposed(cors));
+            }
+        }
+        if self.options.cache.is_some() && ctx.cache_key.is_some() {
+            headers::set(&mut resp.headers, "x-cache", if ctx.cache_hit { "HIT" } else { "MISS" });
+        }
+    }
+}
+
+impl HfMirror<'_> {
+    /// The public form of an upstream URL, if the mirror serves it.
+    fn public_url(&self, public: &Public, url: &str) -> Option<String> {
+        let (upstream, rest) = self.options.locate(url)?;
+        Some(format!("{}{rest}", public.base(&upstream)))
+    }
+
+    fn rewrite_headers(&self, target: &Target, out: &mut crate::platform::Headers, public: &dyn Fn(&str) -> Option<String>) {
+        let xet = self.options.xet;
+        for (name, value) in out.iter_mut() {
+            if URL_HEADERS.contains(&name.as_str()) {
+                if let Some(new) = public(value) {
+                    *value = new;
+                } else if name == "location" && value.starts_with('/') && !value.starts_with("//") {
+                    // Relative to a CDN host reached by path prefix: keep it under the prefix.
+                    *value = format!("{}{value}", target.public.path_prefix(&target.upstream));
+                }
+            }
+        }
+        let mut links = Vec::new();
+        out.retain(|(name, value)| {
+            if name == "link" {
+                links.extend(rewrite::link(value, public, !xet));
+                return false;
+            }
+            xet || !name.starts_with("x-xet-")
+        });
+        out.extend(links.into_iter().map(|l| ("link".to_owned(), l)));
+    }
+}
+
+/// The JSON document a request's response carries, if it has URLs to rewrite.
+fn document_for(method: &str, upstream: &Upstream, path: &str, xet: bool) -> Document {
+    let path = path.split('?').next().unwrap_or_default();
+    match upstream {
+        Upstream::Hub if path.starts_with("/api/") && (path.contains("/xet-read-token/") || path.contains("/xet-write-token/")) => Document::XetToken,
+        Upstream::Hub if method == "POST" && path.ends_with("/info/lfs/objects/batch") => Document::LfsBatch,
+        Upstream::Hub if !xet && path.starts_with("/api/") && (path.contains("/tree/") || path.contains("/paths-info/")) => Document::ListingWithoutXet,
+        Upstream::Host(_) if path.starts_with("/v1/reconstructions/") || path.starts_with("/v2/reconstructions/") => Document::Reconstruction,
+        _ => Document::None,
+    }
+}
+
+fn is_resolve(path: &str) -> bool {
+    path.contains("/resolve/") || path.starts_with("/api/resolve-cache/")
+}
+
+fn has_credentials(request: &crate::platform::Headers) -> bool {
+    header(request, "authorization").is_some() || header(request, "cookie").is_some()
+}
+
+/// `/api/{models,datasets,spaces}/.../{revision,tree,paths-info}/<40-hex>...`:
+/// what a commit hash names never changes.
+fn is_immutable_metadata(path: &str) -> bool {
+    let path = path.split('?').next().unwrap_or_default();
+    let segments: Vec<&str> = path.split('/').collect();
+    let typed = segments.get(1) == Some(&"api") && matches!(segments.get(2), Some(&("models" | "datasets" | "spaces")));
+    typed
+        && segments
+            .windows(2)
+            .skip(3)
+            .any(|w| matches!(w[0], "revision" | "tree") && w[1].len() == 40 && w[1].bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// The response as the shared cache should judge it: our TTL, the upstream's
+/// own refusals (`no-store`, `private`, `Set-Cookie`) still apply.
+fn with_max_age<B>(resp: &Response<B>, ttl: u32) -> Response<B> {
+    let mut headers: crate::platform::Headers = resp.headers.iter().filter(|(n, _)| n != "cache-control").cloned().collect();
+    let cc = cache::CacheControl::parse(&resp.headers);
+    let refused = ["no-store", "private", "no-cache"].iter().any(|d| cc.has(d));
+    headers.push(("cache-control".into(), if refused { "no-store".into() } else { format!("max-age={ttl}") }));
+    Response { status: resp.status, headers, body: None }
+}
+
+fn rewrite_body<B: Body>(mut resp: Response<B>, document: Document, limit: u64, public: &dyn Fn(&str) -> Option<String>) -> Result<Response<B>, ProxyError> {
+    let Some(body) = resp.body.take() else { return Ok(resp) };
+    match read_up_to(body, limit) {
+        Ok(ReadOutcome::Complete(bytes)) => {
+            let bytes = document.rewrite(&bytes, public).unwrap_or(bytes);
+            headers::set(&mut resp.headers, "content-length", bytes.len().to_string());
+            resp.body = Some(B::from_bytes(bytes));
+        }
+        Ok(ReadOutcome::TooLong(body)) => resp.body = Some(body),
+        Err(e) => return Err(ProxyError::new(502, "bad_gateway", format!("upstream response failed: {e}"))),
+    }
+    Ok(resp)
+}
+
+fn exposed(cors: &CorsOptions) -> String {
+    let mut names: Vec<&str> = EXPOSED.to_vec();
+    names.extend(cors.expose_headers.iter().map(String::as_str).filter(|h| !EXPOSED.contains(h)));
+    names.join(", ")
+}
+
+/// The home page: how to use this mirror, with its own addresses filled in.
+fn home_page(public: &Public) -> String {
+    let hub = public.base(&Upstream::Hub);
+    let cdn = public.base(&Upstream::Host("cas-bridge.xethub.hf.co".into()));
+    include_str!("home.html").replace("{hub}", &hub).replace("{cdn}", &cdn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(extra: &str) -> Options {
+        let o: Options = toml::from_str(extra).unwrap();
+        o.validate().unwrap();
+        o
+    }
+
+    #[test]
+    fn upstream_urls_are_located_by_configured_base_first_then_by_host() {
+        let o = options("hub = \"http://127.0.0.1:9000\"\n[origins]\n\"cdn-lfs.hf.co\" = \"http://127.0.0.1:9001/cdn-lfs.hf.co\"\n");
+        assert_eq!(o.locate("http://127.0.0.1:9000/api/x?y=1"), Some((Upstream::Hub, "/api/x?y=1".into())));
+        assert_eq!(o.locate("http://127.0.0.1:9001/cdn-lfs.hf.co/repos/a?sig=1"), Some((Upstream::Host("cdn-lfs.hf.co".into()), "/repos/a?sig=1".into())));
+        assert_eq!(o.locate("https://huggingface.co/api/models/a/tree/main?cursor=x"), Some((Upstream::Hub, "/api/models/a/tree/main?cursor=x".into())));
+        assert_eq!(o.locate("https://cas-bridge.xethub.hf.co/xet-bridge-us/a"), Some((Upstream::Host("cas-bridge.xethub.hf.co".into()), "/xet-bridge-us/a".into())));
+        assert_eq!(o.locate("http://cdn-lfs.huggingface.co"), Some((Upstream::Host("cdn-lfs.huggingface.co".into()), "/".into())));
+        assert_eq!(o.locate("https://evil.example/x"), None);
+        assert_eq!(o.locate("https://cdn-lfs.hf.co:8443/x"), None, "a port is not the real host");
+        assert_eq!(o.locate("/api/resolve-cache/x"), None);
+    }
+
+    #[test]
+    fn origins_must_name_allowed_hosts() {
+        let o: Options = toml::from_str("[origins]\n\"evil.example\" = \"http://127.0.0.1:1\"\n").unwrap();
+        assert!(o.validate().unwrap_err().contains("extra_hosts"));
+        let o: Options = toml::from_str("extra_hosts = [\"evil.example\"]\n[origins]\n\"evil.example\" = \"http://127.0.0.1:1\"\n").unwrap();
+        assert!(o.validate().is_ok());
+    }
+
+    #[test]
+    fn only_the_hub_and_cas_servers_get_credentials() {
+        let o = options("");
+        assert!(o.sends_credentials(&Upstream::Hub));
+        assert!(o.sends_credentials(&Upstream::Host("cas-server.xethub.hf.co".into())));
+        assert!(!o.sends_credentials(&Upstream::Host("cdn-lfs.hf.co".into())));
+        assert!(!o.sends_credentials(&Upstream::Host("cas-bridge.xethub.hf.co".into())));
+    }
+
+    #[test]
+    fn metadata_at_a_commit_hash_is_immutable() {
+        let sha = "0123456789abcdef0123456789abcdef01234567";
+        assert!(is_immutable_metadata(&format!("/api/models/org/repo/revision/{sha}")));
+        assert!(is_immutable_metadata(&format!("/api/datasets/org/d/tree/{sha}/sub?recursive=True")));
+        assert!(is_immutable_metadata(&format!("/api/models/gpt2/tree/{sha}")));
+        assert!(!is_immutable_metadata("/api/models/org/repo/revision/main"));
+        assert!(!is_immutable_metadata(&format!("/org/repo/resolve/{sha}/x")));
+    }
+
+    #[test]
+    fn json_documents_are_recognised_by_path() {
+        let hub = Upstream::Hub;
+        assert_eq!(document_for("GET", &hub, "/api/models/a/b/xet-read-token/main", true), Document::XetToken);
+        assert_eq!(document_for("POST", &hub, "/a/b.git/info/lfs/objects/batch", true), Document::LfsBatch);
+        assert_eq!(document_for("GET", &hub, "/api/models/a/b/tree/main?recursive=1", false), Document::ListingWithoutXet);
+        assert_eq!(document_for("GET", &hub, "/api/models/a/b/tree/main", true), Document::None);
+        assert_eq!(document_for("GET", &Upstream::Host("cas-server.xethub.hf.co".into()), "/v2/reconstructions/h", true), Document::Reconstruction);
+    }
+}
