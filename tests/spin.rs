@@ -76,12 +76,22 @@ fn spin_toml_variables_are_declared_and_the_default_document_is_valid() {
 }
 
 #[test]
-fn spin_toml_allows_every_origin_of_its_default_document() {
+fn spin_toml_allows_every_upstream_of_its_default_document() {
     let manifest = manifest();
     let allowed: Vec<&str> = manifest["component"]["edgeproxy"]["allowed_outbound_hosts"].as_array().unwrap().iter().filter_map(|h| h.as_str()).collect();
-    let document: toml::Table = toml::from_str(manifest["variables"]["document"]["default"].as_str().unwrap()).unwrap();
+    let text = manifest["variables"]["document"]["default"].as_str().unwrap();
+    let document: toml::Table = toml::from_str(text).unwrap();
     for route in document["route"].as_array().unwrap() {
-        let origin = route["api-gateway"]["origin"].as_str().unwrap();
-        assert!(allowed.contains(&origin), "{origin} is not in allowed_outbound_hosts {allowed:?}");
+        let upstreams: Vec<String> = if let Some(gateway) = route.get("api-gateway") {
+            vec![gateway["origin"].as_str().unwrap().to_owned()]
+        } else {
+            // hf-mirror with its defaults: the hub and every default CDN host pattern.
+            let parsed = edgeproxy::config::Document::parse(text).unwrap();
+            let Some(edgeproxy::config::Route { hf_mirror: Some(options), .. }) = parsed.routes.first() else { panic!("an hf-mirror route") };
+            std::iter::once(options.hub.clone()).chain(options.cdn_hosts.iter().map(|h| format!("https://{h}"))).collect()
+        };
+        for upstream in upstreams {
+            assert!(allowed.contains(&upstream.as_str()), "{upstream} is not in allowed_outbound_hosts {allowed:?}");
+        }
     }
 }

@@ -143,17 +143,19 @@ fn edgeproxy_command(subcommand: &str, component: &str, config: &std::path::Path
     c
 }
 
-/// The `(policy, requests, period_seconds)` of every api-gateway rate limit
-/// in a document: the bindings a Workers deployment declares in wrangler.toml.
+/// The `(policy, requests, period_seconds)` of every rate limit in a
+/// document, with each app's defaults: the bindings a Workers deployment
+/// declares in wrangler.toml.
 fn rate_limit_policies(document: &str) -> Vec<(String, i64, i64)> {
     let Ok(doc) = toml::from_str::<toml::Table>(document) else { return Vec::new() };
     let routes = doc.get("route").and_then(|r| r.as_array()).cloned().unwrap_or_default();
+    let apps = [("api-gateway", "api", 0), ("hf-mirror", "hf", 20_000)];
     routes
         .iter()
-        .filter_map(|route| route.get("api-gateway")?.get("rate_limit")?.as_table().cloned())
-        .map(|rl| {
-            let policy = rl.get("policy").and_then(|p| p.as_str()).unwrap_or("api").to_owned();
-            let requests = rl.get("requests").and_then(|v| v.as_integer()).unwrap_or(0);
+        .flat_map(|route| apps.iter().filter_map(move |(app, policy, requests)| Some((route.get(app)?.get("rate_limit")?.as_table()?.clone(), *policy, *requests))))
+        .map(|(rl, default_policy, default_requests)| {
+            let policy = rl.get("policy").and_then(|p| p.as_str()).unwrap_or(default_policy).to_owned();
+            let requests = rl.get("requests").and_then(|v| v.as_integer()).unwrap_or(default_requests);
             let period = rl.get("period_seconds").and_then(|v| v.as_integer()).unwrap_or(60);
             (policy, requests, period)
         })

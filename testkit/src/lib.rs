@@ -2,6 +2,7 @@
 //! that behaves in the ways a proxy must cope with, and [`Host`], which runs
 //! edgeproxy on one of its hosts against a config document.
 
+pub mod hf;
 pub mod host;
 pub mod spin;
 pub mod upstream;

@@ -9,6 +9,7 @@
 //! - `bench`: the benchmark harness (see BENCHMARKS.md)
 
 mod bench;
+mod python;
 mod spin;
 mod workers;
 
@@ -39,7 +40,8 @@ fn run_task() -> anyhow::Result<()> {
             run(Command::new(root.join("target/release/edgeproxy")).arg("serve").args(&args[1..]))
         }
         Some("test") => {
-            ensure_debian_tools(&[("curl", "curl")])?;
+            ensure_debian_tools(&[("curl", "curl"), ("git", "git"), ("git-lfs", "git-lfs")])?;
+            python::ensure_venv(&root)?;
             build(&root)?;
             workers::build(&root)?;
             workers::deploy_dry_run(&root)?;

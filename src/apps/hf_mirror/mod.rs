@@ -193,7 +193,7 @@ impl Options {
             return None;
         };
         let rest = &url[parsed[..url::Position::BeforePath].len()..];
-        Some((upstream, if rest.is_empty() { "/".into() } else { rest.to_owned() }))
+        Some((upstream, rest.to_owned()))
     }
 
     fn sends_credentials(&self, upstream: &Upstream) -> bool {
@@ -311,6 +311,9 @@ impl<P: Platform> ProxyApp<P> for HfMirror<'_> {
         if let Some(cors) = &o.cors {
             cors.strip_upstream(&mut resp.headers);
         }
+        if s.method == "HEAD" && self.redirects_to_cdn_on_one_host(target, &resp) {
+            metadata_answer(&mut resp);
+        }
         let public = |url: &str| self.public_url(&target.public, url);
         self.rewrite_headers(target, &mut resp.headers, &public);
         let identity = header(&resp.headers, "content-encoding").is_none_or(|e| e.eq_ignore_ascii_case("identity"));
@@ -333,7 +336,7 @@ impl<P: Platform> ProxyApp<P> for HfMirror<'_> {
                 headers::set(&mut resp.headers, "access-control-expose-headers", exposed(cors));
             }
         }
-        if self.options.cache.is_some() && ctx.cache_key.is_some() {
+        if ctx.cache_key.is_some() || ctx.cache_hit {
             headers::set(&mut resp.headers, "x-cache", if ctx.cache_hit { "HIT" } else { "MISS" });
         }
     }
@@ -344,6 +347,20 @@ impl HfMirror<'_> {
     fn public_url(&self, public: &Public, url: &str) -> Option<String> {
         let (upstream, rest) = self.options.locate(url)?;
         Some(format!("{}{rest}", public.base(&upstream)))
+    }
+
+    /// A hub redirect to a CDN host, for a client of the single-host scheme.
+    /// huggingface_hub (1.3x) follows a HEAD's redirects that stay on the
+    /// endpoint's host name, whatever the port or path
+    /// (`utils/_http.py` `_httpx_follow_hub_redirects_with_backoff`), and
+    /// then reads the file's metadata off the CDN's answer, which has none.
+    fn redirects_to_cdn_on_one_host<B>(&self, target: &Target, resp: &Response<B>) -> bool {
+        let to_cdn = resp.header("location").and_then(|l| self.options.locate(l)).is_some_and(|(up, _)| up != Upstream::Hub);
+        target.public.scheme == hosts::Scheme::PathPrefix
+            && target.upstream == Upstream::Hub
+            && (300..400).contains(&resp.status)
+            && to_cdn
+            && resp.header("x-linked-size").is_some()
     }
 
     fn rewrite_headers(&self, target: &Target, out: &mut crate::platform::Headers, public: &dyn Fn(&str) -> Option<String>) {
@@ -413,6 +430,18 @@ fn with_max_age<B>(resp: &Response<B>, ttl: u32) -> Response<B> {
     Response { status: resp.status, headers, body: None }
 }
 
+/// Turns a HEAD's redirect into the `200` the redirect describes: the same
+/// `X-Repo-Commit`, `X-Linked-*` and `ETag`, the file's size as
+/// `Content-Length`, no `Location`. The client then GETs the `/resolve` URL
+/// itself, and that GET is redirected to the CDN as usual.
+fn metadata_answer<B>(resp: &mut Response<B>) {
+    let size = resp.header("x-linked-size").unwrap_or_default().to_owned();
+    resp.status = 200;
+    resp.headers.retain(|(n, _)| n != "location");
+    headers::set(&mut resp.headers, "content-length", size);
+    resp.body = None;
+}
+
 fn rewrite_body<B: Body>(mut resp: Response<B>, document: Document, limit: u64, public: &dyn Fn(&str) -> Option<String>) -> Result<Response<B>, ProxyError> {
     let Some(body) = resp.body.take() else { return Ok(resp) };
     match read_up_to(body, limit) {
@@ -457,7 +486,7 @@ mod tests {
         assert_eq!(o.locate("http://127.0.0.1:9001/cdn-lfs.hf.co/repos/a?sig=1"), Some((Upstream::Host("cdn-lfs.hf.co".into()), "/repos/a?sig=1".into())));
         assert_eq!(o.locate("https://huggingface.co/api/models/a/tree/main?cursor=x"), Some((Upstream::Hub, "/api/models/a/tree/main?cursor=x".into())));
         assert_eq!(o.locate("https://cas-bridge.xethub.hf.co/xet-bridge-us/a"), Some((Upstream::Host("cas-bridge.xethub.hf.co".into()), "/xet-bridge-us/a".into())));
-        assert_eq!(o.locate("http://cdn-lfs.huggingface.co"), Some((Upstream::Host("cdn-lfs.huggingface.co".into()), "/".into())));
+        assert_eq!(o.locate("http://cdn-lfs.huggingface.co"), Some((Upstream::Host("cdn-lfs.huggingface.co".into()), String::new())));
         assert_eq!(o.locate("https://evil.example/x"), None);
         assert_eq!(o.locate("https://cdn-lfs.hf.co:8443/x"), None, "a port is not the real host");
         assert_eq!(o.locate("/api/resolve-cache/x"), None);

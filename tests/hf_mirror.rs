@@ -1,0 +1,409 @@
+//! hf-mirror, as its users see it: the real `huggingface_hub` client, `git`
+//! and `git-lfs`, and plain HTTP, through a real host, against
+//! `tests/fixtures/hf/fake_hub.py` (huggingface.co and its CDN and Xet hosts,
+//! as documented and as the client's source expects). Both addressing
+//! schemes: one host with `/_cdn/<host>/` paths (`http://127.0.0.1:PORT`),
+//! and subdomains (`http://hf.localhost:PORT`, CDN hosts at
+//! `<label>.localhost:PORT`; `*.localhost` is loopback for curl and git, and
+//! client.py resolves it likewise).
+
+use std::path::Path;
+
+use edgeproxy_testkit::hf::{self, FakeHub, TOKEN, tempdir};
+use edgeproxy_testkit::{Host, Upstream, pattern_matches};
+use serde_json::Value;
+
+const SMALL_LFS: u64 = 4 * 1024 * 1024;
+
+async fn mirror(hub: &FakeHub, extra: &str) -> Host {
+    Host::start(&hub.document(extra)).await
+}
+
+/// The two public faces of one mirror: single host, and subdomains.
+fn endpoints(host: &Host) -> [String; 2] {
+    let port = host.base.rsplit(':').next().unwrap();
+    [host.base.clone(), format!("http://hf.localhost:{port}")]
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).no_proxy().resolve_to_addrs("hf.localhost", &["127.0.0.1:0".parse().unwrap()]).build().unwrap()
+}
+
+/// A reqwest client that resolves every `*.localhost` name it is given.
+fn http_for(names: &[&str]) -> reqwest::Client {
+    let mut builder = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).no_proxy();
+    for name in names {
+        builder = builder.resolve_to_addrs(name, &["127.0.0.1:0".parse().unwrap()]);
+    }
+    builder.build().unwrap()
+}
+
+fn header<'a>(response: &'a reqwest::Response, name: &str) -> Option<&'a str> {
+    response.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Whether `url` leads to the mirror at `endpoint`: under its `/_cdn/`
+/// prefix, or on a `*.localhost` subdomain of its port.
+fn through_mirror(url: &str, endpoint: &str) -> bool {
+    let port = endpoint.rsplit(':').next().unwrap();
+    let authority = url.strip_prefix("http://").and_then(|rest| rest.split('/').next()).unwrap_or_default();
+    url.starts_with(&format!("{endpoint}/_cdn/")) || (endpoint.contains("hf.localhost") && authority.ends_with(&format!(".localhost:{port}")))
+}
+
+fn hub_requests<'a>(log: &'a [Value], path_part: &str) -> Vec<&'a Value> {
+    log.iter().filter(|r| r["server"] == "hub" && r["path"].as_str().unwrap_or_default().contains(path_part)).collect()
+}
+
+fn cdn_requests(log: &[Value]) -> Vec<&Value> {
+    log.iter().filter(|r| r["server"] != "hub").collect()
+}
+
+/// The client's cache for `repo` looks as it would against huggingface.co:
+/// `refs/main` holds the commit, and `snapshots/<commit>/<file>` is a
+/// relative link to the repo's `blobs/<etag>` (which, for a Xet file, links
+/// on into the cache-wide `blobs/` store of huggingface_hub 1.3x).
+fn assert_cache_layout(home: &Path, repo: &str, files: &[&str]) -> String {
+    let repo_dir = home.join("hub").join(format!("models--{}", repo.replace('/', "--")));
+    let commit = std::fs::read_to_string(repo_dir.join("refs/main")).expect("refs/main");
+    assert_eq!(commit.len(), 40, "refs/main holds a commit hash: {commit:?}");
+    for file in files {
+        let link = repo_dir.join("snapshots").join(&commit).join(file);
+        let target = std::fs::read_link(&link).unwrap_or_else(|e| panic!("{} is a symlink into blobs: {e}", link.display()));
+        let up = file.matches('/').count() + 2;
+        let etag = target.file_name().unwrap().to_str().unwrap();
+        assert_eq!(target, Path::new(&"../".repeat(up)).join("blobs").join(etag), "{file}");
+        assert!(repo_dir.join("blobs").join(etag).exists(), "{file}: blobs/{etag}");
+    }
+    commit
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn snapshot_download_of_many_pages_and_an_lfs_file_works_in_both_schemes() {
+    let hub = FakeHub::start(SMALL_LFS).await;
+    let host = mirror(&hub, "").await;
+    for endpoint in endpoints(&host) {
+        hub.reset_log().await;
+        let home = tempdir::Dir::new("hf-home");
+        let result = hf::client(&endpoint, home.path(), &["snapshot", "org/small"], &[("HF_HUB_DISABLE_XET", "1")]).await.unwrap_or_else(|e| panic!("snapshot via {endpoint}: {e}"));
+        let files: Vec<&str> = result["files"].as_array().unwrap().iter().map(|f| f.as_str().unwrap()).collect();
+        assert_eq!(files.len(), 123, "every file of every page: {files:?}");
+        assert!(files.contains(&"files/f119.txt") && files.contains(&"model.bin"));
+        let log = hub.log().await;
+        let pages = hub_requests(&log, "/tree/");
+        assert!(pages.len() >= 3, "123 files at 50 a page is 3 pages, all through the mirror: {pages:?}");
+        assert!(pages.iter().skip(1).all(|p| p["query"].as_str().unwrap_or_default().contains("cursor")), "{pages:?}");
+        let model = hf::client(&endpoint, home.path(), &["metadata", "org/small", "model.bin"], &[]).await.unwrap();
+        assert_eq!(result["sha256"]["model.bin"], model["etag"], "the LFS file's checksum is its X-Linked-Etag");
+        assert_cache_layout(home.path(), "org/small", &["README.md", "files/f000.txt", "model.bin"]);
+        let blob = home.path().join("hub/models--org--small/blobs").join(model["etag"].as_str().unwrap());
+        assert_eq!(std::fs::metadata(&blob).unwrap().len(), SMALL_LFS, "LFS blobs are named by their sha256");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_1_gib_lfs_file_streams_through_in_bounded_memory() {
+    const GIB: u64 = 1024 * 1024 * 1024;
+    let hub = FakeHub::start(GIB).await;
+    let host = mirror(&hub, "").await;
+    let home = tempdir::Dir::new("hf-home");
+    let started = std::time::Instant::now();
+    let result = hf::client(&host.base, home.path(), &["download", "org/small", "model.bin"], &[("HF_HUB_DISABLE_XET", "1")]).await.unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(result["size"], GIB);
+    let metadata = hf::client(&host.base, home.path(), &["metadata", "org/small", "model.bin"], &[]).await.unwrap();
+    assert_eq!(result["sha256"], metadata["etag"], "the downloaded file has the sha256 the hub announced");
+    let peak = host.peak_rss_kib();
+    eprintln!("1 GiB through {}: {:.1} s, host peak RSS {} MiB", Host::kind(), elapsed.as_secs_f64(), peak / 1024);
+    assert!(peak < 100 * 1024, "host memory stays bounded: peak RSS {peak} KiB");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_token_reaches_the_hub_and_never_a_cdn_host() {
+    let hub = FakeHub::start(SMALL_LFS).await;
+    let host = mirror(&hub, "").await;
+    for endpoint in endpoints(&host) {
+        hub.reset_log().await;
+        let home = tempdir::Dir::new("hf-home");
+        let result = hf::client(&endpoint, home.path(), &["download", "org/private", "secret.bin", "--token", TOKEN], &[("HF_HUB_DISABLE_XET", "1")]).await;
+        let result = result.unwrap_or_else(|e| panic!("download via {endpoint}: {e}"));
+        assert_eq!(result["size"], 128 * 1024);
+        let log = hub.log().await;
+        let hub_calls = hub_requests(&log, "org/private");
+        assert!(!hub_calls.is_empty() && hub_calls.iter().all(|r| r["headers"]["authorization"] == format!("Bearer {TOKEN}")), "{hub_calls:?}");
+        let cdn = cdn_requests(&log);
+        assert!(!cdn.is_empty(), "the file came from the CDN");
+        assert!(cdn.iter().all(|r| r["headers"].get("authorization").is_none_or(Value::is_null) && r["headers"].get("cookie").is_none_or(Value::is_null)), "no credentials at the CDN: {cdn:?}");
+        let denied = hf::client(&endpoint, tempdir::Dir::new("hf-home").path(), &["download", "org/private", "secret.bin"], &[("HF_HUB_DISABLE_XET", "1")]).await;
+        assert!(denied.is_err(), "without the token the hub refuses");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn head_keeps_the_metadata_and_ranges_resume() {
+    let hub = FakeHub::start(SMALL_LFS).await;
+    let host = mirror(&hub, "").await;
+    let [single, sub] = endpoints(&host);
+    let client = http_for(&["hf.localhost", "cdn-lfs---hf---co.localhost"]);
+    for (endpoint, cdn_base) in [(single.clone(), format!("{single}/_cdn/cdn-lfs.hf.co/")), (sub.clone(), sub.replace("hf.localhost", "cdn-lfs---hf---co.localhost") + "/")] {
+        let url = format!("{endpoint}/org/small/resolve/main/model.bin");
+        let head = client.head(&url).header("accept-encoding", "identity").send().await.unwrap();
+        // On one host name the HEAD answers with the redirect's metadata
+        // itself (the client would follow a same-host redirect and lose it).
+        assert_eq!(head.status(), if endpoint == single { 200 } else { 302 });
+        assert_eq!(header(&head, "x-linked-size"), Some(SMALL_LFS.to_string().as_str()));
+        assert!(header(&head, "x-linked-etag").is_some() && header(&head, "x-repo-commit").is_some_and(|c| c.len() == 40) && header(&head, "etag").is_some());
+        if endpoint == single {
+            assert_eq!(header(&head, "content-length"), Some(SMALL_LFS.to_string().as_str()));
+        }
+        let get = client.get(&url).send().await.unwrap();
+        assert_eq!(get.status(), 302);
+        let location = header(&get, "location").unwrap().to_owned();
+        assert!(location.starts_with(&cdn_base), "the CDN redirect comes back through the mirror in the client's scheme: {location}");
+        let part = client.get(&location).header("range", "bytes=1000-1999").send().await.unwrap();
+        assert_eq!(part.status(), 206);
+        assert_eq!(header(&part, "content-range"), Some(format!("bytes 1000-1999/{SMALL_LFS}").as_str()));
+        assert_eq!(header(&part, "content-length"), Some("1000"));
+        assert!(pattern_matches(1000, &part.bytes().await.unwrap()));
+
+        let small = client.head(format!("{endpoint}/org/small/resolve/main/config.json")).send().await.unwrap();
+        assert_eq!(small.status(), 307);
+        let relative = header(&small, "location").unwrap().to_owned();
+        assert!(relative.starts_with("/api/resolve-cache/"), "relative redirects stay relative: {relative}");
+        let cached = client.head(format!("{endpoint}{}", relative.split('?').next().unwrap())).send().await.unwrap();
+        assert_eq!(cached.status(), 200);
+        assert!(header(&cached, "content-length").is_some_and(|l| l != "0"), "HEAD keeps Content-Length: {:?}", cached.headers());
+        assert!(header(&cached, "x-repo-commit").is_some() && header(&cached, "etag").is_some());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_xet_protocol_goes_through_the_mirror_in_both_schemes() {
+    let hub = FakeHub::start(SMALL_LFS).await;
+    let host = mirror(&hub, "").await;
+    let names = ["hf.localhost", "cas-server---xethub.localhost", "transfer---xethub.localhost", "cas-bridge---xethub.localhost"];
+    let client = http_for(&names);
+    for endpoint in endpoints(&host) {
+        hub.reset_log().await;
+        // What huggingface_hub and hf_xet do (file_download.py, utils/_xet.py,
+        // xet-core's cas_client): HEAD, then the refresh route, then the CAS.
+        let head = client.head(format!("{endpoint}/org/xet/resolve/main/weights.bin")).send().await.unwrap();
+        let xet_hash = header(&head, "x-xet-hash").expect("X-Xet-Hash").to_owned();
+        let links = header(&head, "link").expect("Link").to_owned();
+        let refresh = links.split(',').find(|l| l.contains("xet-auth")).and_then(|l| l.split_once('<')?.1.split_once('>').map(|(u, _)| u.to_owned())).unwrap();
+        assert!(refresh.starts_with(&endpoint), "xet-auth route through the mirror: {links}");
+        let token_response = client.get(&refresh).header("authorization", format!("Bearer {TOKEN}")).send().await.unwrap();
+        let cas_header = header(&token_response, "x-xet-cas-url").unwrap().to_owned();
+        let token: Value = token_response.json().await.unwrap();
+        let cas = token["casUrl"].as_str().unwrap();
+        assert_eq!(cas, cas_header, "JSON casUrl and X-Xet-Cas-Url agree");
+        assert!(through_mirror(cas, &endpoint), "casUrl leads back through the mirror: {cas}");
+        let access = format!("Bearer {}", token["accessToken"].as_str().unwrap());
+        for version in ["v2", "v1"] {
+            let plan: Value = client.get(format!("{cas}/{version}/reconstructions/{xet_hash}")).header("authorization", &access).send().await.unwrap().json().await.unwrap();
+            let terms = if version == "v2" { &plan["xorbs"] } else { &plan["fetch_info"] };
+            let fetches: Vec<&Value> = terms.as_object().expect("a reconstruction").values().flat_map(|v| v.as_array().unwrap()).collect();
+            assert!(!fetches.is_empty());
+            for fetch in fetches {
+                let url = fetch["url"].as_str().unwrap();
+                assert!(through_mirror(url, &endpoint), "{url}");
+                let range = if version == "v2" {
+                    let query = url.split_once('?').unwrap().1;
+                    let signed = query.split('&').find_map(|kv| kv.strip_prefix("X-Xet-Signed-Range=")).unwrap();
+                    signed.replace("%3D", "=").replace("%3d", "=")
+                } else {
+                    format!("bytes={}-{}", fetch["url_range"]["start"], fetch["url_range"]["end"])
+                };
+                let part = client.get(url).header("range", &range).send().await.unwrap();
+                assert_eq!(part.status(), 206, "{version} {url} with {range}");
+            }
+        }
+        let log = hub.log().await;
+        let at = |server: &str| log.iter().filter(|r| r["server"] == server).collect::<Vec<_>>();
+        assert!(!at("cas-server.xethub.hf.co").is_empty() && at("cas-server.xethub.hf.co").iter().all(|r| r["headers"]["authorization"] == access), "the Xet token reached the CAS");
+        assert!(at("transfer.xethub.hf.co").iter().all(|r| r["headers"].get("authorization").is_none_or(Value::is_null)), "and nothing else");
+        assert!(at("transfer.xethub.hf.co").len() >= 2);
+    }
+}
+
+/// The real hf_xet (the client's Xet path: tree, xet-read-token, CAS
+/// reconstruction, transfer ranges) on the single-host scheme. hf_xet
+/// resolves host names itself and does not know `*.localhost`, so the
+/// subdomain scheme is covered by the protocol test above instead.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_real_hf_xet_client_downloads_through_the_mirror() {
+    let hub = FakeHub::start(SMALL_LFS).await;
+    let host = mirror(&hub, "").await;
+    let home = tempdir::Dir::new("hf-home");
+    let xet_cache = home.path().join("xet");
+    let result = hf::client(&host.base, home.path(), &["snapshot", "org/xet"], &[("HF_XET_CACHE", xet_cache.to_str().unwrap())]).await.unwrap();
+    let weights = std::fs::read(Path::new(result["path"].as_str().unwrap()).join("weights.bin")).unwrap();
+    assert_eq!(weights.len(), 256 * 1024);
+    assert!(pattern_matches(0, &weights), "hf_xet reassembled the file from its chunks");
+    let log = hub.log().await;
+    let at = |server: &str| log.iter().filter(|r| r["server"] == server).collect::<Vec<_>>();
+    assert!(!at("cas-server.xethub.hf.co").is_empty() && !at("transfer.xethub.hf.co").is_empty(), "{log:?}");
+    assert!(at("cas-bridge.xethub.hf.co").is_empty(), "the Xet path, not the HTTP bridge");
+    assert!(hub_requests(&log, "/xet-read-token/").len() >= 1);
+    assert_cache_layout(home.path(), "org/xet", &["weights.bin"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_xet_off_clients_see_no_xet_and_download_over_http() {
+    let hub = FakeHub::start(SMALL_LFS).await;
+    let host = mirror(&hub, "xet = false").await;
+    let client = http();
+    let head = client.head(host.url("/org/xet/resolve/main/weights.bin")).send().await.unwrap();
+    assert!(head.headers().keys().all(|k| !k.as_str().starts_with("x-xet-")), "{:?}", head.headers());
+    assert!(header(&head, "link").is_none_or(|l| !l.contains("xet")));
+    let tree: Value = client.get(host.url("/api/models/org/xet/tree/main?recursive=True&expand=True")).send().await.unwrap().json().await.unwrap();
+    assert!(tree.as_array().unwrap().iter().all(|e| e.get("xetHash").is_none()), "{tree}");
+    // The client has hf_xet installed and Xet enabled: it must fall back to HTTP.
+    let home = tempdir::Dir::new("hf-home");
+    let result = hf::client(&host.base, home.path(), &["snapshot", "org/xet"], &[]).await.unwrap();
+    assert_eq!(result["files"].as_array().unwrap().len(), 1);
+    let log = hub.log().await;
+    assert!(log.iter().any(|r| r["server"] == "cas-bridge.xethub.hf.co"), "downloaded from the HTTP bridge");
+    assert!(!log.iter().any(|r| r["server"] == "cas-server.xethub.hf.co"), "never via the CAS");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn git_clone_fetches_the_repo_and_its_lfs_files_in_both_schemes() {
+    let hub = FakeHub::start(SMALL_LFS).await;
+    let host = mirror(&hub, "").await;
+    for endpoint in endpoints(&host) {
+        let work = tempdir::Dir::new("git-clone");
+        let home = work.path().join("home");
+        std::fs::create_dir_all(&home).unwrap();
+        // git (curl) resolves `*.localhost` itself, git-lfs (Go) does not:
+        // for the subdomain scheme both reach the mirror as their HTTP proxy
+        // instead, which sends the same Host header.
+        let proxy = if endpoint == host.base { String::new() } else { host.base.clone() };
+        let git = |args: &[&str], dir: &Path| {
+            let mut command = std::process::Command::new("git");
+            command.args(args).current_dir(dir).env("HOME", &home).env("GIT_TERMINAL_PROMPT", "0").env_remove("NO_PROXY").env_remove("no_proxy");
+            for name in ["http_proxy", "HTTP_PROXY"] {
+                command.env(name, &proxy);
+            }
+            let out = command.output().unwrap();
+            assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        git(&["lfs", "install", "--skip-repo"], work.path());
+        git(&["clone", &format!("{endpoint}/org/gitrepo"), "repo"], work.path());
+        let weights = std::fs::read(work.path().join("repo/weights.bin")).unwrap();
+        assert_eq!(weights.len(), 1024 * 1024, "the LFS file is smudged, not a pointer");
+        assert!(pattern_matches(0, &weights));
+        assert!(work.path().join("repo/README.md").exists());
+    }
+    let log = hub.log().await;
+    assert!(log.iter().any(|r| r["server"] == "cdn-lfs.hf.co"), "LFS objects came through the mirror's CDN route");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hosts_outside_the_allow_list_are_refused_with_json() {
+    let hub = FakeHub::start(SMALL_LFS).await;
+    let host = mirror(&hub, "").await;
+    let port = host.base.rsplit(':').next().unwrap().to_owned();
+    let client = http_for(&["datasets-server---huggingface---co.localhost"]);
+    for url in [host.url("/_cdn/evil.example/x"), host.url("/_cdn/169.254.169.254/latest"), format!("http://datasets-server---huggingface---co.localhost:{port}/x")] {
+        let response = client.get(&url).send().await.unwrap();
+        assert_eq!(response.status(), 403, "{url}");
+        assert_eq!(header(&response, "x-error-code"), Some("upstream_not_allowed"));
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"], "upstream_not_allowed");
+    }
+    assert!(cdn_requests(&hub.log().await).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_home_page_shows_how_to_use_the_mirror() {
+    let hub = FakeHub::start(SMALL_LFS).await;
+    let host = mirror(&hub, "").await;
+    let client = http();
+    for endpoint in endpoints(&host) {
+        let page = client.get(format!("{endpoint}/")).send().await.unwrap();
+        assert_eq!(page.status(), 200);
+        assert!(header(&page, "content-type").unwrap().starts_with("text/html"));
+        let text = page.text().await.unwrap();
+        assert!(text.contains(&format!("export HF_ENDPOINT={endpoint}")), "{text}");
+        assert!(text.contains(&format!("git clone {endpoint}/gpt2")));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn browsers_get_cors_with_the_metadata_headers_exposed() {
+    let hub = FakeHub::start(SMALL_LFS).await;
+    let host = mirror(&hub, "[route.hf-mirror.cors]\nallowed_origins = [\"https://app.example\"]\n").await;
+    let client = http();
+    let head = client.head(host.url("/org/small/resolve/main/model.bin")).header("origin", "https://app.example").send().await.unwrap();
+    assert_eq!(header(&head, "access-control-allow-origin"), Some("https://app.example"));
+    let exposed = header(&head, "access-control-expose-headers").unwrap();
+    for name in ["x-repo-commit", "x-linked-etag", "x-linked-size", "etag", "content-range", "location"] {
+        assert!(exposed.contains(name), "{name} exposed: {exposed}");
+    }
+    let preflight = client
+        .request(reqwest::Method::OPTIONS, host.url("/api/models/org/small"))
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "GET")
+        .header("access-control-request-headers", "authorization, range")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), 204);
+    let other = client.get(host.url("/api/models/org/small")).header("origin", "https://evil.example").send().await.unwrap();
+    assert_eq!(header(&other, "access-control-allow-origin"), None);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_hub_is_a_502_and_a_slow_one_a_504_with_error_headers() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let host = Host::start(&format!("[[route]]\nhost = \"*\"\n[route.hf-mirror]\nhub = \"http://{closed}\"\n")).await;
+    let response = http().head(host.url("/org/small/resolve/main/model.bin")).send().await.unwrap();
+    assert_eq!(response.status(), 502);
+    assert_eq!(header(&response, "x-error-code"), Some("bad_gateway"));
+    assert!(header(&response, "x-error-message").is_some());
+
+    let slow = Upstream::start().await;
+    let host = Host::start(&format!("[[route]]\nhost = \"*\"\n[route.hf-mirror]\nhub = \"{}\"\ntimeout_ms = 500\n", slow.url())).await;
+    let response = http().get(host.url("/slow")).send().await.unwrap();
+    assert_eq!(response.status(), 504);
+    assert_eq!(header(&response, "x-error-code"), Some("gateway_timeout"));
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "gateway_timeout");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn over_the_rate_limit_is_a_429_with_retry_after() {
+    let hub = FakeHub::start(SMALL_LFS).await;
+    let host = mirror(&hub, "[route.hf-mirror.rate_limit]\nrequests = 3\nperiod_seconds = 60\n").await;
+    let client = http();
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        let response = client.get(host.url("/api/models/org/small")).send().await.unwrap();
+        statuses.push(response.status().as_u16());
+        if response.status() == 429 {
+            assert!(header(&response, "retry-after").is_some_and(|s| s.parse::<u32>().is_ok_and(|s| s >= 1)));
+        }
+    }
+    assert_eq!(&statuses[..3], &[200, 200, 200]);
+    assert_eq!(statuses[4], 429, "{statuses:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metadata_at_a_commit_hash_is_served_from_cache_without_credentials_only() {
+    let hub = FakeHub::start(SMALL_LFS).await;
+    let host = mirror(&hub, "[route.hf-mirror.cache]\n").await;
+    let client = http();
+    let info: Value = client.get(host.url("/api/models/org/small/revision/main")).send().await.unwrap().json().await.unwrap();
+    let sha = info["sha"].as_str().unwrap();
+    let path = format!("/api/models/org/small/revision/{sha}");
+    hub.reset_log().await;
+    let first = client.get(host.url(&path)).send().await.unwrap();
+    assert_eq!(header(&first, "x-cache"), Some("MISS"));
+    let first: Value = first.json().await.unwrap();
+    let second = client.get(host.url(&path)).send().await.unwrap();
+    assert_eq!(header(&second, "x-cache"), Some("HIT"));
+    assert_eq!(second.json::<Value>().await.unwrap(), first);
+    let with_token = client.get(host.url(&path)).header("authorization", format!("Bearer {TOKEN}")).send().await.unwrap();
+    assert_eq!(with_token.status(), 200);
+    assert_eq!(hub_requests(&hub.log().await, "/revision/").len(), 2, "once to fill the cache, once for the client with a token");
+}
