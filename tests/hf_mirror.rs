@@ -9,7 +9,7 @@
 
 use std::path::Path;
 
-use edgeproxy_testkit::hf::{self, FakeHub, TOKEN, tempdir};
+use edgeproxy_testkit::hf::{self, FakeHub, LoopbackProxy, TOKEN, tempdir};
 use edgeproxy_testkit::{Host, Upstream, pattern_matches};
 use serde_json::Value;
 
@@ -270,14 +270,14 @@ async fn with_xet_off_clients_see_no_xet_and_download_over_http() {
 async fn git_clone_fetches_the_repo_and_its_lfs_files_in_both_schemes() {
     let hub = FakeHub::start(SMALL_LFS).await;
     let host = mirror(&hub, "").await;
+    let dns = LoopbackProxy::start().await;
     for endpoint in endpoints(&host) {
         let work = tempdir::Dir::new("git-clone");
         let home = work.path().join("home");
         std::fs::create_dir_all(&home).unwrap();
         // git (curl) resolves `*.localhost` itself, git-lfs (Go) does not:
-        // for the subdomain scheme both reach the mirror as their HTTP proxy
-        // instead, which sends the same Host header.
-        let proxy = if endpoint == host.base { String::new() } else { host.base.clone() };
+        // for the subdomain scheme both go through a proxy that does.
+        let proxy = if endpoint == host.base { String::new() } else { dns.url.clone() };
         let git = |args: &[&str], dir: &Path| {
             let mut command = std::process::Command::new("git");
             command.args(args).current_dir(dir).env("HOME", &home).env("GIT_TERMINAL_PROMPT", "0").env_remove("NO_PROXY").env_remove("no_proxy");

@@ -129,3 +129,66 @@ pub mod tempdir {
         }
     }
 }
+
+/// A forward HTTP proxy that resolves every `*.localhost` name to loopback:
+/// DNS for clients that don't resolve those names themselves (git-lfs,
+/// which is Go). Requests go on unchanged (same URL, same Host), so the
+/// mirror sees what it would behind wildcard DNS.
+pub struct LoopbackProxy {
+    pub url: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for LoopbackProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+struct Loopback;
+
+impl reqwest::dns::Resolve for Loopback {
+    fn resolve(&self, _name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let addrs: reqwest::dns::Addrs = Box::new(std::iter::once(std::net::SocketAddr::from(([127, 0, 0, 1], 0))));
+        Box::pin(std::future::ready(Ok(addrs)))
+    }
+}
+
+impl LoopbackProxy {
+    pub async fn start() -> LoopbackProxy {
+        use http_body_util::{BodyExt, Full};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).no_proxy().dns_resolver(std::sync::Arc::new(Loopback)).build().unwrap();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let client = client.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                        let client = client.clone();
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                            let mut headers = parts.headers.clone();
+                            headers.remove("proxy-connection");
+                            let sent = client.request(parts.method, parts.uri.to_string()).headers(headers).body(body).send().await;
+                            let response = match sent {
+                                Ok(r) => {
+                                    let mut out = hyper::Response::builder().status(r.status().as_u16());
+                                    for (name, value) in r.headers() {
+                                        out = out.header(name.as_str(), value.as_bytes());
+                                    }
+                                    out.body(Full::new(r.bytes().await.unwrap_or_default())).unwrap()
+                                }
+                                Err(e) => hyper::Response::builder().status(502).body(Full::new(bytes::Bytes::from(e.to_string()))).unwrap(),
+                            };
+                            Ok::<_, std::convert::Infallible>(response)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
+                });
+            }
+        });
+        LoopbackProxy { url, task }
+    }
+}
