@@ -69,9 +69,13 @@ async fn with_no_arguments_it_serves_the_default_document_on_port_8787() {
     let mut stderr = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
     let line = stderr.next_line().await.unwrap().expect("a start-up line");
     assert!(line.ends_with("on http://127.0.0.1:8787"), "{line}");
-    // The default routes every host to huggingface.co: offline that is a 502
-    // JSON error, online a 200; never "no route" (404).
-    let response = reqwest::Client::builder().no_proxy().build().unwrap().get("http://127.0.0.1:8787/api/models/gpt2").send().await.unwrap();
+    // The default is a Hugging Face mirror on every host: its home page,
+    // and huggingface.co behind it (offline a 502 JSON error, online a 200;
+    // never "no route", 404).
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let home = client.get("http://127.0.0.1:8787/").send().await.unwrap().text().await.unwrap();
+    assert!(home.contains("export HF_ENDPOINT=http://127.0.0.1:8787"), "{home}");
+    let response = client.get("http://127.0.0.1:8787/api/models/gpt2").send().await.unwrap();
     assert!(matches!(response.status().as_u16(), 200 | 502), "{}", response.status());
     let _ = child.start_kill();
 }
