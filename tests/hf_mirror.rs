@@ -407,3 +407,77 @@ async fn metadata_at_a_commit_hash_is_served_from_cache_without_credentials_only
     assert_eq!(with_token.status(), 200);
     assert_eq!(hub_requests(&hub.log().await, "/revision/").len(), 2, "once to fill the cache, once for the client with a token");
 }
+
+/// A web page on another origin uses the mirror the way transformers.js
+/// does, in a real browser (headless Chromium): `fetch` a file through the
+/// relative resolve-cache redirect and read its metadata headers.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_web_page_on_another_origin_reads_files_and_metadata_in_a_real_browser() {
+    let hub = FakeHub::start(SMALL_LFS).await;
+    let host = mirror(&hub, "[route.hf-mirror.cors]\nallowed_origins = [\"*\"]\n").await;
+    let script = format!(
+        r#"<!doctype html><html><body><pre id="out">pending</pre><script>
+        fetch("{mirror}/org/small/resolve/main/config.json").then(async (r) => {{
+          const text = await r.text();
+          document.getElementById("out").textContent = JSON.stringify({{
+            status: r.status, commit: r.headers.get("x-repo-commit"), etag: r.headers.get("etag"), length: text.length }});
+        }}).catch((e) => {{ document.getElementById("out").textContent = "failed: " + e; }});
+        </script></body></html>"#,
+        mirror = host.base
+    );
+    let page = StaticPage::serve(script).await;
+    let dom = chromium_dom(&page.url).await;
+    let out = dom.split("<pre id=\"out\">").nth(1).and_then(|rest| rest.split("</pre>").next()).unwrap_or_default().replace("&quot;", "\"");
+    let result: Value = serde_json::from_str(&out).unwrap_or_else(|_| panic!("the page's fetch: {out}"));
+    assert_eq!(result["status"], 200);
+    assert_eq!(result["commit"].as_str().map(str::len), Some(40), "X-Repo-Commit is readable from script: {result}");
+    assert!(result["etag"].is_string() && result["length"].as_u64().unwrap() > 0, "{result}");
+
+    let home = chromium_dom(&format!("{}/", host.base)).await;
+    assert!(home.contains("<h1>Hugging Face mirror</h1>") && home.contains(&format!("HF_ENDPOINT={}", host.base)), "{home}");
+}
+
+/// One HTML page on its own loopback origin.
+struct StaticPage {
+    url: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for StaticPage {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl StaticPage {
+    async fn serve(html: String) -> StaticPage {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut request = [0u8; 4096];
+                let _ = stream.read(&mut request).await;
+                let head = format!("HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", html.len());
+                let _ = stream.write_all(head.as_bytes()).await;
+                let _ = stream.write_all(html.as_bytes()).await;
+            }
+        });
+        StaticPage { url, task }
+    }
+}
+
+/// The DOM of `url` after its scripts ran, from headless Chromium (Debian's
+/// `chromium`, which `cargo xtask test` installs).
+async fn chromium_dom(url: &str) -> String {
+    let profile = tempdir::Dir::new("chromium");
+    let out = tokio::process::Command::new("chromium")
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(["--virtual-time-budget=10000", "--dump-dom", url])
+        .output()
+        .await
+        .expect("run chromium (apt-get install chromium)");
+    assert!(out.status.success(), "chromium: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -40,7 +40,7 @@ fn run_task() -> anyhow::Result<()> {
             run(Command::new(root.join("target/release/edgeproxy")).arg("serve").args(&args[1..]))
         }
         Some("test") => {
-            ensure_debian_tools(&[("curl", "curl"), ("git", "git"), ("git-lfs", "git-lfs")])?;
+            ensure_debian_tools(&[("curl", "curl"), ("git", "git"), ("git-lfs", "git-lfs"), ("chromium", "chromium")])?;
             python::ensure_venv(&root)?;
             build(&root)?;
             workers::build(&root)?;
