@@ -171,7 +171,7 @@ mod tests {
     fn update_reads_and_writes_in_one_transaction() {
         let dir = scratch("update");
         let kv = Kv::open(&dir).unwrap();
-        assert_eq!(kv.update("n", |v| (Some(b"1".to_vec()), v.is_none())).unwrap(), true);
+        assert!(kv.update("n", |v| (Some(b"1".to_vec()), v.is_none())).unwrap());
         assert_eq!(kv.update("n", |v| (None, v.map(<[u8]>::to_vec))).unwrap(), Some(b"1".to_vec()));
         assert_eq!(kv.get("n").unwrap(), Some(b"1".to_vec()));
         std::fs::remove_dir_all(dir).unwrap();

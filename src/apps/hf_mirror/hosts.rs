@@ -88,6 +88,11 @@ pub fn route(proto: &str, authority: &str, path: &str, allowed: &AllowList) -> R
 
 fn upstream_named(host: &str, allowed: &AllowList) -> Result<Upstream, String> {
     let host = host.to_ascii_lowercase();
+    // A host name and nothing else: no port, userinfo or escapes that a URL
+    // parser could read differently from the allow-list.
+    if !host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') {
+        return Err(host);
+    }
     if HUB_HOSTS.contains(&host.as_str()) {
         Ok(Upstream::Hub)
     } else if allowed.allows(&host) {
@@ -176,6 +181,9 @@ mod tests {
         let (_, upstream, path) = route("https", "mirror.workers.dev", "/gpt2/resolve/main/x", &AllowList(&list)).unwrap();
         assert_eq!((upstream, path.as_str()), (Upstream::Hub, "/gpt2/resolve/main/x"));
         assert_eq!(route("https", "m.dev", "/_cdn/evil.net/x", &AllowList(&list)).unwrap_err(), "evil.net");
+        for tricky in ["/_cdn/evil.net%3f.hf.co/x", "/_cdn/evil.net@x.hf.co/", "/_cdn/x.hf.co:8443/", "/_cdn//x"] {
+            assert!(route("https", "m.dev", tricky, &AllowList(&list)).is_err(), "{tricky}");
+        }
     }
 
     #[test]
