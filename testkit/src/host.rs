@@ -26,6 +26,12 @@ pub struct Host {
 
 impl Drop for Host {
     fn drop(&mut self) {
+        // Miniflare's workerd is a grandchild: killing Node alone would orphan it.
+        if Self::kind() == "workerd"
+            && let Some(workerd) = self.child.id().and_then(|pid| descendant_named(pid, "workerd"))
+        {
+            let _ = std::process::Command::new("kill").arg("-KILL").arg(workerd.to_string()).status();
+        }
         let _ = self.child.start_kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }

@@ -4,6 +4,9 @@
 //! - small proxied requests (wrk: requests/s, p50, p99): direct, nginx
 //!   `proxy_pass`, edgeproxy on wasmtime;
 //! - streaming a large body (curl): direct, nginx, edgeproxy;
+//! - hf-mirror: a 1 GiB LFS file by its `resolve` URL (curl follows the
+//!   redirect to the CDN host), straight from the fake hub's CDN and through
+//!   edgeproxy;
 //! - per-request instantiation of the component;
 //! - the component's size, raw and gzip.
 //!
@@ -24,8 +27,10 @@ const END: &str = "<!-- bench:end -->";
 
 struct Killed(Child);
 impl Drop for Killed {
+    /// SIGTERM, so that nginx's master stops its workers too (after SIGKILL
+    /// they would outlive the run).
     fn drop(&mut self) {
-        let _ = self.0.kill();
+        let _ = Command::new("kill").arg("-TERM").arg(self.0.id().to_string()).status();
         let _ = self.0.wait();
     }
 }
@@ -83,6 +88,8 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
         eprintln!("bench: streaming {} GiB through {name} ...", STREAM_BYTES >> 30);
         streams.push((name, stream_gib_per_s(&format!("{base}/bytes/{STREAM_BYTES}"))?));
     }
+    eprintln!("bench: hf-mirror, 1 GiB LFS file ...");
+    let (hf_direct, hf_mirror) = hf_mirror_download(root, &rt, &work)?;
     eprintln!("bench: instantiation ...");
     let instantiate = Command::new(root.join("target/release/edgeproxy")).args(["instantiate-bench", "--component"]).arg(root.join("dist/edgeproxy.wasm")).output()?;
     let instantiate_us: f64 = String::from_utf8_lossy(&instantiate.stdout)
@@ -116,6 +123,11 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
     for (name, gibs) in &streams {
         report += &format!("| {name} | {gibs:.2} | {:.0}% |\n", 100.0 * gibs / nginx_stream);
     }
+    report += &format!(
+        "\nhf-mirror: a {} GiB LFS file through `resolve` (curl `-L`: the hub's 302, then the CDN host; fake hub from tests/fixtures/hf):\n\n| target | GiB/s | vs direct |\n|---|---:|---:|\n| direct (the CDN URL, no proxy) | {hf_direct:.2} | 100% |\n| edgeproxy hf-mirror (wasmtime) | {hf_mirror:.2} | {:.0}% |\n",
+        HF_FILE_BYTES >> 30,
+        100.0 * hf_mirror / hf_direct
+    );
     report += &format!(
         "\nPer-request instantiation (pooling allocator, pre-instantiated component): **{instantiate_us:.1} µs**.\n\n\
          Core component `dist/edgeproxy.wasm`: **{} bytes raw, {} bytes gzip**.\n",
@@ -187,12 +199,49 @@ fn duration_ms(v: &str) -> f64 {
 }
 
 fn stream_gib_per_s(url: &str) -> anyhow::Result<f64> {
-    let out = Command::new("curl").args(["-sf", "-o", "/dev/null", "-w", "%{size_download} %{speed_download}", url]).output()?;
+    download_gib_per_s(url, STREAM_BYTES)
+}
+
+/// curl `url` (following redirects) to /dev/null; its average speed.
+fn download_gib_per_s(url: &str, expected: u64) -> anyhow::Result<f64> {
+    let out = Command::new("curl").args(["-sfL", "-o", "/dev/null", "-w", "%{size_download} %{speed_download}", url]).output()?;
     let text = String::from_utf8_lossy(&out.stdout);
     let mut parts = text.split_whitespace().map(|v| v.parse::<f64>().unwrap_or(0.0));
     let (size, speed) = (parts.next().unwrap_or(0.0), parts.next().unwrap_or(0.0));
-    ensure!(out.status.success() && size as u64 == STREAM_BYTES, "streaming {url} failed: {text}");
+    ensure!(out.status.success() && size as u64 == expected, "downloading {url} failed: {text}");
     Ok(speed / f64::from(1u32 << 30))
+}
+
+const HF_FILE_BYTES: u64 = 1 << 30;
+
+/// The 1 GiB `model.bin` of the fake hub: straight from its CDN URL, and by
+/// its `resolve` URL through edgeproxy's hf-mirror. Best of three each.
+fn hf_mirror_download(root: &Path, rt: &tokio::runtime::Runtime, work: &Path) -> anyhow::Result<(f64, f64)> {
+    crate::python::ensure_venv(root)?;
+    let hub = rt.block_on(edgeproxy_testkit::hf::FakeHub::start(HF_FILE_BYTES));
+    let port = free_port()?;
+    let config = work.join("hf-mirror.toml");
+    std::fs::write(&config, hub.document(""))?;
+    let _proxy = Killed(
+        Command::new(root.join("target/release/edgeproxy"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--config"])
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(work.join("hf-data"))
+            .stdout(Stdio::null())
+            .spawn()
+            .context("start edgeproxy")?,
+    );
+    wait_until_up(&format!("http://127.0.0.1:{port}/"))?;
+    let resolve = "/org/small/resolve/main/model.bin";
+    let head = Command::new("curl").args(["-sI", &format!("{}{resolve}", hub.hub)]).output()?;
+    let location = String::from_utf8_lossy(&head.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("Location: ").or_else(|| l.strip_prefix("location: ")).map(|v| v.trim().to_owned()))
+        .context("the fake hub's resolve gave no Location")?;
+    let direct = location.replacen("https://", &format!("{}/", hub.cdn), 1);
+    let best = |url: &str| -> anyhow::Result<f64> { (0..3).map(|_| download_gib_per_s(url, HF_FILE_BYTES)).try_fold(0f64, |a, r| r.map(|v| a.max(v))) };
+    Ok((best(&direct)?, best(&format!("http://127.0.0.1:{port}{resolve}"))?))
 }
 
 fn machine() -> String {

@@ -9,7 +9,7 @@
 //! - `bench`: the benchmark harness (see BENCHMARKS.md)
 
 mod bench;
-mod python;
+pub mod python;
 mod spin;
 mod workers;
 
