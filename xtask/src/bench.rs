@@ -58,16 +58,7 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
     let proxy_port = free_port()?;
     let config = work.join("edgeproxy.toml");
     std::fs::write(&config, format!("[[route]]\nhost = \"*\"\n[route.api-gateway]\norigin = \"{}\"\n", upstream.url()))?;
-    let _proxy = Killed(
-        Command::new(root.join("target/release/edgeproxy"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{proxy_port}"), "--config"])
-            .arg(&config)
-            .arg("--data-dir")
-            .arg(work.join("data"))
-            .stdout(Stdio::null())
-            .spawn()
-            .context("start edgeproxy")?,
-    );
+    let _proxy = serve(root, proxy_port, &config, &work.join("data"))?;
     let targets = [
         ("direct upstream", upstream.url()),
         ("nginx proxy_pass", format!("http://127.0.0.1:{nginx_port}")),
@@ -156,6 +147,19 @@ fn nginx_config(port: u16, upstream: &str, work: &Path) -> String {
     )
 }
 
+/// `edgeproxy serve` on loopback `port` with `config`, access log off.
+fn serve(root: &Path, port: u16, config: &Path, data_dir: &Path) -> anyhow::Result<Killed> {
+    let child = Command::new(root.join("target/release/edgeproxy"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--config"])
+        .arg(config)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .stdout(Stdio::null())
+        .spawn()
+        .context("start edgeproxy")?;
+    Ok(Killed(child))
+}
+
 fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
@@ -222,16 +226,7 @@ fn hf_mirror_download(root: &Path, rt: &tokio::runtime::Runtime, work: &Path) ->
     let port = free_port()?;
     let config = work.join("hf-mirror.toml");
     std::fs::write(&config, hub.document(""))?;
-    let _proxy = Killed(
-        Command::new(root.join("target/release/edgeproxy"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--config"])
-            .arg(&config)
-            .arg("--data-dir")
-            .arg(work.join("hf-data"))
-            .stdout(Stdio::null())
-            .spawn()
-            .context("start edgeproxy")?,
-    );
+    let _proxy = serve(root, port, &config, &work.join("hf-data"))?;
     wait_until_up(&format!("http://127.0.0.1:{port}/"))?;
     let resolve = "/org/small/resolve/main/model.bin";
     let head = Command::new("curl").args(["-sI", &format!("{}{resolve}", hub.hub)]).output()?;
