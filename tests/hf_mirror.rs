@@ -26,7 +26,7 @@ fn endpoints(host: &Host) -> [String; 2] {
 }
 
 fn http() -> reqwest::Client {
-    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).no_proxy().resolve_to_addrs("hf.localhost", &["127.0.0.1:0".parse().unwrap()]).build().unwrap()
+    http_for(&["hf.localhost"])
 }
 
 /// A reqwest client that resolves every `*.localhost` name it is given.

@@ -35,7 +35,7 @@ pub struct FakeHub {
     /// The CDN server's base URL; host H lives under `{cdn}/H`.
     pub cdn: String,
     _child: Child,
-    state: tempdir::Dir,
+    _state: tempdir::Dir,
 }
 
 impl FakeHub {
@@ -56,7 +56,7 @@ impl FakeHub {
         let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
         let line = stdout.next_line().await.unwrap().expect("fake_hub.py exited before it was ready (see its stderr)");
         let ready: Value = serde_json::from_str(&line).expect("fake_hub.py's ready line is JSON");
-        FakeHub { hub: ready["hub"].as_str().unwrap().to_owned(), cdn: ready["cdn"].as_str().unwrap().to_owned(), _child: child, state }
+        FakeHub { hub: ready["hub"].as_str().unwrap().to_owned(), cdn: ready["cdn"].as_str().unwrap().to_owned(), _child: child, _state: state }
     }
 
     /// A config document with one hf-mirror route for every host name,
@@ -74,10 +74,6 @@ impl FakeHub {
 
     pub async fn reset_log(&self) {
         reqwest::Client::builder().no_proxy().build().unwrap().post(format!("{}/_test/reset", self.hub)).send().await.unwrap();
-    }
-
-    pub fn state(&self) -> &Path {
-        self.state.path()
     }
 }
 
