@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-use crate::apps::{api_gateway, hf_mirror};
+use crate::apps::{api_gateway, hf_mirror, image_cache};
 
 /// The config key under which every host provides the document.
 pub const DOCUMENT_KEY: &str = "document";
@@ -30,6 +30,8 @@ pub struct Route {
     pub api_gateway: Option<api_gateway::Options>,
     #[serde(rename = "hf-mirror")]
     pub hf_mirror: Option<hf_mirror::Options>,
+    #[serde(rename = "image-cache")]
+    pub image_cache: Option<image_cache::Options>,
 }
 
 fn root_path() -> String {
@@ -40,12 +42,17 @@ fn root_path() -> String {
 pub enum App<'a> {
     ApiGateway(&'a api_gateway::Options),
     HfMirror(&'a hf_mirror::Options),
+    ImageCache(&'a image_cache::Options),
 }
 
 impl Route {
     /// The route's app; `Err` if it names none or more than one.
     fn app(&self) -> Result<App<'_>, usize> {
-        let apps: Vec<App> = [self.api_gateway.as_ref().map(App::ApiGateway), self.hf_mirror.as_ref().map(App::HfMirror)].into_iter().flatten().collect();
+        let apps: Vec<App> = [
+            self.api_gateway.as_ref().map(App::ApiGateway),
+            self.hf_mirror.as_ref().map(App::HfMirror),
+            self.image_cache.as_ref().map(App::ImageCache),
+        ].into_iter().flatten().collect();
         let count = apps.len();
         apps.into_iter().next().filter(|_| count == 1).ok_or(count)
     }
@@ -58,7 +65,7 @@ impl Document {
             let n = i + 1;
             match route.app() {
                 Ok(_) => {}
-                Err(0) => return Err(format!("route {n} ({}) names no app: add a [route.api-gateway] or [route.hf-mirror] table", route.host)),
+                Err(0) => return Err(format!("route {n} ({}) names no app: add a [route.api-gateway], [route.hf-mirror] or [route.image-cache] table", route.host)),
                 Err(_) => return Err(format!("route {n} ({}) names more than one app: give each its own [[route]]", route.host)),
             }
             if !route.path.starts_with('/') {
@@ -67,6 +74,7 @@ impl Document {
             let valid = match route.app() {
                 Ok(App::ApiGateway(options)) => options.validate(),
                 Ok(App::HfMirror(options)) => options.validate(),
+                Ok(App::ImageCache(options)) => options.validate(),
                 Err(_) => unreachable!("checked above"),
             };
             valid.map_err(|e| format!("route {n} ({}): {e}", route.host))?;
@@ -74,13 +82,14 @@ impl Document {
         Ok(doc)
     }
 
-    /// The route for `host` (as in the Host header, maybe with a port) and `path`.
-    pub fn route(&self, host: &str, path: &str) -> Option<(usize, App<'_>)> {
+    /// The route for `host` (as in the Host header, maybe with a port) and
+    /// `path`: its index, its path prefix and its app.
+    pub fn route(&self, host: &str, path: &str) -> Option<(usize, &str, App<'_>)> {
         self.routes
             .iter()
             .enumerate()
             .find(|(_, r)| host_matches(&r.host, host) && path_matches(&r.path, path))
-            .and_then(|(i, r)| r.app().ok().map(|app| (i, app)))
+            .and_then(|(i, r)| r.app().ok().map(|app| (i, r.path.as_str(), app)))
     }
 }
 

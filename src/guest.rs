@@ -87,12 +87,20 @@ impl Platform for WitHost {
         kv::delete(key).map_err(kv_error)
     }
 
+    fn kv_set_if_absent(&self, key: &str, value: &[u8], ttl_seconds: Option<u32>) -> Result<bool, KvError> {
+        kv::set_if_absent(key, value, ttl_seconds).map_err(kv_error)
+    }
+
     fn config(&self, key: &str) -> Result<Option<String>, String> {
         config::get(key).map_err(|config::ConfigError::Unavailable(why)| why)
     }
 
     fn now_ms(&self) -> u64 {
         clock::now_ms()
+    }
+
+    fn sleep_ms(&self, ms: u32) {
+        clock::sleep_ms(ms)
     }
 
     fn rate_limit(&self, policy: &str, key: &str, limit: u32, period_seconds: u32) -> Result<Decision, String> {

@@ -16,6 +16,7 @@ mod guest;
 
 use apps::api_gateway::ApiGateway;
 use apps::hf_mirror::HfMirror;
+use apps::image_cache::ImageCache;
 use config::{App, DOCUMENT_KEY, Document};
 use platform::{Platform, Request, Response};
 use proxy::{Incoming, ProxyError, Session, phases};
@@ -29,13 +30,15 @@ pub fn handle<P: Platform>(platform: &P, request: Request<P::Body>, client_ip: O
 fn serve<P: Platform>(platform: &P, request: Request<P::Body>, client_ip: Option<&str>) -> Result<Response<P::Body>, ProxyError> {
     let document = load_document(platform)?;
     let incoming = Incoming::parse(&request.url)?;
-    let (route_index, app) = document
+    let (route_index, prefix, app) = document
         .route(&incoming.authority, &incoming.path)
         .ok_or_else(|| ProxyError::not_found(format!("no route serves host {} and path {}", incoming.authority, incoming.path)))?;
     let session = Session { platform, incoming, method: request.method.clone(), headers: request.headers.clone(), client_ip };
     Ok(match app {
         App::ApiGateway(options) => phases::run(&ApiGateway { options, route_index }, &session, request),
         App::HfMirror(options) => phases::run(&HfMirror { options, route_index }, &session, request),
+        // An origin, not a proxy: it answers every request itself.
+        App::ImageCache(options) => ImageCache { options, prefix }.serve(&session).unwrap_or_else(ProxyError::into_response),
     })
 }
 

@@ -133,11 +133,14 @@ pub trait Platform {
     fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError>;
     fn kv_set(&self, key: &str, value: &[u8], ttl_seconds: Option<u32>) -> Result<(), KvError>;
     fn kv_delete(&self, key: &str) -> Result<(), KvError>;
+    /// `true` if this call set `key` (it held no live value): a lease.
+    fn kv_set_if_absent(&self, key: &str, value: &[u8], ttl_seconds: Option<u32>) -> Result<bool, KvError>;
 
     /// `Err` carries the host's reason; `Ok(None)` means not set.
     fn config(&self, key: &str) -> Result<Option<String>, String>;
 
     fn now_ms(&self) -> u64;
+    fn sleep_ms(&self, ms: u32);
 
     fn rate_limit(&self, policy: &str, key: &str, limit: u32, period_seconds: u32) -> Result<Decision, String>;
 }

@@ -80,15 +80,17 @@ fn spin_toml_allows_every_upstream_of_its_default_document() {
     let manifest = manifest();
     let allowed: Vec<&str> = manifest["component"]["edgeproxy"]["allowed_outbound_hosts"].as_array().unwrap().iter().filter_map(|h| h.as_str()).collect();
     let text = manifest["variables"]["document"]["default"].as_str().unwrap();
-    let document: toml::Table = toml::from_str(text).unwrap();
-    for route in document["route"].as_array().unwrap() {
-        let upstreams: Vec<String> = if let Some(gateway) = route.get("api-gateway") {
-            vec![gateway["origin"].as_str().unwrap().to_owned()]
+    let document = edgeproxy::config::Document::parse(text).expect("the default document is valid");
+    for route in &document.routes {
+        let upstreams: Vec<String> = if let Some(gateway) = &route.api_gateway {
+            vec![gateway.origin.clone()]
+        } else if let Some(mirror) = &route.hf_mirror {
+            // The hub and every default CDN host pattern.
+            std::iter::once(mirror.hub.clone()).chain(mirror.cdn_hosts.iter().map(|h| format!("https://{h}"))).collect()
         } else {
-            // hf-mirror with its defaults: the hub and every default CDN host pattern.
-            let parsed = edgeproxy::config::Document::parse(text).unwrap();
-            let Some(edgeproxy::config::Route { hf_mirror: Some(options), .. }) = parsed.routes.first() else { panic!("an hf-mirror route") };
-            std::iter::once(options.hub.clone()).chain(options.cdn_hosts.iter().map(|h| format!("https://{h}"))).collect()
+            // image-cache: Replicate's API and output hosts, as when a token is set.
+            let replicate: edgeproxy::apps::image_cache::ReplicateOptions = toml::from_str("").unwrap();
+            std::iter::once(replicate.api).chain(replicate.output_origins).collect()
         };
         for upstream in upstreams {
             assert!(allowed.contains(&upstream.as_str()), "{upstream} is not in allowed_outbound_hosts {allowed:?}");

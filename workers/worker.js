@@ -140,7 +140,10 @@ function imports(env) {
   return {
     "edgeproxy:platform/body": { Body },
     "edgeproxy:platform/types": {},
-    "edgeproxy:platform/clock": { nowMs: () => BigInt(Date.now()) },
+    "edgeproxy:platform/clock": {
+      nowMs: () => BigInt(Date.now()),
+      sleepMs: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
+    },
     "edgeproxy:platform/config": {
       get(key) {
         const value = key === "document" ? env.EDGEPROXY_CONFIG : env[secretName(key)];
@@ -182,28 +185,15 @@ function imports(env) {
     },
     "edgeproxy:platform/kv": {
       limits: () => ({ maxKeyBytes: KV_MAX_KEY_BYTES, maxValueBytes: BigInt(KV_MAX_VALUE_BYTES), minTtlSeconds: KV_MIN_TTL_SECONDS }),
-      async get(key) {
-        checkKey(key);
-        if (!kv) throw err("unavailable", "no EDGEPROXY_KV binding");
-        const { value, metadata } = await kv.getWithMetadata(key, { type: "arrayBuffer" });
-        // KV keeps entries at least 60 s; shorter TTLs expire here.
-        if (value === null || (metadata?.expiresAt && metadata.expiresAt <= Date.now())) return undefined;
-        return new Uint8Array(value);
-      },
-      async set(key, value, ttlSeconds) {
-        checkKey(key);
-        if (!kv) throw err("unavailable", "no EDGEPROXY_KV binding");
-        if (value.length > KV_MAX_VALUE_BYTES) throw err("too-large", BigInt(KV_MAX_VALUE_BYTES));
-        const options = {};
-        if (ttlSeconds !== undefined) {
-          options.expirationTtl = Math.max(KV_MIN_TTL_SECONDS, ttlSeconds);
-          options.metadata = { expiresAt: Date.now() + ttlSeconds * 1000 };
-        }
-        try {
-          await kv.put(key, value, options);
-        } catch (e) {
-          throw err("unavailable", String(e?.message ?? e));
-        }
+      get: (key) => kvGet(kv, key),
+      set: (key, value, ttlSeconds) => kvSet(kv, key, value, ttlSeconds),
+      // KV has no atomic operations: read, then write. Within one location
+      // the window is small; across locations KV is eventually consistent
+      // (up to 60 s), so two may both win (see README, Placeholder Zoo).
+      async setIfAbsent(key, value, ttlSeconds) {
+        if ((await kvGet(kv, key)) !== undefined) return false;
+        await kvSet(kv, key, value, ttlSeconds);
+        return true;
       },
       async delete(key) {
         checkKey(key);
@@ -213,15 +203,54 @@ function imports(env) {
     },
     "edgeproxy:platform/limiter": {
       // The policy name is the binding's name ([[ratelimits]] in wrangler.toml);
-      // its limit and period are the binding's, set there.
-      async check(policy, key, _limit, periodSeconds) {
+      // its limit and period are the binding's, set there. A policy with no
+      // binding (the bindings only count per 10 or 60 s; a daily generation
+      // quota needs more) is a fixed-window counter in KV: approximate, as KV
+      // is eventually consistent, but it never forgets a whole day.
+      async check(policy, key, limit, periodSeconds) {
         const limiter = env[policy];
-        if (!limiter || typeof limiter.limit !== "function") throw err("unknown-policy", policy);
-        const { success } = await limiter.limit({ key });
-        return { allowed: success, retryAfterSeconds: success ? 0 : periodSeconds };
+        if (limiter && typeof limiter.limit === "function") {
+          const { success } = await limiter.limit({ key });
+          return { allowed: success, retryAfterSeconds: success ? 0 : periodSeconds };
+        }
+        if (!kv) throw err("unknown-policy", policy);
+        const now = Date.now();
+        const window = Math.floor(now / (periodSeconds * 1000));
+        const counter = `edgeproxy:window:${policy}:${window}:${key}`.slice(0, KV_MAX_KEY_BYTES);
+        const seen = await kvGet(kv, counter);
+        const count = seen ? Number(new TextDecoder().decode(seen)) || 0 : 0;
+        const retryAfterSeconds = Math.max(1, Math.ceil(((window + 1) * periodSeconds * 1000 - now) / 1000));
+        if (count >= limit) return { allowed: false, retryAfterSeconds };
+        await kvSet(kv, counter, new TextEncoder().encode(String(count + 1)), retryAfterSeconds);
+        return { allowed: true, retryAfterSeconds: 0 };
       },
     },
   };
+}
+
+async function kvGet(kv, key) {
+  checkKey(key);
+  if (!kv) throw err("unavailable", "no EDGEPROXY_KV binding");
+  const { value, metadata } = await kv.getWithMetadata(key, { type: "arrayBuffer" });
+  // KV keeps entries at least 60 s; shorter TTLs expire here.
+  if (value === null || (metadata?.expiresAt && metadata.expiresAt <= Date.now())) return undefined;
+  return new Uint8Array(value);
+}
+
+async function kvSet(kv, key, value, ttlSeconds) {
+  checkKey(key);
+  if (!kv) throw err("unavailable", "no EDGEPROXY_KV binding");
+  if (value.length > KV_MAX_VALUE_BYTES) throw err("too-large", BigInt(KV_MAX_VALUE_BYTES));
+  const options = {};
+  if (ttlSeconds !== undefined) {
+    options.expirationTtl = Math.max(KV_MIN_TTL_SECONDS, ttlSeconds);
+    options.metadata = { expiresAt: Date.now() + ttlSeconds * 1000 };
+  }
+  try {
+    await kv.put(key, value, options);
+  } catch (e) {
+    throw err("unavailable", String(e?.message ?? e));
+  }
 }
 
 function checkKey(key) {

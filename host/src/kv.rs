@@ -65,6 +65,33 @@ impl Kv {
         self.write(|table| table.remove(key).map(drop))
     }
 
+    /// Sets `key` unless it holds a live value, in one write transaction;
+    /// `true` if it was set.
+    pub fn set_if_absent(&self, key: &str, value: &[u8], ttl_seconds: Option<u32>) -> Result<bool, KvError> {
+        check_key(key)?;
+        if value.len() as u64 > MAX_VALUE_BYTES {
+            return Err(KvError::TooLarge(MAX_VALUE_BYTES));
+        }
+        let now = now_ms();
+        let expires_ms = ttl_seconds.map_or(0, |ttl| now + u64::from(ttl) * 1000);
+        let mut set = false;
+        self.write(|table| {
+            let live = table.get(key)?.is_some_and(|e| {
+                let expires = u64::from_be_bytes(e.value()[..8].try_into().expect("entries start with their expiry"));
+                expires == 0 || expires > now
+            });
+            if !live {
+                let mut entry = Vec::with_capacity(8 + value.len());
+                entry.extend_from_slice(&expires_ms.to_be_bytes());
+                entry.extend_from_slice(value);
+                table.insert(key, entry.as_slice())?;
+                set = true;
+            }
+            Ok(())
+        })?;
+        Ok(set)
+    }
+
     /// Reads and rewrites one entry in a single write transaction (what
     /// compare-and-swap and increment need): `f` sees the live value and
     /// returns the new one (`None` leaves the entry as it is) and a result.

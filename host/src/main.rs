@@ -34,6 +34,19 @@ enum Command {
     Serve(ServeArgs),
     /// Run dist/edgeproxy-spin.wasm as Spin 4.0.x would (for tests without the Spin binary).
     Spin(SpinArgs),
+    /// Sign an image-cache URL path, so that it may generate (`generation =
+    /// "signed"`) or regenerate (`?redo`). Prints the path with its query.
+    Sign {
+        /// The canonical image path, relative to the route: /800x600/sunglasses-sloth
+        path: String,
+        /// The secret's name in the document (`signing_secret`); its value is
+        /// read from the same environment variable `serve` reads.
+        #[arg(long, default_value = "image-signing-key")]
+        secret: String,
+        /// Seconds the signature stays valid.
+        #[arg(long, default_value_t = 86_400)]
+        expires_in: u64,
+    },
     /// Measure per-request instantiation of the component (for the benchmark harness).
     InstantiateBench {
         #[arg(long, default_value = "dist/edgeproxy.wasm")]
@@ -84,6 +97,7 @@ fn main() -> anyhow::Result<()> {
         None => rt.block_on(serve(cli.serve)),
         Some(Command::Serve(args)) => rt.block_on(serve(args)),
         Some(Command::Spin(args)) => rt.block_on(serve_spin(args)),
+        Some(Command::Sign { path, secret, expires_in }) => sign(&path, &secret, expires_in),
         Some(Command::InstantiateBench { component, iterations }) => rt.block_on(instantiate_bench(component, iterations)),
     }
 }
@@ -122,6 +136,16 @@ async fn serve_spin(args: SpinArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     eprintln!("edgeproxy: serving {} (Spin-compatible) on http://{}", args.component.display(), listener.local_addr()?);
     server::serve(listener, runtime, server::ServerOptions { scheme: "http".into() }, shutdown_signal()).await
+}
+
+fn sign(path: &str, secret: &str, expires_in: u64) -> anyhow::Result<()> {
+    use edgeproxy::apps::image_cache::sign;
+    let var = runtime::secret_env_var(secret);
+    let key = std::env::var(&var).with_context(|| format!("set {var} to the signing secret (the value the server has for {secret:?})"))?;
+    let canonical = sign::canonical_path(path).with_context(|| format!("{path:?} is not an image path like /800x600/sunglasses-sloth"))?;
+    let expires = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() + expires_in;
+    println!("{canonical}?{}", sign::query(key.as_bytes(), &canonical, expires));
+    Ok(())
 }
 
 async fn shutdown_signal() {

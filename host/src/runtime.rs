@@ -196,6 +196,12 @@ impl wit_kv::Host for State {
         let result = tokio::task::spawn_blocking(move || shared.kv.delete(&key)).await?;
         Ok(result.map_err(kv_error))
     }
+
+    async fn set_if_absent(&mut self, key: String, value: Vec<u8>, ttl_seconds: Option<u32>) -> wasmtime::Result<Result<bool, wit_kv::KvError>> {
+        let shared = self.shared.clone();
+        let result = tokio::task::spawn_blocking(move || shared.kv.set_if_absent(&key, &value, ttl_seconds)).await?;
+        Ok(result.map_err(kv_error))
+    }
 }
 
 fn kv_error(e: kv::KvError) -> wit_kv::KvError {
@@ -225,6 +231,11 @@ pub fn secret_env_var(key: &str) -> String {
 impl clock::Host for State {
     async fn now_ms(&mut self) -> wasmtime::Result<u64> {
         Ok(kv::now_ms())
+    }
+
+    async fn sleep_ms(&mut self, ms: u32) -> wasmtime::Result<()> {
+        tokio::time::sleep(std::time::Duration::from_millis(u64::from(ms))).await;
+        Ok(())
     }
 }
 

@@ -3,3 +3,4 @@
 
 pub mod api_gateway;
 pub mod hf_mirror;
+pub mod image_cache;

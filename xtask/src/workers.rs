@@ -15,6 +15,8 @@ pub const ASYNC_IMPORTS: &[(&str, &str)] = &[
     ("edgeproxy:platform/kv@0.1.0", "get"),
     ("edgeproxy:platform/kv@0.1.0", "set"),
     ("edgeproxy:platform/kv@0.1.0", "delete"),
+    ("edgeproxy:platform/kv@0.1.0", "set-if-absent"),
+    ("edgeproxy:platform/clock@0.1.0", "sleep-ms"),
     ("edgeproxy:platform/limiter@0.1.0", "check"),
 ];
 const ASYNC_EXPORT: &str = "edgeproxy:platform/handler@0.1.0#handle";

@@ -6,6 +6,7 @@ use std::cell::OnceCell;
 
 use crate::Services;
 use crate::bindings::exports::edgeproxy::platform::kv::{self, KvError, KvLimits};
+use crate::bindings::wasi::keyvalue::atomics::{self, Cas, CasError};
 use crate::bindings::wasi::keyvalue::store::{self, Bucket};
 
 /// Spin's documented limits: keys up to 256 bytes, values up to 1 MB.
@@ -33,6 +34,25 @@ pub fn describe(e: &store::Error) -> String {
         store::Error::AccessDenied => "access to the key-value store `default` denied: add key_value_stores = [\"default\"] to the component in spin.toml".into(),
         store::Error::Other(why) => why.clone(),
     }
+}
+
+/// The value as stored: format byte, expiry, bytes.
+fn stored(value: &[u8], ttl_seconds: Option<u32>) -> Vec<u8> {
+    let expires_ms = ttl_seconds.map_or(0, |ttl| crate::now_ms() + u64::from(ttl) * 1000);
+    let mut stored = Vec::with_capacity(HEADER_BYTES + value.len());
+    stored.push(FORMAT_V1);
+    stored.extend_from_slice(&expires_ms.to_le_bytes());
+    stored.extend_from_slice(value);
+    stored
+}
+
+/// A stored value in our format whose expiry has not passed.
+fn is_live(stored: &[u8]) -> bool {
+    if stored.len() < HEADER_BYTES || stored[0] != FORMAT_V1 {
+        return false;
+    }
+    let expires_ms = u64::from_le_bytes(stored[1..HEADER_BYTES].try_into().expect("8 bytes"));
+    expires_ms == 0 || crate::now_ms() < expires_ms
 }
 
 fn check_key(key: &str) -> Result<(), KvError> {
@@ -67,12 +87,27 @@ impl kv::Guest for Services {
         if value.len() as u64 > max {
             return Err(KvError::TooLarge(max));
         }
-        let expires_ms = ttl_seconds.map_or(0, |ttl| crate::now_ms() + u64::from(ttl) * 1000);
-        let mut stored = Vec::with_capacity(HEADER_BYTES + value.len());
-        stored.push(FORMAT_V1);
-        stored.extend_from_slice(&expires_ms.to_le_bytes());
-        stored.extend_from_slice(&value);
+        let stored = stored(&value, ttl_seconds);
         with_bucket(|b| b.set(&key, &stored)).map_err(KvError::Unavailable)
+    }
+
+    /// Compare-and-swap against what was read: absent or expired, then ours.
+    fn set_if_absent(key: String, value: Vec<u8>, ttl_seconds: Option<u32>) -> Result<bool, KvError> {
+        check_key(&key)?;
+        let max = Self::limits().max_value_bytes;
+        if value.len() as u64 > max {
+            return Err(KvError::TooLarge(max));
+        }
+        let cas = with_bucket(|b| Cas::new(b, &key)).map_err(KvError::Unavailable)?;
+        let current = cas.current().map_err(|e| KvError::Unavailable(describe(&e)))?;
+        if current.is_some_and(|v| is_live(&v)) {
+            return Ok(false);
+        }
+        match atomics::swap(cas, &stored(&value, ttl_seconds)) {
+            Ok(()) => Ok(true),
+            Err(CasError::CasFailed(_)) => Ok(false),
+            Err(CasError::StoreError(e)) => Err(KvError::Unavailable(describe(&e))),
+        }
     }
 
     fn delete(key: String) -> Result<(), KvError> {

@@ -37,6 +37,10 @@ impl clock::Guest for Services {
     fn now_ms() -> u64 {
         now_ms()
     }
+
+    fn sleep_ms(ms: u32) {
+        wasi::clocks::monotonic_clock::subscribe_duration(u64::from(ms) * 1_000_000).block();
+    }
 }
 
 pub(crate) fn now_ms() -> u64 {

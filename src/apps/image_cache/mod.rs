@@ -1,0 +1,442 @@
+//! image-cache, "Placeholder Zoo": `/{W}x{H}/{slug}` answers a W×H image of
+//! the slug, generated once (Replicate, or the built-in generator when no
+//! token is set), stored in key-value, and served in any variant the
+//! Cloudflare Images options ask for, transformed here in the component.
+//!
+//! Unlike the other apps this one is an origin, not a proxy: it answers
+//! every request itself, so it does not go through `proxy::phases`. It uses
+//! the toolkit's errors and the host's key-value store, limiter and clock.
+//!
+//! - [`request`]: the URL grammar and its canonical form
+//! - [`options`]: the transform options
+//! - [`transform`], [`raster`], [`codec`]: pixels
+//! - [`generate`], [`replicate`]: where originals come from
+//! - [`store`]: blobs in key-value; [`sign`]: signed URLs
+
+mod codec;
+mod generate;
+pub mod options;
+mod raster;
+mod replicate;
+mod request;
+pub mod sign;
+mod store;
+mod transform;
+
+use serde::Deserialize;
+
+use crate::platform::{Body, Headers, Platform, Response, header};
+use crate::proxy::{ProxyError, Session};
+use codec::Kind;
+use options::{Fit, Format, Transform};
+pub use replicate::ReplicateOptions;
+use request::{Placeholder, Target};
+use store::{Blob, Meta};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Options {
+    /// The prompt; `{slug}`, `{width}` and `{height}` are filled in.
+    #[serde(default = "default_prompt")]
+    pub prompt: String,
+    /// Bounds for W and H in `/{W}x{H}/{slug}`.
+    #[serde(default = "default_min_size")]
+    pub min_size: u32,
+    #[serde(default = "default_max_size")]
+    pub max_size: u32,
+    #[serde(default = "default_max_slug_bytes")]
+    pub max_slug_bytes: usize,
+    /// Larger sources are refused before they are decoded.
+    #[serde(default = "default_max_pixels")]
+    pub max_input_pixels: u64,
+    /// Larger outputs are refused (400) before anything is decoded.
+    #[serde(default = "default_max_pixels")]
+    pub max_output_pixels: u64,
+    /// The largest generated file accepted.
+    #[serde(default = "default_max_original_bytes")]
+    pub max_original_bytes: u64,
+    /// Who may cause a generation: `open`, `signed` or `quota`.
+    #[serde(default)]
+    pub generation: Policy,
+    /// The secret that signs URLs (`signed`, and `?redo` under any policy).
+    pub signing_secret: Option<String>,
+    #[serde(default)]
+    pub quota: Quota,
+    /// How long one generation may take, polling included.
+    #[serde(default = "default_generation_timeout_ms")]
+    pub generation_timeout_ms: u32,
+    #[serde(default)]
+    pub variants: Variants,
+    /// More example paths for the gallery, besides the original four.
+    #[serde(default)]
+    pub examples: Vec<String>,
+    /// Generate with Replicate; without it (or without its token), the
+    /// built-in generator draws the placeholders.
+    pub replicate: Option<ReplicateOptions>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Policy {
+    /// Anyone may cause a generation: for local use.
+    Open,
+    /// Only URLs signed with `signing_secret`.
+    Signed,
+    /// Anyone, within per-client and global quotas.
+    #[default]
+    Quota,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Quota {
+    /// Generations per client IP per period.
+    pub per_client: u32,
+    /// Generations for everyone together per period.
+    pub global: u32,
+    pub period_seconds: u32,
+    /// The host limiter's name for the quota.
+    pub policy: String,
+}
+
+impl Default for Quota {
+    fn default() -> Self {
+        Quota { per_client: 50, global: 1000, period_seconds: 86_400, policy: "image-generations".into() }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Variants {
+    /// How long a transformed variant stays stored.
+    pub ttl_seconds: u32,
+    /// Larger variants are sent but not stored.
+    pub max_bytes: u64,
+}
+
+impl Default for Variants {
+    fn default() -> Self {
+        Variants { ttl_seconds: 30 * 86_400, max_bytes: 4 << 20 }
+    }
+}
+
+fn default_prompt() -> String {
+    "A high-quality image of a {slug} holding up a sign with the words \"{width} by {height}\"".into()
+}
+fn default_min_size() -> u32 {
+    16
+}
+fn default_max_size() -> u32 {
+    2048
+}
+fn default_max_slug_bytes() -> usize {
+    64
+}
+fn default_max_pixels() -> u64 {
+    16 << 20
+}
+fn default_max_original_bytes() -> u64 {
+    32 << 20
+}
+fn default_generation_timeout_ms() -> u32 {
+    120_000
+}
+
+/// The original's four examples.
+const EXAMPLES: &[&str] = &["/800x600/sunglasses-sloth", "/512x512/psychic-goat", "/1024x768/hippie-lion", "/600x800/punk-giraffe"];
+
+/// Bumped when the pipeline's output for the same input changes, so that
+/// stored variants and ETags of the old pipeline are not reused.
+const PIPELINE_VERSION: u32 = 1;
+
+impl Options {
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=self.max_size).contains(&self.min_size) || self.max_size > options::MAX_SIDE {
+            return Err(format!("min_size and max_size must satisfy 1 <= min_size <= max_size <= {}", options::MAX_SIDE));
+        }
+        if !self.prompt.contains("{slug}") {
+            return Err("prompt must contain {slug}".into());
+        }
+        if self.max_slug_bytes == 0 || self.max_input_pixels == 0 || self.max_output_pixels == 0 {
+            return Err("max_slug_bytes, max_input_pixels and max_output_pixels must be at least 1".into());
+        }
+        if self.generation == Policy::Signed && self.signing_secret.is_none() {
+            return Err("generation = \"signed\" needs signing_secret (the name of the secret that signs URLs)".into());
+        }
+        if self.quota.per_client == 0 || self.quota.global == 0 || self.quota.period_seconds == 0 {
+            return Err("quota: per_client, global and period_seconds must be at least 1".into());
+        }
+        if self.generation_timeout_ms < 1000 {
+            return Err("generation_timeout_ms must be at least 1000".into());
+        }
+        for example in &self.examples {
+            self.placeholder_of(example).map_err(|e| format!("examples: {example:?}: {}", e.message))?;
+        }
+        self.replicate.as_ref().map_or(Ok(()), ReplicateOptions::validate)
+    }
+
+    fn placeholder_of(&self, path: &str) -> Result<Placeholder, ProxyError> {
+        match request::parse(path, self)? {
+            Target::Placeholder(p, _) => Ok(p),
+            _ => Err(ProxyError::bad_request("not a placeholder path /{W}x{H}/{slug}")),
+        }
+    }
+}
+
+pub struct ImageCache<'a> {
+    pub options: &'a Options,
+    /// The route's path prefix (`/` or, say, `/_zoo`): the app's URLs live under it.
+    pub prefix: &'a str,
+}
+
+/// Where an original came from, for the `X-Image-Source` header.
+enum Source {
+    Stored,
+    Generated,
+}
+
+impl ImageCache<'_> {
+    pub fn serve<P: Platform>(&self, s: &Session<P>) -> Result<Response<P::Body>, ProxyError> {
+        if !matches!(s.method.as_str(), "GET" | "HEAD") {
+            return Err(ProxyError::new(405, "method_not_allowed", format!("{} is not allowed here; use GET or HEAD", s.method)).with_header("allow", "GET, HEAD"));
+        }
+        let prefix = self.prefix.trim_end_matches('/');
+        let path = s.incoming.path.strip_prefix(prefix).filter(|p| p.is_empty() || p.starts_with('/')).unwrap_or(&s.incoming.path);
+        let query = request::Query::parse(s.incoming.query.as_deref());
+        let (placeholder, extra) = match request::parse(path, self.options)? {
+            Target::Gallery => return Ok(self.gallery(s)),
+            Target::Placeholder(p, t) => (p, t),
+        };
+        let transform = extra.overlay(&query.transform()?);
+        let (blob, source) = self.original(s, &placeholder, &query)?;
+        self.respond(s, &placeholder, &transform, blob, source)
+    }
+
+    /// The stored original, generated first if need be.
+    fn original<P: Platform>(&self, s: &Session<P>, placeholder: &Placeholder, query: &request::Query) -> Result<(Blob, Source), ProxyError> {
+        let o = self.options;
+        let key = store::key("original", &format!("{}|{}", self.generator_id(s)?, placeholder.canonical()));
+        if query.redo {
+            self.check_signature(s, placeholder, query, "?redo regenerates only with a valid signature")?;
+        } else if let Some(blob) = store::read(s.platform, &key) {
+            return Ok((blob, Source::Stored));
+        }
+        if o.generation == Policy::Signed && !query.redo {
+            self.check_signature(s, placeholder, query, "this image has not been generated yet, and generating one needs a signed URL")?;
+        }
+        let lease = format!("{key}:lease");
+        let lease_ttl = o.generation_timeout_ms / 1000 + 30;
+        let deadline = s.platform.now_ms() + u64::from(o.generation_timeout_ms) + 10_000;
+        let holder = format!("{}:{}", s.platform.now_ms(), s.client_ip.unwrap_or("-"));
+        let mut pause = 100;
+        loop {
+            // A store that cannot take the lease still lets us generate:
+            // one extra generation beats none.
+            let won = s.platform.kv_set_if_absent(&lease, holder.as_bytes(), Some(lease_ttl)).unwrap_or(true);
+            if won {
+                let generated = self.generate(s, placeholder, &key);
+                let _ = s.platform.kv_delete(&lease);
+                return generated.map(|blob| (blob, Source::Generated));
+            }
+            // Someone else is generating this image: wait for it to be
+            // stored, or take over if their lease runs out first.
+            loop {
+                s.platform.sleep_ms(pause);
+                pause = (pause * 2).min(1000);
+                if store::read_manifest(s.platform, &key).is_some()
+                    && let Some(blob) = store::read(s.platform, &key)
+                {
+                    return Ok((blob, Source::Stored));
+                }
+                if s.platform.now_ms() > deadline {
+                    return Err(ProxyError::new(503, "generation_pending", "this image is still being generated; try again shortly").with_header("retry-after", "5"));
+                }
+                if s.platform.kv_get(&lease).ok().flatten().is_none() {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Which generator makes the originals: part of their key, so a new
+    /// model or prompt makes new images.
+    fn generator_id<P: Platform>(&self, s: &Session<P>) -> Result<String, ProxyError> {
+        Ok(match self.replicate_token(s)? {
+            Some(_) => {
+                let r = self.options.replicate.as_ref().expect("a token implies the table");
+                format!("replicate|{}|{}|{}", r.model, self.options.prompt, serde_json::Value::Object(r.input.clone()))
+            }
+            None => "builtin|1".into(),
+        })
+    }
+
+    fn replicate_token<P: Platform>(&self, s: &Session<P>) -> Result<Option<String>, ProxyError> {
+        let Some(r) = &self.options.replicate else { return Ok(None) };
+        let token = s.platform.config(&r.token).map_err(|why| ProxyError::internal(format!("the host could not provide the secret {:?}: {why}", r.token)))?;
+        Ok(token.filter(|t| !t.is_empty()))
+    }
+
+    fn check_signature<P: Platform>(&self, s: &Session<P>, placeholder: &Placeholder, query: &request::Query, why: &str) -> Result<(), ProxyError> {
+        let secret = match &self.options.signing_secret {
+            Some(name) => s.platform.config(name).ok().flatten().filter(|v| !v.is_empty()),
+            None => None,
+        };
+        let Some(secret) = secret else {
+            return Err(ProxyError::new(403, "signature_required", format!("{why}; this route has no signing secret, so none can be made")));
+        };
+        let now_s = s.platform.now_ms() / 1000;
+        sign::verify(secret.as_bytes(), &placeholder.canonical(), query.expires.as_deref(), query.sig.as_deref(), now_s).map_err(|e| match e {
+            sign::SignatureError::Missing => ProxyError::new(403, "signature_required", format!("{why} (expires and sig in the query)")),
+            sign::SignatureError::Expired => ProxyError::new(403, "signature_expired", "the signature has expired; sign the URL again"),
+            sign::SignatureError::Malformed | sign::SignatureError::Wrong => ProxyError::new(403, "bad_signature", "the signature does not match this path and expiry"),
+        })
+    }
+
+    /// The lease holder's part: policy, generation, storage.
+    fn generate<P: Platform>(&self, s: &Session<P>, placeholder: &Placeholder, key: &str) -> Result<Blob, ProxyError> {
+        let o = self.options;
+        if o.generation == Policy::Quota {
+            self.spend_quota(s)?;
+        }
+        let (width, height) = (placeholder.width, placeholder.height);
+        let prompt = o.prompt.replace("{slug}", &placeholder.slug).replace("{width}", &width.to_string()).replace("{height}", &height.to_string());
+        let created_ms = s.platform.now_ms();
+        let (bytes, meta) = match self.replicate_token(s)? {
+            Some(token) => {
+                let r = o.replicate.as_ref().expect("a token implies the table");
+                let digest = store::sha256_hex(placeholder.canonical().as_bytes());
+                let seed = u32::from_str_radix(&digest[..8], 16).expect("hex") & 0x7fff_ffff;
+                let job = replicate::Job {
+                    prompt: &prompt,
+                    width,
+                    height,
+                    seed,
+                    deadline_ms: created_ms + u64::from(o.generation_timeout_ms),
+                    max_bytes: o.max_original_bytes,
+                    max_pixels: o.max_input_pixels,
+                };
+                let generated = replicate::generate(s.platform, r, &token, &job)?;
+                let (w, h) = replicate::check_image(&generated.bytes, o.max_input_pixels).map_err(|m| ProxyError::new(502, "bad_generated_image", m))?;
+                let kind = codec::sniff(&generated.bytes).expect("checked");
+                let meta = Meta { content_type: kind.mime().into(), width: w, height: h, model: r.model.clone(), prompt: Some(prompt), prediction_id: Some(generated.prediction_id), created_ms };
+                (generated.bytes, meta)
+            }
+            None => {
+                let image = generate::placeholder(width, height, &placeholder.slug);
+                let bytes = codec::encode(image, Kind::Png, 100, [255; 4]).map_err(ProxyError::internal)?;
+                (bytes, Meta { content_type: Kind::Png.mime().into(), width, height, model: "builtin".into(), prompt: Some(prompt), prediction_id: None, created_ms })
+            }
+        };
+        let manifest = store::write(s.platform, key, meta.clone(), &bytes, None).unwrap_or_else(|_| {
+            // Not stored (the store is down or full): still serve it.
+            store::Manifest { meta, size: bytes.len() as u64, sha256: store::sha256_hex(&bytes), parts: 0 }
+        });
+        Ok(Blob { manifest, bytes })
+    }
+
+    /// One generation off the client's and everyone's quota; a limiter that
+    /// cannot answer refuses, because a generation can cost money.
+    fn spend_quota<P: Platform>(&self, s: &Session<P>) -> Result<(), ProxyError> {
+        let q = &self.options.quota;
+        for (key, limit, whose) in [(s.client_ip.unwrap_or("unknown"), q.per_client, "your"), ("*", q.global, "this site's")] {
+            match s.platform.rate_limit(&q.policy, key, limit, q.period_seconds) {
+                Ok(d) if d.allowed => {}
+                Ok(d) => {
+                    let retry = d.retry_after_seconds.max(1);
+                    return Err(ProxyError::new(429, "generation_quota", format!("{whose} quota of new images is used up; stored images are still served; retry in {retry} s"))
+                        .with_header("retry-after", retry.to_string()));
+                }
+                Err(why) => return Err(ProxyError::new(503, "quota_unavailable", format!("the generation quota cannot be checked ({why}); try again later")).with_header("retry-after", "60")),
+            }
+        }
+        Ok(())
+    }
+
+    /// The image the URL asks for: the original cover-fitted to W×H, then
+    /// `transform`; from the variant store when it was made before.
+    fn respond<P: Platform>(&self, s: &Session<P>, placeholder: &Placeholder, transform: &Transform, original: Blob, source: Source) -> Result<Response<P::Body>, ProxyError> {
+        let o = self.options;
+        let accept = header(&s.headers, "accept").unwrap_or("");
+        let format = transform.format.unwrap_or_default();
+        let (ow, oh, alpha) = codec::header(&original.bytes).map_err(|e| ProxyError::internal(format!("the stored original cannot be read: {e:?}")))?;
+        let base = Transform { width: Some(placeholder.width), height: Some(placeholder.height), fit: Some(Fit::Cover), ..Transform::default() };
+        transform::output_size(transform, (placeholder.width, placeholder.height), o.max_output_pixels).map_err(bad_option)?;
+        let padded_transparent = transform.fit == Some(Fit::Pad) && transform.background.is_some_and(|b| b[3] < 255);
+        let kind = transform::output_kind(format, alpha || padded_transparent, accept);
+        let original_kind = codec::sniff(&original.bytes);
+        let untouched = *transform == Transform::default() && (ow, oh) == (placeholder.width, placeholder.height);
+        let as_stored = untouched && original_kind.is_some_and(|k| k != Kind::Webp || transform::accepts(accept, "image/webp"));
+        let negotiated = format == Format::Auto;
+        let name = format!("{}|{}|{}|{kind:?}|{PIPELINE_VERSION}", original.manifest.sha256, base.canonical(), transform.canonical());
+        let etag = if as_stored { format!("\"{}\"", &original.manifest.sha256[..32]) } else { format!("\"{}\"", &store::sha256_hex(name.as_bytes())[..32]) };
+        let mut headers: Headers = vec![
+            ("etag".into(), etag.clone()),
+            ("cache-control".into(), "public, max-age=31536000, immutable".into()),
+            ("x-image-source".into(), match source { Source::Stored => "stored", Source::Generated => "generated" }.into()),
+        ];
+        if negotiated {
+            headers.push(("vary".into(), "Accept".into()));
+        }
+        if header(&s.headers, "if-none-match").is_some_and(|inm| etag_matches(inm, &etag)) {
+            return Ok(Response { status: 304, headers, body: None });
+        }
+        let (bytes, cache) = if as_stored {
+            (original.bytes, None)
+        } else {
+            let key = store::key("variant", &name);
+            match store::read(s.platform, &key) {
+                Some(hit) => (hit.bytes, Some("HIT")),
+                None => {
+                    let bytes = self.render(&original.bytes, &base, transform, kind)?;
+                    if bytes.len() as u64 <= o.variants.max_bytes {
+                        let meta = Meta { content_type: kind.mime().into(), model: original.manifest.meta.model.clone(), created_ms: s.platform.now_ms(), ..Meta::default() };
+                        let _ = store::write(s.platform, &key, meta, &bytes, Some(o.variants.ttl_seconds));
+                    }
+                    (bytes, Some("MISS"))
+                }
+            }
+        };
+        if let Some(cache) = cache {
+            headers.push(("x-cache".into(), cache.into()));
+        }
+        let mime = codec::sniff(&bytes).map_or("application/octet-stream", Kind::mime);
+        headers.push(("content-type".into(), mime.into()));
+        headers.push(("content-length".into(), bytes.len().to_string()));
+        let body = (s.method == "GET").then(|| P::Body::from_bytes(bytes));
+        Ok(Response { status: 200, headers, body })
+    }
+
+    fn render(&self, original: &[u8], base: &Transform, transform: &Transform, kind: Kind) -> Result<Vec<u8>, ProxyError> {
+        let image = codec::decode(original, self.options.max_input_pixels).map_err(|e| ProxyError::internal(format!("the stored original cannot be decoded: {e:?}")))?;
+        let image = transform::apply(transform::apply(image, base), transform);
+        let quality = transform.quality.unwrap_or(options::DEFAULT_QUALITY);
+        codec::encode(image, kind, quality, transform.background.unwrap_or([255; 4])).map_err(|e| ProxyError::internal(format!("encoding failed: {e}")))
+    }
+
+    fn gallery<P: Platform>(&self, s: &Session<P>) -> Response<P::Body> {
+        let prefix = self.prefix.trim_end_matches('/');
+        let examples: Vec<String> = EXAMPLES.iter().map(|e| (*e).to_owned()).chain(self.options.examples.iter().cloned()).collect();
+        let figures: String = examples
+            .iter()
+            .filter_map(|e| self.options.placeholder_of(e).ok())
+            .map(|p| {
+                let path = format!("{prefix}{}", p.canonical());
+                format!("<figure><a href=\"{path}\"><img src=\"{path}\" alt=\"{slug}\" data-width=\"{w}\" data-height=\"{h}\" loading=\"eager\"></a><figcaption><code>{path}</code></figcaption></figure>\n", slug = p.slug, w = p.width, h = p.height)
+            })
+            .collect();
+        let page = include_str!("gallery.html").replace("{examples}", &figures).replace("{prefix}", prefix);
+        let headers = vec![("content-type".to_owned(), "text/html; charset=utf-8".to_owned()), ("content-length".to_owned(), page.len().to_string()), ("cache-control".to_owned(), "no-cache".to_owned())];
+        let body = (s.method == "GET").then(|| P::Body::from_bytes(page.into_bytes()));
+        Response { status: 200, headers, body }
+    }
+}
+
+fn bad_option(e: options::OptionError) -> ProxyError {
+    ProxyError::new(400, "bad_option", format!("option {}: {}", e.option, e.message)).with_header("x-bad-option", e.option)
+}
+
+/// `If-None-Match` (a list, or `*`) against our strong ETag, compared weakly
+/// as RFC 9110 says for this header.
+fn etag_matches(if_none_match: &str, etag: &str) -> bool {
+    if_none_match.split(',').map(|t| t.trim().trim_start_matches("W/")).any(|t| t == "*" || t == etag)
+}

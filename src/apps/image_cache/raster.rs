@@ -1,0 +1,428 @@
+//! Decoded pixels and every operation on them: geometry (`fit`, `gravity`),
+//! resizing (fast_image_resize, Lanczos3, SIMD on wasm), and the pixel
+//! filters. Filters follow Pillow's definitions, so that Pillow can serve as
+//! the independent reference in the tests (tests/fixtures/images/reference.py).
+
+use fast_image_resize as fr;
+
+use super::options::{Fit, Flip, Gravity};
+
+/// 8-bit pixels, 3 (RGB) or 4 (RGBA) channels, rows top to bottom.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Raster {
+    pub width: u32,
+    pub height: u32,
+    pub channels: usize,
+    pub data: Vec<u8>,
+}
+
+/// How a resize maps the source onto the output.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Geometry {
+    pub out_width: u32,
+    pub out_height: u32,
+    /// The part of the source that is scaled to fill the output (or, with
+    /// `pad`, the inner box): all of it unless `cover`/`crop` cut it.
+    pub window: (f64, f64),
+    /// `pad`: the scaled image's size inside the output.
+    pub inner: Option<(u32, u32)>,
+}
+
+/// The output geometry for a `sw`×`sh` source, Cloudflare's `fit` rules.
+/// With one side given, the other keeps the source's aspect ratio.
+pub fn geometry(sw: u32, sh: u32, width: Option<u32>, height: Option<u32>, fit: Fit) -> Geometry {
+    let (swf, shf) = (f64::from(sw), f64::from(sh));
+    let identity = Geometry { out_width: sw, out_height: sh, window: (swf, shf), inner: None };
+    let (w, h) = match (width, height) {
+        (Some(w), Some(h)) => (f64::from(w), f64::from(h)),
+        (Some(w), None) => (f64::from(w), (f64::from(w) * shf / swf).round().max(1.0)),
+        (None, Some(h)) => ((f64::from(h) * swf / shf).round().max(1.0), f64::from(h)),
+        (None, None) => return identity,
+    };
+    let px = |v: f64| v.round().max(1.0) as u32;
+    let scaled = |s: f64| Geometry { out_width: px(swf * s), out_height: px(shf * s), window: (swf, shf), inner: None };
+    match fit {
+        Fit::ScaleDown => scaled((w / swf).min(h / shf).min(1.0)),
+        Fit::Contain => scaled((w / swf).min(h / shf)),
+        Fit::Squeeze => Geometry { out_width: px(w), out_height: px(h), window: (swf, shf), inner: None },
+        Fit::Cover => {
+            let s = (w / swf).max(h / shf);
+            Geometry { out_width: px(w), out_height: px(h), window: ((w / s).min(swf), (h / s).min(shf)), inner: None }
+        }
+        Fit::Crop => {
+            let s = (w / swf).max(h / shf).min(1.0);
+            let (ow, oh) = (px(w).min(px(swf * s)), px(h).min(px(shf * s)));
+            Geometry { out_width: ow, out_height: oh, window: ((f64::from(ow) / s).min(swf), (f64::from(oh) / s).min(shf)), inner: None }
+        }
+        Fit::Pad => {
+            let s = (w / swf).min(h / shf);
+            Geometry { out_width: px(w), out_height: px(h), window: (swf, shf), inner: Some((px(swf * s), px(shf * s))) }
+        }
+    }
+}
+
+impl Raster {
+    pub fn new(width: u32, height: u32, channels: usize, data: Vec<u8>) -> Raster {
+        debug_assert_eq!(data.len(), width as usize * height as usize * channels);
+        Raster { width, height, channels, data }
+    }
+
+    pub fn filled(width: u32, height: u32, channels: usize, pixel: &[u8]) -> Raster {
+        Raster::new(width, height, channels, pixel[..channels].repeat(width as usize * height as usize))
+    }
+
+    pub fn has_alpha(&self) -> bool {
+        self.channels == 4
+    }
+
+    fn pixel_type(&self) -> fr::PixelType {
+        if self.has_alpha() { fr::PixelType::U8x4 } else { fr::PixelType::U8x3 }
+    }
+
+    /// The image with an alpha channel (opaque where there was none).
+    pub fn with_alpha(self) -> Raster {
+        if self.has_alpha() {
+            return self;
+        }
+        let data = self.data.chunks_exact(3).flat_map(|p| [p[0], p[1], p[2], 255]).collect();
+        Raster::new(self.width, self.height, 4, data)
+    }
+
+    /// Composes transparency over `background` and drops the alpha channel.
+    pub fn flatten(self, background: [u8; 4]) -> Raster {
+        if !self.has_alpha() {
+            return self;
+        }
+        let blend = |c: u8, a: u8, b: u8| ((u32::from(c) * u32::from(a) + u32::from(b) * (255 - u32::from(a)) + 127) / 255) as u8;
+        let data = self.data.chunks_exact(4).flat_map(|p| [blend(p[0], p[3], background[0]), blend(p[1], p[3], background[1]), blend(p[2], p[3], background[2])]).collect();
+        Raster::new(self.width, self.height, 3, data)
+    }
+
+    /// `None` if the cut leaves nothing.
+    pub fn trim(self, [top, right, bottom, left]: [u32; 4]) -> Option<Raster> {
+        let width = self.width.checked_sub(left.checked_add(right)?).filter(|w| *w > 0)?;
+        let height = self.height.checked_sub(top.checked_add(bottom)?).filter(|h| *h > 0)?;
+        Some(self.cut(left, top, width, height))
+    }
+
+    fn cut(&self, left: u32, top: u32, width: u32, height: u32) -> Raster {
+        let c = self.channels;
+        let stride = self.width as usize * c;
+        let mut data = Vec::with_capacity(width as usize * height as usize * c);
+        for y in top..top + height {
+            let start = y as usize * stride + left as usize * c;
+            data.extend_from_slice(&self.data[start..start + width as usize * c]);
+        }
+        Raster::new(width, height, c, data)
+    }
+
+    pub fn flip(mut self, flip: Flip) -> Raster {
+        let (w, h, c) = (self.width as usize, self.height as usize, self.channels);
+        if matches!(flip, Flip::Horizontal | Flip::Both) {
+            for row in self.data.chunks_exact_mut(w * c) {
+                for x in 0..w / 2 {
+                    for k in 0..c {
+                        row.swap(x * c + k, (w - 1 - x) * c + k);
+                    }
+                }
+            }
+        }
+        if matches!(flip, Flip::Vertical | Flip::Both) {
+            for y in 0..h / 2 {
+                let (upper, lower) = self.data.split_at_mut((h - 1 - y) * w * c);
+                upper[y * w * c..(y + 1) * w * c].swap_with_slice(&mut lower[..w * c]);
+            }
+        }
+        self
+    }
+
+    /// Clockwise by 90, 180 or 270 degrees.
+    pub fn rotate(self, degrees: u16) -> Raster {
+        let (w, h, c) = (self.width as usize, self.height as usize, self.channels);
+        let (nw, nh) = if degrees == 180 { (w, h) } else { (h, w) };
+        let source = |nx: usize, ny: usize| match degrees {
+            90 => (ny, h - 1 - nx),
+            180 => (w - 1 - nx, h - 1 - ny),
+            _ => (w - 1 - ny, nx),
+        };
+        if degrees == 0 {
+            return self;
+        }
+        let mut data = Vec::with_capacity(self.data.len());
+        for ny in 0..nh {
+            for nx in 0..nw {
+                let (x, y) = source(nx, ny);
+                let at = (y * w + x) * c;
+                data.extend_from_slice(&self.data[at..at + c]);
+            }
+        }
+        Raster::new(nw as u32, nh as u32, c, data)
+    }
+
+    /// The fractions of the overflow cut from the left and top that
+    /// `gravity` asks for; `auto` keeps the busiest part of the image.
+    pub fn focus(&self, gravity: Gravity, window: (f64, f64)) -> (f64, f64) {
+        match gravity {
+            Gravity::Center => (0.5, 0.5),
+            Gravity::Point(x, y) => (f64::from(x), f64::from(y)),
+            Gravity::Auto => {
+                let (columns, rows) = self.edge_energy();
+                (busiest(&columns, window.0), busiest(&rows, window.1))
+            }
+        }
+    }
+
+    /// Sums of absolute luminance differences per column and per row.
+    fn edge_energy(&self) -> (Vec<f64>, Vec<f64>) {
+        let (w, h, c) = (self.width as usize, self.height as usize, self.channels);
+        let luma = |x: usize, y: usize| {
+            let p = &self.data[(y * w + x) * c..];
+            (u32::from(p[0]) * 299 + u32::from(p[1]) * 587 + u32::from(p[2]) * 114) as f64 / 1000.0
+        };
+        let (mut columns, mut rows) = (vec![0.0; w], vec![0.0; h]);
+        // Every other pixel is plenty to find where the detail is.
+        for y in (1..h).step_by(2) {
+            for x in (1..w).step_by(2) {
+                let here = luma(x, y);
+                let e = (here - luma(x - 1, y)).abs() + (here - luma(x, y - 1)).abs();
+                columns[x] += e;
+                rows[y] += e;
+            }
+        }
+        (columns, rows)
+    }
+
+    /// Scales `window` (a box of the source placed by `focus`) to `out`.
+    pub fn resize(&self, out: (u32, u32), window: (f64, f64), focus: (f64, f64)) -> Raster {
+        let (sw, sh) = (f64::from(self.width), f64::from(self.height));
+        let (left, top) = ((sw - window.0) * focus.0, (sh - window.1) * focus.1);
+        if out == (self.width, self.height) && window == (sw, sh) {
+            return self.clone();
+        }
+        let pixel_type = self.pixel_type();
+        let source = fr::images::ImageRef::new(self.width, self.height, &self.data, pixel_type).expect("a raster's buffer fits its size");
+        let mut target = fr::images::Image::new(out.0, out.1, pixel_type);
+        let options = fr::ResizeOptions::new().resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Lanczos3)).crop(left, top, window.0, window.1);
+        fr::Resizer::new().resize(&source, &mut target, &options).expect("same pixel types, a crop box inside the source");
+        Raster::new(out.0, out.1, self.channels, target.into_vec())
+    }
+
+    /// This image centred on a `width`×`height` canvas of `background`.
+    pub fn pad(self, width: u32, height: u32, background: [u8; 4]) -> Raster {
+        let image = if background[3] < 255 { self.with_alpha() } else { self };
+        let c = image.channels;
+        let mut canvas = Raster::filled(width, height, c, &background);
+        let (x0, y0) = ((width - image.width.min(width)) / 2, (height - image.height.min(height)) / 2);
+        let row = image.width.min(width) as usize * c;
+        for y in 0..image.height.min(height) as usize {
+            let at = ((y0 as usize + y) * width as usize + x0 as usize) * c;
+            canvas.data[at..at + row].copy_from_slice(&image.data[y * image.width as usize * c..][..row]);
+        }
+        canvas
+    }
+
+    /// Per channel value maps (alpha untouched).
+    fn map_colour(&mut self, f: impl Fn(usize, f32) -> f32) {
+        let c = self.channels;
+        for px in self.data.chunks_exact_mut(c) {
+            for (k, v) in px.iter_mut().take(3).enumerate() {
+                *v = f(k, f32::from(*v)).round().clamp(0.0, 255.0) as u8;
+            }
+        }
+    }
+
+    /// Pillow's `ImageEnhance.Brightness`: a blend with black.
+    pub fn brightness(&mut self, factor: f32) {
+        self.map_colour(|_, v| v * factor);
+    }
+
+    /// Pillow's `ImageEnhance.Contrast`: a blend with the mean grey.
+    pub fn contrast(&mut self, factor: f32) {
+        let n = (self.width as usize * self.height as usize).max(1) as f64;
+        let mean = (self.data.chunks_exact(self.channels).map(|p| f64::from(luma(p))).sum::<f64>() / n + 0.5).floor() as f32;
+        self.map_colour(|_, v| mean + (v - mean) * factor);
+    }
+
+    /// `255·(v/255)^(1/gamma)`: above 1 brightens.
+    pub fn gamma(&mut self, gamma: f32) {
+        let table: Vec<f32> = (0..256).map(|v| 255.0 * (v as f32 / 255.0).powf(1.0 / gamma)).collect();
+        self.map_colour(|_, v| table[v as usize]);
+    }
+
+    /// Pillow's `ImageEnhance.Color`: a blend with the grey image; 0 is grey.
+    pub fn saturation(&mut self, factor: f32) {
+        let c = self.channels;
+        for px in self.data.chunks_exact_mut(c) {
+            let grey = f32::from(luma(px));
+            for v in px.iter_mut().take(3) {
+                *v = (grey + (f32::from(*v) - grey) * factor).round().clamp(0.0, 255.0) as u8;
+            }
+        }
+    }
+
+    /// A Gaussian blur of standard deviation `sigma`, as Pillow computes it:
+    /// three passes of a box blur with a fractional radius each way.
+    pub fn gaussian_blur(&mut self, sigma: f32) {
+        let radius = box_radius(sigma, 3);
+        let (w, h, c) = (self.width as usize, self.height as usize, self.channels);
+        let mut line = vec![0f32; w.max(h)];
+        let mut out = vec![0f32; w.max(h)];
+        for _ in 0..3 {
+            for y in 0..h {
+                for k in 0..c {
+                    for x in 0..w {
+                        line[x] = f32::from(self.data[(y * w + x) * c + k]);
+                    }
+                    box_blur_line(&line[..w], &mut out[..w], radius);
+                    for x in 0..w {
+                        self.data[(y * w + x) * c + k] = out[x].round().clamp(0.0, 255.0) as u8;
+                    }
+                }
+            }
+        }
+        for _ in 0..3 {
+            for x in 0..w {
+                for k in 0..c {
+                    for y in 0..h {
+                        line[y] = f32::from(self.data[(y * w + x) * c + k]);
+                    }
+                    box_blur_line(&line[..h], &mut out[..h], radius);
+                    for y in 0..h {
+                        self.data[(y * w + x) * c + k] = out[y].round().clamp(0.0, 255.0) as u8;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Pillow's `UnsharpMask(radius=1, percent=amount·100, threshold=0)`.
+    pub fn sharpen(&mut self, amount: f32) {
+        let mut blurred = self.clone();
+        blurred.gaussian_blur(1.0);
+        let percent = (amount * 100.0).round();
+        let c = self.channels;
+        for (i, (v, b)) in self.data.iter_mut().zip(&blurred.data).enumerate() {
+            if c == 4 && i % 4 == 3 {
+                continue;
+            }
+            let diff = f32::from(*v) - f32::from(*b);
+            *v = (f32::from(*v) + diff * percent / 100.0).round().clamp(0.0, 255.0) as u8;
+        }
+    }
+}
+
+/// ITU-R 601 luma, as Pillow's `convert("L")`.
+fn luma(p: &[u8]) -> u8 {
+    ((u32::from(p[0]) * 19595 + u32::from(p[1]) * 38470 + u32::from(p[2]) * 7471 + 0x8000) >> 16) as u8
+}
+
+/// Where a window of `size` over `energy` holds the most of it, as the
+/// fraction of the overflow cut before it.
+fn busiest(energy: &[f64], size: f64) -> f64 {
+    let n = energy.len();
+    let span = (size.round() as usize).clamp(1, n.max(1));
+    if span >= n {
+        return 0.5;
+    }
+    let mut sum: f64 = energy[..span].iter().sum();
+    let (mut best, mut best_start) = (sum, 0);
+    for start in 1..=n - span {
+        sum += energy[start + span - 1] - energy[start - 1];
+        if sum > best {
+            (best, best_start) = (sum, start);
+        }
+    }
+    best_start as f64 / (n - span) as f64
+}
+
+/// Pillow's `_gaussian_blur_radius`: the box radius whose `passes`-fold
+/// repetition has variance `sigma²` (Gwosdek et al., "Theoretical
+/// foundations of Gaussian convolution by extended box filtering", 2011).
+fn box_radius(sigma: f32, passes: u32) -> f32 {
+    let sigma2 = sigma * sigma / passes as f32;
+    let length = (12.0 * sigma2 + 1.0).sqrt();
+    let l = ((length - 1.0) / 2.0).floor();
+    let a = (2.0 * l + 1.0) * (l * (l + 1.0) - 3.0 * sigma2) / (6.0 * (sigma2 - (l + 1.0) * (l + 1.0)));
+    l + a
+}
+
+/// One box-blur pass with a fractional radius; edges repeat the last pixel.
+fn box_blur_line(line: &[f32], out: &mut [f32], radius: f32) {
+    let n = line.len() as isize;
+    let whole = radius.floor() as isize;
+    let fraction = radius - whole as f32;
+    let at = |i: isize| line[i.clamp(0, n - 1) as usize];
+    let scale = 1.0 / (2.0 * radius + 1.0);
+    let mut sum: f32 = (-whole..=whole).map(at).sum();
+    for x in 0..n {
+        out[x as usize] = (sum + fraction * (at(x - whole - 1) + at(x + whole + 1))) * scale;
+        sum += at(x + whole + 1) - at(x - whole);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn g(sw: u32, sh: u32, w: Option<u32>, h: Option<u32>, fit: Fit) -> (u32, u32) {
+        let g = geometry(sw, sh, w, h, fit);
+        (g.out_width, g.out_height)
+    }
+
+    #[test]
+    fn fit_modes_follow_cloudflare() {
+        assert_eq!(g(1000, 500, Some(400), Some(400), Fit::ScaleDown), (400, 200));
+        assert_eq!(g(100, 50, Some(400), Some(400), Fit::ScaleDown), (100, 50), "never enlarges");
+        assert_eq!(g(100, 50, Some(400), Some(400), Fit::Contain), (400, 200));
+        assert_eq!(g(1000, 500, Some(400), Some(400), Fit::Cover), (400, 400));
+        assert_eq!(geometry(1000, 500, Some(400), Some(400), Fit::Cover).window, (500.0, 500.0));
+        assert_eq!(g(1000, 500, Some(800), Some(800), Fit::Crop), (800, 500), "crop never enlarges");
+        assert_eq!(g(100, 50, Some(400), Some(400), Fit::Crop), (100, 50));
+        assert_eq!(g(1000, 500, Some(400), Some(400), Fit::Pad), (400, 400));
+        assert_eq!(geometry(1000, 500, Some(400), Some(400), Fit::Pad).inner, Some((400, 200)));
+        assert_eq!(g(1000, 500, Some(300), Some(400), Fit::Squeeze), (300, 400));
+        assert_eq!(g(1000, 500, Some(400), None, Fit::Cover), (400, 200), "one side keeps the aspect ratio");
+        assert_eq!(g(1000, 500, None, None, Fit::Cover), (1000, 500));
+    }
+
+    #[test]
+    fn rotation_is_clockwise() {
+        // 2×1: red, blue. Clockwise 90°: 1×2, red on top.
+        let r = Raster::new(2, 1, 3, vec![255, 0, 0, 0, 0, 255]).rotate(90);
+        assert_eq!((r.width, r.height, r.data), (1, 2, vec![255, 0, 0, 0, 0, 255]));
+        let r = Raster::new(2, 1, 3, vec![255, 0, 0, 0, 0, 255]).rotate(270);
+        assert_eq!(r.data, vec![0, 0, 255, 255, 0, 0]);
+    }
+
+    #[test]
+    fn flips_and_trims() {
+        let r = Raster::new(2, 2, 3, (0..12).collect()).flip(Flip::Both);
+        assert_eq!(r.data, vec![9, 10, 11, 6, 7, 8, 3, 4, 5, 0, 1, 2]);
+        assert!(Raster::filled(4, 4, 3, &[0, 0, 0]).trim([2, 0, 2, 0]).is_none());
+        let t = Raster::filled(4, 4, 3, &[0, 0, 0]).trim([1, 1, 0, 2]).unwrap();
+        assert_eq!((t.width, t.height), (1, 3));
+    }
+
+    #[test]
+    fn blur_keeps_a_flat_image_flat_and_the_box_radius_matches_pillow() {
+        let mut r = Raster::filled(16, 16, 3, &[100, 150, 200]);
+        r.gaussian_blur(3.0);
+        assert!(r.data.chunks_exact(3).all(|p| p == [100, 150, 200]));
+        // Pillow's _gaussian_blur_radius(2.0, 3): l = 1, a = 0.375.
+        assert!((box_radius(2.0, 3) - 1.375).abs() < 0.001, "{}", box_radius(2.0, 3));
+    }
+
+    #[test]
+    fn auto_gravity_finds_the_detail() {
+        // Flat left half, stripes on the right: a square crop keeps the right.
+        let mut r = Raster::filled(200, 100, 3, &[128, 128, 128]);
+        for y in 0..100 {
+            for x in 100..200 {
+                let v = if x % 2 == 0 { 0 } else { 255 };
+                r.data[(y * 200 + x) * 3..][..3].copy_from_slice(&[v, v, v]);
+            }
+        }
+        let (fx, _) = r.focus(Gravity::Auto, (100.0, 100.0));
+        assert!(fx > 0.9, "{fx}");
+    }
+}

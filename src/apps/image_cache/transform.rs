@@ -1,0 +1,138 @@
+//! The transform pipeline: one [`Transform`] applied to decoded pixels, in
+//! Cloudflare's order (trim, flip, rotate, resize by `fit`, then the colour
+//! filters, blur and sharpen), with the output size checked against the
+//! route's cap before any pixel is touched.
+
+use super::codec::Kind;
+use super::options::{Format, OptionError, Transform};
+use super::raster::{Geometry, Raster, geometry};
+
+const WHITE: [u8; 4] = [255, 255, 255, 255];
+
+/// The output size `t` makes of a `width`×`height` source, or the option
+/// that makes it too large (or empty).
+pub fn output_size(t: &Transform, (width, height): (u32, u32), max_pixels: u64) -> Result<(u32, u32), OptionError> {
+    let (w, h) = after_trim_and_rotate(t, width, height)?;
+    let g = plan(t, w, h);
+    let pixels = u64::from(g.out_width) * u64::from(g.out_height);
+    if pixels > max_pixels {
+        let option = match (t.dpr, t.width) {
+            (Some(d), _) if d > 1.0 => "dpr",
+            (_, Some(_)) => "width",
+            _ => "height",
+        };
+        return Err(OptionError::new(option, format!("the output would be {}x{} pixels, over this route's cap of {max_pixels}", g.out_width, g.out_height)));
+    }
+    Ok((g.out_width, g.out_height))
+}
+
+fn after_trim_and_rotate(t: &Transform, width: u32, height: u32) -> Result<(u32, u32), OptionError> {
+    let (mut w, mut h) = (width, height);
+    if let Some([top, right, bottom, left]) = t.trim {
+        let cut = |side: u32, a: u32, b: u32| side.checked_sub(a.saturating_add(b)).filter(|v| *v > 0);
+        (w, h) = cut(w, left, right).zip(cut(h, top, bottom)).ok_or_else(|| OptionError::new("trim", format!("cuts away the whole {width}x{height} image")))?;
+    }
+    Ok(if matches!(t.rotate, Some(90 | 270)) { (h, w) } else { (w, h) })
+}
+
+fn plan(t: &Transform, w: u32, h: u32) -> Geometry {
+    let dpr = f64::from(t.dpr.unwrap_or(1.0));
+    let scale = |v: u32| ((f64::from(v) * dpr).round() as u32).max(1);
+    geometry(w, h, t.width.map(scale), t.height.map(scale), t.fit.unwrap_or_default())
+}
+
+/// Applies `t`. Call [`output_size`] first: this trusts the size.
+pub fn apply(mut image: Raster, t: &Transform) -> Raster {
+    if let Some(trim) = t.trim {
+        image = image.trim(trim).expect("output_size checked the trim");
+    }
+    if let Some(flip) = t.flip {
+        image = image.flip(flip);
+    }
+    if let Some(degrees) = t.rotate {
+        image = image.rotate(degrees);
+    }
+    let g = plan(t, image.width, image.height);
+    image = match g.inner {
+        Some(inner) => image.resize(inner, g.window, (0.5, 0.5)).pad(g.out_width, g.out_height, t.background.unwrap_or(WHITE)),
+        None => {
+            let focus = image.focus(t.gravity.unwrap_or_default(), g.window);
+            image.resize((g.out_width, g.out_height), g.window, focus)
+        }
+    };
+    if let Some(f) = t.brightness {
+        image.brightness(f);
+    }
+    if let Some(f) = t.contrast {
+        image.contrast(f);
+    }
+    if let Some(f) = t.gamma {
+        image.gamma(f);
+    }
+    if let Some(f) = t.saturation {
+        image.saturation(f);
+    }
+    if let Some(radius) = t.blur {
+        image.gaussian_blur(radius / 2.0);
+    }
+    if let Some(amount) = t.sharpen.filter(|a| *a > 0.0) {
+        image.sharpen(amount);
+    }
+    image
+}
+
+/// The encoding to send: the one asked for, or for `auto`, JPEG for opaque
+/// images (lossless WebP is several times larger for photos) and, with
+/// transparency, WebP where `Accept` allows it, PNG elsewhere.
+pub fn output_kind(format: Format, has_alpha: bool, accept: &str) -> Kind {
+    match format {
+        Format::Jpeg => Kind::Jpeg,
+        Format::Png => Kind::Png,
+        Format::Webp => Kind::Webp,
+        Format::Auto if !has_alpha => Kind::Jpeg,
+        Format::Auto if accepts(accept, "image/webp") => Kind::Webp,
+        Format::Auto => Kind::Png,
+    }
+}
+
+/// Whether an `Accept` header names `mime` with a non-zero weight.
+pub fn accepts(accept: &str, mime: &str) -> bool {
+    accept.split(',').any(|item| {
+        let mut parts = item.split(';').map(str::trim);
+        let name = parts.next().unwrap_or_default();
+        let refused = parts.any(|p| p.strip_prefix("q=").and_then(|q| q.parse::<f32>().ok()).is_some_and(|q| q == 0.0));
+        name.eq_ignore_ascii_case(mime) && !refused
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_output_size_cap_names_the_option_that_broke_it() {
+        let t = Transform::parse_list("width=4000,height=4000,fit=squeeze").unwrap();
+        assert_eq!(output_size(&t, (100, 100), 1_000_000).unwrap_err().option, "width");
+        let t = Transform::parse_list("width=800,height=800,fit=squeeze,dpr=2").unwrap();
+        assert_eq!(output_size(&t, (100, 100), 1_000_000).unwrap_err().option, "dpr");
+        assert_eq!(output_size(&t, (100, 100), 4_000_000), Ok((1600, 1600)));
+        let t = Transform::parse_list("trim=50;0;50;0").unwrap();
+        assert_eq!(output_size(&t, (100, 100), 1 << 20).unwrap_err().option, "trim");
+    }
+
+    #[test]
+    fn rotation_swaps_the_axes_that_width_and_height_refer_to() {
+        let t = Transform::parse_list("rotate=90").unwrap();
+        assert_eq!(output_size(&t, (300, 100), 1 << 20), Ok((100, 300)));
+        let image = apply(Raster::filled(300, 100, 3, &[1, 2, 3]), &Transform::parse_list("rotate=90,width=50").unwrap());
+        assert_eq!((image.width, image.height), (50, 150));
+    }
+
+    #[test]
+    fn auto_format_follows_alpha_and_accept() {
+        assert_eq!(output_kind(Format::Auto, false, "image/webp,*/*"), Kind::Jpeg);
+        assert_eq!(output_kind(Format::Auto, true, "image/avif,image/webp,*/*"), Kind::Webp);
+        assert_eq!(output_kind(Format::Auto, true, "image/webp;q=0,*/*"), Kind::Png);
+        assert_eq!(output_kind(Format::Png, false, ""), Kind::Png);
+    }
+}
