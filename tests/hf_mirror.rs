@@ -10,6 +10,7 @@
 use std::path::Path;
 
 use edgeproxy_testkit::hf::{self, FakeHub, LoopbackProxy, TOKEN, tempdir};
+use edgeproxy_testkit::browser::chromium_dom;
 use edgeproxy_testkit::{Host, Upstream, pattern_matches};
 use serde_json::Value;
 
@@ -465,19 +466,4 @@ impl StaticPage {
         });
         StaticPage { url, task }
     }
-}
-
-/// The DOM of `url` after its scripts ran, from headless Chromium (Debian's
-/// `chromium`, which `cargo xtask test` installs).
-async fn chromium_dom(url: &str) -> String {
-    let profile = tempdir::Dir::new("chromium");
-    let out = tokio::process::Command::new("chromium")
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .args(["--virtual-time-budget=10000", "--dump-dom", url])
-        .output()
-        .await
-        .expect("run chromium (apt-get install chromium)");
-    assert!(out.status.success(), "chromium: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }

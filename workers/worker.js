@@ -129,6 +129,9 @@ function headerList(headers) {
   return out;
 }
 
+/** Keys this isolate has claimed with setIfAbsent, and until when (ms). */
+const CLAIMS = new Map();
+
 /** The secret variable for a config key, as on every host. */
 function secretName(key) {
   return "EDGEPROXY_SECRET_" + key.toUpperCase().replace(/[^A-Z0-9]/g, "_");
@@ -187,17 +190,31 @@ function imports(env) {
       limits: () => ({ maxKeyBytes: KV_MAX_KEY_BYTES, maxValueBytes: BigInt(KV_MAX_VALUE_BYTES), minTtlSeconds: KV_MIN_TTL_SECONDS }),
       get: (key) => kvGet(kv, key),
       set: (key, value, ttlSeconds) => kvSet(kv, key, value, ttlSeconds),
-      // KV has no atomic operations: read, then write. Within one location
-      // the window is small; across locations KV is eventually consistent
-      // (up to 60 s), so two may both win (see README, Placeholder Zoo).
+      // KV has no atomic operations. Concurrent requests in this isolate
+      // are serialised by a claim taken before the first await; across
+      // isolates and locations it is read-then-write on an eventually
+      // consistent store (up to 60 s), so two may both win (README,
+      // Placeholder Zoo).
       async setIfAbsent(key, value, ttlSeconds) {
-        if ((await kvGet(kv, key)) !== undefined) return false;
-        await kvSet(kv, key, value, ttlSeconds);
-        return true;
+        const now = Date.now();
+        if ((CLAIMS.get(key) ?? 0) > now) return false;
+        CLAIMS.set(key, now + (ttlSeconds ?? 60) * 1000);
+        try {
+          if ((await kvGet(kv, key)) !== undefined) {
+            CLAIMS.delete(key);
+            return false;
+          }
+          await kvSet(kv, key, value, ttlSeconds);
+          return true;
+        } catch (e) {
+          CLAIMS.delete(key);
+          throw e;
+        }
       },
       async delete(key) {
         checkKey(key);
         if (!kv) throw err("unavailable", "no EDGEPROXY_KV binding");
+        CLAIMS.delete(key);
         await kv.delete(key);
       },
     },

@@ -49,6 +49,19 @@ impl Host {
         Self::start_with_env(document, &[]).await
     }
 
+    /// Starts with the secrets the document names (`replicate-token`), set
+    /// the way each host reads them: `EDGEPROXY_SECRET_*` (wasmtime,
+    /// Workers) or `SPIN_VARIABLE_*` (Spin).
+    pub async fn start_with_secrets(document: &str, secrets: &[(&str, &str)]) -> Host {
+        let upper = |name: &str| -> String { name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect() };
+        let env: Vec<(String, String)> = secrets
+            .iter()
+            .flat_map(|(name, value)| [(format!("EDGEPROXY_SECRET_{}", upper(name)), value.to_string()), (format!("SPIN_VARIABLE_{}", upper(name)), value.to_string())])
+            .collect();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        Self::start_with_env(document, &env).await
+    }
+
     /// Starts with extra environment variables (secrets).
     pub async fn start_with_env(document: &str, env: &[(&str, &str)]) -> Host {
         let root = workspace_root();

@@ -2,7 +2,9 @@
 //! that behaves in the ways a proxy must cope with, and [`Host`], which runs
 //! edgeproxy on one of its hosts against a config document.
 
+pub mod browser;
 pub mod hf;
+pub mod images;
 pub mod host;
 pub mod spin;
 pub mod upstream;

@@ -7,8 +7,11 @@
 //! - hf-mirror: a 1 GiB LFS file by its `resolve` URL (curl follows the
 //!   redirect to the CDN host), straight from the fake hub's CDN and through
 //!   edgeproxy;
+//! - image-cache: a 1-megapixel WebP decoded, cover-resized to 800×600 and
+//!   encoded as JPEG q80 through the component, against libvips'
+//!   `vipsthumbnail` doing the same; cache hits of a stored variant (wrk);
 //! - per-request instantiation of the component;
-//! - the component's size, raw and gzip.
+//! - the component's and the Workers bundle's size, raw and gzip.
 //!
 //! Results replace the block between the markers in BENCHMARKS.md.
 
@@ -81,6 +84,8 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
     }
     eprintln!("bench: hf-mirror, 1 GiB LFS file ...");
     let (hf_direct, hf_mirror) = hf_mirror_download(root, &rt, &work)?;
+    eprintln!("bench: image-cache ...");
+    let images = image_cache(root, &rt, &work)?;
     eprintln!("bench: instantiation ...");
     let instantiate = Command::new(root.join("target/release/edgeproxy")).args(["instantiate-bench", "--component"]).arg(root.join("dist/edgeproxy.wasm")).output()?;
     let instantiate_us: f64 = String::from_utf8_lossy(&instantiate.stdout)
@@ -120,8 +125,27 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
         100.0 * hf_mirror / hf_direct
     );
     report += &format!(
+        "\nimage-cache: the 1-megapixel WebP original ({}x{}, {} bytes, flux-schnell's size and format for 4:3, from the Replicate stand-in) \
+         cover-resized to 800x600 and encoded as JPEG q80, one image at a time (median of {IMAGE_RUNS}):\n\n\
+         | target | ms per image | vs libvips |\n|---|---:|---:|\n\
+         | libvips `vipsthumbnail` (Debian, `VIPS_CONCURRENCY=1`, {IMAGE_RUNS} files in one process) | {:.1} | 100% |\n\
+         | edgeproxy image-cache (wasmtime; one HTTP request each, variant store off) | {:.1} | {:.0}% |\n\n\
+         Cache hits of that stored variant (wrk, 1 thread, {WRK_CONNECTIONS} connections, {WRK_SECONDS} s): **{:.0} requests/s**, p50 {:.2} ms, p99 {:.2} ms.\n",
+        images.source.0,
+        images.source.1,
+        images.source.2,
+        images.vips_ms,
+        images.component_ms,
+        100.0 * images.component_ms / images.vips_ms,
+        images.hits.rps,
+        images.hits.p50_ms,
+        images.hits.p99_ms,
+    );
+    let (bundle_raw, bundle_gzip) = workers_bundle(root)?;
+    report += &format!(
         "\nPer-request instantiation (pooling allocator, pre-instantiated component): **{instantiate_us:.1} µs**.\n\n\
-         Core component `dist/edgeproxy.wasm`: **{} bytes raw, {} bytes gzip**.\n",
+         Core component `dist/edgeproxy.wasm`: **{} bytes raw, {} bytes gzip**. Workers bundle (`workers/worker.js` and `workers/build/`): \
+         **{bundle_raw} bytes raw, {bundle_gzip} bytes gzip** (Free plan limit: 3 MB gzip).\n",
         component.len(),
         crate::gzip_len(&component)
     );
@@ -149,7 +173,12 @@ fn nginx_config(port: u16, upstream: &str, work: &Path) -> String {
 
 /// `edgeproxy serve` on loopback `port` with `config`, access log off.
 fn serve(root: &Path, port: u16, config: &Path, data_dir: &Path) -> anyhow::Result<Killed> {
+    serve_with_env(root, port, config, data_dir, &[])
+}
+
+fn serve_with_env(root: &Path, port: u16, config: &Path, data_dir: &Path, env: &[(&str, &str)]) -> anyhow::Result<Killed> {
     let child = Command::new(root.join("target/release/edgeproxy"))
+        .envs(env.iter().copied())
         .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--config"])
         .arg(config)
         .arg("--data-dir")
@@ -237,6 +266,105 @@ fn hf_mirror_download(root: &Path, rt: &tokio::runtime::Runtime, work: &Path) ->
     let direct = location.replacen("https://", &format!("{}/", hub.cdn), 1);
     let best = |url: &str| -> anyhow::Result<f64> { (0..3).map(|_| download_gib_per_s(url, HF_FILE_BYTES)).try_fold(0f64, |a, r| r.map(|v| a.max(v))) };
     Ok((best(&direct)?, best(&format!("http://127.0.0.1:{port}{resolve}"))?))
+}
+
+const IMAGE_RUNS: usize = 30;
+
+struct ImageFigures {
+    /// The original: width, height, bytes.
+    source: (u32, u32, usize),
+    vips_ms: f64,
+    component_ms: f64,
+    hits: Load,
+}
+
+/// image-cache against libvips on the same original, then cache hits.
+fn image_cache(root: &Path, rt: &tokio::runtime::Runtime, work: &Path) -> anyhow::Result<ImageFigures> {
+    use edgeproxy_testkit::images::{FakeReplicate, TOKEN};
+    crate::python::ensure_venv(root)?;
+    crate::ensure_debian_tools(&[("vipsthumbnail", "libvips-tools")])?;
+    let replicate = rt.block_on(FakeReplicate::start(3600));
+    let secret = [("EDGEPROXY_SECRET_REPLICATE_TOKEN", TOKEN)];
+    let path = "/800x600/bench-photo?format=jpeg&quality=80";
+    // Every request transforms: this route stores no variants.
+    let uncached = work.join("image-uncached.toml");
+    std::fs::write(&uncached, replicate.document("generation = \"open\"\n[route.image-cache.variants]\nmax_bytes = 0"))?;
+    let port = free_port()?;
+    let _proxy = serve_with_env(root, port, &uncached, &work.join("image-data"), &secret)?;
+    wait_until_up(&format!("http://127.0.0.1:{port}{path}"))?;
+    let created = rt.block_on(replicate.creations("bench-photo"));
+    let id = created.first().and_then(|c| c["prediction_id"].as_str()).context("the stand-in logged no prediction")?;
+    let original = work.join("original.webp");
+    let ok = Command::new("curl").args(["-sf", "-o"]).arg(&original).arg(format!("{}/files/{id}/out-0.webp", replicate.delivery)).status()?;
+    ensure!(ok.success(), "could not fetch the original from the stand-in");
+    let bytes = std::fs::read(&original)?;
+    let (width, height) = webp_size(&bytes).context("the original is not a WebP")?;
+
+    let mut times: Vec<f64> = (0..IMAGE_RUNS)
+        .map(|_| {
+            let out = Command::new("curl").args(["-sf", "-o", "/dev/null", "-w", "%{time_total}", &format!("http://127.0.0.1:{port}{path}")]).output()?;
+            ensure!(out.status.success(), "image request failed");
+            Ok(String::from_utf8_lossy(&out.stdout).trim().parse::<f64>()? * 1000.0)
+        })
+        .collect::<anyhow::Result<_>>()?;
+    times.sort_by(f64::total_cmp);
+    let component_ms = times[IMAGE_RUNS / 2];
+
+    let inputs: Vec<std::path::PathBuf> = (0..IMAGE_RUNS)
+        .map(|i| {
+            let copy = work.join(format!("vips-{i}.webp"));
+            std::fs::copy(&original, &copy).map(|_| copy)
+        })
+        .collect::<Result<_, _>>()?;
+    let started = std::time::Instant::now();
+    let vips = Command::new("vipsthumbnail")
+        .args(inputs.iter())
+        .args(["--size", "800x600", "--smartcrop", "centre", "-o", "%s-out.jpg[Q=80]"])
+        .env("VIPS_CONCURRENCY", "1")
+        .status()?;
+    ensure!(vips.success(), "vipsthumbnail failed");
+    let vips_ms = started.elapsed().as_secs_f64() * 1000.0 / IMAGE_RUNS as f64;
+
+    // Cache hits: a route that stores variants, warmed once.
+    let cached = work.join("image-cached.toml");
+    std::fs::write(&cached, replicate.document("generation = \"open\""))?;
+    let hit_port = free_port()?;
+    let _hits = serve_with_env(root, hit_port, &cached, &work.join("image-hit-data"), &secret)?;
+    let url = format!("http://127.0.0.1:{hit_port}{path}");
+    wait_until_up(&url)?;
+    wait_until_up(&url)?;
+    let hits = wrk(&url)?;
+    Ok(ImageFigures { source: (width, height, bytes.len()), vips_ms, component_ms, hits })
+}
+
+/// Width and height from a WebP's VP8/VP8L/VP8X header.
+fn webp_size(b: &[u8]) -> Option<(u32, u32)> {
+    let le24 = |i: usize| u32::from(b[i]) | u32::from(b[i + 1]) << 8 | u32::from(b[i + 2]) << 16;
+    match b.get(12..16)? {
+        b"VP8 " => Some((u32::from(u16::from_le_bytes([b[26], b[27]])) & 0x3fff, u32::from(u16::from_le_bytes([b[28], b[29]])) & 0x3fff)),
+        b"VP8L" => {
+            let bits = u32::from_le_bytes([b[21], b[22], b[23], b[24]]);
+            Some(((bits & 0x3fff) + 1, ((bits >> 14) & 0x3fff) + 1))
+        }
+        b"VP8X" => Some((le24(24) + 1, le24(27) + 1)),
+        _ => None,
+    }
+}
+
+/// The Worker as uploaded: `workers/worker.js` and `workers/build/`, raw and gzip.
+fn workers_bundle(root: &Path) -> anyhow::Result<(usize, usize)> {
+    let mut files = vec![root.join("workers/worker.js")];
+    for entry in std::fs::read_dir(root.join("workers/build")).context("no workers/build: run `cargo xtask workers`")? {
+        let path = entry?.path();
+        if path.is_file() {
+            files.push(path);
+        }
+    }
+    let mut all = Vec::new();
+    for file in files {
+        all.extend(std::fs::read(file)?);
+    }
+    Ok((all.len(), crate::gzip_len(&all)))
 }
 
 fn machine() -> String {

@@ -57,6 +57,7 @@ fn run_task() -> anyhow::Result<()> {
         }
         Some("bench") => {
             build(&root)?;
+            workers::build(&root)?;
             bench::run(&root)
         }
         _ => bail!("usage: cargo xtask <build | serve [ARGS] | test [ARGS] | spin | workers | bench>"),

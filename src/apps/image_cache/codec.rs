@@ -2,14 +2,13 @@
 //! never by a `Content-Type` someone else wrote; sizes are read from the
 //! header and checked before anything is allocated for the pixels.
 //!
-//! Decoding: PNG, JPEG (zune-jpeg) and WebP, lossy and lossless (image-webp),
-//! all through the `image` crate. Encoding: JPEG with `jpeg-encoder` (the
-//! fastest and smallest pure-Rust encoder measured), PNG, and lossless WebP
-//! (no released pure-Rust crate encodes lossy WebP).
+//! The codec crates are used directly: `png`, `zune-jpeg`, `image-webp`
+//! (lossy and lossless decoding, lossless encoding: no released pure-Rust
+//! crate encodes lossy WebP) and `jpeg-encoder` (the fastest and smallest
+//! pure-Rust JPEG encoder measured in wasm). The `image` crate would add a
+//! colour-management engine whose tables tripled the component's memory image.
 
 use std::io::Cursor;
-
-use image::{ImageDecoder, ImageEncoder, ImageFormat, ImageReader};
 
 use super::raster::Raster;
 
@@ -26,14 +25,6 @@ impl Kind {
             Kind::Png => "image/png",
             Kind::Jpeg => "image/jpeg",
             Kind::Webp => "image/webp",
-        }
-    }
-
-    fn format(self) -> ImageFormat {
-        match self {
-            Kind::Png => ImageFormat::Png,
-            Kind::Jpeg => ImageFormat::Jpeg,
-            Kind::Webp => ImageFormat::WebP,
         }
     }
 }
@@ -61,45 +52,97 @@ pub enum DecodeError {
     Broken(String),
 }
 
+fn broken(e: impl std::fmt::Display) -> DecodeError {
+    DecodeError::Broken(e.to_string())
+}
+
 /// Width and height from the header alone.
 pub fn dimensions(bytes: &[u8]) -> Result<(u32, u32), DecodeError> {
-    let kind = sniff(bytes).ok_or(DecodeError::NotAnImage)?;
-    ImageReader::with_format(Cursor::new(bytes), kind.format()).into_dimensions().map_err(|e| DecodeError::Broken(e.to_string()))
+    header(bytes).map(|(w, h, _)| (w, h))
 }
 
 /// Width, height and whether there is an alpha channel, from the header.
 pub fn header(bytes: &[u8]) -> Result<(u32, u32, bool), DecodeError> {
-    let kind = sniff(bytes).ok_or(DecodeError::NotAnImage)?;
-    let decoder = ImageReader::with_format(Cursor::new(bytes), kind.format()).into_decoder().map_err(|e| DecodeError::Broken(e.to_string()))?;
-    let (width, height) = decoder.dimensions();
-    Ok((width, height, decoder.color_type().has_alpha()))
+    match sniff(bytes).ok_or(DecodeError::NotAnImage)? {
+        Kind::Png => {
+            let reader = png_decoder(bytes, usize::MAX).read_info().map_err(broken)?;
+            let info = reader.info();
+            let alpha = matches!(info.color_type, png::ColorType::Rgba | png::ColorType::GrayscaleAlpha) || info.trns.is_some();
+            Ok((info.width, info.height, alpha))
+        }
+        Kind::Jpeg => {
+            let mut decoder = jpeg_decoder(bytes);
+            decoder.decode_headers().map_err(broken)?;
+            let (w, h) = decoder.dimensions().ok_or_else(|| broken("no JPEG frame header"))?;
+            Ok((w as u32, h as u32, false))
+        }
+        Kind::Webp => {
+            let decoder = image_webp::WebPDecoder::new(Cursor::new(bytes)).map_err(broken)?;
+            let (w, h) = decoder.dimensions();
+            Ok((w, h, decoder.has_alpha()))
+        }
+    }
+}
+
+fn png_decoder(bytes: &[u8], max_bytes: usize) -> png::Decoder<Cursor<&[u8]>> {
+    let mut decoder = png::Decoder::new_with_limits(Cursor::new(bytes), png::Limits { bytes: max_bytes });
+    // Palettes and low bit depths to 8-bit RGB(A) or grey; 16-bit to 8.
+    decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
+    decoder
+}
+
+fn jpeg_decoder(bytes: &[u8]) -> zune_jpeg::JpegDecoder<zune_jpeg::zune_core::bytestream::ZCursor<&[u8]>> {
+    let options = zune_jpeg::zune_core::options::DecoderOptions::default().jpeg_set_out_colorspace(zune_jpeg::zune_core::colorspace::ColorSpace::RGB);
+    zune_jpeg::JpegDecoder::new_with_options(zune_jpeg::zune_core::bytestream::ZCursor::new(bytes), options)
 }
 
 /// Decodes `bytes` if the header declares at most `max_pixels`.
 pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<Raster, DecodeError> {
-    let kind = sniff(bytes).ok_or(DecodeError::NotAnImage)?;
-    let (width, height) = dimensions(bytes)?;
+    let (width, height, _) = header(bytes)?;
     if u64::from(width) * u64::from(height) > max_pixels || width == 0 || height == 0 {
         return Err(DecodeError::TooLarge(width, height));
     }
-    let broken = |e: image::ImageError| DecodeError::Broken(e.to_string());
-    let mut reader = ImageReader::with_format(Cursor::new(bytes), kind.format());
-    let mut limits = image::Limits::default();
-    limits.max_image_width = Some(width);
-    limits.max_image_height = Some(height);
-    // The pixels, as RGBA8, plus the decoder's own working memory.
-    limits.max_alloc = Some(u64::from(width) * u64::from(height) * 4 * 2 + (16 << 20));
-    reader.limits(limits);
-    let decoder = reader.into_decoder().map_err(broken)?;
-    let has_alpha = decoder.color_type().has_alpha();
-    let image = image::DynamicImage::from_decoder(decoder).map_err(broken)?;
-    Ok(if has_alpha {
-        let rgba = image.into_rgba8();
-        Raster::new(width, height, 4, rgba.into_raw())
-    } else {
-        let rgb = image.into_rgb8();
-        Raster::new(width, height, 3, rgb.into_raw())
-    })
+    // The pixels as RGBA8, plus the decoder's own working memory.
+    let budget = (u64::from(width) * u64::from(height) * 4) as usize + (16 << 20);
+    match sniff(bytes).expect("header() sniffed it") {
+        Kind::Png => {
+            let mut reader = png_decoder(bytes, budget).read_info().map_err(broken)?;
+            let size = reader.output_buffer_size().ok_or_else(|| broken("PNG too large"))?;
+            let mut data = vec![0; size];
+            let frame = reader.next_frame(&mut data).map_err(broken)?;
+            data.truncate(frame.buffer_size());
+            let channels = match frame.color_type {
+                png::ColorType::Grayscale => {
+                    data = data.iter().flat_map(|&v| [v, v, v]).collect();
+                    3
+                }
+                png::ColorType::GrayscaleAlpha => {
+                    data = data.chunks_exact(2).flat_map(|p| [p[0], p[0], p[0], p[1]]).collect();
+                    4
+                }
+                png::ColorType::Rgb => 3,
+                png::ColorType::Rgba => 4,
+                png::ColorType::Indexed => return Err(broken("palette left unexpanded")),
+            };
+            Ok(Raster::new(frame.width, frame.height, channels, data))
+        }
+        Kind::Jpeg => {
+            let mut decoder = jpeg_decoder(bytes);
+            let data = decoder.decode().map_err(broken)?;
+            if data.len() != width as usize * height as usize * 3 {
+                return Err(broken("JPEG decoded to an unexpected size"));
+            }
+            Ok(Raster::new(width, height, 3, data))
+        }
+        Kind::Webp => {
+            let mut decoder = image_webp::WebPDecoder::new(Cursor::new(bytes)).map_err(broken)?;
+            decoder.set_memory_limit(budget);
+            let size = decoder.output_buffer_size().ok_or_else(|| broken("WebP too large"))?;
+            let mut data = vec![0; size];
+            decoder.read_image(&mut data).map_err(broken)?;
+            Ok(Raster::new(width, height, if decoder.has_alpha() { 4 } else { 3 }, data))
+        }
+    }
 }
 
 /// Encodes `raster` as `kind`. JPEG has no alpha: transparency is composed
@@ -114,19 +157,20 @@ pub fn encode(raster: Raster, kind: Kind, quality: u8, background: [u8; 4]) -> R
             jpeg_encoder::Encoder::new(&mut out, quality).encode(&raster.data, w, h, jpeg_encoder::ColorType::Rgb).map_err(|e| e.to_string())?;
         }
         Kind::Png => {
-            let encoder = image::codecs::png::PngEncoder::new_with_quality(&mut out, image::codecs::png::CompressionType::Fast, image::codecs::png::FilterType::Adaptive);
-            encoder.write_image(&raster.data, raster.width, raster.height, color_type(&raster)).map_err(|e| e.to_string())?;
+            let mut encoder = png::Encoder::new(&mut out, raster.width, raster.height);
+            encoder.set_color(if raster.has_alpha() { png::ColorType::Rgba } else { png::ColorType::Rgb });
+            encoder.set_depth(png::BitDepth::Eight);
+            encoder.set_compression(png::Compression::Fast);
+            let mut writer = encoder.write_header().map_err(|e| e.to_string())?;
+            writer.write_image_data(&raster.data).map_err(|e| e.to_string())?;
+            writer.finish().map_err(|e| e.to_string())?;
         }
         Kind::Webp => {
-            let encoder = image::codecs::webp::WebPEncoder::new_lossless(&mut out);
-            encoder.write_image(&raster.data, raster.width, raster.height, color_type(&raster)).map_err(|e| e.to_string())?;
+            let color = if raster.has_alpha() { image_webp::ColorType::Rgba8 } else { image_webp::ColorType::Rgb8 };
+            image_webp::WebPEncoder::new(&mut out).encode(&raster.data, raster.width, raster.height, color).map_err(|e| e.to_string())?;
         }
     }
     Ok(out)
-}
-
-fn color_type(raster: &Raster) -> image::ExtendedColorType {
-    if raster.has_alpha() { image::ExtendedColorType::Rgba8 } else { image::ExtendedColorType::Rgb8 }
 }
 
 #[cfg(test)]

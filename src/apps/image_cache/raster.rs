@@ -75,10 +75,6 @@ impl Raster {
         self.channels == 4
     }
 
-    fn pixel_type(&self) -> fr::PixelType {
-        if self.has_alpha() { fr::PixelType::U8x4 } else { fr::PixelType::U8x3 }
-    }
-
     /// The image with an alpha channel (opaque where there was none).
     pub fn with_alpha(self) -> Raster {
         if self.has_alpha() {
@@ -199,12 +195,16 @@ impl Raster {
         if out == (self.width, self.height) && window == (sw, sh) {
             return self.clone();
         }
-        let pixel_type = self.pixel_type();
-        let source = fr::images::ImageRef::new(self.width, self.height, &self.data, pixel_type).expect("a raster's buffer fits its size");
-        let mut target = fr::images::Image::new(out.0, out.1, pixel_type);
         let options = fr::ResizeOptions::new().resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Lanczos3)).crop(left, top, window.0, window.1);
-        fr::Resizer::new().resize(&source, &mut target, &options).expect("same pixel types, a crop box inside the source");
-        Raster::new(out.0, out.1, self.channels, target.into_vec())
+        let mut data = vec![0; out.0 as usize * out.1 as usize * self.channels];
+        // Typed, not `Resizer::resize`: its run-time dispatch over every pixel
+        // type links a 512 KiB table for 16-bit alpha into the component.
+        if self.has_alpha() {
+            resize_typed::<fr::pixels::U8x4>(self, out, &mut data, &options);
+        } else {
+            resize_typed::<fr::pixels::U8x3>(self, out, &mut data, &options);
+        }
+        Raster::new(out.0, out.1, self.channels, data)
     }
 
     /// This image centred on a `width`×`height` canvas of `background`.
@@ -309,6 +309,12 @@ impl Raster {
             *v = (f32::from(*v) + diff * percent / 100.0).round().clamp(0.0, 255.0) as u8;
         }
     }
+}
+
+fn resize_typed<P: fr::PixelTrait>(image: &Raster, out: (u32, u32), data: &mut [u8], options: &fr::ResizeOptions) {
+    let source = fr::images::TypedImageRef::<P>::from_buffer(image.width, image.height, &image.data).expect("a raster's buffer fits its size");
+    let mut target = fr::images::TypedImage::<P>::from_buffer(out.0, out.1, data).expect("sized for the output");
+    fr::Resizer::new().resize_typed(&source, &mut target, options).expect("a crop box inside the source");
 }
 
 /// ITU-R 601 luma, as Pillow's `convert("L")`.

@@ -1,0 +1,364 @@
+//! image-cache ("Placeholder Zoo") through the real host: the original's URL
+//! grammar, generation through a faithful Replicate stand-in
+//! (tests/fixtures/images/fake_replicate.py) or the built-in generator,
+//! transforms checked against Pillow (tests/fixtures/images/reference.py),
+//! abuse control, bad input, HTTP semantics and the gallery in Chromium.
+
+use edgeproxy_testkit::browser::chromium_dom;
+use edgeproxy_testkit::hf::tempdir;
+use edgeproxy_testkit::images::{FakeReplicate, TOKEN, reference};
+use edgeproxy_testkit::{Host, workspace_root};
+use serde_json::Value;
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().redirect(reqwest::redirect::Policy::none()).build().unwrap()
+}
+
+/// The zoo with the built-in generator on every host name, `extra` TOML added.
+fn zoo(extra: &str) -> String {
+    format!("[[route]]\nhost = \"*\"\n\n[route.image-cache]\n{extra}\n")
+}
+
+async fn get(host: &Host, path: &str) -> reqwest::Response {
+    client().get(host.url(path)).send().await.unwrap()
+}
+
+fn header<'a>(r: &'a reqwest::Response, name: &str) -> &'a str {
+    r.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default()
+}
+
+/// Width, height and format of an image, decoded independently of the proxy.
+fn image_info(bytes: &[u8]) -> (u32, u32, image::ImageFormat) {
+    let format = image::guess_format(bytes).expect("an image format by magic bytes");
+    let decoded = image::load_from_memory(bytes).expect("a decodable image");
+    (decoded.width(), decoded.height(), format)
+}
+
+/// A JSON error with `code`, not cached, its message in the header too.
+async fn expect_error(r: reqwest::Response, status: u16, code: &str) -> Value {
+    assert_eq!(r.status().as_u16(), status, "{code}: {:?}", r.headers());
+    assert_eq!(header(&r, "cache-control"), "no-store");
+    assert_eq!(header(&r, "content-type"), "application/json");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], code, "{body}");
+    body
+}
+
+#[tokio::test]
+async fn the_originals_urls_answer_an_image_of_that_size_generated_once() {
+    let host = Host::start(&zoo("generation = \"open\"")).await;
+    let first = get(&host, "/800x600/sunglasses-sloth").await;
+    assert_eq!(first.status(), 200);
+    assert_eq!(header(&first, "x-image-source"), "generated");
+    assert_eq!(header(&first, "cache-control"), "public, max-age=31536000, immutable");
+    assert_eq!(header(&first, "content-type"), "image/png", "the built-in generator's original, as stored");
+    let etag = header(&first, "etag").to_owned();
+    assert!(etag.starts_with('"') && etag.len() > 10, "a strong ETag: {etag}");
+    let bytes = first.bytes().await.unwrap();
+    assert_eq!(image_info(&bytes), (800, 600, image::ImageFormat::Png));
+
+    // Case and a trailing slash do not make another image.
+    let again = get(&host, "/800X600/Sunglasses-Sloth/").await;
+    assert_eq!((again.status().as_u16(), header(&again, "x-image-source"), header(&again, "etag")), (200, "stored", etag.as_str()));
+    assert_eq!(again.bytes().await.unwrap(), bytes);
+
+    let revalidated = client().get(host.url("/800x600/sunglasses-sloth")).header("if-none-match", &etag).send().await.unwrap();
+    assert_eq!(revalidated.status(), 304);
+    assert_eq!(header(&revalidated, "etag"), etag);
+    assert!(revalidated.bytes().await.unwrap().is_empty());
+
+    let head = client().head(host.url("/800x600/sunglasses-sloth")).send().await.unwrap();
+    assert_eq!((head.status().as_u16(), header(&head, "content-length")), (200, bytes.len().to_string().as_str()));
+    assert_eq!(header(&head, "etag"), etag);
+
+    let post = client().post(host.url("/800x600/sunglasses-sloth")).send().await.unwrap();
+    assert_eq!(header(&post, "allow"), "GET, HEAD");
+    expect_error(post, 405, "method_not_allowed").await;
+}
+
+#[tokio::test]
+async fn every_malformed_size_slug_and_option_is_a_400_that_names_it() {
+    let host = Host::start(&zoo("generation = \"open\"\nmax_output_pixels = 1000000")).await;
+    for (path, code, option) in [
+        ("/800/sloth", "bad_size", ""),
+        ("/800x/sloth", "bad_size", ""),
+        ("/abcxdef/sloth", "bad_size", ""),
+        ("/0x0/sloth", "bad_size", ""),
+        ("/15x600/sloth", "bad_size", ""),
+        ("/800x4096/sloth", "bad_size", ""),
+        ("/800x600x5/sloth", "bad_size", ""),
+        ("/-800x600/sloth", "bad_size", ""),
+        ("/800x600/sloth_bear", "bad_slug", ""),
+        ("/800x600/sl%C3%B6th", "bad_slug", ""),
+        ("/800x600/sloth.png", "bad_slug", ""),
+        ("/800x600/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "bad_slug", ""),
+        ("/800x600/sloth?blur=0", "bad_option", "blur"),
+        ("/800x600/sloth?fit=stretch", "bad_option", "fit"),
+        ("/800x600/sloth?zoom=0.5", "bad_option", "zoom"),
+        ("/800x600/sloth?format=avif", "bad_option", "format"),
+        ("/800x600/sloth?gravity=face", "bad_option", "gravity"),
+        ("/800x600/sloth?rotate=45", "bad_option", "rotate"),
+        ("/800x600/sloth?background=nope", "bad_option", "background"),
+        ("/800x600/sloth?trim=300;0;300;0", "bad_option", "trim"),
+        ("/800x600/sloth?width=2000&height=2000&fit=squeeze", "bad_option", "width"),
+        ("/800x600/sloth?width=800&height=800&fit=squeeze&dpr=2", "bad_option", "dpr"),
+        ("/cdn-cgi/image/width=abc/800x600/sloth", "bad_option", "width"),
+        ("/cdn-cgi/image/quality=101/800x600/sloth", "bad_option", "quality"),
+        ("/cdn-cgi/image/width=100/https://example.com/cat.png", "bad_source", ""),
+        ("/800x600/sloth/extra", "not_found", ""),
+    ] {
+        let r = get(&host, path).await;
+        let bad_option = header(&r, "x-bad-option").to_owned();
+        let body = expect_error(r, if code == "not_found" { 404 } else { 400 }, code).await;
+        assert_eq!(bad_option, option, "{path}: {body}");
+        if !option.is_empty() {
+            assert!(body["message"].as_str().unwrap().contains(option), "{path}: {body}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn transforms_match_pillow_within_stated_tolerances() {
+    let host = Host::start(&zoo("generation = \"open\"")).await;
+    let dir = tempdir::Dir::new("transforms");
+    let base = dir.path().join("base.png");
+    let source = get(&host, "/400x300/reference-panda?format=png").await.bytes().await.unwrap();
+    assert_eq!(image_info(&source), (400, 300, image::ImageFormat::Png));
+    std::fs::write(&base, &source).unwrap();
+    // Mean absolute difference per channel (0-255) allowed against Pillow:
+    // both resize with Lanczos3, but kernels, edge handling and rounding differ.
+    const RESIZE: f64 = 3.0;
+    const FILTER: f64 = 3.0;
+    const EXACT: f64 = 0.6;
+    for (options, tolerance) in [
+        ("width=200", RESIZE),
+        ("width=800", EXACT),
+        ("width=600,height=600,fit=contain", RESIZE),
+        ("width=200,height=200,fit=scale-down", RESIZE),
+        ("width=200,height=200,fit=cover", RESIZE),
+        ("width=200,height=200,fit=cover,gravity=left", RESIZE),
+        ("width=100,height=300,fit=cover,gravity=0.2x0.8", RESIZE),
+        ("width=400,height=100,fit=cover,gravity=bottom", RESIZE),
+        ("width=200,height=500,fit=crop", RESIZE),
+        ("width=300,height=300,fit=pad,background=red", RESIZE),
+        ("width=100,height=250,fit=squeeze", RESIZE),
+        ("width=150,dpr=2", RESIZE),
+        ("rotate=90,width=150", RESIZE),
+        ("flip=h", EXACT),
+        ("flip=v,rotate=270", EXACT),
+        ("trim=10;20;30;40", EXACT),
+        ("blur=8", FILTER),
+        ("sharpen=2", FILTER),
+        ("brightness=1.3", EXACT),
+        ("contrast=1.5", EXACT),
+        ("gamma=2", EXACT),
+        ("saturation=0", EXACT),
+        ("width=200,saturation=0.5,contrast=0.8", RESIZE),
+    ] {
+        let r = get(&host, &format!("/cdn-cgi/image/{options},format=png/400x300/reference-panda")).await;
+        assert_eq!(r.status(), 200, "{options}");
+        let actual = dir.path().join("actual.png");
+        std::fs::write(&actual, r.bytes().await.unwrap()).unwrap();
+        let cmp = reference(&base, options, &actual).await;
+        assert_eq!((&cmp["actual_width"], &cmp["actual_height"]), (&cmp["expected_width"], &cmp["expected_height"]), "{options}: {cmp}");
+        let diff = cmp["mean_abs_diff"].as_f64().unwrap();
+        eprintln!("{options}: {}x{}, mean |diff| {diff:.3}", cmp["actual_width"], cmp["actual_height"]);
+        assert!(diff <= tolerance, "{options}: mean |diff| {diff} > {tolerance}: {cmp}");
+    }
+    // gravity=auto keeps the requested size; where it crops is the proxy's choice.
+    let auto = get(&host, "/cdn-cgi/image/width=100,height=300,fit=cover,gravity=auto/400x300/reference-panda").await.bytes().await.unwrap();
+    assert_eq!((image_info(&auto).0, image_info(&auto).1), (100, 300));
+}
+
+#[tokio::test]
+async fn formats_are_what_was_asked_or_what_accept_allows() {
+    let host = Host::start(&zoo("generation = \"open\"")).await;
+    for (query, accept, format, vary) in [
+        ("format=jpeg&quality=70", "*/*", image::ImageFormat::Jpeg, ""),
+        ("format=png", "*/*", image::ImageFormat::Png, ""),
+        ("format=webp", "*/*", image::ImageFormat::WebP, ""),
+        ("width=100", "image/avif,image/webp,*/*", image::ImageFormat::Jpeg, "Accept"),
+        ("width=100&fit=pad&height=300&background=transparent", "image/webp,*/*", image::ImageFormat::WebP, "Accept"),
+        ("width=100&fit=pad&height=300&background=transparent", "image/png,*/*", image::ImageFormat::Png, "Accept"),
+    ] {
+        let r = client().get(host.url(&format!("/320x240/format-fox?{query}"))).header("accept", accept).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{query}");
+        assert_eq!(header(&r, "vary"), vary, "{query}");
+        let content_type = header(&r, "content-type").to_owned();
+        let bytes = r.bytes().await.unwrap();
+        let (_, _, actual) = image_info(&bytes);
+        assert_eq!(actual, format, "{query} with Accept {accept}");
+        assert_eq!(content_type, actual.to_mime_type(), "Content-Type from the bytes sent");
+    }
+    // A variant is stored once and then served from key-value.
+    let first = get(&host, "/320x240/format-fox?width=64").await;
+    let second = get(&host, "/320x240/format-fox?width=64").await;
+    assert_eq!((header(&first, "x-cache"), header(&second, "x-cache")), ("MISS", "HIT"));
+}
+
+#[tokio::test]
+async fn replicate_generates_once_with_its_documented_api_and_the_token_goes_only_to_it() {
+    let replicate = FakeReplicate::start(3600).await;
+    let host = Host::start_with_secrets(&replicate.document("generation = \"open\""), &[("replicate-token", TOKEN)]).await;
+    let r = get(&host, "/800x600/sunglasses-sloth").await;
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    let r = get(&host, "/800x600/sunglasses-sloth").await;
+    assert_eq!((r.status().as_u16(), header(&r, "x-image-source"), header(&r, "content-type")), (200, "stored", "image/jpeg"));
+    assert_eq!(image_info(&r.bytes().await.unwrap()).0, 800);
+
+    let created = replicate.creations("sunglasses-sloth").await;
+    assert_eq!(created.len(), 1, "one prediction: {created:?}");
+    let call = &created[0];
+    assert_eq!(call["path"], "/v1/models/black-forest-labs/flux-schnell/predictions");
+    assert_eq!(call["authorization"], format!("Bearer {TOKEN}"));
+    assert_eq!(call["prefer"], "wait=1");
+    assert_eq!(call["cancel_after"], "120s");
+    let input = &call["input"];
+    assert_eq!(input["prompt"], "A high-quality image of a sunglasses-sloth holding up a sign with the words \"800 by 600\"");
+    assert_eq!((&input["aspect_ratio"], &input["output_format"]), (&Value::from("4:3"), &Value::from("webp")));
+    assert!(input["seed"].is_u64(), "a seed derived from the key: {input}");
+    let calls = replicate.calls().await;
+    let downloads: Vec<&Value> = calls.iter().filter(|c| c["server"] == "delivery").collect();
+    assert_eq!(downloads.len(), 1, "{calls:?}");
+    assert!(downloads.iter().all(|c| c["authorization"].is_null()), "the token never reaches the output host: {downloads:?}");
+}
+
+#[tokio::test]
+async fn eight_concurrent_first_requests_make_one_prediction() {
+    let replicate = FakeReplicate::start(3600).await;
+    let host = Host::start_with_secrets(&replicate.document("generation = \"open\""), &[("replicate-token", TOKEN)]).await;
+    let requests = (0..8).map(|_| async { get(&host, "/640x480/slow-herd").await });
+    let responses = futures_util::future::join_all(requests).await;
+    let etags: Vec<String> = responses.iter().map(|r| format!("{} {}", r.status(), header(r, "etag"))).collect();
+    assert!(etags.iter().all(|e| e == &etags[0] && e.starts_with("200")), "{etags:?}");
+    assert_eq!(replicate.creations("slow-herd").await.len(), 1);
+}
+
+#[tokio::test]
+async fn slow_throttled_and_early_output_predictions_still_deliver() {
+    let replicate = FakeReplicate::start(3600).await;
+    let host = Host::start_with_secrets(&replicate.document("generation = \"open\""), &[("replicate-token", TOKEN)]).await;
+    for slug in ["slow-koala", "throttle-lemur", "throttlehint-otter", "processingoutput-yak"] {
+        let r = get(&host, &format!("/300x200/{slug}")).await;
+        assert_eq!(r.status(), 200, "{slug}: {:?}", r.text().await);
+    }
+    let calls = replicate.calls().await;
+    let polls = calls.iter().filter(|c| c["method"] == "GET" && c["path"].as_str().unwrap_or_default().starts_with("/v1/predictions/")).count();
+    assert!(polls >= 1, "a prediction still running after Prefer: wait is polled at urls.get");
+    let throttled = calls.iter().filter(|c| c["status"] == 429).count();
+    assert_eq!(throttled, 2, "each throttled create was waited out and retried once");
+    assert_eq!(replicate.creations("throttle-lemur").await.len(), 1);
+}
+
+#[tokio::test]
+async fn failed_or_bad_generations_are_502_and_nothing_is_stored() {
+    let replicate = FakeReplicate::start(3600).await;
+    let host = Host::start_with_secrets(&replicate.document("generation = \"open\""), &[("replicate-token", TOKEN)]).await;
+    for (slug, code, says) in [
+        ("fail-mole", "generation_failed", "failed: CUDA out of memory (stand-in)"),
+        ("cancel-mole", "generation_failed", "canceled"),
+        ("abort-mole", "generation_failed", "aborted"),
+        ("notimage-mole", "bad_generated_image", "not a PNG, JPEG or WebP"),
+        ("truncated-mole", "bad_generated_image", "broke off"),
+        ("bomb-mole", "bad_generated_image", "30000x30000"),
+    ] {
+        for _ in 0..2 {
+            let body = expect_error(get(&host, &format!("/200x200/{slug}")).await, 502, code).await;
+            assert!(body["message"].as_str().unwrap().contains(says), "{slug}: {body}");
+            assert!(!body["message"].as_str().unwrap().contains(TOKEN));
+        }
+        assert_eq!(replicate.creations(slug).await.len(), 2, "{slug}: nothing was stored, so the second request generated again");
+    }
+}
+
+#[tokio::test]
+async fn an_output_that_has_expired_is_a_502() {
+    let replicate = FakeReplicate::start(0).await;
+    let host = Host::start_with_secrets(&replicate.document("generation = \"open\""), &[("replicate-token", TOKEN)]).await;
+    let body = expect_error(get(&host, "/200x200/late-mole").await, 502, "bad_generated_image").await;
+    assert!(body["message"].as_str().unwrap().contains("404"), "{body}");
+}
+
+#[tokio::test]
+async fn an_original_larger_than_a_value_is_stored_in_parts_and_served_whole() {
+    let replicate = FakeReplicate::start(3600).await;
+    let host = Host::start_with_secrets(&replicate.document("generation = \"open\""), &[("replicate-token", TOKEN)]).await;
+    let first = get(&host, "/1024x1024/big-whale?format=png").await;
+    assert_eq!(first.status(), 200);
+    let first = first.bytes().await.unwrap();
+    let again = get(&host, "/1024x1024/big-whale?format=png&width=1024").await;
+    assert_eq!((again.status().as_u16(), header(&again, "x-image-source")), (200, "stored"));
+    assert_eq!(again.bytes().await.unwrap(), first, "the stored original (over 1 MiB) came back intact");
+    assert_eq!(replicate.creations("big-whale").await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_quota_limits_new_images_per_client_but_never_stored_ones() {
+    let host = Host::start(&zoo("generation = \"quota\"\n[route.image-cache.quota]\nper_client = 2\nglobal = 100\n")).await;
+    for slug in ["quota-one", "quota-two"] {
+        assert_eq!(get(&host, &format!("/64x64/{slug}")).await.status(), 200);
+    }
+    let refused = get(&host, "/64x64/quota-three").await;
+    assert!(header(&refused, "retry-after").parse::<u32>().unwrap() >= 1);
+    expect_error(refused, 429, "generation_quota").await;
+    let stored = get(&host, "/64x64/quota-one?width=32").await;
+    assert_eq!(stored.status(), 200, "serving what is stored is never limited");
+}
+
+/// `edgeproxy sign`, the CLI a site owner signs URLs with.
+fn signed(path: &str, secret: &str) -> String {
+    let out = std::process::Command::new(workspace_root().join("target/release/edgeproxy"))
+        .args(["sign", path, "--secret", "image-signing-key", "--expires-in", "600"])
+        .env("EDGEPROXY_SECRET_IMAGE_SIGNING_KEY", secret)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+#[tokio::test]
+async fn signed_generation_and_redo_need_a_valid_signature() {
+    let secret = "s3cret-signing-key";
+    let document = zoo("generation = \"signed\"\nsigning_secret = \"image-signing-key\"");
+    let host = Host::start_with_secrets(&document, &[("image-signing-key", secret)]).await;
+    expect_error(get(&host, "/120x90/signed-owl").await, 403, "signature_required").await;
+
+    let url = signed("/120x90/signed-owl", secret);
+    let tampered = url.replace("sig=", "sig=00");
+    expect_error(get(&host, &tampered).await, 403, "bad_signature").await;
+    let other_path = url.replace("signed-owl", "signed-emu");
+    expect_error(get(&host, &other_path).await, 403, "bad_signature").await;
+    let expired = format!("/120x90/signed-owl?{}", edgeproxy::apps::image_cache::sign::query(secret.as_bytes(), "/120x90/signed-owl", 1000));
+    expect_error(get(&host, &expired).await, 403, "signature_expired").await;
+
+    let r = get(&host, &url).await;
+    assert_eq!((r.status().as_u16(), header(&r, "x-image-source")), (200, "generated"));
+    let r = get(&host, "/120x90/signed-owl?width=60").await;
+    assert_eq!((r.status().as_u16(), header(&r, "x-image-source")), (200, "stored"), "stored images need no signature");
+
+    expect_error(get(&host, "/120x90/signed-owl?redo").await, 403, "signature_required").await;
+    let r = get(&host, &format!("{url}&redo")).await;
+    assert_eq!((r.status().as_u16(), header(&r, "x-image-source")), (200, "generated"), "a signed ?redo regenerates");
+}
+
+#[tokio::test]
+async fn redo_needs_a_signature_under_every_policy() {
+    let host = Host::start(&zoo("generation = \"open\"")).await;
+    assert_eq!(get(&host, "/64x64/redo-rat").await.status(), 200);
+    let body = expect_error(get(&host, "/64x64/redo-rat?redo").await, 403, "signature_required").await;
+    assert!(body["message"].as_str().unwrap().contains("no signing secret"), "{body}");
+}
+
+#[tokio::test]
+async fn the_gallery_shows_every_example_at_its_natural_size_in_a_browser() {
+    let host = Host::start(&zoo("generation = \"open\"\nexamples = [\"/300x120/banner-bat\"]")).await;
+    let page = get(&host, "/").await;
+    assert_eq!((page.status().as_u16(), header(&page, "content-type")), (200, "text/html; charset=utf-8"));
+    let dom = chromium_dom(&host.url("/")).await;
+    let images: Vec<&str> = dom.split("<img ").skip(1).collect();
+    assert_eq!(images.len(), 10, "5 examples and 5 variants: {dom}");
+    for img in images {
+        let attr = |name: &str| img.split(&format!("{name}=\"")).nth(1).and_then(|rest| rest.split('"').next()).unwrap_or_default().to_owned();
+        assert_eq!(attr("data-natural"), format!("{}x{}", attr("data-width"), attr("data-height")), "{}", attr("src"));
+    }
+}
