@@ -77,5 +77,10 @@ async fn with_no_arguments_it_serves_the_default_document_on_port_8787() {
     assert!(home.contains("export HF_ENDPOINT=http://127.0.0.1:8787"), "{home}");
     let response = client.get("http://127.0.0.1:8787/api/models/gpt2").send().await.unwrap();
     assert!(matches!(response.status().as_u16(), 200 | 502), "{}", response.status());
+    // And the Placeholder Zoo under /_zoo/, drawing its images offline.
+    let gallery = client.get("http://127.0.0.1:8787/_zoo/").send().await.unwrap().text().await.unwrap();
+    assert!(gallery.contains("<h1>Placeholder Zoo</h1>"), "{gallery}");
+    let image = client.get("http://127.0.0.1:8787/_zoo/64x48/default-dodo").send().await.unwrap();
+    assert_eq!((image.status().as_u16(), image.headers()["content-type"].to_str().unwrap()), (200, "image/png"));
     let _ = child.start_kill();
 }

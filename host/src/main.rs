@@ -139,7 +139,7 @@ async fn serve_spin(args: SpinArgs) -> anyhow::Result<()> {
 }
 
 fn sign(path: &str, secret: &str, expires_in: u64) -> anyhow::Result<()> {
-    use edgeproxy_core::apps::image_cache::sign;
+    use edgeproxy_signing as sign;
     let var = runtime::secret_env_var(secret);
     let key = std::env::var(&var).with_context(|| format!("set {var} to the signing secret (the value the server has for {secret:?})"))?;
     let canonical = sign::canonical_path(path).with_context(|| format!("{path:?} is not an image path like /800x600/sunglasses-sloth"))?;

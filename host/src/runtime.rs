@@ -25,7 +25,7 @@ use edgeproxy::platform::{body, clock, config, http_client, kv as wit_kv, limite
 
 /// Bytes of each instance's linear memory kept resident between requests:
 /// the core's initial memory, set in .cargo/config.toml.
-const KEEP_RESIDENT: usize = 256 << 10;
+const KEEP_RESIDENT: usize = 384 << 10;
 
 /// What every request's store shares.
 pub struct Shared {

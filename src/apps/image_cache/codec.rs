@@ -65,9 +65,13 @@ pub fn dimensions(bytes: &[u8]) -> Result<(u32, u32), DecodeError> {
 pub fn header(bytes: &[u8]) -> Result<(u32, u32, bool), DecodeError> {
     match sniff(bytes).ok_or(DecodeError::NotAnImage)? {
         Kind::Png => {
-            let reader = png_decoder(bytes, usize::MAX).read_info().map_err(broken)?;
-            let info = reader.info();
-            let alpha = matches!(info.color_type, png::ColorType::Rgba | png::ColorType::GrayscaleAlpha) || info.trns.is_some();
+            // The IHDR chunk only: `read_info` would already check the
+            // declared size against the decoder's memory limit.
+            let mut decoder = png_decoder(bytes, usize::MAX);
+            let info = decoder.read_header_info().map_err(broken)?;
+            // A palette's transparency (tRNS) comes later; such images are
+            // treated as opaque when choosing a format, and flattened.
+            let alpha = matches!(info.color_type, png::ColorType::Rgba | png::ColorType::GrayscaleAlpha);
             Ok((info.width, info.height, alpha))
         }
         Kind::Jpeg => {

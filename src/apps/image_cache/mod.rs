@@ -11,7 +11,7 @@
 //! - [`options`]: the transform options
 //! - [`transform`], [`raster`], [`codec`]: pixels
 //! - [`generate`], [`replicate`]: where originals come from
-//! - [`store`]: blobs in key-value; [`sign`]: signed URLs
+//! - [`store`]: blobs in key-value; signed URLs are the `edgeproxy-signing` crate
 
 mod codec;
 mod generate;
@@ -19,7 +19,6 @@ pub mod options;
 mod raster;
 mod replicate;
 mod request;
-pub mod sign;
 mod store;
 mod transform;
 
@@ -31,6 +30,7 @@ use codec::Kind;
 use options::{Fit, Format, Transform};
 pub use replicate::ReplicateOptions;
 use request::{Placeholder, Target};
+use edgeproxy_signing as sign;
 use store::{Blob, Meta};
 
 #[derive(Debug, Deserialize)]
@@ -49,8 +49,9 @@ pub struct Options {
     /// Larger sources are refused before they are decoded.
     #[serde(default = "default_max_pixels")]
     pub max_input_pixels: u64,
-    /// Larger outputs are refused (400) before anything is decoded.
-    #[serde(default = "default_max_pixels")]
+    /// Larger outputs are refused (400) before anything is decoded. The
+    /// default keeps a transform within Workers' 128 MB.
+    #[serde(default = "default_max_output_pixels")]
     pub max_output_pixels: u64,
     /// The largest generated file accepted.
     #[serde(default = "default_max_original_bytes")]
@@ -135,6 +136,9 @@ fn default_max_slug_bytes() -> usize {
 fn default_max_pixels() -> u64 {
     16 << 20
 }
+fn default_max_output_pixels() -> u64 {
+    8 << 20
+}
 fn default_max_original_bytes() -> u64 {
     32 << 20
 }
@@ -159,6 +163,11 @@ impl Options {
         }
         if self.max_slug_bytes == 0 || self.max_input_pixels == 0 || self.max_output_pixels == 0 {
             return Err("max_slug_bytes, max_input_pixels and max_output_pixels must be at least 1".into());
+        }
+        // The built-in generator draws max_size² pixels, and stored
+        // originals are decoded under max_input_pixels.
+        if u64::from(self.max_size).pow(2) > self.max_input_pixels {
+            return Err(format!("max_size ({0}x{0} pixels) is over max_input_pixels ({1})", self.max_size, self.max_input_pixels));
         }
         if self.generation == Policy::Signed && self.signing_secret.is_none() {
             return Err("generation = \"signed\" needs signing_secret (the name of the secret that signs URLs)".into());

@@ -191,7 +191,10 @@ impl Raster {
     /// Scales `window` (a box of the source placed by `focus`) to `out`.
     pub fn resize(&self, out: (u32, u32), window: (f64, f64), focus: (f64, f64)) -> Raster {
         let (sw, sh) = (f64::from(self.width), f64::from(self.height));
-        let (left, top) = ((sw - window.0) * focus.0, (sh - window.1) * focus.1);
+        let window = (window.0.clamp(1.0, sw), window.1.clamp(1.0, sh));
+        // Clamped, so that rounding never puts the box a hair outside the source.
+        let left = ((sw - window.0) * focus.0).clamp(0.0, sw - window.0);
+        let top = ((sh - window.1) * focus.1).clamp(0.0, sh - window.1);
         if out == (self.width, self.height) && window == (sw, sh) {
             return self.clone();
         }
@@ -267,28 +270,19 @@ impl Raster {
         let (w, h, c) = (self.width as usize, self.height as usize, self.channels);
         let mut line = vec![0f32; w.max(h)];
         let mut out = vec![0f32; w.max(h)];
-        for _ in 0..3 {
-            for y in 0..h {
-                for k in 0..c {
-                    for x in 0..w {
-                        line[x] = f32::from(self.data[(y * w + x) * c + k]);
-                    }
-                    box_blur_line(&line[..w], &mut out[..w], radius);
-                    for x in 0..w {
-                        self.data[(y * w + x) * c + k] = out[x].round().clamp(0.0, 255.0) as u8;
-                    }
-                }
-            }
-        }
-        for _ in 0..3 {
-            for x in 0..w {
-                for k in 0..c {
-                    for y in 0..h {
-                        line[y] = f32::from(self.data[(y * w + x) * c + k]);
-                    }
-                    box_blur_line(&line[..h], &mut out[..h], radius);
-                    for y in 0..h {
-                        self.data[(y * w + x) * c + k] = out[y].round().clamp(0.0, 255.0) as u8;
+        // Rows first (neighbours `c` bytes apart), then columns (a row apart).
+        for (lines, len, step, line_step) in [(h, w, c, w * c), (w, h, w * c, c)] {
+            for _ in 0..3 {
+                for l in 0..lines {
+                    for k in 0..c {
+                        let at = |i: usize| l * line_step + k + i * step;
+                        for (i, v) in line[..len].iter_mut().enumerate() {
+                            *v = f32::from(self.data[at(i)]);
+                        }
+                        box_blur_line(&line[..len], &mut out[..len], radius);
+                        for (i, v) in out[..len].iter().enumerate() {
+                            self.data[at(i)] = v.round().clamp(0.0, 255.0) as u8;
+                        }
                     }
                 }
             }

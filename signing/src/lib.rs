@@ -1,12 +1,16 @@
-//! Signed URLs: `?expires=<unix seconds>&sig=<hex>`, where `sig` is
-//! HMAC-SHA256 with the route's secret over `<canonical path>\n<expires>`.
-//! A signature is what lets a request spend generation credit (`signed`
-//! policy) or regenerate a stored image (`?redo`). `edgeproxy sign` makes one.
+//! image-cache's signed URLs: `?expires=<unix seconds>&sig=<hex>`, where
+//! `sig` is HMAC-SHA256 with the route's secret over
+//! `<canonical path>\n<expires>`. A signature is what lets a request spend
+//! generation credit (the `signed` policy) or regenerate a stored image
+//! (`?redo`). The component checks them; `edgeproxy sign` makes them. A crate
+//! of its own so that the host binary need not link the whole core.
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use super::store::hex;
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SignatureError {
