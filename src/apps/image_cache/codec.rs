@@ -95,9 +95,12 @@ fn png_decoder(bytes: &[u8], max_bytes: usize) -> png::Decoder<Cursor<&[u8]>> {
     decoder
 }
 
-fn jpeg_decoder(bytes: &[u8]) -> zune_jpeg::JpegDecoder<zune_jpeg::zune_core::bytestream::ZCursor<&[u8]>> {
+/// On the heap: the decoder holds its Huffman tables inline (some 30 KiB),
+/// and the core's stack is 64 KiB.
+#[inline(never)]
+fn jpeg_decoder(bytes: &[u8]) -> Box<zune_jpeg::JpegDecoder<zune_jpeg::zune_core::bytestream::ZCursor<&[u8]>>> {
     let options = zune_jpeg::zune_core::options::DecoderOptions::default().jpeg_set_out_colorspace(zune_jpeg::zune_core::colorspace::ColorSpace::RGB);
-    zune_jpeg::JpegDecoder::new_with_options(zune_jpeg::zune_core::bytestream::ZCursor::new(bytes), options)
+    Box::new(zune_jpeg::JpegDecoder::new_with_options(zune_jpeg::zune_core::bytestream::ZCursor::new(bytes), options))
 }
 
 /// Decodes `bytes` if the header declares at most `max_pixels`.

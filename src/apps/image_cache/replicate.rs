@@ -224,6 +224,8 @@ pub fn generate<P: Platform>(p: &P, o: &ReplicateOptions, token: &str, job: &Job
         let headers = vec![
             ("authorization".to_owned(), format!("Bearer {token}")),
             ("content-type".to_owned(), "application/json".to_owned()),
+            // wasi:http sends a body without it chunked.
+            ("content-length".to_owned(), body.len().to_string()),
             ("prefer".to_owned(), format!("wait={wait}")),
             ("cancel-after".to_owned(), format!("{}s", o.cancel_after_seconds)),
             ("user-agent".to_owned(), "edgeproxy-image-cache".to_owned()),
