@@ -285,14 +285,15 @@ fn image_cache(root: &Path, rt: &tokio::runtime::Runtime, work: &Path) -> anyhow
     crate::ensure_debian_tools(&[("vipsthumbnail", "libvips-tools")])?;
     let replicate = rt.block_on(FakeReplicate::start(3600));
     let secret = [("EDGEPROXY_SECRET_REPLICATE_TOKEN", TOKEN)];
-    let path = "/800x600/bench-photo?format=jpeg&quality=80";
+    // photo-: a picture with a photo's detail (about 150 KB of lossy WebP at 1 MP).
+    let path = "/800x600/photo-bench?format=jpeg&quality=80";
     // Every request transforms: this route stores no variants.
     let uncached = work.join("image-uncached.toml");
     std::fs::write(&uncached, replicate.document("generation = \"open\"\n[route.image-cache.variants]\nmax_bytes = 0"))?;
     let port = free_port()?;
     let _proxy = serve_with_env(root, port, &uncached, &work.join("image-data"), &secret)?;
     wait_until_up(&format!("http://127.0.0.1:{port}{path}"))?;
-    let created = rt.block_on(replicate.creations("bench-photo"));
+    let created = rt.block_on(replicate.creations("photo-bench"));
     let id = created.first().and_then(|c| c["prediction_id"].as_str()).context("the stand-in logged no prediction")?;
     let original = work.join("original.webp");
     let ok = Command::new("curl").args(["-sf", "-o"]).arg(&original).arg(format!("{}/files/{id}/out-0.webp", replicate.delivery)).status()?;
