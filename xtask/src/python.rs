@@ -1,6 +1,7 @@
-//! The Python virtualenv of the Hugging Face fixtures (`target/hf-venv`):
-//! the real `huggingface_hub` client and the giftless LFS server, pinned in
-//! `tests/fixtures/hf/requirements.txt`. Reinstalled when that file changes.
+//! The Python virtualenv of the test fixtures (`target/hf-venv`): the real
+//! `huggingface_hub` client and the giftless LFS server (hf-mirror), and
+//! Pillow (image-cache's Replicate stand-in and transform reference), pinned
+//! in `tests/fixtures/hf/requirements.txt`. Reinstalled when that file changes.
 
 use std::path::Path;
 use std::process::Command;
