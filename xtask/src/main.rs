@@ -81,22 +81,48 @@ pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
 /// Every test of the workspace on the wasmtime host, then the behavioural
 /// suite (`tests/`) again on workerd and on the Spin-compatible host, then
 /// one totals line, so the last thing printed says how many tests ran.
+/// The suite's binaries are built once and run again with another
+/// `EDGEPROXY_TEST_HOST` (a second `cargo test` of one package would unify
+/// features differently and rebuild half the dependencies).
 /// There are no doc-tests. The Spin adapter crates are wasm-only.
 fn test(extra: &[String]) -> anyhow::Result<()> {
+    let workspace_tests = |cmd: &mut Command| {
+        cmd.args(["test", "--workspace", "--exclude", "xtask", "--exclude", "edgeproxy-spin-services", "--exclude", "edgeproxy-spin-front"])
+            .args(["--lib", "--bins", "--tests"]);
+    };
     let mut totals = (0, 0);
-    let mut results = vec![run_tests(
-        cargo()
-            .args(["test", "--workspace", "--exclude", "xtask", "--exclude", "edgeproxy-spin-services", "--exclude", "edgeproxy-spin-front"])
-            .args(["--lib", "--bins", "--tests"])
-            .args(extra),
-        &mut totals,
-    )];
+    let mut first = cargo();
+    workspace_tests(&mut first);
+    let mut results = vec![run_tests(first.args(extra), &mut totals)];
+    let suite = behavioural_suite(workspace_tests)?;
     for host in ["workerd", "spin"] {
         eprintln!("xtask: the behavioural suite again, on {host}");
-        results.push(run_tests(cargo().args(["test", "--package", "edgeproxy", "--test", "*"]).args(extra).env("EDGEPROXY_TEST_HOST", host), &mut totals));
+        for binary in &suite {
+            results.push(run_tests(Command::new(binary).args(extra).env("EDGEPROXY_TEST_HOST", host), &mut totals));
+        }
     }
     println!("{} passed, {} failed", totals.0, totals.1);
     results.into_iter().collect()
+}
+
+/// The executables of the core package's `tests/*.rs`, as the first run built them.
+fn behavioural_suite(workspace_tests: impl Fn(&mut Command)) -> anyhow::Result<Vec<PathBuf>> {
+    let mut cmd = cargo();
+    workspace_tests(&mut cmd);
+    let out = cmd.args(["--no-run", "--message-format=json"]).stderr(std::process::Stdio::null()).output().context("list the test binaries")?;
+    ensure!(out.status.success(), "cargo test --no-run failed");
+    let mut binaries = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        let is_suite = message["reason"] == "compiler-artifact"
+            && message["target"]["kind"] == serde_json::json!(["test"])
+            && message["manifest_path"].as_str().is_some_and(|m| Path::new(m) == root().join("Cargo.toml"));
+        if let (true, Some(executable)) = (is_suite, message["executable"].as_str()) {
+            binaries.push(PathBuf::from(executable));
+        }
+    }
+    ensure!(!binaries.is_empty(), "found no test binaries of the behavioural suite");
+    Ok(binaries)
 }
 
 /// Runs a `cargo test`, echoing its output and adding its counts to `totals`.
