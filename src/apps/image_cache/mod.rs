@@ -31,7 +31,7 @@ use options::{Fit, Format, Transform};
 pub use replicate::ReplicateOptions;
 use request::{Placeholder, Target};
 use edgeproxy_signing as sign;
-use store::{Blob, Meta};
+use store::{Blob, Manifest, Meta};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -198,10 +198,35 @@ pub struct ImageCache<'a> {
     pub prefix: &'a str,
 }
 
-/// Where an original came from, for the `X-Image-Source` header.
-enum Source {
-    Stored,
-    Generated,
+/// The original: its bytes when this request generated it; otherwise only
+/// its manifest, and the bytes are read when a variant must be rendered (a
+/// variant that is stored, or a 304, needs no more than the manifest).
+enum Original {
+    Stored { key: String, manifest: Manifest },
+    Generated(Blob),
+}
+
+impl Original {
+    fn manifest(&self) -> &Manifest {
+        match self {
+            Original::Stored { manifest, .. } => manifest,
+            Original::Generated(blob) => &blob.manifest,
+        }
+    }
+
+    fn bytes<P: Platform>(self, p: &P) -> Result<Vec<u8>, ProxyError> {
+        match self {
+            Original::Generated(blob) => Ok(blob.bytes),
+            Original::Stored { key, manifest } => match store::read_parts(p, &key, manifest) {
+                Some(blob) => Ok(blob.bytes),
+                None => {
+                    // Damaged: forget it, so that the next request generates it again.
+                    let _ = p.kv_delete(&key);
+                    Err(ProxyError::new(503, "original_damaged", "the stored image was damaged and has been discarded; retry to generate it again").with_header("retry-after", "1"))
+                }
+            },
+        }
+    }
 }
 
 impl ImageCache<'_> {
@@ -217,18 +242,18 @@ impl ImageCache<'_> {
             Target::Placeholder(p, t) => (p, t),
         };
         let transform = extra.overlay(&query.transform()?);
-        let (blob, source) = self.original(s, &placeholder, &query)?;
-        self.respond(s, &placeholder, &transform, blob, source)
+        let original = self.original(s, &placeholder, &query)?;
+        self.respond(s, &placeholder, &transform, original)
     }
 
     /// The stored original, generated first if need be.
-    fn original<P: Platform>(&self, s: &Session<P>, placeholder: &Placeholder, query: &request::Query) -> Result<(Blob, Source), ProxyError> {
+    fn original<P: Platform>(&self, s: &Session<P>, placeholder: &Placeholder, query: &request::Query) -> Result<Original, ProxyError> {
         let o = self.options;
         let key = store::key("original", &format!("{}|{}", self.generator_id(s)?, placeholder.canonical()));
         if query.redo {
             self.check_signature(s, placeholder, query, "?redo regenerates only with a valid signature")?;
-        } else if let Some(blob) = store::read(s.platform, &key) {
-            return Ok((blob, Source::Stored));
+        } else if let Some(manifest) = store::read_manifest(s.platform, &key) {
+            return Ok(Original::Stored { key, manifest });
         }
         if o.generation == Policy::Signed && !query.redo {
             self.check_signature(s, placeholder, query, "this image has not been generated yet, and generating one needs a signed URL")?;
@@ -245,17 +270,15 @@ impl ImageCache<'_> {
             if won {
                 let generated = self.generate(s, placeholder, &key);
                 let _ = s.platform.kv_delete(&lease);
-                return generated.map(|blob| (blob, Source::Generated));
+                return generated.map(Original::Generated);
             }
             // Someone else is generating this image: wait for it to be
             // stored, or take over if their lease runs out first.
             loop {
                 s.platform.sleep_ms(pause);
                 pause = (pause * 2).min(1000);
-                if store::read_manifest(s.platform, &key).is_some()
-                    && let Some(blob) = store::read(s.platform, &key)
-                {
-                    return Ok((blob, Source::Stored));
+                if let Some(manifest) = store::read_manifest(s.platform, &key) {
+                    return Ok(Original::Stored { key, manifest });
                 }
                 if s.platform.now_ms() > deadline {
                     return Err(ProxyError::new(503, "generation_pending", "this image is still being generated; try again shortly").with_header("retry-after", "5"));
@@ -327,13 +350,14 @@ impl ImageCache<'_> {
                 let generated = replicate::generate(s.platform, r, &token, &job)?;
                 let (w, h) = replicate::check_image(&generated.bytes, o.max_input_pixels).map_err(|m| ProxyError::new(502, "bad_generated_image", m))?;
                 let kind = codec::sniff(&generated.bytes).expect("checked");
-                let meta = Meta { content_type: kind.mime().into(), width: w, height: h, model: r.model.clone(), prompt: Some(prompt), prediction_id: Some(generated.prediction_id), created_ms };
+                let alpha = codec::header(&generated.bytes).is_ok_and(|(_, _, alpha)| alpha);
+                let meta = Meta { content_type: kind.mime().into(), width: w, height: h, alpha, model: r.model.clone(), prompt: Some(prompt), prediction_id: Some(generated.prediction_id), created_ms };
                 (generated.bytes, meta)
             }
             None => {
                 let image = generate::placeholder(width, height, &placeholder.slug);
                 let bytes = codec::encode(image, Kind::Png, 100, [255; 4]).map_err(ProxyError::internal)?;
-                (bytes, Meta { content_type: Kind::Png.mime().into(), width, height, model: "builtin".into(), prompt: Some(prompt), prediction_id: None, created_ms })
+                (bytes, Meta { content_type: Kind::Png.mime().into(), width, height, alpha: false, model: "builtin".into(), prompt: Some(prompt), prediction_id: None, created_ms })
             }
         };
         let manifest = store::write(s.platform, key, meta.clone(), &bytes, None).unwrap_or_else(|_| {
@@ -363,25 +387,27 @@ impl ImageCache<'_> {
 
     /// The image the URL asks for: the original cover-fitted to W×H, then
     /// `transform`; from the variant store when it was made before.
-    fn respond<P: Platform>(&self, s: &Session<P>, placeholder: &Placeholder, transform: &Transform, original: Blob, source: Source) -> Result<Response<P::Body>, ProxyError> {
+    fn respond<P: Platform>(&self, s: &Session<P>, placeholder: &Placeholder, transform: &Transform, original: Original) -> Result<Response<P::Body>, ProxyError> {
         let o = self.options;
         let accept = header(&s.headers, "accept").unwrap_or("");
         let format = transform.format.unwrap_or_default();
-        let (ow, oh, alpha) = codec::header(&original.bytes).map_err(|e| ProxyError::internal(format!("the stored original cannot be read: {e:?}")))?;
+        let meta = &original.manifest().meta;
+        let (ow, oh, alpha) = (meta.width, meta.height, meta.alpha);
         let base = Transform { width: Some(placeholder.width), height: Some(placeholder.height), fit: Some(Fit::Cover), ..Transform::default() };
         transform::output_size(transform, (placeholder.width, placeholder.height), o.max_output_pixels).map_err(bad_option)?;
         let padded_transparent = transform.fit == Some(Fit::Pad) && transform.background.is_some_and(|b| b[3] < 255);
         let kind = transform::output_kind(format, alpha || padded_transparent, accept);
-        let original_kind = codec::sniff(&original.bytes);
         let untouched = *transform == Transform::default() && (ow, oh) == (placeholder.width, placeholder.height);
-        let as_stored = untouched && original_kind.is_some_and(|k| k != Kind::Webp || transform::accepts(accept, "image/webp"));
+        let as_stored = untouched && (meta.content_type != Kind::Webp.mime() || transform::accepts(accept, "image/webp"));
         let negotiated = format == Format::Auto;
-        let name = format!("{}|{}|{}|{kind:?}|{PIPELINE_VERSION}", original.manifest.sha256, base.canonical(), transform.canonical());
-        let etag = if as_stored { format!("\"{}\"", &original.manifest.sha256[..32]) } else { format!("\"{}\"", &store::sha256_hex(name.as_bytes())[..32]) };
+        let sha256 = original.manifest().sha256.clone();
+        let name = format!("{sha256}|{}|{}|{kind:?}|{PIPELINE_VERSION}", base.canonical(), transform.canonical());
+        let etag = if as_stored { format!("\"{}\"", &sha256[..32]) } else { format!("\"{}\"", &store::sha256_hex(name.as_bytes())[..32]) };
+        let source = if matches!(original, Original::Generated(_)) { "generated" } else { "stored" };
         let mut headers: Headers = vec![
             ("etag".into(), etag.clone()),
             ("cache-control".into(), "public, max-age=31536000, immutable".into()),
-            ("x-image-source".into(), match source { Source::Stored => "stored", Source::Generated => "generated" }.into()),
+            ("x-image-source".into(), source.into()),
         ];
         if negotiated {
             headers.push(("vary".into(), "Accept".into()));
@@ -389,16 +415,17 @@ impl ImageCache<'_> {
         if header(&s.headers, "if-none-match").is_some_and(|inm| etag_matches(inm, &etag)) {
             return Ok(Response { status: 304, headers, body: None });
         }
+        let model = meta.model.clone();
         let (bytes, cache) = if as_stored {
-            (original.bytes, None)
+            (original.bytes(s.platform)?, None)
         } else {
             let key = store::key("variant", &name);
             match store::read(s.platform, &key) {
                 Some(hit) => (hit.bytes, Some("HIT")),
                 None => {
-                    let bytes = self.render(&original.bytes, &base, transform, kind)?;
+                    let bytes = self.render(&original.bytes(s.platform)?, &base, transform, kind)?;
                     if bytes.len() as u64 <= o.variants.max_bytes {
-                        let meta = Meta { content_type: kind.mime().into(), model: original.manifest.meta.model.clone(), created_ms: s.platform.now_ms(), ..Meta::default() };
+                        let meta = Meta { content_type: kind.mime().into(), model, created_ms: s.platform.now_ms(), ..Meta::default() };
                         let _ = store::write(s.platform, &key, meta, &bytes, Some(o.variants.ttl_seconds));
                     }
                     (bytes, Some("MISS"))

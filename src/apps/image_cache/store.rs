@@ -18,6 +18,9 @@ pub struct Meta {
     pub content_type: String,
     pub width: u32,
     pub height: u32,
+    /// Whether the image has an alpha channel (from its header).
+    #[serde(default)]
+    pub alpha: bool,
     /// `builtin` or the Replicate model.
     pub model: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -70,7 +73,11 @@ pub fn read_manifest<P: Platform>(p: &P, key: &str) -> Option<Manifest> {
 
 /// The blob under `key`, checked; `None` if absent or not intact.
 pub fn read<P: Platform>(p: &P, key: &str) -> Option<Blob> {
-    let manifest = read_manifest(p, key)?;
+    read_parts(p, key, read_manifest(p, key)?)
+}
+
+/// The bytes `manifest` describes, checked; `None` if not intact.
+pub fn read_parts<P: Platform>(p: &P, key: &str, manifest: Manifest) -> Option<Blob> {
     let mut bytes = Vec::with_capacity(usize::try_from(manifest.size).ok()?);
     for i in 0..manifest.parts {
         bytes.extend_from_slice(&p.kv_get(&part_key(key, &manifest.sha256, i)).ok()??);
