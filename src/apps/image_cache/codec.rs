@@ -56,11 +56,6 @@ fn broken(e: impl std::fmt::Display) -> DecodeError {
     DecodeError::Broken(e.to_string())
 }
 
-/// Width and height from the header alone.
-pub fn dimensions(bytes: &[u8]) -> Result<(u32, u32), DecodeError> {
-    header(bytes).map(|(w, h, _)| (w, h))
-}
-
 /// Width, height and whether there is an alpha channel, from the header.
 pub fn header(bytes: &[u8]) -> Result<(u32, u32, bool), DecodeError> {
     match sniff(bytes).ok_or(DecodeError::NotAnImage)? {

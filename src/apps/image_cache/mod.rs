@@ -348,9 +348,8 @@ impl ImageCache<'_> {
                     max_pixels: o.max_input_pixels,
                 };
                 let generated = replicate::generate(s.platform, r, &token, &job)?;
-                let (w, h) = replicate::check_image(&generated.bytes, o.max_input_pixels).map_err(|m| ProxyError::new(502, "bad_generated_image", m))?;
-                let kind = codec::sniff(&generated.bytes).expect("checked");
-                let alpha = codec::header(&generated.bytes).is_ok_and(|(_, _, alpha)| alpha);
+                let (w, h, alpha) = generated.header;
+                let kind = codec::sniff(&generated.bytes).expect("checked by the download");
                 let meta = Meta { content_type: kind.mime().into(), width: w, height: h, alpha, model: r.model.clone(), prompt: Some(prompt), prediction_id: Some(generated.prediction_id), created_ms };
                 (generated.bytes, meta)
             }

@@ -190,6 +190,8 @@ pub struct Job<'a> {
 pub struct Generated {
     pub bytes: Vec<u8>,
     pub prediction_id: String,
+    /// Width, height and alpha, from the header `download` checked.
+    pub header: (u32, u32, bool),
 }
 
 const MAX_JSON_BYTES: u64 = 1 << 20;
@@ -285,8 +287,8 @@ pub fn generate<P: Platform>(p: &P, o: &ReplicateOptions, token: &str, job: &Job
     if !o.allows_output(&output) {
         return Err(failed("the prediction's output is not on an allowed output origin (replicate.output_origins)"));
     }
-    let bytes = download(p, &output, job)?;
-    Ok(Generated { bytes, prediction_id: id })
+    let (bytes, header) = download(p, &output, job)?;
+    Ok(Generated { bytes, prediction_id: id, header })
 }
 
 fn remaining_ms<P: Platform>(p: &P, job: &Job) -> Result<u64, ProxyError> {
@@ -350,7 +352,7 @@ fn cancel<P: Platform>(p: &P, api: &str, id: &str, token: &str) {
 
 /// The output file, checked to be an image within the caps. The token is
 /// not sent: output hosts serve without it, and it must not leave for them.
-fn download<P: Platform>(p: &P, url: &str, job: &Job) -> Result<Vec<u8>, ProxyError> {
+fn download<P: Platform>(p: &P, url: &str, job: &Job) -> Result<(Vec<u8>, (u32, u32, bool)), ProxyError> {
     let bad = |message: String| ProxyError::new(502, "bad_generated_image", message);
     let remaining = remaining_ms(p, job)?;
     let response = p
@@ -368,15 +370,16 @@ fn download<P: Platform>(p: &P, url: &str, job: &Job) -> Result<Vec<u8>, ProxyEr
         Ok(ReadOutcome::TooLong(_)) => return Err(bad(format!("the generated image is larger than this route's max_original_bytes ({})", job.max_bytes))),
         Err(e) => return Err(bad(format!("the generated image's download broke off: {e}"))),
     };
-    check_image(&bytes, job.max_pixels).map_err(bad)?;
-    Ok(bytes)
+    let header = check_image(&bytes, job.max_pixels).map_err(bad)?;
+    Ok((bytes, header))
 }
 
-/// An image we can decode, within `max_pixels`, judged from its header.
-pub fn check_image(bytes: &[u8], max_pixels: u64) -> Result<(u32, u32), String> {
-    match codec::dimensions(bytes) {
-        Ok((w, h)) if u64::from(w) * u64::from(h) <= max_pixels && w > 0 && h > 0 => Ok((w, h)),
-        Ok((w, h)) => Err(format!("the generated image declares {w}x{h} pixels, over this route's max_input_pixels ({max_pixels})")),
+/// An image we can decode, within `max_pixels`, judged from its header:
+/// its width, height and alpha.
+fn check_image(bytes: &[u8], max_pixels: u64) -> Result<(u32, u32, bool), String> {
+    match codec::header(bytes) {
+        Ok((w, h, alpha)) if u64::from(w) * u64::from(h) <= max_pixels && w > 0 && h > 0 => Ok((w, h, alpha)),
+        Ok((w, h, _)) => Err(format!("the generated image declares {w}x{h} pixels, over this route's max_input_pixels ({max_pixels})")),
         Err(codec::DecodeError::NotAnImage) => Err("the generated file is not a PNG, JPEG or WebP image".into()),
         Err(e) => Err(format!("the generated image is broken: {e:?}")),
     }
