@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-use crate::apps::{api_gateway, hf_mirror, image_cache};
+use crate::apps::{api_gateway, hf_mirror, hub_gateway, image_cache};
 
 /// The config key under which every host provides the document.
 pub const DOCUMENT_KEY: &str = "document";
@@ -32,6 +32,8 @@ pub struct Route {
     pub hf_mirror: Option<hf_mirror::Options>,
     #[serde(rename = "image-cache")]
     pub image_cache: Option<image_cache::Options>,
+    #[serde(rename = "hub-gateway")]
+    pub hub_gateway: Option<hub_gateway::Options>,
 }
 
 fn root_path() -> String {
@@ -43,6 +45,7 @@ pub enum App<'a> {
     ApiGateway(&'a api_gateway::Options),
     HfMirror(&'a hf_mirror::Options),
     ImageCache(&'a image_cache::Options),
+    HubGateway(&'a hub_gateway::Options),
 }
 
 impl Route {
@@ -52,6 +55,7 @@ impl Route {
             self.api_gateway.as_ref().map(App::ApiGateway),
             self.hf_mirror.as_ref().map(App::HfMirror),
             self.image_cache.as_ref().map(App::ImageCache),
+            self.hub_gateway.as_ref().map(App::HubGateway),
         ].into_iter().flatten().collect();
         let count = apps.len();
         apps.into_iter().next().filter(|_| count == 1).ok_or(count)
@@ -65,7 +69,7 @@ impl Document {
             let n = i + 1;
             match route.app() {
                 Ok(_) => {}
-                Err(0) => return Err(format!("route {n} ({}) names no app: add a [route.api-gateway], [route.hf-mirror] or [route.image-cache] table", route.host)),
+                Err(0) => return Err(format!("route {n} ({}) names no app: add a [route.api-gateway], [route.hf-mirror], [route.image-cache] or [route.hub-gateway] table", route.host)),
                 Err(_) => return Err(format!("route {n} ({}) names more than one app: give each its own [[route]]", route.host)),
             }
             if !route.path.starts_with('/') {
@@ -75,6 +79,7 @@ impl Document {
                 Ok(App::ApiGateway(options)) => options.validate(),
                 Ok(App::HfMirror(options)) => options.validate(),
                 Ok(App::ImageCache(options)) => options.validate(),
+                Ok(App::HubGateway(options)) => options.validate(),
                 Err(_) => unreachable!("checked above"),
             };
             valid.map_err(|e| format!("route {n} ({}): {e}", route.host))?;

@@ -16,6 +16,7 @@ mod guest;
 
 use apps::api_gateway::ApiGateway;
 use apps::hf_mirror::HfMirror;
+use apps::hub_gateway::HubGateway;
 use apps::image_cache::ImageCache;
 use config::{App, DOCUMENT_KEY, Document};
 use platform::{Platform, Request, Response};
@@ -37,6 +38,7 @@ fn serve<P: Platform>(platform: &P, request: Request<P::Body>, client_ip: Option
     Ok(match app {
         App::ApiGateway(options) => phases::run(&ApiGateway { options, route_index }, &session, request),
         App::HfMirror(options) => phases::run(&HfMirror { options, route_index }, &session, request),
+        App::HubGateway(options) => phases::run(&HubGateway { options }, &session, request),
         // An origin, not a proxy: it answers every request itself.
         App::ImageCache(options) => ImageCache { options, prefix }.serve(&session).unwrap_or_else(ProxyError::into_response),
     })

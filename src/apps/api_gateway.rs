@@ -156,7 +156,7 @@ impl<P: Platform> ProxyApp<P> for ApiGateway<'_> {
         })
     }
 
-    fn upstream_timeout_ms(&self) -> Option<u32> {
+    fn upstream_timeout_ms(&self, _ctx: &Self::Ctx) -> Option<u32> {
         self.options.timeout_ms
     }
 

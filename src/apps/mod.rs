@@ -3,4 +3,5 @@
 
 pub mod api_gateway;
 pub mod hf_mirror;
+pub mod hub_gateway;
 pub mod image_cache;

@@ -31,6 +31,13 @@ pub struct CorsOptions {
     pub refuse_disallowed_origins: bool,
 }
 
+/// What browser scripts (transformers.js, huggingface.js, a hub's web UI)
+/// read off a Hugging Face style hub's answers.
+pub const HUB_METADATA: &[&str] = &[
+    "x-repo-commit", "x-linked-etag", "x-linked-size", "x-xet-hash", "etag", "content-length", "content-range", "accept-ranges",
+    "location", "link", "x-error-code", "x-error-message", "x-request-id",
+];
+
 fn default_methods() -> Vec<String> {
     ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"].map(String::from).to_vec()
 }
@@ -108,6 +115,13 @@ impl CorsOptions {
     /// the only one a browser sees.
     pub fn strip_upstream(&self, upstream: &mut Headers) {
         upstream.retain(|(n, _)| !n.starts_with("access-control-"));
+    }
+
+    /// `Access-Control-Expose-Headers`: `base` and the configured names.
+    pub fn exposed_with(&self, base: &[&str]) -> String {
+        let mut names: Vec<&str> = base.to_vec();
+        names.extend(self.expose_headers.iter().map(String::as_str).filter(|h| !base.contains(h)));
+        names.join(", ")
     }
 
     /// Adds the CORS response headers for the request's `origin`.

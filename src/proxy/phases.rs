@@ -34,8 +34,8 @@ pub trait ProxyApp<P: Platform> {
     /// The request to send upstream (absolute URL, filtered headers).
     fn upstream_request(&self, s: &Session<P>, ctx: &mut Self::Ctx, req: Request<P::Body>) -> Result<Request<P::Body>, ProxyError>;
 
-    /// How long to wait for upstream response headers.
-    fn upstream_timeout_ms(&self) -> Option<u32> {
+    /// How long to wait for upstream response headers (for this request).
+    fn upstream_timeout_ms(&self, _ctx: &Self::Ctx) -> Option<u32> {
         None
     }
 
@@ -60,6 +60,6 @@ fn proxy<P: Platform, A: ProxyApp<P>>(app: &A, s: &Session<P>, ctx: &mut A::Ctx,
         return Ok(early);
     }
     let upstream = app.upstream_request(s, ctx, req)?;
-    let resp = s.platform.send(upstream, app.upstream_timeout_ms()).map_err(|e| ProxyError::upstream(&e))?;
+    let resp = s.platform.send(upstream, app.upstream_timeout_ms(ctx)).map_err(|e| ProxyError::upstream(&e))?;
     app.upstream_response_filter(s, ctx, resp)
 }

@@ -12,7 +12,8 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use crate::platform::{Body, Platform, ReadOutcome, Request, Response, header, read_up_to};
-use crate::proxy::cors::CorsOptions;
+use crate::proxy::cors::{CorsOptions, HUB_METADATA};
+use crate::proxy::git::{self, GitRoute};
 use crate::proxy::{ProxyApp, ProxyError, Session, cache, headers, rate_limit};
 use hosts::{AllowList, HUB_HOSTS, Public, Upstream};
 use rewrite::Document;
@@ -221,6 +222,8 @@ pub struct Ctx {
     target: Option<Target>,
     cache_key: Option<String>,
     cache_hit: bool,
+    /// A git or LFS request: no CORS, never cached.
+    git: Option<GitRoute>,
 }
 
 struct Target {
@@ -233,12 +236,6 @@ struct Target {
 
 /// Headers whose value is an absolute URL to be rewritten.
 const URL_HEADERS: &[&str] = &["location", "content-location", "x-xet-cas-url", "x-xet-refresh-route"];
-
-/// What browser scripts (transformers.js, huggingface.js) need to read.
-const EXPOSED: &[&str] = &[
-    "x-repo-commit", "x-linked-etag", "x-linked-size", "x-xet-hash", "etag", "content-length", "content-range", "accept-ranges",
-    "location", "link", "x-error-code", "x-error-message", "x-request-id",
-];
 
 impl<P: Platform> ProxyApp<P> for HfMirror<'_> {
     type Ctx = Ctx;
@@ -254,6 +251,7 @@ impl<P: Platform> ProxyApp<P> for HfMirror<'_> {
         let document = document_for(&s.method, &upstream, &path, o.xet);
         let is_home = upstream == Upstream::Hub && path == "/" && matches!(s.method.as_str(), "GET" | "HEAD");
         let home = is_home.then(|| home_page(&public));
+        ctx.git = GitRoute::of(&s.incoming.path).filter(|_| upstream == Upstream::Hub);
         ctx.target = Some(Target { public, upstream, path, document });
         if let Some(cors) = &o.cors
             && let Some(answer) = cors.preflight(&s.method, &s.headers)
@@ -300,7 +298,7 @@ impl<P: Platform> ProxyApp<P> for HfMirror<'_> {
         Ok(Request { method: req.method, url: format!("{}{}", self.options.upstream_base(&target.upstream), target.path), headers: out, body: req.body })
     }
 
-    fn upstream_timeout_ms(&self) -> Option<u32> {
+    fn upstream_timeout_ms(&self, _ctx: &Self::Ctx) -> Option<u32> {
         Some(self.options.timeout_ms)
     }
 
@@ -310,6 +308,10 @@ impl<P: Platform> ProxyApp<P> for HfMirror<'_> {
         headers::remove_hop_by_hop(&mut resp.headers);
         if let Some(cors) = &o.cors {
             cors.strip_upstream(&mut resp.headers);
+        }
+        if ctx.git.is_some() {
+            git::finish_response(&mut resp);
+            git::ensure_retry_after(&mut resp);
         }
         if s.method == "HEAD" && self.redirects_to_cdn_on_one_host(target, &resp) {
             metadata_answer(&mut resp);
@@ -330,10 +332,10 @@ impl<P: Platform> ProxyApp<P> for HfMirror<'_> {
     }
 
     fn response_filter(&self, s: &Session<P>, ctx: &mut Ctx, resp: &mut Response<P::Body>) {
-        if let Some(cors) = &self.options.cors {
+        if let Some(cors) = self.options.cors.as_ref().filter(|_| ctx.git.is_none()) {
             cors.decorate(header(&s.headers, "origin"), &mut resp.headers);
             if header(&resp.headers, "access-control-allow-origin").is_some() {
-                headers::set(&mut resp.headers, "access-control-expose-headers", exposed(cors));
+                headers::set(&mut resp.headers, "access-control-expose-headers", cors.exposed_with(HUB_METADATA));
             }
         }
         if ctx.cache_key.is_some() || ctx.cache_hit {
@@ -454,12 +456,6 @@ fn rewrite_body<B: Body>(mut resp: Response<B>, document: Document, limit: u64, 
         Err(e) => return Err(ProxyError::new(502, "bad_gateway", format!("upstream response failed: {e}"))),
     }
     Ok(resp)
-}
-
-fn exposed(cors: &CorsOptions) -> String {
-    let mut names: Vec<&str> = EXPOSED.to_vec();
-    names.extend(cors.expose_headers.iter().map(String::as_str).filter(|h| !EXPOSED.contains(h)));
-    names.join(", ")
 }
 
 /// The home page: how to use this mirror, with its own addresses filled in.

@@ -91,11 +91,7 @@ impl Document {
                     entries.filter_map(Value::as_array_mut).flatten().filter_map(|e| e.get_mut("url")).for_each(&mut url);
                 }
             }
-            Document::LfsBatch => {
-                let objects = json.get_mut("objects").and_then(Value::as_array_mut).into_iter().flatten();
-                let actions = objects.filter_map(|o| o.get_mut("actions")?.as_object_mut()).flat_map(|a| a.values_mut());
-                actions.filter_map(|a| a.get_mut("href")).for_each(url);
-            }
+            Document::LfsBatch => crate::proxy::git::rewrite_lfs_batch(&mut json, public),
             Document::ListingWithoutXet => {
                 let entries: Box<dyn Iterator<Item = &mut Value>> = match &mut json {
                     Value::Array(items) => Box::new(items.iter_mut()),

@@ -419,7 +419,7 @@ impl ImageCache<'_> {
             (original.bytes(s.platform)?, None)
         } else {
             let key = store::key("variant", &name);
-            match store::read(s.platform, &key) {
+            match store::read::<_, Meta>(s.platform, &key) {
                 Some(hit) => (hit.bytes, Some("HIT")),
                 None => {
                     let bytes = self.render(&original.bytes(s.platform)?, &base, transform, kind)?;

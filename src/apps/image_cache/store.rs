@@ -1,16 +1,10 @@
-//! Images in key-value: a blob is its parts (each within the host's value
-//! limit) and a manifest written last, so a reader never assembles a
-//! partial image; parts are named after the content's hash, so a newer
-//! blob never mixes with an older one's parts. A blob that does not check
-//! out (a part missing, the wrong size or hash) reads as a miss.
-//!
-//! Keys are `image-cache:<kind>:<sha-256 hex>`, well inside every host's key
-//! limit (Spin's 256 bytes is the smallest).
+//! image-cache's blobs in key-value (the toolkit's [`blob_store`]): stored
+//! originals and variants, each with what is known about the image.
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
-use crate::platform::{KvError, Platform};
+use crate::proxy::blob_store;
+pub use crate::proxy::blob_store::{read, read_manifest, read_parts, sha256_hex, write};
 
 /// What is known about a stored image besides its bytes.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,185 +24,10 @@ pub struct Meta {
     pub created_ms: u64,
 }
 
-/// The manifest: the metadata, and how to find and check the parts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Manifest {
-    #[serde(flatten)]
-    pub meta: Meta,
-    pub size: u64,
-    pub sha256: String,
-    pub parts: u32,
-}
-
-pub struct Blob {
-    pub manifest: Manifest,
-    pub bytes: Vec<u8>,
-}
-
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex(&Sha256::digest(bytes))
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub type Manifest = blob_store::Manifest<Meta>;
+pub type Blob = blob_store::Blob<Meta>;
 
 /// `image-cache:<kind>:<sha-256 of name>`.
 pub fn key(kind: &str, name: &str) -> String {
-    format!("image-cache:{kind}:{}", sha256_hex(name.as_bytes()))
-}
-
-fn part_key(key: &str, sha256: &str, index: u32) -> String {
-    format!("{key}:{}:{index}", &sha256[..16])
-}
-
-/// Parts no larger than this, even where the host allows more: a read then
-/// never holds more than one large value at a time beyond the result.
-const MAX_PART_BYTES: u64 = 8 << 20;
-
-pub fn read_manifest<P: Platform>(p: &P, key: &str) -> Option<Manifest> {
-    let bytes = p.kv_get(key).ok()??;
-    serde_json::from_slice(&bytes).ok()
-}
-
-/// The blob under `key`, checked; `None` if absent or not intact.
-pub fn read<P: Platform>(p: &P, key: &str) -> Option<Blob> {
-    read_parts(p, key, read_manifest(p, key)?)
-}
-
-/// The bytes `manifest` describes, checked; `None` if not intact.
-pub fn read_parts<P: Platform>(p: &P, key: &str, manifest: Manifest) -> Option<Blob> {
-    let mut bytes = Vec::with_capacity(usize::try_from(manifest.size).ok()?);
-    for i in 0..manifest.parts {
-        bytes.extend_from_slice(&p.kv_get(&part_key(key, &manifest.sha256, i)).ok()??);
-    }
-    (bytes.len() as u64 == manifest.size && sha256_hex(&bytes) == manifest.sha256).then_some(Blob { manifest, bytes })
-}
-
-/// Writes the parts, then the manifest.
-pub fn write<P: Platform>(p: &P, key: &str, meta: Meta, bytes: &[u8], ttl_seconds: Option<u32>) -> Result<Manifest, KvError> {
-    let limits = p.kv_limits();
-    let part_size = limits.max_value_bytes.min(MAX_PART_BYTES).max(1) as usize;
-    let sha256 = sha256_hex(bytes);
-    let chunks: Vec<&[u8]> = if bytes.is_empty() { vec![&[]] } else { bytes.chunks(part_size).collect() };
-    for (i, chunk) in chunks.iter().enumerate() {
-        p.kv_set(&part_key(key, &sha256, i as u32), chunk, ttl_seconds)?;
-    }
-    let manifest = Manifest { meta, size: bytes.len() as u64, sha256, parts: chunks.len() as u32 };
-    let json = serde_json::to_vec(&manifest).expect("a manifest serialises");
-    p.kv_set(key, &json, ttl_seconds)?;
-    Ok(manifest)
-}
-
-#[cfg(test)]
-pub(crate) mod fake {
-    //! An in-memory platform for unit tests of the store and the lease.
-    use std::cell::RefCell;
-    use std::collections::BTreeMap;
-
-    use crate::platform::*;
-
-    pub struct Fake {
-        pub kv: RefCell<BTreeMap<String, Vec<u8>>>,
-        pub max_value: u64,
-        pub now: std::cell::Cell<u64>,
-    }
-
-    impl Fake {
-        pub fn new(max_value: u64) -> Fake {
-            Fake { kv: RefCell::default(), max_value, now: std::cell::Cell::new(1_000_000) }
-        }
-    }
-
-    pub struct NoBody;
-
-    impl Body for NoBody {
-        fn from_bytes(_: Vec<u8>) -> Self {
-            NoBody
-        }
-        fn read(&mut self, _: u32) -> Result<Option<Vec<u8>>, BodyError> {
-            Ok(None)
-        }
-        fn known_length(&self) -> Option<u64> {
-            Some(0)
-        }
-        fn prepend(_: Vec<u8>, tail: Self) -> Self {
-            tail
-        }
-    }
-
-    impl Platform for Fake {
-        type Body = NoBody;
-        fn send(&self, _: Request<NoBody>, _: Option<u32>) -> Result<Response<NoBody>, HttpError> {
-            Err(HttpError::Denied("no network in unit tests".into()))
-        }
-        fn kv_limits(&self) -> KvLimits {
-            KvLimits { max_key_bytes: 256, max_value_bytes: self.max_value, min_ttl_seconds: 1 }
-        }
-        fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
-            Ok(self.kv.borrow().get(key).cloned())
-        }
-        fn kv_set(&self, key: &str, value: &[u8], _: Option<u32>) -> Result<(), KvError> {
-            if value.len() as u64 > self.max_value {
-                return Err(KvError::TooLarge(self.max_value));
-            }
-            self.kv.borrow_mut().insert(key.into(), value.into());
-            Ok(())
-        }
-        fn kv_delete(&self, key: &str) -> Result<(), KvError> {
-            self.kv.borrow_mut().remove(key);
-            Ok(())
-        }
-        fn kv_set_if_absent(&self, key: &str, value: &[u8], ttl: Option<u32>) -> Result<bool, KvError> {
-            if self.kv.borrow().contains_key(key) {
-                return Ok(false);
-            }
-            self.kv_set(key, value, ttl).map(|()| true)
-        }
-        fn config(&self, _: &str) -> Result<Option<String>, String> {
-            Ok(None)
-        }
-        fn now_ms(&self) -> u64 {
-            self.now.get()
-        }
-        fn sleep_ms(&self, ms: u32) {
-            self.now.set(self.now.get() + u64::from(ms));
-        }
-        fn rate_limit(&self, _: &str, _: &str, _: u32, _: u32) -> Result<Decision, String> {
-            Ok(Decision { allowed: true, retry_after_seconds: 0 })
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::fake::Fake;
-    use super::*;
-
-    #[test]
-    fn a_blob_larger_than_a_value_is_split_and_read_back_whole() {
-        let p = Fake::new(1000);
-        let bytes: Vec<u8> = (0..2500u32).map(|i| i as u8).collect();
-        let m = write(&p, "image-cache:o:x", Meta::default(), &bytes, None).unwrap();
-        assert_eq!(m.parts, 3);
-        assert_eq!(read(&p, "image-cache:o:x").unwrap().bytes, bytes);
-    }
-
-    #[test]
-    fn a_blob_with_a_missing_or_altered_part_is_a_miss() {
-        let p = Fake::new(1000);
-        let m = write(&p, "k", Meta::default(), &[7; 2500], None).unwrap();
-        p.kv.borrow_mut().insert(part_key("k", &m.sha256, 1), vec![0; 1000]);
-        assert!(read(&p, "k").is_none());
-        p.kv.borrow_mut().remove(&part_key("k", &m.sha256, 1));
-        assert!(read(&p, "k").is_none());
-        p.kv.borrow_mut().insert("k".into(), b"not json".to_vec());
-        assert!(read(&p, "k").is_none());
-    }
-
-    #[test]
-    fn keys_fit_the_smallest_host_limit() {
-        let k = key("o", &"x".repeat(5000));
-        assert!(part_key(&k, &"0".repeat(64), 999).len() < 256);
-    }
+    blob_store::key("image-cache", kind, name)
 }

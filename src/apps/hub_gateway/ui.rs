@@ -1,0 +1,270 @@
+//! The hub's web UI: a built single-page app, from a frontend origin (an
+//! object store bucket, a static host) or from key-value (filled with
+//! `PUT /_ui/<path>`, which `cargo xtask ui-upload` does). Paths that are
+//! not files get `index.html` (the app routes them itself); files get a
+//! correct `Content-Type` whatever the store said, and content-hashed assets
+//! are cached for a year.
+
+use serde::{Deserialize, Serialize};
+
+use super::check_base_url;
+use crate::platform::{Body, Headers, Platform, ReadOutcome, Request, Response, header, read_up_to};
+use crate::proxy::{ProxyError, Session, blob_store, headers};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Options {
+    /// Base URL of the built web UI.
+    pub frontend: Option<String>,
+    /// Serve the web UI from key-value instead.
+    #[serde(default)]
+    pub kv: bool,
+    /// The secret whose value is the bearer token for `PUT /_ui/<path>`;
+    /// without it, uploads are off.
+    pub upload_token: Option<String>,
+    /// The largest file an upload may store.
+    #[serde(default = "default_max_file_bytes")]
+    pub max_file_bytes: u64,
+}
+
+fn default_max_file_bytes() -> u64 {
+    25 << 20
+}
+
+/// Uploads go here; never a path of the web UI or the hub.
+const UPLOAD_PREFIX: &str = "/_ui";
+
+pub fn is_upload(path: &str) -> bool {
+    path == UPLOAD_PREFIX || path.starts_with("/_ui/")
+}
+
+/// The file a web UI request is answered with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    /// `/index.html`, `/assets/index-3f9a2c1b.js`, ...
+    pub file: String,
+    /// The request named no file: the single-page app's fallback.
+    pub fallback: bool,
+}
+
+impl Page {
+    /// A path whose last segment has no `.` is a route of the app, not a file.
+    pub fn of(path: &str) -> Page {
+        let last = path.rsplit('/').next().unwrap_or_default();
+        if last.contains('.') {
+            Page { file: path.to_owned(), fallback: false }
+        } else {
+            Page { file: "/index.html".into(), fallback: true }
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct FileMeta {
+    content_type: String,
+}
+
+impl Options {
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(frontend) = &self.frontend {
+            check_base_url("ui.frontend", frontend)?;
+        }
+        if self.frontend.is_some() && self.kv {
+            return Err("ui: choose frontend or kv, not both".into());
+        }
+        if self.upload_token.is_some() && !self.kv {
+            return Err("ui.upload_token fills key-value: set ui.kv = true".into());
+        }
+        Ok(())
+    }
+
+    /// Answers from key-value, refuses what the UI never serves, or leaves
+    /// the request to the frontend (`None`).
+    pub fn serve_local<P: Platform>(&self, s: &Session<P>, page: &Page) -> Result<Option<Response<P::Body>>, ProxyError> {
+        if !matches!(s.method.as_str(), "GET" | "HEAD") {
+            return Err(ProxyError::new(405, "method_not_allowed", format!("{} serves the web UI, which takes GET and HEAD only", s.incoming.path)).with_header("allow", "GET, HEAD"));
+        }
+        if self.kv {
+            return self.serve_from_kv(s, page).map(Some);
+        }
+        if self.frontend.is_none() {
+            return Err(ProxyError::not_found(format!("no route of the hub serves {}, and this gateway has no web UI (set ui.frontend or ui.kv)", s.incoming.path)));
+        }
+        Ok(None)
+    }
+
+    pub fn frontend_request<B>(&self, page: &Page, method: &str, client: Headers) -> Request<B> {
+        // A static host needs none of the client's credentials or cookies.
+        const PASSED: &[&str] = &["accept", "accept-encoding", "if-none-match", "if-modified-since", "range", "user-agent"];
+        let headers = client.into_iter().filter(|(n, _)| PASSED.contains(&n.as_str())).collect();
+        let base = self.frontend.as_deref().expect("serve_local sends only frontend requests on").trim_end_matches('/');
+        Request { method: method.to_owned(), url: format!("{base}{}", page.file), headers, body: None }
+    }
+
+    pub fn finish_frontend_response<B: Body>(&self, page: &Page, mut resp: Response<B>) -> Result<Response<B>, ProxyError> {
+        match resp.status {
+            200..=299 | 304 => {}
+            // Object stores answer 403 for a missing key when listing is off.
+            403 | 404 if page.fallback => return Err(ProxyError::new(502, "ui_missing", "the frontend has no index.html: publish the web UI there")),
+            403 | 404 => return Err(ProxyError::not_found(format!("the web UI has no file {}", page.file))),
+            status => return Err(ProxyError::new(502, "bad_gateway", format!("the frontend answered {status}"))),
+        }
+        resp.headers.retain(|(n, _)| n != "set-cookie" && !n.starts_with("x-amz-"));
+        let stored = resp.header("content-type").map(str::to_ascii_lowercase);
+        if stored.is_none_or(|t| t.starts_with("binary/octet-stream") || t.starts_with("application/octet-stream")) && resp.status != 304 {
+            headers::set(&mut resp.headers, "content-type", content_type(&page.file));
+        }
+        headers::set(&mut resp.headers, "cache-control", cache_control(&page.file));
+        Ok(resp)
+    }
+
+    fn serve_from_kv<P: Platform>(&self, s: &Session<P>, page: &Page) -> Result<Response<P::Body>, ProxyError> {
+        let key = kv_key(&page.file);
+        let Some(manifest) = blob_store::read_manifest::<P, FileMeta>(s.platform, &key) else {
+            return Err(if page.fallback {
+                ProxyError::new(502, "ui_missing", "the web UI is not uploaded: run `cargo xtask ui-upload` (see README)")
+            } else {
+                ProxyError::not_found(format!("the web UI has no file {}", page.file))
+            });
+        };
+        let etag = format!("\"{}\"", &manifest.sha256[..32]);
+        let mut out: Headers = vec![
+            ("content-type".into(), manifest.meta.content_type.clone()),
+            ("etag".into(), etag.clone()),
+            ("cache-control".into(), cache_control(&page.file).into()),
+        ];
+        if header(&s.headers, "if-none-match").is_some_and(|inm| inm.split(',').any(|t| t.trim() == etag || t.trim() == "*")) {
+            return Ok(Response { status: 304, headers: out, body: None });
+        }
+        out.push(("content-length".into(), manifest.size.to_string()));
+        if s.method == "HEAD" {
+            return Ok(Response { status: 200, headers: out, body: None });
+        }
+        let blob = blob_store::read_parts(s.platform, &key, manifest).ok_or_else(|| ProxyError::new(503, "ui_unavailable", "a web UI file in key-value is incomplete; upload it again"))?;
+        Ok(Response { status: 200, headers: out, body: Some(P::Body::from_bytes(blob.bytes)) })
+    }
+
+    /// `PUT /_ui/<path>` with `Authorization: Bearer <upload token>`: stores one file.
+    pub fn upload<P: Platform>(&self, s: &Session<P>, req: &mut Request<P::Body>) -> Result<Response<P::Body>, ProxyError> {
+        let Some(secret_name) = self.upload_token.as_deref().filter(|_| self.kv) else {
+            return Err(ProxyError::not_found("web UI uploads are off here (set ui.kv and ui.upload_token)"));
+        };
+        if s.method != "PUT" {
+            return Err(ProxyError::new(405, "method_not_allowed", "upload a web UI file with PUT").with_header("allow", "PUT"));
+        }
+        let secret = s.platform.config(secret_name).ok().flatten().filter(|t| !t.is_empty());
+        let Some(secret) = secret else {
+            return Err(ProxyError::internal(format!("the secret {secret_name} (ui.upload_token) is not set on this host")));
+        };
+        let given = header(&s.headers, "authorization").and_then(|a| a.strip_prefix("Bearer ")).unwrap_or_default();
+        if !constant_time_eq(given.as_bytes(), secret.as_bytes()) {
+            return Err(ProxyError::new(401, "unauthorized", "uploading the web UI needs Authorization: Bearer <upload token>").with_header("www-authenticate", "Bearer"));
+        }
+        let file = &s.incoming.path[UPLOAD_PREFIX.len()..];
+        if file.len() < 2 {
+            return Err(ProxyError::bad_request("PUT /_ui/<path of the file>"));
+        }
+        let too_large = || ProxyError::new(413, "body_too_large", format!("a web UI file may be at most {} bytes (ui.max_file_bytes)", self.max_file_bytes));
+        let bytes = match req.body.take().map(|b| read_up_to(b, self.max_file_bytes)) {
+            None => Vec::new(),
+            Some(Ok(ReadOutcome::Complete(bytes))) => bytes,
+            Some(Ok(ReadOutcome::TooLong(_))) => return Err(too_large()),
+            Some(Err(e)) => return Err(ProxyError::bad_request(format!("the upload broke off: {e}"))),
+        };
+        let given_type = header(&s.headers, "content-type").filter(|t| !t.starts_with("application/octet-stream"));
+        let meta = FileMeta { content_type: given_type.map_or_else(|| content_type(file).to_owned(), str::to_owned) };
+        let manifest = blob_store::write(s.platform, &kv_key(file), meta, &bytes, None)
+            .map_err(|e| ProxyError::new(503, "kv_unavailable", format!("the file could not be stored: {e:?}")))?;
+        let json = serde_json::json!({ "path": file, "size": manifest.size, "sha256": manifest.sha256, "content_type": manifest.meta.content_type });
+        let body = json.to_string().into_bytes();
+        let headers = vec![("content-type".into(), "application/json".into()), ("content-length".into(), body.len().to_string())];
+        Ok(Response { status: 201, headers, body: Some(P::Body::from_bytes(body)) })
+    }
+}
+
+fn kv_key(file: &str) -> String {
+    blob_store::key("hub-gateway", "ui", file)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// `index.html` is revalidated every time (it names the current assets);
+/// a file with a content hash in its name never changes.
+fn cache_control(file: &str) -> &'static str {
+    if file == "/index.html" {
+        "no-cache"
+    } else if is_content_hashed(file) {
+        "public, max-age=31536000, immutable"
+    } else {
+        "public, max-age=300"
+    }
+}
+
+/// `index-3f9a2c1b.js`, `index.BXk2j3Ld.css`: the last `-`/`.` part of the
+/// name before its extension is 8+ letters and digits with a digit in it.
+fn is_content_hashed(file: &str) -> bool {
+    let name = file.rsplit('/').next().unwrap_or_default();
+    let Some((stem, _ext)) = name.rsplit_once('.') else { return false };
+    let Some((_, hash)) = stem.rsplit_once(['-', '.']) else { return false };
+    hash.len() >= 8 && hash.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') && hash.bytes().any(|b| b.is_ascii_digit())
+}
+
+/// What a built web app ships, by extension.
+fn content_type(file: &str) -> &'static str {
+    let ext = file.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default();
+    match ext.as_str() {
+        "html" | "htm" => "text/html; charset=utf-8",
+        "js" | "mjs" => "text/javascript; charset=utf-8",
+        "css" => "text/css; charset=utf-8",
+        "json" | "map" => "application/json",
+        "webmanifest" => "application/manifest+json",
+        "txt" => "text/plain; charset=utf-8",
+        "xml" => "application/xml",
+        "svg" => "image/svg+xml",
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        "avif" => "image/avif",
+        "ico" => "image/x-icon",
+        "woff" => "font/woff",
+        "woff2" => "font/woff2",
+        "ttf" => "font/ttf",
+        "otf" => "font/otf",
+        "wasm" => "application/wasm",
+        "pdf" => "application/pdf",
+        "mp4" => "video/mp4",
+        "webm" => "video/webm",
+        _ => "application/octet-stream",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_without_a_file_name_fall_back_to_the_app() {
+        assert_eq!(Page::of("/"), Page { file: "/index.html".into(), fallback: true });
+        assert_eq!(Page::of("/models/alice/m/blob/main"), Page { file: "/index.html".into(), fallback: true });
+        assert_eq!(Page::of("/assets/index-3f9a2c1b.js"), Page { file: "/assets/index-3f9a2c1b.js".into(), fallback: false });
+    }
+
+    #[test]
+    fn hashed_assets_are_immutable_and_the_index_is_revalidated() {
+        assert_eq!(cache_control("/assets/index-3f9a2c1b.js"), "public, max-age=31536000, immutable");
+        assert_eq!(cache_control("/assets/index.BXk2j3Ld.css"), "public, max-age=31536000, immutable");
+        assert_eq!(cache_control("/index.html"), "no-cache");
+        assert_eq!(cache_control("/favicon.svg"), "public, max-age=300");
+        assert_eq!(cache_control("/assets/my-favorites.js"), "public, max-age=300");
+    }
+
+    #[test]
+    fn content_types_come_from_the_extension() {
+        assert_eq!(content_type("/assets/a.JS"), "text/javascript; charset=utf-8");
+        assert_eq!(content_type("/favicon.svg"), "image/svg+xml");
+        assert_eq!(content_type("/x.unknown"), "application/octet-stream");
+    }
+}
