@@ -5,10 +5,8 @@
 //! `tests/fixtures/hf/requirements.txt`.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::workspace_root;
@@ -42,21 +40,9 @@ impl FakeHub {
     /// Starts the fake hub; `lfs_size` is the size of `org/small`'s `model.bin`.
     pub async fn start(lfs_size: u64) -> FakeHub {
         let state = tempdir::Dir::new("hf-state");
-        let mut child = Command::new(venv_python())
-            .arg(fixture("fake_hub.py"))
-            .arg("--state")
-            .arg(state.path())
-            .args(["--lfs-size", &lfs_size.to_string()])
-            // The fixture exits when its stdin closes, so it never outlives the test.
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start fake_hub.py");
-        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-        let line = stdout.next_line().await.unwrap().expect("fake_hub.py exited before it was ready (see its stderr)");
-        let ready: Value = serde_json::from_str(&line).expect("fake_hub.py's ready line is JSON");
-        FakeHub { hub: ready["hub"].as_str().unwrap().to_owned(), cdn: ready["cdn"].as_str().unwrap().to_owned(), _child: child, _state: state }
+        let state_dir = state.path().to_string_lossy().into_owned();
+        let (child, ready) = crate::fixture::spawn("hf/fake_hub.py", &["--state", &state_dir, "--lfs-size", &lfs_size.to_string()]).await;
+        FakeHub { hub: crate::fixture::url(&ready, "hub"), cdn: crate::fixture::url(&ready, "cdn"), _child: child, _state: state }
     }
 
     /// A config document with one hf-mirror route for every host name,

@@ -4,14 +4,12 @@
 //! the virtualenv `target/hf-venv` (Pillow is pinned there).
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::hf::venv_python;
-use crate::workspace_root;
+use crate::{fixture, workspace_root};
 
 /// The API token the stand-in accepts.
 pub const TOKEN: &str = "r8_test_token_not_secret";
@@ -32,19 +30,8 @@ impl FakeReplicate {
     /// Starts the stand-in; output files stop being served `output_ttl`
     /// seconds after their prediction completes.
     pub async fn start(output_ttl: u32) -> FakeReplicate {
-        let mut child = Command::new(venv_python())
-            .arg(fixture("fake_replicate.py"))
-            .args(["--token", TOKEN, "--output-ttl", &output_ttl.to_string()])
-            // It exits when its stdin closes, so it never outlives the test.
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start fake_replicate.py");
-        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-        let line = stdout.next_line().await.unwrap().expect("fake_replicate.py exited before it was ready (see its stderr)");
-        let ready: Value = serde_json::from_str(&line).expect("fake_replicate.py's ready line is JSON");
-        FakeReplicate { api: ready["api"].as_str().unwrap().to_owned(), delivery: ready["delivery"].as_str().unwrap().to_owned(), _child: child }
+        let (child, ready) = fixture::spawn("images/fake_replicate.py", &["--token", TOKEN, "--output-ttl", &output_ttl.to_string()]).await;
+        FakeReplicate { api: fixture::url(&ready, "api"), delivery: fixture::url(&ready, "delivery"), _child: child }
     }
 
     /// An image-cache route on every host at `/`, generating through this

@@ -3,7 +3,9 @@
 //! edgeproxy on one of its hosts against a config document.
 
 pub mod browser;
+pub mod fixture;
 pub mod hf;
+pub mod hub;
 pub mod images;
 pub mod host;
 pub mod spin;

@@ -7,6 +7,8 @@
 //! - `spin`: the Spin build, `dist/edgeproxy-spin.wasm` (what `spin build` runs)
 //! - `workers`: the Cloudflare Workers build, `workers/build/` (jco transpile)
 //! - `bench`: the benchmark harness (see BENCHMARKS.md)
+//! - `ui-upload DIR URL`: publish a built web UI to a hub-gateway that serves
+//!   it from key-value (token in `EDGEPROXY_UI_TOKEN`)
 
 mod bench;
 pub mod python;
@@ -32,6 +34,7 @@ fn main() {
 fn run_task() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let root = root();
+    let invoked_in = std::env::current_dir()?;
     std::env::set_current_dir(&root)?;
     match args.first().map(String::as_str) {
         Some("build") => build(&root).map(drop),
@@ -60,7 +63,15 @@ fn run_task() -> anyhow::Result<()> {
             workers::build(&root)?;
             bench::run(&root)
         }
-        _ => bail!("usage: cargo xtask <build | serve [ARGS] | test [ARGS] | spin | workers | bench>"),
+        Some("ui-upload") => {
+            let [dir, url] = &args[1..] else { bail!("usage: cargo xtask ui-upload DIR GATEWAY_URL (token in EDGEPROXY_UI_TOKEN)") };
+            let token = std::env::var("EDGEPROXY_UI_TOKEN").context("set EDGEPROXY_UI_TOKEN to the gateway's ui.upload_token secret")?;
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let uploaded = runtime.block_on(edgeproxy_testkit::hub::upload_ui(url, &invoked_in.join(dir), &token)).map_err(anyhow::Error::msg)?;
+            println!("uploaded {} files to {url}/_ui/", uploaded.len());
+            Ok(())
+        }
+        _ => bail!("usage: cargo xtask <build | serve [ARGS] | test [ARGS] | spin | workers | bench | ui-upload DIR URL>"),
     }
 }
 
