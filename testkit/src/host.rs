@@ -168,7 +168,7 @@ fn edgeproxy_command(subcommand: &str, component: &str, config: &std::path::Path
 fn rate_limit_policies(document: &str) -> Vec<(String, i64, i64)> {
     let Ok(doc) = toml::from_str::<toml::Table>(document) else { return Vec::new() };
     let routes = doc.get("route").and_then(|r| r.as_array()).cloned().unwrap_or_default();
-    let apps = [("api-gateway", "api", 0), ("hf-mirror", "hf", 20_000)];
+    let apps = [("api-gateway", "api", 0), ("hf-mirror", "hf", 20_000), ("hub-gateway", "hub", 0)];
     routes
         .iter()
         .flat_map(|route| apps.iter().filter_map(move |(app, policy, requests)| Some((route.get(app)?.get("rate_limit")?.as_table()?.clone(), *policy, *requests))))
