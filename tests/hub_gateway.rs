@@ -37,9 +37,15 @@ fn logged<'a>(request: &'a Value, name: &str) -> Option<&'a str> {
     request["headers"].get(name).and_then(Value::as_str)
 }
 
-/// No request carrying credentials reached anything but the backend.
+/// No `Authorization` reached anything but the backend, and the gateway
+/// sent no cookie elsewhere. (A client's own cookie jar may send the store a
+/// cookie: cookies ignore ports, and every fixture is on 127.0.0.1.)
 fn credentials_only_at_the_backend(log: &[Value]) {
-    let leaked: Vec<&Value> = log.iter().filter(|r| r["server"] != "backend" && (logged(r, "authorization").is_some() || logged(r, "cookie").is_some())).collect();
+    let through_gateway = |r: &Value| logged(r, "x-forwarded-host").is_some();
+    let leaked: Vec<&Value> = log
+        .iter()
+        .filter(|r| r["server"] != "backend" && (logged(r, "authorization").is_some() || (through_gateway(r) && logged(r, "cookie").is_some())))
+        .collect();
     assert!(leaked.is_empty(), "credentials left for a host other than the backend: {leaked:?}");
 }
 
@@ -88,7 +94,7 @@ async fn a_push_gets_the_challenge_the_backend_forgets_and_streams_over_1_mib_ch
     let work = tempdir::Dir::new("push");
     git.run(&["clone", &host.url("/alice/push-target.git"), "repo"], work.path()).unwrap();
     let repo = work.path().join("repo");
-    let blob: Vec<u8> = (0..1_500_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let blob = incompressible(1_500_000);
     std::fs::write(repo.join("big.dat"), &blob).unwrap();
     git.run(&["add", "big.dat"], &repo).unwrap();
     git.run(&["commit", "-qm", "a pack over http.postBuffer"], &repo).unwrap();
@@ -136,7 +142,9 @@ async fn a_private_repo_clones_and_pulls_lfs_with_an_ordinary_credential_helper(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn lfs_push_and_pull_of_100_mib_through_the_gateway_in_bounded_memory() {
-    let hub = FakeKohaku::start(&[]).await;
+    // KohakuHub answers uploads over its multipart threshold (100 MB) in a
+    // multipart shape only huggingface_hub understands; git-lfs needs it raised.
+    let hub = FakeKohaku::start(&["--lfs-multipart-threshold", "1000000000"]).await;
     let host = gateway(&hub, &format!("lfs_hrefs = \"gateway\"\nobject_store = \"{}\"", hub.store)).await;
     let git = Git::new().with_credentials(ALICE);
     let work = tempdir::Dir::new("lfs100");
@@ -205,6 +213,19 @@ async fn huggingface_hub_uploads_and_downloads_with_the_token_seen_only_by_the_b
     assert!(requests(&log, "backend", "/info/lfs/complete/").iter().any(|r| r["status"] == 200), "the multipart completion went through the gateway");
     assert!(requests(&log, "store", "/").iter().any(|r| r["method"] == "PUT" && r["query"].as_str().unwrap_or_default().contains("partNumber")), "parts went straight to the store");
     credentials_only_at_the_backend(&log);
+}
+
+/// xorshift64 bytes: zlib cannot shrink them, so the pack is as large as the file.
+fn incompressible(len: usize) -> Vec<u8> {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -293,7 +314,7 @@ async fn check_web_ui(host: &Host) {
     for path in ["/", "/models/alice/public-model", "/settings/tokens"] {
         let r = client.get(host.url(path)).send().await.unwrap();
         assert_eq!(r.status(), 200, "{path}");
-        assert_eq!(header(&r, "content-type"), Some("text/html; charset=utf-8"), "{path}");
+        assert!(header(&r, "content-type").is_some_and(|t| t.starts_with("text/html")), "{path}");
         assert_eq!(header(&r, "cache-control"), Some("no-cache"), "{path}");
         assert!(r.text().await.unwrap().contains("<title>KohakuHub</title>"), "{path}: the app's index");
     }
@@ -301,7 +322,7 @@ async fn check_web_ui(host: &Host) {
     assert_eq!(header(&js, "content-type"), Some("text/javascript; charset=utf-8"), "corrected from the store's binary/octet-stream");
     assert_eq!(header(&js, "cache-control"), Some("public, max-age=31536000, immutable"));
     let css = client.get(host.url("/assets/index-7d41e0aa.css")).send().await.unwrap();
-    assert_eq!(header(&css, "content-type"), Some("text/css; charset=utf-8"));
+    assert!(header(&css, "content-type").is_some_and(|t| t.starts_with("text/css")), "a right type is kept");
     let missing = client.get(host.url("/assets/gone-00000000.js")).send().await.unwrap();
     assert_eq!((missing.status().as_u16(), header(&missing, "content-type")), (404, Some("application/json")), "a missing file is a 404, never the index");
     let post = client.post(host.url("/settings")).send().await.unwrap();
