@@ -395,3 +395,31 @@ async fn backend_failures_are_json_errors_and_a_reset_mid_pack_breaks_the_clone(
     let health = client.get(down.url("/health")).send().await.unwrap();
     assert_eq!((health.status().as_u16(), header(&health, "x-error-code")), (503, Some("backend_unhealthy")));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn over_the_rate_limit_git_lfs_gets_a_429_with_retry_after() {
+    let hub = FakeKohaku::start(&[]).await;
+    let host = gateway(&hub, "[route.hub-gateway.rate_limit]\nrequests = 2\nperiod_seconds = 60").await;
+    let batch = serde_json::json!({ "operation": "download", "transfers": ["basic"], "objects": [] });
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let r = http()
+            .post(host.url(&format!("/{PUBLIC}.git/info/lfs/objects/batch")))
+            .header("accept", "application/vnd.git-lfs+json")
+            .header("content-type", "application/vnd.git-lfs+json")
+            .body(batch.to_string())
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 429 {
+            assert!(header(&r, "retry-after").is_some_and(|v| v.parse::<u32>().is_ok_and(|s| s >= 1)), "git-lfs panics on a 429 without Retry-After");
+            assert_eq!(header(&r, "cache-control"), Some("no-store"));
+        } else {
+            assert_eq!(header(&r, "content-type"), Some("application/vnd.git-lfs+json"), "the batch type passes");
+        }
+        statuses.push(r.status().as_u16());
+    }
+    assert_eq!(statuses.first(), Some(&200));
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+}
+
