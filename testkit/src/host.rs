@@ -3,8 +3,10 @@
 //!
 //! `EDGEPROXY_TEST_HOST` picks the host: `wasmtime` (the default),
 //! `workerd` (the Workers adapter in real workerd, through Miniflare), or
-//! `spin` (`dist/edgeproxy-spin.wasm` in `edgeproxy spin`, the host's
-//! Spin-compatible mode). Each runs the same core, so one suite covers all.
+//! `spin` (`dist/edgeproxy-spin.wasm` in `spin up` of a test manifest beside
+//! the real `spin.toml`; without a Spin binary, loudly, in `edgeproxy spin`,
+//! the host's Spin-compatible stand-in). Each runs the same core, so one
+//! suite covers all.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -71,13 +73,17 @@ impl Host {
         std::fs::write(&config, document).unwrap();
         let mut command = match Self::kind().as_str() {
             "wasmtime" => edgeproxy_command("serve", "dist/edgeproxy.wasm", &config, &dir),
-            "spin" => {
-                let mut c = edgeproxy_command("spin", "dist/edgeproxy-spin.wasm", &config, &dir);
-                // The fixtures are loopback servers on any port (spin.toml's
-                // list is for real upstreams).
-                c.args(["--allowed-outbound-host", "http://127.0.0.1:*"]);
-                c
-            }
+            "spin" => match spin_binary() {
+                Some(spin) => real_spin_command(&spin, &config, &dir, env),
+                None => {
+                    eprintln!("WARNING: no Spin binary (../shared/tools/spin or EDGEPROXY_SPIN): the Spin suite runs on the stand-in `edgeproxy spin`, not on Spin itself");
+                    let mut c = edgeproxy_command("spin", "dist/edgeproxy-spin.wasm", &config, &dir);
+                    // The fixtures are loopback servers on any port (spin.toml's
+                    // list is for real upstreams).
+                    c.args(["--allowed-outbound-host", "http://127.0.0.1:*"]);
+                    c
+                }
+            },
             "workerd" => {
                 let build = root.join("workers/build/edgeproxy.js");
                 assert!(build.exists(), "build first: `cargo xtask test` builds {}", build.display());
@@ -97,14 +103,20 @@ impl Host {
             .kill_on_drop(true)
             .spawn()
             .expect("start edgeproxy");
-        let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+        let real_spin = Self::kind() == "spin" && spin_binary().is_some();
+        // Spin announces its address on stdout ("Serving http://..."), edgeproxy and Miniflare on stderr.
+        let mut announcing = BufReader::new(if real_spin { Box::new(child.stdout.take().unwrap()) as Box<dyn tokio::io::AsyncRead + Unpin + Send> } else { Box::new(child.stderr.take().unwrap()) }).lines();
         let base = loop {
-            let line = stderr.next_line().await.unwrap().expect("edgeproxy exited before serving");
+            let line = announcing.next_line().await.unwrap().expect("the host exited before serving");
             eprintln!("[edgeproxy] {line}");
             if let Some(url) = line.split(" on ").nth(1).filter(|_| line.contains("serving")) {
                 break url.trim().to_owned();
             }
+            if let Some(url) = line.strip_prefix("Serving ").filter(|_| real_spin) {
+                break url.trim().to_owned();
+            }
         };
+        let mut stderr = announcing;
         tokio::spawn(async move {
             while let Ok(Some(line)) = stderr.next_line().await {
                 eprintln!("[edgeproxy] {line}");
@@ -112,12 +124,21 @@ impl Host {
         });
         let log: Arc<Mutex<Vec<String>>> = Arc::default();
         let sink = log.clone();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = stdout.next_line().await {
-                sink.lock().unwrap().push(line);
-            }
-        });
+        if let Some(stdout) = child.stdout.take() {
+            let mut stdout = BufReader::new(stdout).lines();
+            tokio::spawn(async move {
+                while let Ok(Some(line)) = stdout.next_line().await {
+                    sink.lock().unwrap().push(line);
+                }
+            });
+        } else if let Some(stderr) = child.stderr.take() {
+            let mut stderr = BufReader::new(stderr).lines();
+            tokio::spawn(async move {
+                while let Ok(Some(line)) = stderr.next_line().await {
+                    eprintln!("[spin] {line}");
+                }
+            });
+        }
         Host { child, base, dir, log }
     }
 
@@ -159,6 +180,43 @@ fn edgeproxy_command(subcommand: &str, component: &str, config: &std::path::Path
     assert!(binary.exists() && component.exists(), "build first: `cargo xtask test` builds {} and {}", binary.display(), component.display());
     let mut c = Command::new(&binary);
     c.arg(subcommand).arg("--config").arg(config).args(["--listen", "127.0.0.1:0", "--component"]).arg(&component).arg("--data-dir").arg(dir.join("data"));
+    c
+}
+
+/// The real Spin CLI, if this machine has one: `EDGEPROXY_SPIN`, the
+/// project's shared tools (`../shared/tools/spin` beside the workspace), or
+/// `spin` on `PATH`.
+pub fn spin_binary() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("EDGEPROXY_SPIN") {
+        return Some(PathBuf::from(path)).filter(|p| p.is_file());
+    }
+    let shared = workspace_root().join("../shared/tools/spin");
+    let on_path = std::env::var_os("PATH").into_iter().flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>()).map(|dir| dir.join("spin"));
+    std::iter::once(shared).chain(on_path).find(|p| p.is_file())
+}
+
+/// `spin up` as a user runs it: the real `spin.toml`, widened in a test
+/// manifest beside it for the tests' loopback upstreams and the secrets the
+/// test sets (Spin refuses variables a manifest does not declare); the
+/// document as `--variable document=@FILE`; state in the test's directory.
+fn real_spin_command(spin: &std::path::Path, config: &std::path::Path, dir: &std::path::Path, env: &[(&str, &str)]) -> Command {
+    let root = workspace_root();
+    let manifest = std::fs::read_to_string(root.join("spin.toml")).expect("read spin.toml");
+    let wasm = root.join("dist/edgeproxy-spin.wasm");
+    assert!(wasm.exists(), "build first: `cargo xtask test` builds {}", wasm.display());
+    let secrets: Vec<String> = env.iter().filter_map(|(k, _)| k.strip_prefix("SPIN_VARIABLE_")).map(str::to_ascii_lowercase).filter(|n| !manifest.contains(&format!("\n{n} = "))).collect();
+    let declared: String = secrets.iter().map(|n| format!("{n} = {{ default = \"\", secret = true }}\n")).collect();
+    let mapped: String = secrets.iter().map(|n| format!("{n} = \"{{{{ {n} }}}}\"\n")).collect();
+    let test_manifest = manifest
+        .replace("source = \"dist/edgeproxy-spin.wasm\"", &format!("source = {:?}", wasm.display().to_string()))
+        .replace("allowed_outbound_hosts = [\n", "allowed_outbound_hosts = [\n  \"http://127.0.0.1:*\",\n")
+        .replace("[variables]\n", &format!("[variables]\n{declared}"))
+        .replace("[component.edgeproxy.variables]\n", &format!("[component.edgeproxy.variables]\n{mapped}"));
+    let path = dir.join("spin.toml");
+    std::fs::write(&path, test_manifest).unwrap();
+    let mut c = Command::new(spin);
+    c.arg("up").arg("--from").arg(&path).args(["--listen", "127.0.0.1:0", "--quiet"]).arg("--state-dir").arg(dir.join("spin-state"));
+    c.arg("--variable").arg(format!("document=@{}", config.display()));
     c
 }
 
