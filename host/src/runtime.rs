@@ -77,7 +77,7 @@ impl Runtime {
         pool.linear_memory_keep_resident(KEEP_RESIDENT).table_keep_resident(64 << 10).async_stack_keep_resident(64 << 10);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config)?;
-        let component = Component::from_file(&engine, component_path).map_err(anyhow::Error::from).with_context(|| {
+        let component = load_component(&engine, component_path).with_context(|| {
             format!("cannot load the component {} (build it with `cargo xtask build`)", component_path.display())
         })?;
         let mut linker = Linker::<State>::new(&engine);
@@ -260,3 +260,41 @@ mod tests {
         assert_eq!(super::secret_env_var("replicate.api_key"), "EDGEPROXY_SECRET_REPLICATE_API_KEY");
     }
 }
+
+/// The component at `path`, compiled once per engine configuration and
+/// content: a start costs a cache read, not a second of Cranelift. The cache
+/// is `$XDG_CACHE_HOME/edgeproxy` (or `~/.cache/edgeproxy`); a file named by
+/// the hash of the engine's compatibility data and the component's bytes,
+/// written by this program only, so loading it (which trusts its machine
+/// code, as wasmtime's own cache does) is sound. Without a usable cache
+/// directory, the component is simply compiled.
+pub fn load_component(engine: &Engine, path: &Path) -> anyhow::Result<Component> {
+    use std::hash::{Hash, Hasher};
+    let bytes = std::fs::read(path)?;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    bytes.hash(&mut hasher);
+    let cached = compile_cache_dir().map(|dir| dir.join(format!("{:016x}.cwasm", hasher.finish())));
+    if let Some(file) = cached.as_ref().filter(|f| f.exists()) {
+        // SAFETY: the file was serialised by this function for this engine
+        // configuration and these bytes (both are in its name).
+        if let Ok(component) = unsafe { Component::deserialize_file(engine, file) } {
+            return Ok(component);
+        }
+    }
+    let component = Component::new(engine, &bytes)?;
+    if let (Some(file), Ok(serialized)) = (cached, component.serialize()) {
+        // Written aside and renamed, so a concurrent start never reads half a file.
+        let partial = file.with_extension(format!("{}.partial", std::process::id()));
+        if std::fs::create_dir_all(file.parent().expect("in the cache dir")).and_then(|()| std::fs::write(&partial, serialized)).and_then(|()| std::fs::rename(&partial, &file)).is_err() {
+            let _ = std::fs::remove_file(&partial);
+        }
+    }
+    Ok(component)
+}
+
+fn compile_cache_dir() -> Option<std::path::PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME").map(std::path::PathBuf::from).or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache")))?;
+    Some(base.join("edgeproxy"))
+}
+

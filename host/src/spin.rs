@@ -14,7 +14,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use wasmtime::component::{Component, HasSelf, Linker, Resource, ResourceTable};
+use wasmtime::component::{HasSelf, Linker, Resource, ResourceTable};
 use wasmtime::{Config, Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
@@ -85,7 +85,7 @@ pub struct SpinRuntime {
 impl SpinRuntime {
     pub fn new(component_path: &Path, shared: SpinShared) -> anyhow::Result<SpinRuntime> {
         let engine = Engine::new(&Config::new())?;
-        let component = Component::from_file(&engine, component_path).map_err(anyhow::Error::from).with_context(|| {
+        let component = crate::runtime::load_component(&engine, component_path).with_context(|| {
             format!("cannot load the Spin component {} (build it with `cargo xtask spin`)", component_path.display())
         })?;
         let mut linker = Linker::<State>::new(&engine);
