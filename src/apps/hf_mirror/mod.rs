@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::platform::{Body, Platform, ReadOutcome, Request, Response, header, read_up_to};
+use crate::platform::{Body, Platform, Request, Response, header};
 use crate::proxy::cors::{CorsOptions, HUB_METADATA};
 use crate::proxy::git::{self, GitRoute};
 use crate::proxy::{ProxyApp, ProxyError, Session, cache, headers, rate_limit};
@@ -320,7 +320,7 @@ impl<P: Platform> ProxyApp<P> for HfMirror<'_> {
         self.rewrite_headers(target, &mut resp.headers, &public);
         let identity = header(&resp.headers, "content-encoding").is_none_or(|e| e.eq_ignore_ascii_case("identity"));
         if target.document != Document::None && (200..300).contains(&resp.status) && identity {
-            resp = rewrite_body(resp, target.document, o.max_rewrite_bytes, &public)?;
+            resp = crate::proxy::rewrite_body(resp, o.max_rewrite_bytes, |bytes| target.document.rewrite(bytes, &public))?;
         }
         if let (Some(key), Some(cache)) = (&ctx.cache_key, &o.cache)
             && resp.status == 200
@@ -442,20 +442,6 @@ fn metadata_answer<B>(resp: &mut Response<B>) {
     resp.headers.retain(|(n, _)| n != "location");
     headers::set(&mut resp.headers, "content-length", size);
     resp.body = None;
-}
-
-fn rewrite_body<B: Body>(mut resp: Response<B>, document: Document, limit: u64, public: &dyn Fn(&str) -> Option<String>) -> Result<Response<B>, ProxyError> {
-    let Some(body) = resp.body.take() else { return Ok(resp) };
-    match read_up_to(body, limit) {
-        Ok(ReadOutcome::Complete(bytes)) => {
-            let bytes = document.rewrite(&bytes, public).unwrap_or(bytes);
-            headers::set(&mut resp.headers, "content-length", bytes.len().to_string());
-            resp.body = Some(B::from_bytes(bytes));
-        }
-        Ok(ReadOutcome::TooLong(body)) => resp.body = Some(body),
-        Err(e) => return Err(ProxyError::new(502, "bad_gateway", format!("upstream response failed: {e}"))),
-    }
-    Ok(resp)
 }
 
 /// The home page: how to use this mirror, with its own addresses filled in.

@@ -10,7 +10,7 @@ mod ui;
 
 use serde::Deserialize;
 
-use crate::platform::{Body, Platform, ReadOutcome, Request, Response, header, read_up_to};
+use crate::platform::{Body, Platform, Request, Response, header};
 use crate::proxy::cors::{CorsOptions, HUB_METADATA};
 use crate::proxy::git::{self, GitRoute};
 use crate::proxy::{ProxyApp, ProxyError, Session, headers, rate_limit};
@@ -321,17 +321,8 @@ impl HubGateway<'_> {
 
     /// Batch hrefs on the backend come back to the public address; on the
     /// object store, through `/_objects/` when so configured.
-    fn rewrite_lfs_batch<B: Body>(&self, mut resp: Response<B>, public_base: &str) -> Result<Response<B>, ProxyError> {
+    fn rewrite_lfs_batch<B: Body>(&self, resp: Response<B>, public_base: &str) -> Result<Response<B>, ProxyError> {
         let o = self.options;
-        let Some(body) = resp.body.take() else { return Ok(resp) };
-        let bytes = match read_up_to(body, o.max_rewrite_bytes) {
-            Ok(ReadOutcome::Complete(bytes)) => bytes,
-            Ok(ReadOutcome::TooLong(body)) => {
-                resp.body = Some(body);
-                return Ok(resp);
-            }
-            Err(e) => return Err(ProxyError::new(502, "bad_gateway", format!("the backend's LFS answer broke off: {e}"))),
-        };
         let store = o.object_store_base().filter(|_| o.lfs_hrefs == LfsHrefs::Gateway);
         let public = |url: &str| -> Option<String> {
             let on = |base: &str| url.strip_prefix(base).filter(|rest| rest.is_empty() || rest.starts_with(['/', '?']));
@@ -340,16 +331,11 @@ impl HubGateway<'_> {
             }
             on(o.backend_base()).map(|rest| format!("{public_base}{rest}"))
         };
-        let bytes = match serde_json::from_slice::<serde_json::Value>(&bytes) {
-            Ok(mut json) => {
-                git::rewrite_lfs_batch(&mut json, &public);
-                serde_json::to_vec(&json).unwrap_or(bytes)
-            }
-            Err(_) => bytes,
-        };
-        headers::set(&mut resp.headers, "content-length", bytes.len().to_string());
-        resp.body = Some(B::from_bytes(bytes));
-        Ok(resp)
+        crate::proxy::rewrite_body(resp, o.max_rewrite_bytes, |bytes| {
+            let mut json = serde_json::from_slice::<serde_json::Value>(bytes).ok()?;
+            git::rewrite_lfs_batch(&mut json, &public);
+            serde_json::to_vec(&json).ok()
+        })
     }
 
     /// `/health`: this gateway is up, and so is the backend (its own `/health`).
