@@ -66,6 +66,18 @@ impl Host {
 
     /// Starts with extra environment variables (secrets).
     pub async fn start_with_env(document: &str, env: &[(&str, &str)]) -> Host {
+        Self::start_configured(document, env, None).await
+    }
+
+    /// Starts real Spin with `runtime_config` as its `--runtime-config-file`
+    /// (a key-value store on Redis, say). Only for the Spin pass with a Spin
+    /// binary: see [`spin_binary`].
+    pub async fn start_spin_with_runtime_config(document: &str, runtime_config: &str) -> Host {
+        assert!(Self::kind() == "spin" && spin_binary().is_some(), "a Spin runtime config needs real Spin (EDGEPROXY_TEST_HOST=spin and a Spin binary)");
+        Self::start_configured(document, &[], Some(runtime_config)).await
+    }
+
+    async fn start_configured(document: &str, env: &[(&str, &str)], spin_runtime_config: Option<&str>) -> Host {
         let root = workspace_root();
         let dir = std::env::temp_dir().join(format!("edgeproxy-test-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)));
         std::fs::create_dir_all(&dir).unwrap();
@@ -74,7 +86,7 @@ impl Host {
         let mut command = match Self::kind().as_str() {
             "wasmtime" => edgeproxy_command("serve", "dist/edgeproxy.wasm", &config, &dir),
             "spin" => match spin_binary() {
-                Some(spin) => real_spin_command(&spin, &config, &dir, env),
+                Some(spin) => real_spin_command(&spin, &config, &dir, env, spin_runtime_config),
                 None => {
                     eprintln!("WARNING: no Spin binary (../shared/tools/spin or EDGEPROXY_SPIN): the Spin suite runs on the stand-in `edgeproxy spin`, not on Spin itself");
                     let mut c = edgeproxy_command("spin", "dist/edgeproxy-spin.wasm", &config, &dir);
@@ -198,8 +210,9 @@ pub fn spin_binary() -> Option<PathBuf> {
 /// `spin up` as a user runs it: the real `spin.toml`, widened in a test
 /// manifest beside it for the tests' loopback upstreams and the secrets the
 /// test sets (Spin refuses variables a manifest does not declare); the
-/// document as `--variable document=@FILE`; state in the test's directory.
-fn real_spin_command(spin: &std::path::Path, config: &std::path::Path, dir: &std::path::Path, env: &[(&str, &str)]) -> Command {
+/// document as `--variable document=@FILE`; a runtime config file (by
+/// default, Spin's SQLite store in the test's directory); state there too.
+fn real_spin_command(spin: &std::path::Path, config: &std::path::Path, dir: &std::path::Path, env: &[(&str, &str)], runtime_config: Option<&str>) -> Command {
     let root = workspace_root();
     let manifest = std::fs::read_to_string(root.join("spin.toml")).expect("read spin.toml");
     let wasm = root.join("dist/edgeproxy-spin.wasm");
@@ -214,8 +227,12 @@ fn real_spin_command(spin: &std::path::Path, config: &std::path::Path, dir: &std
         .replace("[component.edgeproxy.variables]\n", &format!("[component.edgeproxy.variables]\n{mapped}"));
     let path = dir.join("spin.toml");
     std::fs::write(&path, test_manifest).unwrap();
+    let default_store = format!("[key_value_store.default]\ntype = \"spin\"\npath = {:?}\n", dir.join("kv.db").display().to_string());
+    let runtime_config_path = dir.join("runtime-config.toml");
+    std::fs::write(&runtime_config_path, runtime_config.unwrap_or(&default_store)).unwrap();
     let mut c = Command::new(spin);
     c.arg("up").arg("--from").arg(&path).args(["--listen", "127.0.0.1:0", "--quiet"]).arg("--state-dir").arg(dir.join("spin-state"));
+    c.arg("--runtime-config-file").arg(&runtime_config_path);
     c.arg("--variable").arg(format!("document=@{}", config.display()));
     c
 }

@@ -6,8 +6,9 @@ pub mod browser;
 pub mod fixture;
 pub mod hf;
 pub mod hub;
-pub mod images;
 pub mod host;
+pub mod images;
+pub mod redis;
 pub mod spin;
 pub mod upstream;
 

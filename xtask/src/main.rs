@@ -43,7 +43,7 @@ fn run_task() -> anyhow::Result<()> {
             run(Command::new(root.join("target/release/edgeproxy")).arg("serve").args(&args[1..]))
         }
         Some("test") => {
-            ensure_debian_tools(&[("curl", "curl"), ("git", "git"), ("git-lfs", "git-lfs"), ("chromium", "chromium")])?;
+            ensure_debian_tools(&[("curl", "curl"), ("git", "git"), ("git-lfs", "git-lfs"), ("chromium", "chromium"), ("redis-server", "redis-server")])?;
             python::ensure_venv(&root)?;
             build(&root)?;
             workers::build(&root)?;

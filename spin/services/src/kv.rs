@@ -12,9 +12,10 @@ use crate::bindings::wasi::keyvalue::store::{self, Bucket};
 /// Spin's documented limits: keys up to 256 bytes, values up to 1 MB.
 const MAX_KEY_BYTES: u32 = 256;
 const MAX_STORED_BYTES: u64 = 1_000_000;
-/// Version byte, then the expiry in Unix milliseconds (0 = none), little-endian.
-const HEADER_BYTES: usize = 9;
-const FORMAT_V1: u8 = 1;
+/// Version byte, the expiry in Unix milliseconds (0 = none), little-endian,
+/// then a random nonce, which makes every write's bytes unique (see [`swap`]).
+const HEADER_BYTES: usize = 17;
+const FORMAT_V2: u8 = 2;
 
 thread_local! {
     // One instance serves one request: opening once per instance is enough.
@@ -40,18 +41,19 @@ pub fn describe(e: &store::Error) -> String {
 fn stored(value: &[u8], ttl_seconds: Option<u32>) -> Vec<u8> {
     let expires_ms = ttl_seconds.map_or(0, |ttl| crate::now_ms() + u64::from(ttl) * 1000);
     let mut stored = Vec::with_capacity(HEADER_BYTES + value.len());
-    stored.push(FORMAT_V1);
+    stored.push(FORMAT_V2);
     stored.extend_from_slice(&expires_ms.to_le_bytes());
+    stored.extend_from_slice(&wasi::random::random::get_random_u64().to_le_bytes());
     stored.extend_from_slice(value);
     stored
 }
 
 /// A stored value in our format whose expiry has not passed.
 fn is_live(stored: &[u8]) -> bool {
-    if stored.len() < HEADER_BYTES || stored[0] != FORMAT_V1 {
+    if stored.len() < HEADER_BYTES || stored[0] != FORMAT_V2 {
         return false;
     }
-    let expires_ms = u64::from_le_bytes(stored[1..HEADER_BYTES].try_into().expect("8 bytes"));
+    let expires_ms = u64::from_le_bytes(stored[1..9].try_into().expect("8 bytes"));
     expires_ms == 0 || crate::now_ms() < expires_ms
 }
 
@@ -70,10 +72,10 @@ impl kv::Guest for Services {
     fn get(key: String) -> Result<Option<Vec<u8>>, KvError> {
         check_key(&key)?;
         let Some(stored) = with_bucket(|b| b.get(&key)).map_err(KvError::Unavailable)? else { return Ok(None) };
-        if stored.len() < HEADER_BYTES || stored[0] != FORMAT_V1 {
+        if stored.len() < HEADER_BYTES || stored[0] != FORMAT_V2 {
             return Ok(None);
         }
-        let expires_ms = u64::from_le_bytes(stored[1..HEADER_BYTES].try_into().expect("8 bytes"));
+        let expires_ms = u64::from_le_bytes(stored[1..9].try_into().expect("8 bytes"));
         if expires_ms != 0 && crate::now_ms() >= expires_ms {
             let _ = with_bucket(|b| b.delete(&key));
             return Ok(None);
@@ -103,15 +105,30 @@ impl kv::Guest for Services {
         if current.is_some_and(|v| is_live(&v)) {
             return Ok(false);
         }
-        match atomics::swap(cas, &stored(&value, ttl_seconds)) {
-            Ok(()) => Ok(true),
-            Err(CasError::CasFailed(_)) => Ok(false),
-            Err(CasError::StoreError(e)) => Err(KvError::Unavailable(describe(&e))),
-        }
+        swap(&key, cas, &stored(&value, ttl_seconds)).map_err(|e| KvError::Unavailable(describe(&e)))
     }
 
     fn delete(key: String) -> Result<(), KvError> {
         check_key(&key)?;
         with_bucket(|b| b.delete(&key)).map_err(KvError::Unavailable)
+    }
+}
+
+/// `atomics::swap`: whether `value` replaced what `cas` read.
+///
+/// Spin 4.0.2's Redis store ends every swap with `UNWATCH <key>`, which Redis
+/// refuses (UNWATCH takes no arguments), so its swap reports `cas-failed`
+/// whether or not the transaction wrote. On `cas-failed` the key is read back:
+/// finding `value`, whose bytes are unique to this write, means the swap
+/// happened. On a store whose swap is right this costs one read per real
+/// conflict.
+pub fn swap(key: &str, cas: Cas, value: &[u8]) -> Result<bool, store::Error> {
+    match atomics::swap(cas, value) {
+        Ok(()) => Ok(true),
+        Err(CasError::CasFailed(_)) => BUCKET.with(|cell| match cell.get() {
+            Some(Ok(bucket)) => Ok(bucket.get(key)?.as_deref() == Some(value)),
+            _ => Ok(false),
+        }),
+        Err(CasError::StoreError(e)) => Err(e),
     }
 }

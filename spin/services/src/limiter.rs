@@ -1,12 +1,13 @@
 //! `limiter.check` as a GCRA token bucket kept in the key-value store, one
 //! key per (policy, client) updated by compare-and-swap
 //! (`wasi:keyvalue/atomics`), so every Spin instance shares the count.
-//! A client's key holds one timestamp; it is rewritten, never multiplied.
+//! A client's key holds one timestamp (and a nonce); it is rewritten, never
+//! multiplied.
 
 use crate::Services;
 use crate::bindings::exports::edgeproxy::platform::limiter::{self, Decision, LimiterError};
-use crate::bindings::wasi::keyvalue::atomics::{self, Cas, CasError};
-use crate::kv::{describe, with_bucket};
+use crate::bindings::wasi::keyvalue::atomics::Cas;
+use crate::kv::{describe, swap, with_bucket};
 
 /// Attempts before giving up on a contended key (and failing open).
 const CAS_ATTEMPTS: u32 = 8;
@@ -32,10 +33,13 @@ impl limiter::Guest for Services {
                 let wait_ms = next - now - period_ms;
                 return Ok(Decision { allowed: false, retry_after_seconds: wait_ms.div_ceil(1000).max(1) as u32 });
             }
-            match atomics::swap(cas, &next.to_le_bytes()) {
-                Ok(()) => return Ok(Decision { allowed: true, retry_after_seconds: 0 }),
-                Err(CasError::CasFailed(_)) => continue,
-                Err(CasError::StoreError(e)) => return Err(LimiterError::Unavailable(describe(&e))),
+            // The TAT, then a nonce that makes this write's bytes unique (kv::swap).
+            let mut value = next.to_le_bytes().to_vec();
+            value.extend_from_slice(&wasi::random::random::get_random_u64().to_le_bytes());
+            match swap(&key, cas, &value) {
+                Ok(true) => return Ok(Decision { allowed: true, retry_after_seconds: 0 }),
+                Ok(false) => continue,
+                Err(e) => return Err(LimiterError::Unavailable(describe(&e))),
             }
         }
         Err(LimiterError::Unavailable(format!("the counter {key} stayed contended for {CAS_ATTEMPTS} attempts")))
