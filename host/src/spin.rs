@@ -3,7 +3,7 @@
 //! the `spin-host` world of spin/wit/adapter.wit: WASI 0.2 from wasmtime-wasi
 //! and wasmtime-wasi-http (as Spin does), plus Spin's key-value
 //! (`wasi:keyvalue@0.2.0-draft2`, label `default`) and variables
-//! (`wasi:config/store`), and it mimics what Spin does around a request:
+//! (`fermyon:spin/variables@2.0.0`, what spin-sdk reads them with), and it mimics what Spin does around a request:
 //! `spin-*` headers, `allowed_outbound_hosts`, `SPIN_VARIABLE_*`.
 
 use std::collections::HashMap;
@@ -32,7 +32,7 @@ mod bindings {
             package edgeproxy:spin-host-services;
             world services {
                 include wasi:keyvalue/imports@0.2.0-draft2;
-                import wasi:config/store@0.2.0-draft-2024-09-27;
+                import fermyon:spin/variables@2.0.0;
             }
         ",
         imports: { default: async | trappable },
@@ -43,7 +43,7 @@ mod bindings {
     });
 }
 
-use bindings::wasi::config::store as config;
+use bindings::fermyon::spin::variables;
 use bindings::wasi::keyvalue::{atomics, batch, store};
 
 /// The only store label spin.toml grants (`key_value_stores = ["default"]`).
@@ -363,18 +363,15 @@ impl batch::Host for State {
     }
 }
 
-impl config::Host for State {
-    /// Spin variable names are `[a-z][a-z0-9_]*`; other names are an error.
-    async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<String>, config::Error>> {
-        let valid = key.starts_with(|c: char| c.is_ascii_lowercase()) && key.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+impl variables::Host for State {
+    /// Spin variable names are `[a-z][a-z0-9_]*`; other names are an error,
+    /// and a name the component has no value for is `undefined`.
+    async fn get(&mut self, name: String) -> wasmtime::Result<Result<String, variables::Error>> {
+        let valid = name.starts_with(|c: char| c.is_ascii_lowercase()) && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
         if !valid {
-            return Ok(Err(config::Error::Upstream(format!("{key:?} is not a valid Spin variable name"))));
+            return Ok(Err(variables::Error::InvalidName(format!("{name:?} is not a valid Spin variable name"))));
         }
-        Ok(Ok(self.shared.variables.get(&key).cloned()))
-    }
-
-    async fn get_all(&mut self) -> wasmtime::Result<Result<Vec<(String, String)>, config::Error>> {
-        Ok(Ok(self.shared.variables.iter().map(|(k, v)| (k.clone(), v.clone())).collect()))
+        Ok(self.shared.variables.get(&name).cloned().ok_or_else(|| variables::Error::Undefined(format!("no variable {name:?}"))))
     }
 }
 

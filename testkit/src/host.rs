@@ -34,6 +34,14 @@ impl Drop for Host {
         {
             let _ = std::process::Command::new("kill").arg("-KILL").arg(workerd.to_string()).status();
         }
+        // `spin up` runs the app in a child (`spin trigger http`) that a
+        // SIGKILL of `spin up` alone would orphan: kill its process group.
+        if Self::kind() == "spin"
+            && spin_binary().is_some()
+            && let Some(pid) = self.child.id()
+        {
+            let _ = std::process::Command::new("kill").args(["-KILL", "--", &format!("-{pid}")]).status();
+        }
         let _ = self.child.start_kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
@@ -86,7 +94,7 @@ impl Host {
         let mut command = match Self::kind().as_str() {
             "wasmtime" => edgeproxy_command("serve", "dist/edgeproxy.wasm", &config, &dir),
             "spin" => match spin_binary() {
-                Some(spin) => real_spin_command(&spin, &config, &dir, env, spin_runtime_config),
+                Some(spin) => Command::from(spin_up_command(&spin, &config, &dir, env, spin_runtime_config, "127.0.0.1:0")),
                 None => {
                     eprintln!("WARNING: no Spin binary (../shared/tools/spin or EDGEPROXY_SPIN): the Spin suite runs on the stand-in `edgeproxy spin`, not on Spin itself");
                     let mut c = edgeproxy_command("spin", "dist/edgeproxy-spin.wasm", &config, &dir);
@@ -163,11 +171,17 @@ impl Host {
         self.log.lock().unwrap().clone()
     }
 
-    /// Peak resident memory of the host process so far (Linux `VmHWM`): the
-    /// edgeproxy server, or the workerd process under Miniflare's Node.
+    /// Peak resident memory of the process that serves requests, so far
+    /// (Linux `VmHWM`): the edgeproxy server, the workerd process under
+    /// Miniflare's Node, or the `spin trigger http` process that `spin up`
+    /// starts.
     pub fn peak_rss_kib(&self) -> u64 {
         let root = self.child.id().expect("host is running");
-        let pid = if Self::kind() == "workerd" { descendant_named(root, "workerd").expect("a workerd process") } else { root };
+        let pid = match Self::kind().as_str() {
+            "workerd" => descendant_named(root, "workerd").expect("a workerd process"),
+            "spin" if spin_binary().is_some() => descendant_named(root, "spin").expect("spin up's trigger process"),
+            _ => root,
+        };
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
         status
             .lines()
@@ -212,7 +226,9 @@ pub fn spin_binary() -> Option<PathBuf> {
 /// test sets (Spin refuses variables a manifest does not declare); the
 /// document as `--variable document=@FILE`; a runtime config file (by
 /// default, Spin's SQLite store in the test's directory); state there too.
-fn real_spin_command(spin: &std::path::Path, config: &std::path::Path, dir: &std::path::Path, env: &[(&str, &str)], runtime_config: Option<&str>) -> Command {
+/// `listen` is `--listen`'s address (`127.0.0.1:0`: Spin picks a port and
+/// prints it). Also used by `cargo xtask bench`.
+pub fn spin_up_command(spin: &std::path::Path, config: &std::path::Path, dir: &std::path::Path, env: &[(&str, &str)], runtime_config: Option<&str>, listen: &str) -> std::process::Command {
     let root = workspace_root();
     let manifest = std::fs::read_to_string(root.join("spin.toml")).expect("read spin.toml");
     let wasm = root.join("dist/edgeproxy-spin.wasm");
@@ -230,8 +246,10 @@ fn real_spin_command(spin: &std::path::Path, config: &std::path::Path, dir: &std
     let default_store = format!("[key_value_store.default]\ntype = \"spin\"\npath = {:?}\n", dir.join("kv.db").display().to_string());
     let runtime_config_path = dir.join("runtime-config.toml");
     std::fs::write(&runtime_config_path, runtime_config.unwrap_or(&default_store)).unwrap();
-    let mut c = Command::new(spin);
-    c.arg("up").arg("--from").arg(&path).args(["--listen", "127.0.0.1:0", "--quiet"]).arg("--state-dir").arg(dir.join("spin-state"));
+    let mut c = std::process::Command::new(spin);
+    // Its own process group, so that stopping it stops the trigger process too.
+    std::os::unix::process::CommandExt::process_group(&mut c, 0);
+    c.arg("up").arg("--from").arg(&path).args(["--listen", listen, "--quiet"]).arg("--state-dir").arg(dir.join("spin-state"));
     c.arg("--runtime-config-file").arg(&runtime_config_path);
     c.arg("--variable").arg(format!("document=@{}", config.display()));
     c
@@ -257,7 +275,7 @@ fn rate_limit_policies(document: &str) -> Vec<(String, i64, i64)> {
 }
 
 /// The first process below `pid` whose name is `name`.
-fn descendant_named(pid: u32, name: &str) -> Option<u32> {
+pub fn descendant_named(pid: u32, name: &str) -> Option<u32> {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
     for task in tasks.flatten() {
         let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();

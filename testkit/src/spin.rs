@@ -7,7 +7,7 @@ use std::path::Path;
 
 use wit_parser::{Resolve, WorldItem, WorldKey};
 
-/// The imported interfaces of `component` (`wasi:http/types@0.2.12`, ...),
+/// The imported interfaces of `component` (`wasi:http/types@0.2.0`, ...),
 /// or what in them Spin does not provide.
 pub fn check_spin_imports(component: &[u8], spin_wit: &Path) -> Result<Vec<String>, String> {
     let mut spin = Resolve::default();

@@ -2,8 +2,10 @@
 //! this machine, back to back, against the same local upstream:
 //!
 //! - small proxied requests (wrk: requests/s, p50, p99): direct, nginx
-//!   `proxy_pass`, edgeproxy on wasmtime;
-//! - streaming a large body (curl): direct, nginx, edgeproxy;
+//!   `proxy_pass`, edgeproxy on wasmtime, and on real `spin up` when there is
+//!   a Spin binary;
+//! - streaming a large body each way (curl), with the serving process's peak
+//!   RSS: the same targets;
 //! - hf-mirror: a 1 GiB LFS file by its `resolve` URL (curl follows the
 //!   redirect to the CDN host), straight from the fake hub's CDN and through
 //!   edgeproxy;
@@ -31,9 +33,16 @@ const END: &str = "<!-- bench:end -->";
 struct Killed(Child);
 impl Drop for Killed {
     /// SIGTERM, so that nginx's master stops its workers too (after SIGKILL
-    /// they would outlive the run).
+    /// they would outlive the run); to the whole group when the child leads
+    /// one (`spin up` and its trigger process).
     fn drop(&mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.0.id().to_string()).status();
+        let pid = self.0.id();
+        let leads_group = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            // pid (comm) state ppid pgrp ...
+            stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(2).map(|pgrp| pgrp == pid.to_string())).unwrap_or(false)
+        });
+        let target = if leads_group { format!("-{pid}") } else { pid.to_string() };
+        let _ = Command::new("kill").args(["-TERM", "--", &target]).status();
         let _ = self.0.wait();
     }
 }
@@ -61,27 +70,49 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
     let proxy_port = free_port()?;
     let config = work.join("edgeproxy.toml");
     std::fs::write(&config, format!("[[route]]\nhost = \"*\"\n[route.api-gateway]\norigin = \"{}\"\n", upstream.url()))?;
-    let _proxy = serve(root, proxy_port, &config, &work.join("data"))?;
-    let targets = [
-        ("direct upstream", upstream.url()),
-        ("nginx proxy_pass", format!("http://127.0.0.1:{nginx_port}")),
-        ("edgeproxy (wasmtime)", format!("http://127.0.0.1:{proxy_port}")),
+    let proxy = serve(root, proxy_port, &config, &work.join("data"))?;
+    // (name, base URL, the process whose peak RSS is reported)
+    let mut targets = vec![
+        ("direct upstream", upstream.url(), None),
+        ("nginx proxy_pass", format!("http://127.0.0.1:{nginx_port}"), None),
+        ("edgeproxy (wasmtime)", format!("http://127.0.0.1:{proxy_port}"), Some(proxy.0.id())),
     ];
-    for (name, base) in &targets {
+    // Real Spin, when this machine has it: `spin up` of the manifest the tests use.
+    let spin = match edgeproxy_testkit::host::spin_binary() {
+        Some(binary) => {
+            let port = free_port()?;
+            let dir = work.join("spin");
+            std::fs::create_dir_all(&dir)?;
+            let mut up = edgeproxy_testkit::host::spin_up_command(&binary, &config, &dir, &[], None, &format!("127.0.0.1:{port}"));
+            let spin = Killed(up.stdout(Stdio::null()).spawn().context("start spin up")?);
+            wait_until_up(&format!("http://127.0.0.1:{port}/small")).context("spin up did not come up")?;
+            let trigger = edgeproxy_testkit::host::descendant_named(spin.0.id(), "spin").context("spin up's trigger process")?;
+            targets.push(("edgeproxy (real `spin up`)", format!("http://127.0.0.1:{port}"), Some(trigger)));
+            Some(spin)
+        }
+        None => {
+            eprintln!("bench: WARNING: no Spin binary, so no real Spin figures");
+            None
+        }
+    };
+    for (name, base, _) in &targets {
         wait_until_up(&format!("{base}/small")).with_context(|| format!("{name} did not come up"))?;
     }
 
     let mut loads = Vec::new();
-    for (name, base) in &targets {
+    for (name, base, _) in &targets {
         eprintln!("bench: wrk {name} ...");
         wrk(&format!("{base}/small"))?; // warm-up
         loads.push((name, wrk(&format!("{base}/small"))?));
     }
     let mut streams = Vec::new();
-    for (name, base) in &targets {
-        eprintln!("bench: streaming {} GiB through {name} ...", STREAM_BYTES >> 30);
-        streams.push((name, stream_gib_per_s(&format!("{base}/bytes/{STREAM_BYTES}"))?));
+    for (name, base, pid) in &targets {
+        eprintln!("bench: streaming {} GiB each way through {name} ...", STREAM_BYTES >> 30);
+        let down = stream_gib_per_s(&format!("{base}/bytes/{STREAM_BYTES}"))?;
+        let up = upload_gib_per_s(&format!("{base}/sink"))?;
+        streams.push((name, down, up, pid.map(peak_rss_mib).transpose()?));
     }
+    drop(spin);
     eprintln!("bench: hf-mirror, 1 GiB LFS file ...");
     let (hf_direct, hf_mirror) = hf_mirror_download(root, &rt, &work)?;
     eprintln!("bench: image-cache ...");
@@ -114,10 +145,16 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
             100.0 * l.rps / direct.rps
         );
     }
-    report += &format!("\nStreaming one {} GiB body (curl to /dev/null):\n\n| target | GiB/s | vs nginx |\n|---|---:|---:|\n", STREAM_BYTES >> 30);
-    let nginx_stream = streams[1].1;
-    for (name, gibs) in &streams {
-        report += &format!("| {name} | {gibs:.2} | {:.0}% |\n", 100.0 * gibs / nginx_stream);
+    report += &format!(
+        "\nStreaming one {} GiB body each way (curl: a download to /dev/null, then a chunked upload from /dev/zero to the origin's sink); \
+         peak RSS is the serving process's over the whole run so far (wrk included):\n\n\
+         | target | download GiB/s | vs nginx | upload GiB/s | vs nginx | peak RSS |\n|---|---:|---:|---:|---:|---:|\n",
+        STREAM_BYTES >> 30
+    );
+    let (nginx_down, nginx_up) = (streams[1].1, streams[1].2);
+    for (name, down, up, rss) in &streams {
+        let rss = rss.map_or("–".to_owned(), |mib| format!("{mib:.0} MiB"));
+        report += &format!("| {name} | {down:.2} | {:.0}% | {up:.2} | {:.0}% | {rss} |\n", 100.0 * down / nginx_down, 100.0 * up / nginx_up);
     }
     report += &format!(
         "\nhf-mirror: a {} GiB LFS file through `resolve` (curl `-L`: the hub's 302, then the CDN host; fake hub from tests/fixtures/hf):\n\n| target | GiB/s | vs direct |\n|---|---:|---:|\n| direct (the CDN URL, no proxy) | {hf_direct:.2} | 100% |\n| edgeproxy hf-mirror (wasmtime) | {hf_mirror:.2} | {:.0}% |\n",
@@ -243,6 +280,25 @@ fn download_gib_per_s(url: &str, expected: u64) -> anyhow::Result<f64> {
     let (size, speed) = (parts.next().unwrap_or(0.0), parts.next().unwrap_or(0.0));
     ensure!(out.status.success() && size as u64 == expected, "downloading {url} failed: {text}");
     Ok(speed / f64::from(1u32 << 30))
+}
+
+/// A chunked upload of `STREAM_BYTES` zero bytes (curl `-T -` from /dev/zero) to `url`; its average speed.
+fn upload_gib_per_s(url: &str) -> anyhow::Result<f64> {
+    // curl's size_upload counts the chunk framing too: the sink's JSON says what arrived.
+    let script = format!("head -c {STREAM_BYTES} /dev/zero | curl -sf -T - -X POST -w '\\n%{{speed_upload}}' '{url}'");
+    let out = Command::new("sh").args(["-c", &script]).output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (sink, speed) = text.rsplit_once('\n').unwrap_or_default();
+    let arrived = serde_json::from_str::<serde_json::Value>(sink).ok().and_then(|v| v["bytes"].as_u64());
+    ensure!(out.status.success() && arrived == Some(STREAM_BYTES), "uploading to {url} failed: {text}");
+    Ok(speed.trim().parse::<f64>().unwrap_or(0.0) / f64::from(1u32 << 30))
+}
+
+/// Linux `VmHWM` of `pid`, in MiB.
+fn peak_rss_mib(pid: u32) -> anyhow::Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib: f64 = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).context("VmHWM in /proc status")?;
+    Ok(kib / 1024.0)
 }
 
 const HF_FILE_BYTES: u64 = 1 << 30;

@@ -9,15 +9,24 @@ use anyhow::{Context, bail};
 use wac_graph::types::Package;
 use wac_graph::{CompositionGraph, EncodeOptions, NodeId};
 
-use crate::{CORE_TARGET, cargo, componentize, gzip_len, run};
+use crate::{cargo, gzip_len, run};
+
+/// The adapter components' target: spin-sdk's dependencies expect WASI (on
+/// wasm32-unknown-unknown, chrono would link wasm-bindgen's JavaScript glue),
+/// and rustc makes a component for this target itself.
+const ADAPTER_TARGET: &str = "wasm32-wasip2";
 
 /// What Spin calls: the one export of the composed component.
-const HTTP_HANDLER: &str = "wasi:http/incoming-handler@0.2.12";
+const HTTP_HANDLER: &str = "wasi:http/incoming-handler@0.2.0";
 
 pub fn build(root: &Path, core: &Path) -> anyhow::Result<PathBuf> {
-    run(cargo().args(["build", "--package", "edgeproxy-spin-services", "--package", "edgeproxy-spin-front", "--release", "--target", CORE_TARGET]))?;
-    let services = componentize(root, "edgeproxy_spin_services")?;
-    let front = componentize(root, "edgeproxy_spin_front")?;
+    crate::ensure_target(ADAPTER_TARGET)?;
+    run(cargo().args(["build", "--package", "edgeproxy-spin-services", "--package", "edgeproxy-spin-front", "--release", "--target", ADAPTER_TARGET]))?;
+    let adapter = |name: &str| -> anyhow::Result<Vec<u8>> {
+        let path = root.join(format!("target/{ADAPTER_TARGET}/release/{name}.wasm"));
+        std::fs::read(&path).with_context(|| format!("read {}", path.display()))
+    };
+    let (services, front) = (adapter("edgeproxy_spin_services")?, adapter("edgeproxy_spin_front")?);
     let core = std::fs::read(core).with_context(|| format!("read {}", core.display()))?;
     let composed = compose(services, core, front)?;
 

@@ -30,7 +30,7 @@ impl http_client::Guest for Services {
         for (name, value) in &request.headers {
             // Headers wasi:http forbids a guest to set (host, connection,
             // ...) are the host's to write; skipping them is correct.
-            let _ = headers.append(name, value.as_bytes());
+            let _ = headers.append(name, &value.as_bytes().to_vec());
         }
         let outgoing = OutgoingRequest::new(headers);
         let invalid = |what: &str| HttpError::InvalidUrl(format!("{}: invalid {what}", request.url));

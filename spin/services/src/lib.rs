@@ -1,7 +1,7 @@
 //! The core's imports on Spin: bodies over wasi:io streams, outbound HTTP over
 //! `wasi:http/outgoing-handler`, the key-value store over
-//! `wasi:keyvalue@0.2.0-draft2` (label `default`), config over
-//! `wasi:config/store`, rate limits as compare-and-swap counters in the store.
+//! `wasi:keyvalue@0.2.0-draft2` (label `default`), config over Spin
+//! variables (spin-sdk's `variables::get`), rate limits as compare-and-swap counters in the store.
 //! See spin/wit/adapter.wit for how this component is wired to the others.
 
 mod bodies;
@@ -14,22 +14,21 @@ mod bindings {
         path: "../wit",
         world: "edgeproxy:spin-adapter/services",
         with: {
-            "wasi:http/types@0.2.12": ::wasi::http::types,
-            "wasi:http/outgoing-handler@0.2.12": ::wasi::http::outgoing_handler,
-            "wasi:io/streams@0.2.12": ::wasi::io::streams,
-            "wasi:io/error@0.2.12": ::wasi::io::error,
-            "wasi:io/poll@0.2.12": ::wasi::io::poll,
-            "wasi:clocks/wall-clock@0.2.12": ::wasi::clocks::wall_clock,
-            "wasi:clocks/monotonic-clock@0.2.12": ::wasi::clocks::monotonic_clock,
+            "wasi:http/types@0.2.0": ::wasi::http::types,
+            "wasi:http/outgoing-handler@0.2.0": ::wasi::http::outgoing_handler,
+            "wasi:io/streams@0.2.0": ::wasi::io::streams,
+            "wasi:io/error@0.2.0": ::wasi::io::error,
+            "wasi:io/poll@0.2.0": ::wasi::io::poll,
+            "wasi:clocks/wall-clock@0.2.0": ::wasi::clocks::wall_clock,
+            "wasi:clocks/monotonic-clock@0.2.0": ::wasi::clocks::monotonic_clock,
             "wasi:keyvalue/store@0.2.0-draft2": generate,
             "wasi:keyvalue/atomics@0.2.0-draft2": generate,
-            "wasi:config/store@0.2.0-draft-2024-09-27": generate,
         },
     });
 }
 
 use bindings::exports::edgeproxy::platform::{clock, config};
-use bindings::wasi::config::store as spin_config;
+use spin_sdk::variables;
 
 struct Services;
 
@@ -54,10 +53,10 @@ impl config::Guest for Services {
     /// secret counts as unset, because Spin needs a default for an optional
     /// variable and `""` is the natural one; an empty document is just empty.
     fn get(key: String) -> Result<Option<String>, config::ConfigError> {
-        match spin_config::get(&spin_variable_name(&key)) {
-            Ok(Some(value)) if !value.is_empty() || key == "document" => Ok(Some(value)),
-            Ok(_) => Ok(None),
-            Err(spin_config::Error::Upstream(why) | spin_config::Error::Io(why)) => Err(config::ConfigError::Unavailable(why)),
+        match variables::get(&spin_variable_name(&key)) {
+            Ok(value) if !value.is_empty() || key == "document" => Ok(Some(value)),
+            Ok(_) | Err(variables::Error::Undefined(_)) => Ok(None),
+            Err(variables::Error::InvalidName(why) | variables::Error::Provider(why) | variables::Error::Other(why)) => Err(config::ConfigError::Unavailable(why)),
         }
     }
 }
