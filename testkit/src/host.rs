@@ -182,12 +182,7 @@ impl Host {
             "spin" if spin_binary().is_some() => descendant_named(root, "spin").expect("spin up's trigger process"),
             _ => root,
         };
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmHWM in /proc status")
+        peak_rss_kib_of(pid).expect("VmHWM in /proc status")
     }
 
     /// Stops the host with SIGINT (Ctrl-C) and returns its exit status.
@@ -272,6 +267,12 @@ fn rate_limit_policies(document: &str) -> Vec<(String, i64, i64)> {
             (policy, requests, period)
         })
         .collect()
+}
+
+/// Peak resident memory of process `pid` (Linux `VmHWM`), if it is running.
+pub fn peak_rss_kib_of(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 /// The first process below `pid` whose name is `name`.

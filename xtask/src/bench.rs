@@ -201,7 +201,7 @@ fn nginx_config(port: u16, upstream: &str, work: &Path) -> String {
     let w = work.display();
     format!(
         "daemon off;\nworker_processes auto;\npid {w}/nginx.pid;\nerror_log {w}/logs/error.log;\nevents {{ worker_connections 1024; }}\n\
-         http {{\n  access_log off;\n  client_body_temp_path {w}/body;\n  proxy_temp_path {w}/proxy;\n  fastcgi_temp_path {w}/fcgi;\n  uwsgi_temp_path {w}/uwsgi;\n  scgi_temp_path {w}/scgi;\n\
+         http {{\n  access_log off;\n  client_max_body_size 0;\n  client_body_temp_path {w}/body;\n  proxy_temp_path {w}/proxy;\n  fastcgi_temp_path {w}/fcgi;\n  uwsgi_temp_path {w}/uwsgi;\n  scgi_temp_path {w}/scgi;\n\
          \x20 upstream origin {{ server {}; keepalive 64; }}\n\
          \x20 server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      proxy_pass http://origin;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      proxy_buffering off;\n      proxy_request_buffering off;\n    }}\n  }}\n}}\n",
         upstream.trim_start_matches("http://")
@@ -285,20 +285,19 @@ fn download_gib_per_s(url: &str, expected: u64) -> anyhow::Result<f64> {
 /// A chunked upload of `STREAM_BYTES` zero bytes (curl `-T -` from /dev/zero) to `url`; its average speed.
 fn upload_gib_per_s(url: &str) -> anyhow::Result<f64> {
     // curl's size_upload counts the chunk framing too: the sink's JSON says what arrived.
-    let script = format!("head -c {STREAM_BYTES} /dev/zero | curl -sf -T - -X POST -w '\\n%{{speed_upload}}' '{url}'");
+    let script = format!("head -c {STREAM_BYTES} /dev/zero | curl -sS -T - -X POST -w '\\n%{{speed_upload}}' '{url}'");
     let out = Command::new("sh").args(["-c", &script]).output()?;
     let text = String::from_utf8_lossy(&out.stdout);
     let (sink, speed) = text.rsplit_once('\n').unwrap_or_default();
     let arrived = serde_json::from_str::<serde_json::Value>(sink).ok().and_then(|v| v["bytes"].as_u64());
-    ensure!(out.status.success() && arrived == Some(STREAM_BYTES), "uploading to {url} failed: {text}");
+    ensure!(out.status.success() && arrived == Some(STREAM_BYTES), "uploading to {url} failed: {text} {}", String::from_utf8_lossy(&out.stderr));
     Ok(speed.trim().parse::<f64>().unwrap_or(0.0) / f64::from(1u32 << 30))
 }
 
 /// Linux `VmHWM` of `pid`, in MiB.
 fn peak_rss_mib(pid: u32) -> anyhow::Result<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kib: f64 = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).context("VmHWM in /proc status")?;
-    Ok(kib / 1024.0)
+    let kib = edgeproxy_testkit::host::peak_rss_kib_of(pid).with_context(|| format!("no peak RSS for process {pid}"))?;
+    Ok(kib as f64 / 1024.0)
 }
 
 const HF_FILE_BYTES: u64 = 1 << 30;
