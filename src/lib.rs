@@ -29,6 +29,7 @@ pub fn handle<P: Platform>(platform: &P, request: Request<P::Body>, client_ip: O
 }
 
 fn serve<P: Platform>(platform: &P, request: Request<P::Body>, client_ip: Option<&str>) -> Result<Response<P::Body>, ProxyError> {
+    proxy::refuse_unservable_method(&request.method)?;
     let document = load_document(platform)?;
     let incoming = Incoming::parse(&request.url)?;
     let (route_index, prefix, app) = document

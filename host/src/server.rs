@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -66,21 +67,42 @@ pub async fn serve<H: Handler>(listener: TcpListener, handler: Arc<H>, options: 
 }
 
 /// One access-log line per request, whichever handler answered.
-async fn logged<H: Handler>(handler: Arc<H>, options: Arc<ServerOptions>, peer: SocketAddr, req: hyper::Request<Incoming>) -> Result<hyper::Response<H::Body>, Infallible> {
+async fn logged<H: Handler>(handler: Arc<H>, options: Arc<ServerOptions>, peer: SocketAddr, req: hyper::Request<Incoming>) -> Result<hyper::Response<Either<H::Body, HostBody>>, Infallible> {
     let started = Instant::now();
     let method = req.method().clone();
-    let authority = req
-        .headers()
-        .get(hyper::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| req.uri().authority().map(|a| a.to_string()))
-        .unwrap_or_else(|| "localhost".to_owned());
-    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    let url = format!("{}://{authority}{path}", options.scheme);
-    let response = handler.handle(req, url.clone(), peer).await;
+    let (url, response) = match request_url(&req, &options.scheme) {
+        Ok(url) => (url.clone(), handler.handle(req, url, peer).await.map(Either::Left)),
+        Err(refusal) => (req.uri().to_string(), refusal.map(Either::Right)),
+    };
     println!("{} \"{method} {url}\" {} {:.1}ms", peer.ip(), response.status().as_u16(), started.elapsed().as_secs_f64() * 1000.0);
     Ok(response)
+}
+
+/// The absolute URL the client asked for. The authority is the request
+/// target's when it is in absolute form (`GET http://host/path`; RFC 9112,
+/// section 3.2.2), and the `Host` header's otherwise. A request with more
+/// than one `Host` (RFC 9112, section 3.2: 400), or whose target names
+/// another host than its `Host`, is refused, so that nothing can be routed by
+/// one name and reach another.
+fn request_url(req: &hyper::Request<Incoming>, scheme: &str) -> Result<String, hyper::Response<HostBody>> {
+    let hosts = req.headers().get_all(hyper::header::HOST).iter().count();
+    if hosts > 1 {
+        return Err(json_error(400, "bad_request", &format!("the request has {hosts} Host headers; it may have one (RFC 9112, section 3.2)")));
+    }
+    let host = req.headers().get(hyper::header::HOST).map(|h| h.to_str().unwrap_or("\u{fffd}").to_owned());
+    // Absolute form has a scheme; CONNECT's authority form has none, and the
+    // core refuses CONNECT whatever it names.
+    let absolute_form_authority = req.uri().scheme().and(req.uri().authority());
+    let authority = match (absolute_form_authority, host) {
+        (Some(target), Some(host)) if !target.as_str().eq_ignore_ascii_case(&host) => {
+            return Err(json_error(400, "bad_request", &format!("the request target names {target} but its Host is {host}")));
+        }
+        (Some(target), _) => target.to_string(),
+        (None, Some(host)) => host,
+        (None, None) => req.uri().authority().map_or_else(|| "localhost".to_owned(), ToString::to_string),
+    };
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    Ok(format!("{scheme}://{authority}{path}"))
 }
 
 impl Handler for Runtime {
@@ -114,10 +136,17 @@ impl Handler for Runtime {
 }
 
 pub fn internal_error(message: &str) -> hyper::Response<HostBody> {
-    let body = format!("{{\"error\":\"internal_error\",\"message\":{message:?}}}");
+    json_error(500, "internal_error", message)
+}
+
+/// The core's error shape (`{"error", "message"}` and `X-Error-Code`), for
+/// what the host answers itself.
+fn json_error(status: u16, code: &str, message: &str) -> hyper::Response<HostBody> {
+    let body = serde_json::json!({ "error": code, "message": message }).to_string();
     hyper::Response::builder()
-        .status(500)
+        .status(status)
         .header("content-type", "application/json")
+        .header("x-error-code", code)
         .body(HostBody::from_bytes(body))
         .expect("a static response is valid")
 }

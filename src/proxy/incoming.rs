@@ -18,6 +18,25 @@ pub struct Incoming {
     pub query: Option<String>,
 }
 
+/// Methods no app serves, with what the 405 tells the client.
+const REFUSED_METHODS: [(&str, &str); 2] = [
+    ("CONNECT", "CONNECT opens a tunnel, and edgeproxy is not a forward proxy"),
+    ("TRACE", "TRACE would reflect the request back, credentials included"),
+];
+/// What an app may serve, for the `Allow` of a refused method.
+const SERVABLE_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
+
+/// Refuses, before any routing, the methods no app serves and no proxy should
+/// pass on: `CONNECT` and `TRACE` (405). Checked in the core, so the same on
+/// every host whose server lets them through. (The `Host` header is the
+/// hosts' to check: wasi:http hides it from components.)
+pub fn refuse_unservable_method(method: &str) -> Result<(), ProxyError> {
+    match REFUSED_METHODS.iter().find(|(name, _)| method.eq_ignore_ascii_case(name)) {
+        Some((name, why)) => Err(ProxyError::new(405, "method_not_allowed", format!("{name} is not served: {why}")).with_header("allow", SERVABLE_METHODS)),
+        None => Ok(()),
+    }
+}
+
 impl Incoming {
     pub fn parse(url: &str) -> Result<Incoming, ProxyError> {
         let (scheme, rest) = url.split_once("://").ok_or_else(|| ProxyError::bad_request("request URL is not absolute"))?;
@@ -118,6 +137,16 @@ fn push_with_unreserved_decoded(out: &mut String, segment: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connect_and_trace_are_refused_with_405_and_allow_in_any_case() {
+        for method in ["CONNECT", "TRACE", "connect", "Trace"] {
+            let refused = refuse_unservable_method(method).unwrap_err();
+            assert_eq!((refused.status, refused.code), (405, "method_not_allowed"), "{method}");
+            assert!(refused.headers.iter().any(|(n, v)| n == "allow" && !v.contains("CONNECT") && !v.contains("TRACE")));
+        }
+        assert!(refuse_unservable_method("GET").is_ok());
+    }
 
     #[test]
     fn url_is_split_into_scheme_authority_path_query() {

@@ -12,7 +12,7 @@ pub mod phases;
 pub mod rate_limit;
 
 pub use error::ProxyError;
-pub use incoming::Incoming;
+pub use incoming::{Incoming, refuse_unservable_method};
 pub use phases::{ProxyApp, Session};
 
 use crate::platform::{Body, ReadOutcome, Response, read_up_to};

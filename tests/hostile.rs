@@ -1,0 +1,133 @@
+//! Hostile requests at the edge, sent as raw HTTP/1.1 on a socket. None of
+//! them reaches the origin. The edgeproxy server (the wasmtime host and its
+//! Spin mode) answers each with a clear status. workerd and Spin parse HTTP
+//! before the component sees a request, and some of these never get to it;
+//! each test states what their servers do.
+
+use std::time::Duration;
+
+use edgeproxy_testkit::host::spin_binary;
+use edgeproxy_testkit::{Host, Upstream};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Whose HTTP server parses the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Server {
+    /// `edgeproxy serve`, and `edgeproxy spin` (the same server).
+    Edgeproxy,
+    /// workerd, under Miniflare.
+    Workerd,
+    /// Spin 4.0.2's HTTP trigger.
+    Spin,
+}
+
+fn server() -> Server {
+    match Host::kind().as_str() {
+        "workerd" => Server::Workerd,
+        "spin" if spin_binary().is_some() => Server::Spin,
+        _ => Server::Edgeproxy,
+    }
+}
+
+/// A gateway for host `api.test` in front of `upstream`.
+async fn gateway(upstream: &Upstream) -> Host {
+    Host::start(&format!("[[route]]\nhost = \"api.test\"\n\n[route.api-gateway]\norigin = \"{}\"\n", upstream.url())).await
+}
+
+/// Sends `request` as it is; the response's status, or `None` if the server
+/// closed the connection without one.
+async fn raw(host: &Host, request: &str) -> Option<u16> {
+    let address = host.base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut buf = [0u8; 4096];
+        while !response.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => response.extend_from_slice(&buf[..n]),
+            }
+        }
+    });
+    read.await.expect("an answer or a closed connection within 10 s");
+    let text = String::from_utf8_lossy(&response);
+    eprintln!("{:?} on {:?} -> {text:?}", request.lines().next().unwrap_or_default(), server());
+    text.lines().next().and_then(|line| line.split_whitespace().nth(1)?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connect_is_refused_and_never_opens_a_tunnel() {
+    let upstream = Upstream::start().await;
+    let host = gateway(&upstream).await;
+    let target = upstream.url().trim_start_matches("http://").to_owned();
+    let expected = match server() {
+        Server::Edgeproxy => Some(405),
+        // "Incoming CONNECT on a worker not supported": workerd's own 500.
+        Server::Workerd => Some(500),
+        // Spin's trigger drops the connection.
+        Server::Spin => None,
+    };
+    for request in [format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n"), "CONNECT api.test:80 HTTP/1.1\r\nHost: api.test:80\r\n\r\n".to_owned()] {
+        assert_eq!(raw(&host, &request).await, expected, "{request:?}");
+    }
+    assert_eq!(upstream.seen(), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn trace_is_refused_on_every_host_and_never_forwarded() {
+    let upstream = Upstream::start().await;
+    let host = gateway(&upstream).await;
+    let status = raw(&host, "TRACE /echo HTTP/1.1\r\nHost: api.test\r\nAuthorization: Bearer secret\r\n\r\n").await;
+    assert_eq!(status, Some(405));
+    assert_eq!(upstream.seen(), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_host_headers_are_a_400() {
+    let upstream = Upstream::start().await;
+    let host = gateway(&upstream).await;
+    let status = raw(&host, "GET /echo HTTP/1.1\r\nHost: api.test\r\nHost: other.test\r\nConnection: close\r\n\r\n").await;
+    match server() {
+        Server::Edgeproxy => assert_eq!(status, Some(400)),
+        // "invalid hostname when stringifying URL; host = api.test, other.test": workerd's own 500.
+        Server::Workerd => assert_eq!(status, Some(500)),
+        // Spin routes by the first Host, and wasi:http hides Host from the
+        // component, so neither the adapter nor the core can see the second:
+        // the request is served as one for api.test.
+        Server::Spin => assert_eq!(status, Some(200)),
+    }
+    let forwarded = if server() == Server::Spin { vec!["/echo".to_owned()] } else { Vec::new() };
+    assert_eq!(upstream.seen(), forwarded);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_absolute_form_target_naming_another_host_is_refused() {
+    let upstream = Upstream::start().await;
+    let host = gateway(&upstream).await;
+    let status = raw(&host, "GET http://other.test/echo/abs HTTP/1.1\r\nHost: api.test\r\nConnection: close\r\n\r\n").await;
+    let expected = match server() {
+        Server::Edgeproxy => Some(400),
+        // workerd cannot parse an absolute-form target ("invalid URL"): its own 500.
+        Server::Workerd => Some(500),
+        // Spin's trigger refuses the mismatch by dropping the connection.
+        Server::Spin => None,
+    };
+    assert_eq!(status, expected);
+    assert_eq!(upstream.seen(), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_absolute_form_target_naming_its_host_is_served_where_the_server_parses_it() {
+    let upstream = Upstream::start().await;
+    let host = gateway(&upstream).await;
+    let status = raw(&host, "GET http://api.test/echo/abs HTTP/1.1\r\nHost: api.test\r\nConnection: close\r\n\r\n").await;
+    if server() == Server::Workerd {
+        // workerd refuses every absolute-form target, this one too.
+        assert_eq!(status, Some(500));
+        assert_eq!(upstream.seen(), Vec::<String>::new());
+    } else {
+        assert_eq!(status, Some(200));
+        assert_eq!(upstream.seen(), ["/echo/abs"]);
+    }
+}
