@@ -6,7 +6,6 @@
 
 use std::time::Duration;
 
-use edgeproxy_testkit::host::spin_binary;
 use edgeproxy_testkit::{Host, Upstream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -24,7 +23,7 @@ enum Server {
 fn server() -> Server {
     match Host::kind().as_str() {
         "workerd" => Server::Workerd,
-        "spin" if spin_binary().is_some() => Server::Spin,
+        _ if Host::is_real_spin() => Server::Spin,
         _ => Server::Edgeproxy,
     }
 }

@@ -36,8 +36,7 @@ impl Drop for Host {
         }
         // `spin up` runs the app in a child (`spin trigger http`) that a
         // SIGKILL of `spin up` alone would orphan: kill its process group.
-        if Self::kind() == "spin"
-            && spin_binary().is_some()
+        if Self::is_real_spin()
             && let Some(pid) = self.child.id()
         {
             let _ = std::process::Command::new("kill").args(["-KILL", "--", &format!("-{pid}")]).status();
@@ -53,6 +52,11 @@ impl Host {
     /// Which host the suite runs against.
     pub fn kind() -> String {
         std::env::var("EDGEPROXY_TEST_HOST").unwrap_or_else(|_| "wasmtime".into())
+    }
+
+    /// Whether the Spin pass runs on real `spin up` (a Spin binary is present).
+    pub fn is_real_spin() -> bool {
+        Self::kind() == "spin" && spin_binary().is_some()
     }
 
     pub async fn start(document: &str) -> Host {
@@ -81,7 +85,7 @@ impl Host {
     /// (a key-value store on Redis, say). Only for the Spin pass with a Spin
     /// binary: see [`spin_binary`].
     pub async fn start_spin_with_runtime_config(document: &str, runtime_config: &str) -> Host {
-        assert!(Self::kind() == "spin" && spin_binary().is_some(), "a Spin runtime config needs real Spin (EDGEPROXY_TEST_HOST=spin and a Spin binary)");
+        assert!(Self::is_real_spin(), "a Spin runtime config needs real Spin (EDGEPROXY_TEST_HOST=spin and a Spin binary)");
         Self::start_configured(document, &[], Some(runtime_config)).await
     }
 
@@ -123,7 +127,7 @@ impl Host {
             .kill_on_drop(true)
             .spawn()
             .expect("start edgeproxy");
-        let real_spin = Self::kind() == "spin" && spin_binary().is_some();
+        let real_spin = Self::is_real_spin();
         // Spin announces its address on stdout ("Serving http://..."), edgeproxy and Miniflare on stderr.
         let mut announcing = BufReader::new(if real_spin { Box::new(child.stdout.take().unwrap()) as Box<dyn tokio::io::AsyncRead + Unpin + Send> } else { Box::new(child.stderr.take().unwrap()) }).lines();
         let base = loop {
@@ -179,7 +183,7 @@ impl Host {
         let root = self.child.id().expect("host is running");
         let pid = match Self::kind().as_str() {
             "workerd" => descendant_named(root, "workerd").expect("a workerd process"),
-            "spin" if spin_binary().is_some() => descendant_named(root, "spin").expect("spin up's trigger process"),
+            "spin" if Self::is_real_spin() => descendant_named(root, "spin").expect("spin up's trigger process"),
             _ => root,
         };
         peak_rss_kib_of(pid).expect("VmHWM in /proc status")

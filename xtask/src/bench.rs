@@ -33,16 +33,14 @@ const END: &str = "<!-- bench:end -->";
 struct Killed(Child);
 impl Drop for Killed {
     /// SIGTERM, so that nginx's master stops its workers too (after SIGKILL
-    /// they would outlive the run); to the whole group when the child leads
-    /// one (`spin up` and its trigger process).
+    /// they would outlive the run); to the whole process group when the child
+    /// leads one (`spin up` and its trigger process), else to the child.
     fn drop(&mut self) {
         let pid = self.0.id();
-        let leads_group = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-            // pid (comm) state ppid pgrp ...
-            stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(2).map(|pgrp| pgrp == pid.to_string())).unwrap_or(false)
-        });
-        let target = if leads_group { format!("-{pid}") } else { pid.to_string() };
-        let _ = Command::new("kill").args(["-TERM", "--", &target]).status();
+        let group = Command::new("kill").args(["-TERM", "--", &format!("-{pid}")]).stderr(Stdio::null()).status();
+        if !group.is_ok_and(|s| s.success()) {
+            let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        }
         let _ = self.0.wait();
     }
 }

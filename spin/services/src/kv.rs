@@ -37,24 +37,37 @@ pub fn describe(e: &store::Error) -> String {
     }
 }
 
-/// The value as stored: format byte, expiry, bytes.
+/// The value as stored: format byte, expiry, nonce, bytes.
 fn stored(value: &[u8], ttl_seconds: Option<u32>) -> Vec<u8> {
     let expires_ms = ttl_seconds.map_or(0, |ttl| crate::now_ms() + u64::from(ttl) * 1000);
     let mut stored = Vec::with_capacity(HEADER_BYTES + value.len());
     stored.push(FORMAT_V2);
     stored.extend_from_slice(&expires_ms.to_le_bytes());
-    stored.extend_from_slice(&wasi::random::random::get_random_u64().to_le_bytes());
+    stored.extend_from_slice(&nonce());
     stored.extend_from_slice(value);
     stored
 }
 
+/// Eight random bytes that make a write's bytes unique (see [`swap`]).
+pub fn nonce() -> [u8; 8] {
+    wasi::random::random::get_random_u64().to_le_bytes()
+}
+
+/// The expiry of a stored value in our format (0 = none); `None` for anything else.
+fn expires_ms(stored: &[u8]) -> Option<u64> {
+    if stored.len() < HEADER_BYTES || stored[0] != FORMAT_V2 {
+        return None;
+    }
+    Some(u64::from_le_bytes(stored[1..9].try_into().expect("8 bytes")))
+}
+
+fn has_expired(expires_ms: u64) -> bool {
+    expires_ms != 0 && crate::now_ms() >= expires_ms
+}
+
 /// A stored value in our format whose expiry has not passed.
 fn is_live(stored: &[u8]) -> bool {
-    if stored.len() < HEADER_BYTES || stored[0] != FORMAT_V2 {
-        return false;
-    }
-    let expires_ms = u64::from_le_bytes(stored[1..9].try_into().expect("8 bytes"));
-    expires_ms == 0 || crate::now_ms() < expires_ms
+    expires_ms(stored).is_some_and(|e| !has_expired(e))
 }
 
 fn check_key(key: &str) -> Result<(), KvError> {
@@ -72,11 +85,8 @@ impl kv::Guest for Services {
     fn get(key: String) -> Result<Option<Vec<u8>>, KvError> {
         check_key(&key)?;
         let Some(stored) = with_bucket(|b| b.get(&key)).map_err(KvError::Unavailable)? else { return Ok(None) };
-        if stored.len() < HEADER_BYTES || stored[0] != FORMAT_V2 {
-            return Ok(None);
-        }
-        let expires_ms = u64::from_le_bytes(stored[1..9].try_into().expect("8 bytes"));
-        if expires_ms != 0 && crate::now_ms() >= expires_ms {
+        let Some(expires_ms) = expires_ms(&stored) else { return Ok(None) };
+        if has_expired(expires_ms) {
             let _ = with_bucket(|b| b.delete(&key));
             return Ok(None);
         }

@@ -7,7 +7,7 @@
 use crate::Services;
 use crate::bindings::exports::edgeproxy::platform::limiter::{self, Decision, LimiterError};
 use crate::bindings::wasi::keyvalue::atomics::Cas;
-use crate::kv::{describe, swap, with_bucket};
+use crate::kv::{describe, nonce, swap, with_bucket};
 
 /// Attempts before giving up on a contended key (and failing open).
 const CAS_ATTEMPTS: u32 = 8;
@@ -35,7 +35,7 @@ impl limiter::Guest for Services {
             }
             // The TAT, then a nonce that makes this write's bytes unique (kv::swap).
             let mut value = next.to_le_bytes().to_vec();
-            value.extend_from_slice(&wasi::random::random::get_random_u64().to_le_bytes());
+            value.extend_from_slice(&nonce());
             match swap(&key, cas, &value) {
                 Ok(true) => return Ok(Decision { allowed: true, retry_after_seconds: 0 }),
                 Ok(false) => continue,
