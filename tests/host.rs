@@ -59,7 +59,7 @@ async fn with_no_arguments_it_serves_the_default_document_on_port_8787() {
     }
     use tokio::io::AsyncBufReadExt;
     let root = workspace_root();
-    let mut child = tokio::process::Command::new(root.join("target/release/edgeproxy"))
+    let mut child = tokio::process::Command::new(edgeproxy_testkit::edgeproxy_binary())
         .current_dir(&root)
         .stderr(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())

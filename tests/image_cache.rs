@@ -321,7 +321,7 @@ async fn a_quota_limits_new_images_per_client_but_never_stored_ones() {
 
 /// `edgeproxy sign`, the CLI a site owner signs URLs with.
 fn signed(path: &str, secret: &str) -> String {
-    let out = std::process::Command::new(workspace_root().join("target/release/edgeproxy"))
+    let out = std::process::Command::new(edgeproxy_testkit::edgeproxy_binary())
         .args(["sign", path, "--secret", "image-signing-key", "--expires-in", "600"])
         .env("EDGEPROXY_SECRET_IMAGE_SIGNING_KEY", secret)
         .output()

@@ -13,9 +13,6 @@ use http_body_util::combinators::BoxBody;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// How long a guest `read` waits for the next bytes before `timeout`.
-const READ_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
-
 pub struct HostBody {
     /// Bytes before the stream: a body built from bytes, a prepended head,
     /// or the unread rest of a frame larger than a guest read.
@@ -66,12 +63,12 @@ impl HostBody {
                 return Ok(Some(self.head.split_to(n)));
             }
             let Some(stream) = self.stream.as_mut() else { return Ok(None) };
-            let frame = tokio::time::timeout(READ_IDLE_TIMEOUT, stream.frame()).await.map_err(|_| ReadError::Timeout)?;
-            match frame {
+            match stream.frame().await {
                 None => {
                     self.stream = None;
                     return Ok(None);
                 }
+                Some(Err(e)) if e.is::<Stalled>() => return Err(ReadError::Timeout),
                 Some(Err(e)) => return Err(ReadError::Broken(error_chain(&*e))),
                 // Trailers are not part of the contract; skip them.
                 Some(Ok(frame)) => {
@@ -112,6 +109,61 @@ impl Body for HostBody {
         }
         hint.set_lower(hint.lower() + head);
         hint
+    }
+}
+
+/// A body that fails with [`Stalled`] when no bytes come for `idle`, so that
+/// a stalled client or upstream cannot hold a request open forever.
+pub struct IdleTimeout<B> {
+    inner: B,
+    idle: Duration,
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+/// The error of an [`IdleTimeout`] body that waited too long.
+#[derive(Debug)]
+pub struct Stalled(pub Duration);
+
+impl std::fmt::Display for Stalled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the body sent nothing for {} s", self.0.as_secs())
+    }
+}
+
+impl std::error::Error for Stalled {}
+
+impl<B> IdleTimeout<B> {
+    pub fn new(inner: B, idle: Duration) -> Self {
+        IdleTimeout { inner, idle, timer: Box::pin(tokio::time::sleep(idle)) }
+    }
+}
+
+impl<B> Body for IdleTimeout<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.timer.as_mut().reset(tokio::time::Instant::now() + this.idle);
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending if this.timer.as_mut().poll(cx).is_ready() => Poll::Ready(Some(Err(Box::new(Stalled(this.idle))))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -4,6 +4,7 @@
 mod body;
 mod kv;
 mod limiter;
+mod limits;
 mod runtime;
 mod server;
 mod spin;
@@ -71,6 +72,44 @@ struct ServeArgs {
     /// The scheme clients use to reach this server: `https` behind a TLS terminator.
     #[arg(long, default_value = "http", value_parser = ["http", "https"])]
     scheme: String,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+/// Bounds on clients and guests (README: "Security and limits").
+#[derive(clap::Args)]
+struct LimitArgs {
+    /// Open client connections; one more gets a 503 and is closed.
+    #[arg(long, default_value_t = 1024)]
+    max_connections: usize,
+    /// Seconds a client has to send a request's headers, counted from the
+    /// connection's start or its previous response (so also the idle
+    /// keep-alive timeout).
+    #[arg(long, default_value_t = 30)]
+    header_timeout_secs: u64,
+    /// Seconds a request body may send nothing before it is broken off.
+    #[arg(long, default_value_t = 60)]
+    body_timeout_secs: u64,
+    /// Milliseconds of guest time per request before it is stopped with a 503.
+    #[arg(long, default_value_t = 30_000)]
+    guest_time_ms: u64,
+    /// MiB of linear memory per request's guest before it is stopped with a 503.
+    #[arg(long, default_value_t = 512)]
+    guest_memory_mib: usize,
+}
+
+impl LimitArgs {
+    fn server(&self) -> server::ServerLimits {
+        server::ServerLimits {
+            max_connections: self.max_connections.max(1),
+            header_timeout: Duration::from_secs(self.header_timeout_secs.max(1)),
+            body_idle_timeout: Duration::from_secs(self.body_timeout_secs.max(1)),
+        }
+    }
+
+    fn guest(&self) -> limits::GuestLimits {
+        limits::GuestLimits { cpu: Duration::from_millis(self.guest_time_ms.max(1)), memory: self.guest_memory_mib.max(1) << 20 }
+    }
 }
 
 #[derive(clap::Args)]
@@ -88,6 +127,8 @@ struct SpinArgs {
     /// An `allowed_outbound_hosts` entry, as in spin.toml (repeatable).
     #[arg(long = "allowed-outbound-host")]
     allowed_outbound_hosts: Vec<String>,
+    #[command(flatten)]
+    limits: LimitArgs,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -111,7 +152,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(path) => std::fs::read_to_string(path).with_context(|| format!("cannot read the config document {}", path.display()))?,
         None => DEFAULT_DOCUMENT.to_owned(),
     };
-    let runtime = Arc::new(runtime::Runtime::new(&args.component, shared(document, &args.data_dir)?)?);
+    let runtime = Arc::new(runtime::Runtime::new(&args.component, shared(document, &args.data_dir)?, args.limits.guest())?);
     let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     eprintln!("edgeproxy: serving {} on http://{}", args.component.display(), listener.local_addr()?);
 
@@ -124,7 +165,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             let _ = tokio::task::spawn_blocking(move || shared.kv.purge_expired()).await;
         }
     });
-    server::serve(listener, runtime, server::ServerOptions { scheme: args.scheme }, shutdown_signal()).await
+    server::serve(listener, runtime, server::ServerOptions { scheme: args.scheme, limits: args.limits.server() }, shutdown_signal()).await
 }
 
 async fn serve_spin(args: SpinArgs) -> anyhow::Result<()> {
@@ -132,10 +173,10 @@ async fn serve_spin(args: SpinArgs) -> anyhow::Result<()> {
     let document = std::fs::read_to_string(&args.config).with_context(|| format!("cannot read the config document {}", args.config.display()))?;
     variables.insert("document".into(), document);
     let shared = spin::SpinShared { variables, kv: kv::Kv::open(&args.data_dir)?, allowed: Arc::new(spin::AllowedHosts::parse(&args.allowed_outbound_hosts)?) };
-    let runtime = Arc::new(spin::SpinRuntime::new(&args.component, shared)?);
+    let runtime = Arc::new(spin::SpinRuntime::new(&args.component, shared, args.limits.guest())?);
     let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     eprintln!("edgeproxy: serving {} (Spin-compatible) on http://{}", args.component.display(), listener.local_addr()?);
-    server::serve(listener, runtime, server::ServerOptions { scheme: "http".into() }, shutdown_signal()).await
+    server::serve(listener, runtime, server::ServerOptions { scheme: "http".into(), limits: args.limits.server() }, shutdown_signal()).await
 }
 
 fn sign(path: &str, secret: &str, expires_in: u64) -> anyhow::Result<()> {
@@ -158,7 +199,7 @@ async fn shutdown_signal() {
 
 async fn instantiate_bench(component: PathBuf, iterations: u32) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("edgeproxy-bench-{}", std::process::id()));
-    let runtime = runtime::Runtime::new(&component, shared(String::new(), &dir)?)?;
+    let runtime = runtime::Runtime::new(&component, shared(String::new(), &dir)?, limits::GuestLimits { cpu: Duration::from_secs(30), memory: 512 << 20 })?;
     for _ in 0..1000 {
         runtime.instantiate().await?;
     }

@@ -11,6 +11,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 use crate::body::{HostBody, ReadError};
 use crate::kv::{self, Kv};
 use crate::limiter::Limiter;
+use crate::limits::{GuestLimits, MemoryCap};
 use crate::upstream::Upstream;
 
 wasmtime::component::bindgen!({
@@ -39,12 +40,14 @@ pub struct Shared {
 pub struct State {
     table: ResourceTable,
     shared: Arc<Shared>,
+    memory: MemoryCap,
 }
 
 pub struct Runtime {
     engine: Engine,
     pre: EdgeproxyPre<State>,
     shared: Arc<Shared>,
+    limits: GuestLimits,
 }
 
 /// A request for the guest, with its body already a host resource.
@@ -63,12 +66,13 @@ pub struct GuestResponse {
 }
 
 impl Runtime {
-    pub fn new(component_path: &Path, shared: Shared) -> anyhow::Result<Runtime> {
+    pub fn new(component_path: &Path, shared: Shared, limits: GuestLimits) -> anyhow::Result<Runtime> {
         let mut config = Config::new();
+        GuestLimits::configure(&mut config);
         // Instances come from a pool of pre-reserved slots with copy-on-write
         // memory images: that is what makes one instance per request cheap.
         let mut pool = PoolingAllocationConfig::default();
-        pool.total_component_instances(1000).total_memories(1000).total_tables(1000).max_memory_size(512 << 20);
+        pool.total_component_instances(1000).total_memories(1000).total_tables(1000).max_memory_size(limits.memory);
         // Reset a finished instance's memory with memset, not madvise:
         // madvise costs a TLB shootdown across cores and a page fault per
         // page on the next request, which profiling showed dominating small
@@ -77,13 +81,14 @@ impl Runtime {
         pool.linear_memory_keep_resident(KEEP_RESIDENT).table_keep_resident(64 << 10).async_stack_keep_resident(64 << 10);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config)?;
+        GuestLimits::start_ticker(&engine);
         let component = load_component(&engine, component_path).with_context(|| {
             format!("cannot load the component {} (build it with `cargo xtask build`)", component_path.display())
         })?;
         let mut linker = Linker::<State>::new(&engine);
         Edgeproxy::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
         let pre = EdgeproxyPre::new(linker.instantiate_pre(&component)?)?;
-        Ok(Runtime { engine, pre, shared: Arc::new(shared) })
+        Ok(Runtime { engine, pre, shared: Arc::new(shared), limits })
     }
 
     pub fn shared(&self) -> &Arc<Shared> {
@@ -92,13 +97,15 @@ impl Runtime {
 
     /// A fresh store and instance, as each request gets.
     pub async fn instantiate(&self) -> anyhow::Result<(Store<State>, Edgeproxy)> {
-        let mut store = Store::new(&self.engine, State { table: ResourceTable::new(), shared: self.shared.clone() });
+        let mut store = Store::new(&self.engine, State { table: ResourceTable::new(), shared: self.shared.clone(), memory: self.limits.memory_cap() });
+        self.limits.arm(&mut store, |state| &mut state.memory);
         let instance = self.pre.instantiate_async(&mut store).await?;
         Ok((store, instance))
     }
 
     /// Runs the guest's handler on one request in a fresh instance. `Err` is a
-    /// trap, which the server turns into a 500.
+    /// trap, which the server turns into a 503 when a guest limit caused it
+    /// and a 500 otherwise.
     pub async fn handle(&self, request: GuestRequest) -> anyhow::Result<GuestResponse> {
         let (mut store, instance) = self.instantiate().await?;
         let body = match request.body {

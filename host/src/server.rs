@@ -13,24 +13,44 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
-use crate::body::{BoxError, HostBody};
+use crate::body::{BoxError, HostBody, IdleTimeout};
 use crate::runtime::{GuestRequest, Runtime};
 
 pub struct ServerOptions {
     /// The scheme clients use to reach us (`https` behind a TLS terminator).
     pub scheme: String,
+    pub limits: ServerLimits,
 }
+
+/// What a public server bounds per client. README "Security and limits"
+/// lists each with its default and what a client sees.
+#[derive(Clone, Copy, Debug)]
+pub struct ServerLimits {
+    /// Open client connections; one more is answered 503 and closed.
+    pub max_connections: usize,
+    /// From a connection's start, or the end of its last response, to the
+    /// end of the next request's headers: the slowloris bound, and so also
+    /// the idle keep-alive timeout.
+    pub header_timeout: Duration,
+    /// A request body that sends nothing for this long is broken off.
+    pub body_idle_timeout: Duration,
+}
+
+/// A client's request body, as handlers get it.
+pub type ClientBody = IdleTimeout<Incoming>;
 
 /// What answers requests: the edgeproxy runtime, or the Spin-compatible one
 /// (spin.rs). The server around it is the same.
 pub trait Handler: Send + Sync + 'static {
     type Body: http_body::Body<Data = bytes::Bytes, Error: Into<BoxError>> + Send + 'static;
     /// `url` is the absolute URL the client asked for.
-    fn handle(&self, request: hyper::Request<Incoming>, url: String, peer: SocketAddr) -> impl Future<Output = hyper::Response<Self::Body>> + Send;
+    fn handle(&self, request: hyper::Request<ClientBody>, url: String, peer: SocketAddr) -> impl Future<Output = hyper::Response<Self::Body>> + Send;
 }
 
 pub async fn serve<H: Handler>(listener: TcpListener, handler: Arc<H>, options: ServerOptions, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let limits = options.limits;
     let options = Arc::new(options);
+    let connections = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -45,17 +65,22 @@ pub async fn serve<H: Handler>(listener: TcpListener, handler: Arc<H>, options: 
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            tokio::spawn(refuse_connection(stream));
+            continue;
+        };
         let handler = handler.clone();
         let options = options.clone();
         let service = service_fn(move |req| logged(handler.clone(), options.clone(), peer, req));
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(30))
+            .header_read_timeout(limits.header_timeout)
             .serve_connection(TokioIo::new(stream), service);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             // Clients that go away mid-response are routine for a proxy.
             let _ = conn.await;
+            drop(permit);
         });
     }
     eprintln!("edgeproxy: shutting down; waiting up to 10 s for open requests");
@@ -66,12 +91,33 @@ pub async fn serve<H: Handler>(listener: TcpListener, handler: Arc<H>, options: 
     Ok(())
 }
 
+/// A connection over `max_connections`: a 503 and a close, after reading
+/// what the client sent first (closing on unread bytes would reset the
+/// connection and lose the answer).
+async fn refuse_connection(mut stream: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = serde_json::json!({ "error": "too_many_connections", "message": "the server has as many open connections as it allows; retry shortly" }).to_string();
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nx-error-code: too_many_connections\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut request = [0u8; 8192];
+    let _ = tokio::time::timeout(Duration::from_millis(200), stream.read(&mut request)).await;
+    if stream.write_all(response.as_bytes()).await.is_ok() {
+        let _ = stream.shutdown().await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), stream.read(&mut request)).await;
+    }
+}
+
 /// One access-log line per request, whichever handler answered.
 async fn logged<H: Handler>(handler: Arc<H>, options: Arc<ServerOptions>, peer: SocketAddr, req: hyper::Request<Incoming>) -> Result<hyper::Response<Either<H::Body, HostBody>>, Infallible> {
     let started = Instant::now();
     let method = req.method().clone();
     let (url, response) = match request_url(&req, &options.scheme) {
-        Ok(url) => (url.clone(), handler.handle(req, url, peer).await.map(Either::Left)),
+        Ok(url) => {
+            let req = req.map(|body| IdleTimeout::new(body, options.limits.body_idle_timeout));
+            (url.clone(), handler.handle(req, url, peer).await.map(Either::Left))
+        }
         Err(refusal) => (req.uri().to_string(), refusal.map(Either::Right)),
     };
     println!("{} \"{method} {url}\" {} {:.1}ms", peer.ip(), response.status().as_u16(), started.elapsed().as_secs_f64() * 1000.0);
@@ -84,7 +130,7 @@ async fn logged<H: Handler>(handler: Arc<H>, options: Arc<ServerOptions>, peer: 
 /// than one `Host` (RFC 9112, section 3.2: 400), or whose target names
 /// another host than its `Host`, is refused, so that nothing can be routed by
 /// one name and reach another.
-fn request_url(req: &hyper::Request<Incoming>, scheme: &str) -> Result<String, hyper::Response<HostBody>> {
+fn request_url<B>(req: &hyper::Request<B>, scheme: &str) -> Result<String, hyper::Response<HostBody>> {
     let hosts = req.headers().get_all(hyper::header::HOST).iter().count();
     if hosts > 1 {
         return Err(json_error(400, "bad_request", &format!("the request has {hosts} Host headers; it may have one (RFC 9112, section 3.2)")));
@@ -108,7 +154,7 @@ fn request_url(req: &hyper::Request<Incoming>, scheme: &str) -> Result<String, h
 impl Handler for Runtime {
     type Body = HostBody;
 
-    async fn handle(&self, req: hyper::Request<Incoming>, url: String, peer: SocketAddr) -> hyper::Response<HostBody> {
+    async fn handle(&self, req: hyper::Request<ClientBody>, url: String, peer: SocketAddr) -> hyper::Response<HostBody> {
         let (parts, body) = req.into_parts();
         let headers = parts
             .headers
@@ -127,10 +173,22 @@ impl Handler for Runtime {
                     .body(r.body.unwrap_or_else(|| HostBody::from_bytes(Vec::new())))
                     .unwrap_or_else(|e| internal_error(&format!("the app produced an invalid response: {e}")))
             }
-            Err(trap) => {
-                eprintln!("edgeproxy: the component trapped on {} {url}: {trap:?}", parts.method);
-                internal_error("the proxy failed on this request")
-            }
+            Err(trap) => guest_failure(&format!("{} {url}", parts.method), &trap),
+        }
+    }
+}
+
+/// What a client gets when its request's guest failed: a 503 naming the
+/// limit it hit, or a 500 for a trap (whose details go to the log only).
+pub fn guest_failure(request: &str, error: &anyhow::Error) -> hyper::Response<HostBody> {
+    match crate::limits::LimitHit::of(error) {
+        Some(hit) => {
+            eprintln!("edgeproxy: stopped {request}: {hit}");
+            hit.response()
+        }
+        None => {
+            eprintln!("edgeproxy: the component trapped on {request}: {error:?}");
+            internal_error("the proxy failed on this request")
         }
     }
 }
@@ -141,7 +199,7 @@ pub fn internal_error(message: &str) -> hyper::Response<HostBody> {
 
 /// The core's error shape (`{"error", "message"}` and `X-Error-Code`), for
 /// what the host answers itself.
-fn json_error(status: u16, code: &str, message: &str) -> hyper::Response<HostBody> {
+pub fn json_error(status: u16, code: &str, message: &str) -> hyper::Response<HostBody> {
     let body = serde_json::json!({ "error": code, "message": message }).to_string();
     hyper::Response::builder()
         .status(status)

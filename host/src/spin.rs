@@ -13,7 +13,6 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use wasmtime::component::{HasSelf, Linker, Resource, ResourceTable};
 use wasmtime::{Config, Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -21,9 +20,10 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
-use crate::body::BoxError;
+use crate::body::{BoxError, Stalled};
 use crate::kv::Kv;
-use crate::server::Handler;
+use crate::limits::{GuestLimits, MemoryCap};
+use crate::server::{ClientBody, Handler};
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -74,17 +74,22 @@ struct State {
     http: WasiHttpCtx,
     hooks: Hooks,
     shared: Arc<SpinShared>,
+    memory: MemoryCap,
 }
 
 pub struct SpinRuntime {
     engine: Engine,
     pre: ProxyPre<State>,
     shared: Arc<SpinShared>,
+    limits: GuestLimits,
 }
 
 impl SpinRuntime {
-    pub fn new(component_path: &Path, shared: SpinShared) -> anyhow::Result<SpinRuntime> {
-        let engine = Engine::new(&Config::new())?;
+    pub fn new(component_path: &Path, shared: SpinShared, limits: GuestLimits) -> anyhow::Result<SpinRuntime> {
+        let mut config = Config::new();
+        GuestLimits::configure(&mut config);
+        let engine = Engine::new(&config)?;
+        GuestLimits::start_ticker(&engine);
         let component = crate::runtime::load_component(&engine, component_path).with_context(|| {
             format!("cannot load the Spin component {} (build it with `cargo xtask spin`)", component_path.display())
         })?;
@@ -93,7 +98,18 @@ impl SpinRuntime {
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         bindings::Services::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
         let pre = ProxyPre::new(linker.instantiate_pre(&component).map_err(anyhow::Error::from).context("the component imports something Spin 4.0.x does not link")?)?;
-        Ok(SpinRuntime { engine, pre, shared: Arc::new(shared) })
+        Ok(SpinRuntime { engine, pre, shared: Arc::new(shared), limits })
+    }
+}
+
+/// A client body's failure as wasi:http names it.
+fn client_body_error(e: BoxError) -> wasmtime_wasi_http::Error {
+    if e.is::<Stalled>() {
+        return wasmtime_wasi_http::Error::ConnectionReadTimeout;
+    }
+    match e.downcast::<hyper::Error>() {
+        Ok(e) => wasmtime_wasi_http::Error::Hyper(*e),
+        Err(_) => wasmtime_wasi_http::Error::ConnectionTerminated,
     }
 }
 
@@ -106,7 +122,7 @@ pub fn env_variables() -> HashMap<String, String> {
 impl Handler for SpinRuntime {
     type Body = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, BoxError>;
 
-    async fn handle(&self, mut req: hyper::Request<Incoming>, url: String, peer: SocketAddr) -> hyper::Response<Self::Body> {
+    async fn handle(&self, mut req: hyper::Request<ClientBody>, url: String, peer: SocketAddr) -> hyper::Response<Self::Body> {
         // What Spin's HTTP trigger adds for a component routed at `/...`.
         let path = req.uri().path().to_owned();
         for (name, value) in [
@@ -124,10 +140,7 @@ impl Handler for SpinRuntime {
         }
         match self.call(req).await {
             Ok(response) => response.map(|body| body.map_err(|e| BoxError::from(format!("{e:?}"))).boxed_unsync()),
-            Err(e) => {
-                eprintln!("edgeproxy: the Spin component failed on {url}: {e:?}");
-                crate::server::internal_error("the proxy failed on this request").map(|body| body.boxed_unsync())
-            }
+            Err(e) => crate::server::guest_failure(&url, &e).map(|body| body.boxed_unsync()),
         }
     }
 }
@@ -135,15 +148,18 @@ impl Handler for SpinRuntime {
 impl SpinRuntime {
     /// One instance per request, as Spin does; the response is returned as
     /// soon as the guest sets it, while the guest keeps writing the body.
-    async fn call(&self, req: hyper::Request<Incoming>) -> anyhow::Result<hyper::Response<wasmtime_wasi_http::p2::body::HyperOutgoingBody>> {
+    async fn call(&self, req: hyper::Request<ClientBody>) -> anyhow::Result<hyper::Response<wasmtime_wasi_http::p2::body::HyperOutgoingBody>> {
         let state = State {
             table: ResourceTable::new(),
             wasi: WasiCtx::builder().inherit_stderr().build(),
             http: WasiHttpCtx::new(),
             hooks: Hooks { allowed: self.shared.allowed.clone() },
             shared: self.shared.clone(),
+            memory: self.limits.memory_cap(),
         };
         let mut store = Store::new(&self.engine, state);
+        self.limits.arm(&mut store, |state| &mut state.memory);
+        let req = req.map(|body| body.map_err(client_body_error));
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let request = store.data_mut().http().new_incoming_request(Scheme::Http, req)?;
         let out = store.data_mut().http().new_response_outparam(sender)?;

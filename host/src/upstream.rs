@@ -3,11 +3,14 @@
 
 use std::time::Duration;
 
-use crate::body::{HostBody, error_chain};
+use crate::body::{HostBody, IdleTimeout, error_chain};
 use crate::runtime::edgeproxy::platform::http_client::HttpError;
 
 /// Time to wait for response headers when the guest names none.
 const DEFAULT_HEADERS_TIMEOUT: Duration = Duration::from_secs(30);
+/// A response body that sends nothing for this long is broken off; the
+/// guest's read gets `timeout`, a client streaming it a broken transfer.
+const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
 pub struct Upstream {
     client: reqwest::Client,
@@ -26,7 +29,6 @@ impl Upstream {
             .no_proxy()
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(10))
-            .read_timeout(Duration::from_secs(120))
             .pool_idle_timeout(Duration::from_secs(60))
             .build()?;
         Ok(Upstream { client })
@@ -72,7 +74,7 @@ impl Upstream {
             .map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
             .collect();
         let body = http::Response::from(response).into_body();
-        Ok(UpstreamResponse { status, headers, body: Some(HostBody::from_stream(body)) })
+        Ok(UpstreamResponse { status, headers, body: Some(HostBody::from_stream(IdleTimeout::new(body, BODY_IDLE_TIMEOUT))) })
     }
 }
 

@@ -89,19 +89,34 @@ impl Host {
         Self::start_configured(document, &[], Some(runtime_config)).await
     }
 
-    async fn start_configured(document: &str, env: &[(&str, &str)], spin_runtime_config: Option<&str>) -> Host {
-        let root = workspace_root();
+    /// The wasmtime host's `edgeproxy <subcommand>` (`serve` or `spin`) on
+    /// `component`, with extra arguments, whichever host the suite runs on:
+    /// for tests of the server process itself.
+    pub async fn start_binary(subcommand: &str, component: &std::path::Path, document: &str, args: &[&str]) -> Host {
+        let (dir, config) = Self::test_dir(document);
+        let mut command = edgeproxy_command(subcommand, component, &config, &dir);
+        command.args(args);
+        Self::launch(command, dir, false).await
+    }
+
+    fn test_dir(document: &str) -> (PathBuf, PathBuf) {
         let dir = std::env::temp_dir().join(format!("edgeproxy-test-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)));
         std::fs::create_dir_all(&dir).unwrap();
         let config = dir.join("edgeproxy.toml");
         std::fs::write(&config, document).unwrap();
-        let mut command = match Self::kind().as_str() {
-            "wasmtime" => edgeproxy_command("serve", "dist/edgeproxy.wasm", &config, &dir),
+        (dir, config)
+    }
+
+    async fn start_configured(document: &str, env: &[(&str, &str)], spin_runtime_config: Option<&str>) -> Host {
+        let root = workspace_root();
+        let (dir, config) = Self::test_dir(document);
+        let command = match Self::kind().as_str() {
+            "wasmtime" => edgeproxy_command("serve", &root.join("dist/edgeproxy.wasm"), &config, &dir),
             "spin" => match spin_binary() {
                 Some(spin) => Command::from(spin_up_command(&spin, &config, &dir, env, spin_runtime_config, "127.0.0.1:0")),
                 None => {
                     eprintln!("WARNING: no Spin binary (../shared/tools/spin or EDGEPROXY_SPIN): the Spin suite runs on the stand-in `edgeproxy spin`, not on Spin itself");
-                    let mut c = edgeproxy_command("spin", "dist/edgeproxy-spin.wasm", &config, &dir);
+                    let mut c = edgeproxy_command("spin", &root.join("dist/edgeproxy-spin.wasm"), &config, &dir);
                     // The fixtures are loopback servers on any port (spin.toml's
                     // list is for real upstreams).
                     c.args(["--allowed-outbound-host", "http://127.0.0.1:*"]);
@@ -120,14 +135,18 @@ impl Host {
             }
             other => panic!("EDGEPROXY_TEST_HOST={other} is not a host this suite knows (wasmtime, workerd, spin)"),
         };
+        let mut command = command;
+        command.envs(env.iter().copied());
+        Self::launch(command, dir, Self::is_real_spin()).await
+    }
+
+    async fn launch(mut command: Command, dir: PathBuf, real_spin: bool) -> Host {
         let mut child = command
-            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .expect("start edgeproxy");
-        let real_spin = Self::is_real_spin();
         // Spin announces its address on stdout ("Serving http://..."), edgeproxy and Miniflare on stderr.
         let mut announcing = BufReader::new(if real_spin { Box::new(child.stdout.take().unwrap()) as Box<dyn tokio::io::AsyncRead + Unpin + Send> } else { Box::new(child.stderr.take().unwrap()) }).lines();
         let base = loop {
@@ -180,13 +199,21 @@ impl Host {
     /// Miniflare's Node, or the `spin trigger http` process that `spin up`
     /// starts.
     pub fn peak_rss_kib(&self) -> u64 {
+        peak_rss_kib_of(self.serving_pid()).expect("VmHWM in /proc status")
+    }
+
+    /// Resident memory of the process that serves requests, now (`VmRSS`).
+    pub fn rss_kib(&self) -> u64 {
+        rss_kib_of(self.serving_pid()).expect("VmRSS in /proc status")
+    }
+
+    fn serving_pid(&self) -> u32 {
         let root = self.child.id().expect("host is running");
-        let pid = match Self::kind().as_str() {
+        match Self::kind().as_str() {
             "workerd" => descendant_named(root, "workerd").expect("a workerd process"),
             "spin" if Self::is_real_spin() => descendant_named(root, "spin").expect("spin up's trigger process"),
             _ => root,
-        };
-        peak_rss_kib_of(pid).expect("VmHWM in /proc status")
+        }
     }
 
     /// Stops the host with SIGINT (Ctrl-C) and returns its exit status.
@@ -198,10 +225,8 @@ impl Host {
 }
 
 /// `edgeproxy <subcommand>` on `component` with the test's document and data directory.
-fn edgeproxy_command(subcommand: &str, component: &str, config: &std::path::Path, dir: &std::path::Path) -> Command {
-    let root = workspace_root();
-    let binary = root.join("target/release/edgeproxy");
-    let component = root.join(component);
+fn edgeproxy_command(subcommand: &str, component: &std::path::Path, config: &std::path::Path, dir: &std::path::Path) -> Command {
+    let binary = crate::edgeproxy_binary();
     assert!(binary.exists() && component.exists(), "build first: `cargo xtask test` builds {} and {}", binary.display(), component.display());
     let mut c = Command::new(&binary);
     c.arg(subcommand).arg("--config").arg(config).args(["--listen", "127.0.0.1:0", "--component"]).arg(&component).arg("--data-dir").arg(dir.join("data"));
@@ -275,8 +300,17 @@ fn rate_limit_policies(document: &str) -> Vec<(String, i64, i64)> {
 
 /// Peak resident memory of process `pid` (Linux `VmHWM`), if it is running.
 pub fn peak_rss_kib_of(pid: u32) -> Option<u64> {
+    proc_status_kib(pid, "VmHWM:")
+}
+
+/// Resident memory of `pid` now (Linux `VmRSS`).
+pub fn rss_kib_of(pid: u32) -> Option<u64> {
+    proc_status_kib(pid, "VmRSS:")
+}
+
+fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    status.lines().find_map(|l| l.strip_prefix(field)).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 /// The first process below `pid` whose name is `name`.

@@ -9,6 +9,7 @@ pub mod hub;
 pub mod host;
 pub mod images;
 pub mod redis;
+pub mod runaway;
 pub mod spin;
 pub mod upstream;
 
@@ -71,6 +72,12 @@ pub fn component_imports(component: &[u8]) -> Result<Vec<String>, wasmparser::Bi
 }
 
 /// The workspace root, for finding `dist/` and `target/`.
+/// The wasmtime host binary the tests run: `EDGEPROXY_BIN` (what `cargo
+/// xtask test` builds, target/host-test/edgeproxy), else the release build.
+pub fn edgeproxy_binary() -> std::path::PathBuf {
+    std::env::var_os("EDGEPROXY_BIN").map_or_else(|| workspace_root().join("target/release/edgeproxy"), std::path::PathBuf::from)
+}
+
 pub fn workspace_root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("testkit lives in the workspace").to_path_buf()
 }

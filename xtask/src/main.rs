@@ -45,7 +45,9 @@ fn run_task() -> anyhow::Result<()> {
         Some("test") => {
             ensure_debian_tools(&[("curl", "curl"), ("git", "git"), ("git-lfs", "git-lfs"), ("chromium", "chromium"), ("redis-server", "redis-server")])?;
             python::ensure_venv(&root)?;
-            build(&root)?;
+            let core = build_core(&root)?;
+            spin::build(&root, &core)?;
+            build_host(TEST_HOST_PROFILE)?;
             spin_build(&root)?;
             workers::build(&root)?;
             workers::deploy_dry_run(&root)?;
@@ -98,19 +100,23 @@ pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
 /// features differently and rebuild half the dependencies).
 /// There are no doc-tests. The Spin adapter crates are wasm-only.
 fn test(extra: &[String]) -> anyhow::Result<()> {
+    let host_binary = root().join(format!("target/{TEST_HOST_PROFILE}/edgeproxy"));
     let workspace_tests = |cmd: &mut Command| {
         cmd.args(["test", "--workspace", "--exclude", "xtask", "--exclude", "edgeproxy-spin-services", "--exclude", "edgeproxy-spin-front"])
-            .args(["--lib", "--bins", "--tests"]);
+            .args(["--exclude", "edgeproxy-host", "--lib", "--bins", "--tests"])
+            .env("EDGEPROXY_BIN", &host_binary);
     };
     let mut totals = (0, 0);
+    let mut host_units = cargo();
+    host_units.args(["test", "--package", "edgeproxy-host", "--profile", TEST_HOST_PROFILE, "--bins"]);
     let mut first = cargo();
     workspace_tests(&mut first);
-    let mut results = vec![run_tests(first.args(extra), &mut totals)];
+    let mut results = vec![run_tests(host_units.args(extra), &mut totals), run_tests(first.args(extra), &mut totals)];
     let suite = behavioural_suite(workspace_tests)?;
     for host in ["workerd", "spin"] {
         eprintln!("xtask: the behavioural suite again, on {host}");
         for binary in &suite {
-            results.push(run_tests(Command::new(binary).args(extra).env("EDGEPROXY_TEST_HOST", host), &mut totals));
+            results.push(run_tests(Command::new(binary).args(extra).env("EDGEPROXY_TEST_HOST", host).env("EDGEPROXY_BIN", &host_binary), &mut totals));
         }
     }
     println!("{} passed, {} failed", totals.0, totals.1);
@@ -161,8 +167,16 @@ fn run_tests(cmd: &mut Command, totals: &mut (u64, u64)) -> anyhow::Result<()> {
 pub fn build(root: &Path) -> anyhow::Result<PathBuf> {
     let core = build_core(root)?;
     spin::build(root, &core)?;
-    run(cargo().args(["build", "--package", "edgeproxy-host", "--release"]))?;
+    build_host("release")?;
     Ok(core)
+}
+
+/// The profile of the host the tests run (Cargo.toml says why it is not release).
+const TEST_HOST_PROFILE: &str = "host-test";
+
+/// `target/<profile>/edgeproxy`.
+fn build_host(profile: &str) -> anyhow::Result<()> {
+    run(cargo().args(["build", "--package", "edgeproxy-host", "--profile", profile]))
 }
 
 /// `spin build` with the real Spin binary, when there is one: the manifest's
