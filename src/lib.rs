@@ -9,6 +9,9 @@ pub mod config;
 pub mod platform;
 pub mod proxy;
 
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz;
+
 #[cfg(target_family = "wasm")]
 mod arena;
 #[cfg(target_family = "wasm")]

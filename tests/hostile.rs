@@ -130,3 +130,52 @@ async fn an_absolute_form_target_naming_its_host_is_served_where_the_server_pars
         assert_eq!(upstream.seen(), ["/echo/abs"]);
     }
 }
+
+/// A request whose body framing is ambiguous or broken: the status each
+/// server answers with (`None`: the connection closed without one), and
+/// never a request at the origin.
+async fn framing_is_refused(request: &str, expected: [(Server, Option<u16>); 3]) {
+    let upstream = Upstream::start().await;
+    let host = gateway(&upstream).await;
+    let status = raw(&host, request).await;
+    let expected = expected.iter().find(|(s, _)| *s == server()).expect("every server has an expectation").1;
+    assert_eq!(status, expected, "{request:?}");
+    assert_eq!(upstream.seen(), Vec::<String>::new());
+}
+
+/// Content-Length with Transfer-Encoding: hyper (the edgeproxy server) goes
+/// by Transfer-Encoding and drops Content-Length before anything else sees
+/// the request (RFC 9112, section 6.3 allows that instead of a 400), so the
+/// origin gets one request, re-framed by the proxy's own client: nothing of
+/// the conflict reaches it, and nothing can be smuggled behind it.
+#[tokio::test(flavor = "multi_thread")]
+async fn content_length_with_transfer_encoding_reaches_the_origin_as_one_unambiguous_request() {
+    let upstream = Upstream::start().await;
+    let host = gateway(&upstream).await;
+    let smuggled = "GET /echo/smuggled HTTP/1.1\r\nHost: api.test\r\n\r\n";
+    let request = format!("POST /sink HTTP/1.1\r\nHost: api.test\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n{smuggled}");
+    let status = raw(&host, &request).await;
+    eprintln!("CL+TE on {:?}: {status:?}, origin saw {:?}", server(), upstream.seen());
+    assert!(!upstream.seen().iter().any(|t| t.contains("smuggled")), "a request was smuggled: {:?}", upstream.seen());
+    assert!(upstream.seen().len() <= 1, "{:?}", upstream.seen());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_different_content_lengths_are_refused() {
+    let request = "POST /sink HTTP/1.1\r\nHost: api.test\r\nContent-Length: 5\r\nContent-Length: 6\r\nConnection: close\r\n\r\nhello!";
+    framing_is_refused(request, [(Server::Edgeproxy, Some(400)), (Server::Workerd, MEASURE), (Server::Spin, MEASURE)]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn obsolete_line_folding_is_refused() {
+    let request = "GET /echo HTTP/1.1\r\nHost: api.test\r\nX-Folded: a\r\n b\r\nConnection: close\r\n\r\n";
+    framing_is_refused(request, [(Server::Edgeproxy, Some(400)), (Server::Workerd, MEASURE), (Server::Spin, MEASURE)]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_oversized_chunk_size_is_refused_before_any_upstream_sees_the_request() {
+    let request = "POST /sink HTTP/1.1\r\nHost: api.test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nFFFFFFFFFFFFFFFFFFFF\r\nhello\r\n0\r\n\r\n";
+    framing_is_refused(request, [(Server::Edgeproxy, Some(400)), (Server::Workerd, MEASURE), (Server::Spin, MEASURE)]).await;
+}
+
+const MEASURE: Option<u16> = Some(0);

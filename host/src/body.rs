@@ -167,6 +167,45 @@ where
     }
 }
 
+/// A body whose first frame has already been read (see
+/// `server::first_frame_read`), put back in front of the rest.
+pub struct Prefetched<B> {
+    first: Option<Frame<Bytes>>,
+    rest: B,
+}
+
+impl<B> Prefetched<B> {
+    pub fn new(first: Option<Frame<Bytes>>, rest: B) -> Self {
+        Prefetched { first, rest }
+    }
+}
+
+impl<B: Body<Data = Bytes, Error = BoxError> + Unpin> Body for Prefetched<B> {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(first) = self.first.take() {
+            return Poll::Ready(Some(Ok(first)));
+        }
+        Pin::new(&mut self.rest).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.first.is_none() && self.rest.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let first = self.first.as_ref().and_then(|f| f.data_ref()).map_or(0, |d| d.len() as u64);
+        let mut hint = self.rest.size_hint();
+        if let Some(upper) = hint.upper() {
+            hint.set_upper(upper + first);
+        }
+        hint.set_lower(hint.lower() + first);
+        hint
+    }
+}
+
 /// An error with its causes, which is where hyper and reqwest put the reason.
 pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();

@@ -214,3 +214,13 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
+
+/// A fault the store is made to have (`edgeproxy serve --kv-fault`), to test
+/// how the apps degrade when key-value is down or slow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum KvFault {
+    /// Every operation fails with `unavailable`.
+    Unavailable,
+    /// Every operation takes an extra 500 ms.
+    Slow,
+}

@@ -74,6 +74,9 @@ struct ServeArgs {
     scheme: String,
     #[command(flatten)]
     limits: LimitArgs,
+    /// Make the key-value store fail or be slow (for testing how apps degrade).
+    #[arg(long, hide = true, value_enum)]
+    kv_fault: Option<kv::KvFault>,
 }
 
 /// Bounds on clients and guests (README: "Security and limits").
@@ -90,6 +93,9 @@ struct LimitArgs {
     /// Seconds a request body may send nothing before it is broken off.
     #[arg(long, default_value_t = 60)]
     body_timeout_secs: u64,
+    /// Seconds an upstream's response body may send nothing before it is broken off.
+    #[arg(long, default_value_t = 120)]
+    upstream_body_timeout_secs: u64,
     /// Milliseconds of guest time per request before it is stopped with a 503.
     #[arg(long, default_value_t = 30_000)]
     guest_time_ms: u64,
@@ -105,6 +111,10 @@ impl LimitArgs {
             header_timeout: Duration::from_secs(self.header_timeout_secs.max(1)),
             body_idle_timeout: Duration::from_secs(self.body_timeout_secs.max(1)),
         }
+    }
+
+    fn upstream_body_timeout(&self) -> Duration {
+        Duration::from_secs(self.upstream_body_timeout_secs.max(1))
     }
 
     fn guest(&self) -> limits::GuestLimits {
@@ -143,8 +153,8 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-fn shared(document: String, data_dir: &std::path::Path) -> anyhow::Result<runtime::Shared> {
-    Ok(runtime::Shared { document, kv: kv::Kv::open(data_dir)?, limiter: limiter::Limiter::new(), upstream: upstream::Upstream::new()? })
+fn shared(document: String, data_dir: &std::path::Path, upstream_body_timeout: Duration) -> anyhow::Result<runtime::Shared> {
+    Ok(runtime::Shared { document, kv: kv::Kv::open(data_dir)?, kv_fault: None, limiter: limiter::Limiter::new(), upstream: upstream::Upstream::new(upstream_body_timeout)? })
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -152,7 +162,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(path) => std::fs::read_to_string(path).with_context(|| format!("cannot read the config document {}", path.display()))?,
         None => DEFAULT_DOCUMENT.to_owned(),
     };
-    let runtime = Arc::new(runtime::Runtime::new(&args.component, shared(document, &args.data_dir)?, args.limits.guest())?);
+    let shared = runtime::Shared { kv_fault: args.kv_fault, ..shared(document, &args.data_dir, args.limits.upstream_body_timeout())? };
+    let runtime = Arc::new(runtime::Runtime::new(&args.component, shared, args.limits.guest())?);
     let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     eprintln!("edgeproxy: serving {} on http://{}", args.component.display(), listener.local_addr()?);
 
@@ -172,7 +183,7 @@ async fn serve_spin(args: SpinArgs) -> anyhow::Result<()> {
     let mut variables = spin::env_variables();
     let document = std::fs::read_to_string(&args.config).with_context(|| format!("cannot read the config document {}", args.config.display()))?;
     variables.insert("document".into(), document);
-    let shared = spin::SpinShared { variables, kv: kv::Kv::open(&args.data_dir)?, allowed: Arc::new(spin::AllowedHosts::parse(&args.allowed_outbound_hosts)?) };
+    let shared = spin::SpinShared { variables, kv: kv::Kv::open(&args.data_dir)?, allowed: Arc::new(spin::AllowedHosts::parse(&args.allowed_outbound_hosts)?), upstream_body_timeout: args.limits.upstream_body_timeout() };
     let runtime = Arc::new(spin::SpinRuntime::new(&args.component, shared, args.limits.guest())?);
     let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     eprintln!("edgeproxy: serving {} (Spin-compatible) on http://{}", args.component.display(), listener.local_addr()?);
@@ -199,7 +210,7 @@ async fn shutdown_signal() {
 
 async fn instantiate_bench(component: PathBuf, iterations: u32) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("edgeproxy-bench-{}", std::process::id()));
-    let runtime = runtime::Runtime::new(&component, shared(String::new(), &dir)?, limits::GuestLimits { cpu: Duration::from_secs(30), memory: 512 << 20 })?;
+    let runtime = runtime::Runtime::new(&component, shared(String::new(), &dir, Duration::from_secs(120))?, limits::GuestLimits { cpu: Duration::from_secs(30), memory: 512 << 20 })?;
     for _ in 0..1000 {
         runtime.instantiate().await?;
     }

@@ -32,6 +32,7 @@ const KEEP_RESIDENT: usize = 384 << 10;
 pub struct Shared {
     pub document: String,
     pub kv: Kv,
+    pub kv_fault: Option<kv::KvFault>,
     pub limiter: Limiter,
     pub upstream: Upstream,
 }
@@ -188,10 +189,16 @@ impl wit_kv::Host for State {
     }
 
     async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, wit_kv::KvError>> {
+        if let Some(e) = injected_kv_fault(self.shared.kv_fault).await {
+            return Ok(Err(e));
+        }
         Ok(self.shared.kv.get(&key).map_err(kv_error))
     }
 
     async fn set(&mut self, key: String, value: Vec<u8>, ttl_seconds: Option<u32>) -> wasmtime::Result<Result<(), wit_kv::KvError>> {
+        if let Some(e) = injected_kv_fault(self.shared.kv_fault).await {
+            return Ok(Err(e));
+        }
         let shared = self.shared.clone();
         // A redb commit is blocking file I/O: keep it off the async workers.
         let result = tokio::task::spawn_blocking(move || shared.kv.set(&key, &value, ttl_seconds)).await?;
@@ -199,15 +206,32 @@ impl wit_kv::Host for State {
     }
 
     async fn delete(&mut self, key: String) -> wasmtime::Result<Result<(), wit_kv::KvError>> {
+        if let Some(e) = injected_kv_fault(self.shared.kv_fault).await {
+            return Ok(Err(e));
+        }
         let shared = self.shared.clone();
         let result = tokio::task::spawn_blocking(move || shared.kv.delete(&key)).await?;
         Ok(result.map_err(kv_error))
     }
 
     async fn set_if_absent(&mut self, key: String, value: Vec<u8>, ttl_seconds: Option<u32>) -> wasmtime::Result<Result<bool, wit_kv::KvError>> {
+        if let Some(e) = injected_kv_fault(self.shared.kv_fault).await {
+            return Ok(Err(e));
+        }
         let shared = self.shared.clone();
         let result = tokio::task::spawn_blocking(move || shared.kv.set_if_absent(&key, &value, ttl_seconds)).await?;
         Ok(result.map_err(kv_error))
+    }
+}
+
+/// The `--kv-fault` switch: the error every operation gets, or a delay.
+async fn injected_kv_fault(fault: Option<kv::KvFault>) -> Option<wit_kv::KvError> {
+    match fault? {
+        kv::KvFault::Unavailable => Some(wit_kv::KvError::Unavailable("the store is switched off (--kv-fault unavailable)".into())),
+        kv::KvFault::Slow => {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            None
+        }
     }
 }
 

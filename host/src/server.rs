@@ -13,7 +13,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
-use crate::body::{BoxError, HostBody, IdleTimeout};
+use crate::body::{BoxError, HostBody, IdleTimeout, Prefetched};
 use crate::runtime::{GuestRequest, Runtime};
 
 pub struct ServerOptions {
@@ -37,7 +37,7 @@ pub struct ServerLimits {
 }
 
 /// A client's request body, as handlers get it.
-pub type ClientBody = IdleTimeout<Incoming>;
+pub type ClientBody = Prefetched<IdleTimeout<Incoming>>;
 
 /// What answers requests: the edgeproxy runtime, or the Spin-compatible one
 /// (spin.rs). The server around it is the same.
@@ -114,14 +114,37 @@ async fn logged<H: Handler>(handler: Arc<H>, options: Arc<ServerOptions>, peer: 
     let started = Instant::now();
     let method = req.method().clone();
     let (url, response) = match request_url(&req, &options.scheme) {
-        Ok(url) => {
-            let req = req.map(|body| IdleTimeout::new(body, options.limits.body_idle_timeout));
-            (url.clone(), handler.handle(req, url, peer).await.map(Either::Left))
-        }
+        Ok(url) => match first_frame_read(req, options.limits.body_idle_timeout).await {
+            Ok(req) => (url.clone(), handler.handle(req, url, peer).await.map(Either::Left)),
+            Err(refusal) => (url, refusal.map(Either::Right)),
+        },
         Err(refusal) => (req.uri().to_string(), refusal.map(Either::Right)),
     };
     println!("{} \"{method} {url}\" {} {:.1}ms", peer.ip(), response.status().as_u16(), started.elapsed().as_secs_f64() * 1000.0);
     Ok(response)
+}
+
+/// The request with its body's first frame already read when the body is
+/// chunked, so that a body whose framing is broken from the start (an
+/// oversized or malformed chunk size) is refused with a 400 before any app,
+/// and so any upstream, sees the request. A later framing error can only
+/// break the transfer.
+async fn first_frame_read(req: hyper::Request<Incoming>, idle: Duration) -> Result<hyper::Request<ClientBody>, hyper::Response<HostBody>> {
+    use http_body_util::BodyExt;
+    let (parts, body) = req.into_parts();
+    let mut body = IdleTimeout::new(body, idle);
+    let chunked = !hyper::body::Body::is_end_stream(&body) && !parts.headers.contains_key(hyper::header::CONTENT_LENGTH);
+    let first = if chunked {
+        match body.frame().await {
+            Some(Ok(frame)) => Some(frame),
+            Some(Err(e)) if e.is::<crate::body::Stalled>() => return Err(json_error(408, "request_timeout", &e.to_string())),
+            Some(Err(e)) => return Err(json_error(400, "bad_request", &format!("the request body is malformed: {}", crate::body::error_chain(&*e)))),
+            None => None,
+        }
+    } else {
+        None
+    };
+    Ok(hyper::Request::from_parts(parts, Prefetched::new(first, body)))
 }
 
 /// The absolute URL the client asked for. The authority is the request

@@ -66,6 +66,8 @@ pub struct SpinShared {
     pub variables: HashMap<String, String>,
     pub kv: Kv,
     pub allowed: Arc<AllowedHosts>,
+    /// The longest wait between an upstream body's frames, whatever the guest asks.
+    pub upstream_body_timeout: std::time::Duration,
 }
 
 struct State {
@@ -153,7 +155,7 @@ impl SpinRuntime {
             table: ResourceTable::new(),
             wasi: WasiCtx::builder().inherit_stderr().build(),
             http: WasiHttpCtx::new(),
-            hooks: Hooks { allowed: self.shared.allowed.clone() },
+            hooks: Hooks { allowed: self.shared.allowed.clone(), body_idle: self.shared.upstream_body_timeout },
             shared: self.shared.clone(),
             memory: self.limits.memory_cap(),
         };
@@ -195,6 +197,7 @@ impl WasiHttpView for State {
 /// Spin's `allowed_outbound_hosts` check around wasmtime's default client.
 struct Hooks {
     allowed: Arc<AllowedHosts>,
+    body_idle: std::time::Duration,
 }
 
 impl WasiHttpHooks for Hooks {
@@ -212,6 +215,9 @@ impl WasiHttpHooks for Hooks {
             > + Send,
     > {
         let allowed = self.allowed.permits(request.uri());
+        let mut options = options.unwrap_or_default();
+        options.between_bytes_timeout = Some(options.between_bytes_timeout.map_or(self.body_idle, |t| t.min(self.body_idle)));
+        let options = Some(options);
         Box::new(async move {
             if !allowed {
                 eprintln!("edgeproxy: denied an outbound request to {} (not in allowed_outbound_hosts)", request.uri());

@@ -8,12 +8,12 @@ use crate::runtime::edgeproxy::platform::http_client::HttpError;
 
 /// Time to wait for response headers when the guest names none.
 const DEFAULT_HEADERS_TIMEOUT: Duration = Duration::from_secs(30);
-/// A response body that sends nothing for this long is broken off; the
-/// guest's read gets `timeout`, a client streaming it a broken transfer.
-const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
 pub struct Upstream {
     client: reqwest::Client,
+    /// A response body that sends nothing for this long is broken off; the
+    /// guest's read gets `timeout`, a client streaming it a broken transfer.
+    body_idle_timeout: Duration,
 }
 
 pub struct UpstreamResponse {
@@ -23,7 +23,7 @@ pub struct UpstreamResponse {
 }
 
 impl Upstream {
-    pub fn new() -> anyhow::Result<Upstream> {
+    pub fn new(body_idle_timeout: Duration) -> anyhow::Result<Upstream> {
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
@@ -31,7 +31,7 @@ impl Upstream {
             .connect_timeout(Duration::from_secs(10))
             .pool_idle_timeout(Duration::from_secs(60))
             .build()?;
-        Ok(Upstream { client })
+        Ok(Upstream { client, body_idle_timeout })
     }
 
     pub async fn send(
@@ -74,7 +74,7 @@ impl Upstream {
             .map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
             .collect();
         let body = http::Response::from(response).into_body();
-        Ok(UpstreamResponse { status, headers, body: Some(HostBody::from_stream(IdleTimeout::new(body, BODY_IDLE_TIMEOUT))) })
+        Ok(UpstreamResponse { status, headers, body: Some(HostBody::from_stream(IdleTimeout::new(body, self.body_idle_timeout))) })
     }
 }
 

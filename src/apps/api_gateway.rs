@@ -67,7 +67,7 @@ fn default_policy() -> String {
 impl Options {
     pub fn validate(&self) -> Result<(), String> {
         // Messages leave the origin's value out: it may carry a token.
-        let origin = url::Url::parse(&self.origin).map_err(|e| format!("origin is not a URL ({e})"))?;
+        let origin = crate::proxy::parse_url(&self.origin).map_err(|e| format!("origin is not a URL ({e})"))?;
         if !matches!(origin.scheme(), "http" | "https") || origin.host().is_none() {
             return Err("origin must be an http:// or https:// URL with a host".into());
         }

@@ -147,6 +147,19 @@ fn encode(meta: &EntryMeta, body: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The status and body of a stored entry, for the fuzz target.
+#[cfg(any(test, feature = "fuzzing"))]
+pub fn decode_for_fuzzing(raw: &[u8]) -> Option<(u16, &[u8])> {
+    decode(raw).map(|(meta, body)| (meta.status, body))
+}
+
+/// An entry as `store` writes it, for the fuzz target's seed.
+#[cfg(any(test, feature = "fuzzing"))]
+pub fn encode_for_fuzzing(status: u16, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+    let headers = headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+    encode(&EntryMeta { status, headers, stored_at_ms: 0, initial_age: 0, vary: Vec::new() }, body)
+}
+
 fn decode(raw: &[u8]) -> Option<(EntryMeta, &[u8])> {
     let len = u32::from_be_bytes(raw.get(..4)?.try_into().ok()?) as usize;
     let meta = serde_json::from_slice(raw.get(4..4 + len)?).ok()?;

@@ -7,9 +7,13 @@
 //! | `/sink` | reads the request body; JSON `{bytes, pattern_ok}` |
 //! | `/die/N` | promises 2N bytes, sends N, then drops the connection |
 //! | `/die-chunked/N` | sends N bytes chunked, then drops the connection |
+//! | `/reset` | resets the connection (RST) before any response |
+//! | `/stall/N` | promises 2N bytes, sends N, then sends nothing and keeps the connection open |
+//! | `/bad-chunk` | a chunked body whose second chunk size is not hex |
 //! | `/status/C` | status C with a JSON body |
 //! | `/cacheable/...?cc=V[&vary=H][&vary2=H][&cookie=1][&size=N]` | `Cache-Control: V`; counts hits in `x-upstream-hits` |
 //! | `/redirect` | 302 to this server's absolute `/echo/redirected` |
+//! | `/redirect-to?URL` | 302 to URL; also a `Link` to it and a JSON body `{"url": URL}` |
 //! | `/slow` | headers after 3 s |
 //! | `/small` | `hello` |
 //! | `/own-cors` | `hello`, with the origin server's own `Access-Control-Allow-Origin: *` |
@@ -64,8 +68,8 @@ impl Upstream {
                     let mut peek = [0u8; 64];
                     let n = stream.peek(&mut peek).await.unwrap_or(0);
                     let line = String::from_utf8_lossy(&peek[..n]).to_string();
-                    if let Some(n) = raw_die_route(&line) {
-                        return die_mid_body(stream, n).await;
+                    if let Some(fault) = raw_fault(&line) {
+                        return fault.serve(stream).await;
                     }
                     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                         seen.lock().unwrap().push(req.uri().to_string());
@@ -93,8 +97,58 @@ impl Upstream {
     }
 }
 
-fn raw_die_route(request_line: &str) -> Option<u64> {
-    request_line.split(' ').nth(1)?.strip_prefix("/die/")?.parse().ok()
+/// The routes that need the raw socket: broken responses hyper would not send.
+enum RawFault {
+    Die(u64),
+    Reset,
+    Stall(u64),
+    BadChunk,
+}
+
+fn raw_fault(request_line: &str) -> Option<RawFault> {
+    let path = request_line.split(' ').nth(1)?;
+    if let Some(n) = path.strip_prefix("/die/") {
+        return n.parse().ok().map(RawFault::Die);
+    }
+    if let Some(n) = path.strip_prefix("/stall/") {
+        return n.parse().ok().map(RawFault::Stall);
+    }
+    match path {
+        "/reset" => Some(RawFault::Reset),
+        "/bad-chunk" => Some(RawFault::BadChunk),
+        _ => None,
+    }
+}
+
+impl RawFault {
+    async fn serve(self, mut stream: tokio::net::TcpStream) {
+        match self {
+            RawFault::Die(n) => die_mid_body(stream, n).await,
+            RawFault::Reset => {
+                let mut buf = [0u8; 4096];
+                let _ = tokio::io::AsyncReadExt::read(&mut stream, &mut buf).await;
+                // Linger zero: close sends RST, not FIN.
+                let _ = stream.set_zero_linger();
+                drop(stream);
+            }
+            RawFault::Stall(n) => {
+                let mut buf = [0u8; 4096];
+                let _ = tokio::io::AsyncReadExt::read(&mut stream, &mut buf).await;
+                let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\ncontent-type: application/octet-stream\r\n\r\n", 2 * n);
+                let _ = stream.write_all(head.as_bytes()).await;
+                let _ = stream.write_all(&crate::pattern_chunk(0, n as usize)).await;
+                let _ = stream.flush().await;
+                tokio::time::sleep(Duration::from_secs(300)).await;
+            }
+            RawFault::BadChunk => {
+                let mut buf = [0u8; 4096];
+                let _ = tokio::io::AsyncReadExt::read(&mut stream, &mut buf).await;
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-type: text/plain\r\n\r\n5\r\nhello\r\nzz\r\nworld\r\n0\r\n\r\n").await;
+                let _ = stream.flush().await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
 }
 
 /// Sends headers promising 2N bytes, N bytes, then closes: a short body that
@@ -196,6 +250,16 @@ async fn route(req: Request<Incoming>, addr: SocketAddr, hits: Arc<Mutex<HashMap
         let mut r = full(302, "text/plain", "moved");
         r.headers_mut().insert("location", format!("http://{addr}/echo/redirected").parse().unwrap());
         r
+    } else if path == "/redirect-to" {
+        let to = percent_decode(req.uri().query().unwrap_or_default());
+        let mut r = full(302, "application/json", serde_json::json!({ "url": to }).to_string());
+        if let Ok(value) = to.parse() {
+            r.headers_mut().insert("location", value);
+        }
+        if let Ok(value) = format!("<{to}>; rel=\"next\"").parse() {
+            r.headers_mut().insert("link", value);
+        }
+        r
     } else if path == "/slow" {
         tokio::time::sleep(Duration::from_secs(3)).await;
         full(200, "text/plain", "late")
@@ -209,4 +273,24 @@ async fn route(req: Request<Incoming>, addr: SocketAddr, hits: Arc<Mutex<HashMap
         full(404, "text/plain", "no such fixture route")
     };
     Ok(response)
+}
+
+/// `%XX` escapes decoded (for `/redirect-to`'s query).
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match (bytes[i], bytes.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok())) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }

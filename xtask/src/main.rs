@@ -7,10 +7,12 @@
 //! - `spin`: the Spin build, `dist/edgeproxy-spin.wasm` (what `spin build` runs)
 //! - `workers`: the Cloudflare Workers build, `workers/build/` (jco transpile)
 //! - `bench`: the benchmark harness (see BENCHMARKS.md)
+//! - `fuzz [--seconds N] [TARGET...]`: libFuzzer over src/fuzz.rs's targets
 //! - `ui-upload DIR URL`: publish a built web UI to a hub-gateway that serves
 //!   it from key-value (token in `EDGEPROXY_UI_TOKEN`)
 
 mod bench;
+mod fuzz;
 pub mod python;
 mod spin;
 mod workers;
@@ -57,8 +59,9 @@ fn run_task() -> anyhow::Result<()> {
             let core = build_core(&root)?;
             spin::build(&root, &core).map(drop)
         }
+        // Wrangler's build command: the Worker needs only the core.
         Some("workers") => {
-            build(&root)?;
+            build_core(&root)?;
             workers::build(&root)
         }
         Some("bench") => {
@@ -66,6 +69,7 @@ fn run_task() -> anyhow::Result<()> {
             workers::build(&root)?;
             bench::run(&root)
         }
+        Some("fuzz") => fuzz::run(&root, &args[1..]),
         Some("ui-upload") => {
             let [dir, url] = &args[1..] else { bail!("usage: cargo xtask ui-upload DIR GATEWAY_URL (token in EDGEPROXY_UI_TOKEN)") };
             let token = std::env::var("EDGEPROXY_UI_TOKEN").context("set EDGEPROXY_UI_TOKEN to the gateway's ui.upload_token secret")?;
@@ -74,7 +78,7 @@ fn run_task() -> anyhow::Result<()> {
             println!("uploaded {} files to {url}/_ui/", uploaded.len());
             Ok(())
         }
-        _ => bail!("usage: cargo xtask <build | serve [ARGS] | test [ARGS] | spin | workers | bench | ui-upload DIR URL>"),
+        _ => bail!("usage: cargo xtask <build | serve [ARGS] | test [ARGS] | spin | workers | bench | fuzz [--seconds N] [TARGET...] | ui-upload DIR URL>"),
     }
 }
 
@@ -103,7 +107,7 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
     let host_binary = root().join(format!("target/{TEST_HOST_PROFILE}/edgeproxy"));
     let workspace_tests = |cmd: &mut Command| {
         cmd.args(["test", "--workspace", "--exclude", "xtask", "--exclude", "edgeproxy-spin-services", "--exclude", "edgeproxy-spin-front"])
-            .args(["--exclude", "edgeproxy-host", "--lib", "--bins", "--tests"])
+            .args(["--exclude", "edgeproxy-host", "--exclude", "edgeproxy-fuzz", "--lib", "--bins", "--tests"])
             .env("EDGEPROXY_BIN", &host_binary);
     };
     let mut totals = (0, 0);

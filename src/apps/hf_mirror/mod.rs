@@ -4,8 +4,8 @@
 //! the addressing scheme the client came in on ([`hosts`]); URLs in headers
 //! and JSON are rewritten to lead back through it ([`rewrite`]).
 
-mod hosts;
-mod rewrite;
+pub(crate) mod hosts;
+pub(crate) mod rewrite;
 
 use std::collections::BTreeMap;
 
@@ -126,7 +126,7 @@ impl RateLimitOptions {
 impl Options {
     pub fn validate(&self) -> Result<(), String> {
         let base_url = |what: &str, value: &str| -> Result<(), String> {
-            let url = url::Url::parse(value).map_err(|e| format!("{what} is not a URL ({e})"))?;
+            let url = crate::proxy::parse_url(value).map_err(|e| format!("{what} is not a URL ({e})"))?;
             if !matches!(url.scheme(), "http" | "https") || url.host().is_none() || url.query().is_some() {
                 return Err(format!("{what} must be an http:// or https:// URL with a host and no query"));
             }
@@ -181,7 +181,7 @@ impl Options {
                 return Some((upstream, rest.to_owned()));
             }
         }
-        let parsed = url::Url::parse(url).ok()?;
+        let parsed = crate::proxy::parse_url(url).ok()?;
         if !matches!(parsed.scheme(), "http" | "https") || parsed.port().is_some() {
             return None;
         }

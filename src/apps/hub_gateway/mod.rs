@@ -102,7 +102,7 @@ fn default_policy() -> String {
 
 /// `http(s)://host[:port][/path]`, no query: a base URL a request path is appended to.
 pub(crate) fn check_base_url(what: &str, value: &str) -> Result<(), String> {
-    let url = url::Url::parse(value).map_err(|e| format!("{what} is not a URL ({e})"))?;
+    let url = crate::proxy::parse_url(value).map_err(|e| format!("{what} is not a URL ({e})"))?;
     if !matches!(url.scheme(), "http" | "https") || url.host().is_none() || url.query().is_some() || url.fragment().is_some() {
         return Err(format!("{what} must be an http:// or https:// URL with a host and no query"));
     }

@@ -13,10 +13,10 @@
 //! - [`generate`], [`replicate`]: where originals come from
 //! - [`store`]: blobs in key-value; signed URLs are the `edgeproxy-signing` crate
 
-mod codec;
+pub(crate) mod codec;
 mod generate;
 pub mod options;
-mod raster;
+pub(crate) mod raster;
 mod replicate;
 mod request;
 mod store;

@@ -94,7 +94,7 @@ fn default_retries() -> u32 {
 
 impl ReplicateOptions {
     pub fn validate(&self) -> Result<(), String> {
-        let api = url::Url::parse(&self.api).map_err(|e| format!("replicate.api is not a URL ({e})"))?;
+        let api = crate::proxy::parse_url(&self.api).map_err(|e| format!("replicate.api is not a URL ({e})"))?;
         if !matches!(api.scheme(), "http" | "https") || api.host().is_none() || api.query().is_some() {
             return Err("replicate.api must be an http:// or https:// URL with a host and no query".into());
         }
@@ -118,7 +118,7 @@ impl ReplicateOptions {
     }
 
     fn allows_output(&self, url: &str) -> bool {
-        let Ok(url) = url::Url::parse(url) else { return false };
+        let Ok(url) = crate::proxy::parse_url(url) else { return false };
         self.output_origins.iter().filter_map(|o| OriginPattern::parse(o)).any(|p| p.matches(&url))
     }
 }
