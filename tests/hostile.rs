@@ -131,16 +131,76 @@ async fn an_absolute_form_target_naming_its_host_is_served_where_the_server_pars
     }
 }
 
-/// A request whose body framing is ambiguous or broken: the status each
-/// server answers with (`None`: the connection closed without one), and
-/// never a request at the origin.
-async fn framing_is_refused(request: &str, expected: [(Server, Option<u16>); 3]) {
+/// What a server did with a raw request.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    Status(u16),
+    /// Closed the connection without an answer.
+    Closed,
+    /// Neither answered nor closed within 10 s.
+    Silent,
+}
+
+/// Like [`raw`], but a server that neither answers nor closes is an outcome too.
+async fn raw_outcome(host: &Host, request: &str) -> Outcome {
+    let address = host.base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut buf = [0u8; 4096];
+        while !response.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => response.extend_from_slice(&buf[..n]),
+            }
+        }
+    });
+    let timed_out = read.await.is_err();
+    let text = String::from_utf8_lossy(&response);
+    eprintln!("{:?} on {:?} -> {text:?}", request.lines().next().unwrap_or_default(), server());
+    match text.lines().next().and_then(|line| line.split_whitespace().nth(1)?.parse().ok()) {
+        Some(status) => Outcome::Status(status),
+        None if timed_out => Outcome::Silent,
+        None => Outcome::Closed,
+    }
+}
+
+/// A request whose body framing is ambiguous or broken: what each server
+/// does, and whether the origin saw the request at all.
+async fn framing_case(request: &str, expected: [(Server, Outcome, bool); 3]) {
     let upstream = Upstream::start().await;
     let host = gateway(&upstream).await;
-    let status = raw(&host, request).await;
-    let expected = expected.iter().find(|(s, _)| *s == server()).expect("every server has an expectation").1;
-    assert_eq!(status, expected, "{request:?}");
-    assert_eq!(upstream.seen(), Vec::<String>::new());
+    let outcome = raw_outcome(&host, request).await;
+    let (_, expected_outcome, forwarded) = expected.iter().find(|(s, _, _)| *s == server()).expect("every server has an expectation");
+    assert_eq!(&outcome, expected_outcome, "{request:?}");
+    assert_eq!(!upstream.seen().is_empty(), *forwarded, "origin saw {:?}", upstream.seen());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_different_content_lengths_are_refused() {
+    let request = "POST /sink HTTP/1.1\r\nHost: api.test\r\nContent-Length: 5\r\nContent-Length: 6\r\nConnection: close\r\n\r\nhello!";
+    // workerd answers its own 500.
+    framing_case(request, [(Server::Edgeproxy, Outcome::Status(400), false), (Server::Workerd, Outcome::Status(500), false), (Server::Spin, Outcome::Status(400), false)]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn obsolete_line_folding_is_refused_except_by_workerd() {
+    let request = "GET /echo HTTP/1.1\r\nHost: api.test\r\nX-Folded: a\r\n b\r\nConnection: close\r\n\r\n";
+    // workerd unfolds the header and passes the request on (RFC 9112,
+    // section 5.2 allows a server to replace obs-fold with spaces); the
+    // Worker sees an ordinary header.
+    framing_case(request, [(Server::Edgeproxy, Outcome::Status(400), false), (Server::Workerd, Outcome::Status(200), true), (Server::Spin, Outcome::Status(400), false)]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_oversized_chunk_size_is_refused_by_the_edgeproxy_server_and_breaks_the_upload_elsewhere() {
+    let request = "POST /sink HTTP/1.1\r\nHost: api.test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nFFFFFFFFFFFFFFFFFFFF\r\nhello\r\n0\r\n\r\n";
+    // The edgeproxy server reads the first chunk before the app runs. workerd
+    // and Spin 4.0.2 hand the request over at once, so the upstream request
+    // starts and then breaks with the body: workerd answers 502, Spin
+    // neither answers nor closes.
+    framing_case(request, [(Server::Edgeproxy, Outcome::Status(400), false), (Server::Workerd, Outcome::Status(502), true), (Server::Spin, Outcome::Silent, true)]).await;
 }
 
 /// Content-Length with Transfer-Encoding: hyper (the edgeproxy server) goes
@@ -159,23 +219,3 @@ async fn content_length_with_transfer_encoding_reaches_the_origin_as_one_unambig
     assert!(!upstream.seen().iter().any(|t| t.contains("smuggled")), "a request was smuggled: {:?}", upstream.seen());
     assert!(upstream.seen().len() <= 1, "{:?}", upstream.seen());
 }
-
-#[tokio::test(flavor = "multi_thread")]
-async fn two_different_content_lengths_are_refused() {
-    let request = "POST /sink HTTP/1.1\r\nHost: api.test\r\nContent-Length: 5\r\nContent-Length: 6\r\nConnection: close\r\n\r\nhello!";
-    framing_is_refused(request, [(Server::Edgeproxy, Some(400)), (Server::Workerd, MEASURE), (Server::Spin, MEASURE)]).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn obsolete_line_folding_is_refused() {
-    let request = "GET /echo HTTP/1.1\r\nHost: api.test\r\nX-Folded: a\r\n b\r\nConnection: close\r\n\r\n";
-    framing_is_refused(request, [(Server::Edgeproxy, Some(400)), (Server::Workerd, MEASURE), (Server::Spin, MEASURE)]).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn an_oversized_chunk_size_is_refused_before_any_upstream_sees_the_request() {
-    let request = "POST /sink HTTP/1.1\r\nHost: api.test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nFFFFFFFFFFFFFFFFFFFF\r\nhello\r\n0\r\n\r\n";
-    framing_is_refused(request, [(Server::Edgeproxy, Some(400)), (Server::Workerd, MEASURE), (Server::Spin, MEASURE)]).await;
-}
-
-const MEASURE: Option<u16> = Some(0);
