@@ -84,3 +84,17 @@ async fn with_no_arguments_it_serves_the_default_document_on_port_8787() {
     assert_eq!((image.status().as_u16(), image.headers()["content-type"].to_str().unwrap()), (200, "image/png"));
     let _ = child.start_kill();
 }
+
+/// The suite's secret watch (testkit's `Host::start_with_secrets`) can fail:
+/// a secret that comes back in a response is caught when the host is dropped.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_secret_watch_catches_a_secret_sent_back_to_a_client() {
+    let upstream = Upstream::start().await;
+    let document = format!("[[route]]\nhost = \"*\"\n[route.api-gateway]\norigin = \"{}\"\n", upstream.url());
+    let host = Host::start_with_secrets(&document, &[("unused-token", "watch-me-7f3a")]).await;
+    // The origin's /echo sends back the headers it got: this test's client leaks it on purpose.
+    let body = reqwest::Client::builder().no_proxy().build().unwrap().get(host.url("/echo/leak")).header("x-leak", "watch-me-7f3a").send().await.unwrap().text().await.unwrap();
+    assert!(body.contains("watch-me-7f3a"));
+    let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(host)));
+    assert!(dropped.is_err(), "the watch did not see the secret in the response");
+}

@@ -36,23 +36,11 @@ async fn gateway(upstream: &Upstream) -> Host {
 /// Sends `request` as it is; the response's status, or `None` if the server
 /// closed the connection without one.
 async fn raw(host: &Host, request: &str) -> Option<u16> {
-    let address = host.base.trim_start_matches("http://");
-    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(10), async {
-        let mut buf = [0u8; 4096];
-        while !response.windows(4).any(|w| w == b"\r\n\r\n") {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => response.extend_from_slice(&buf[..n]),
-            }
-        }
-    });
-    read.await.expect("an answer or a closed connection within 10 s");
-    let text = String::from_utf8_lossy(&response);
-    eprintln!("{:?} on {:?} -> {text:?}", request.lines().next().unwrap_or_default(), server());
-    text.lines().next().and_then(|line| line.split_whitespace().nth(1)?.parse().ok())
+    match raw_outcome(host, request).await {
+        Outcome::Status(status) => Some(status),
+        Outcome::Closed => None,
+        Outcome::Silent => panic!("no answer and no close within 10 s for {request:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -165,6 +165,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let shared = runtime::Shared { kv_fault: args.kv_fault, ..shared(document, &args.data_dir, args.limits.upstream_body_timeout())? };
     let runtime = Arc::new(runtime::Runtime::new(&args.component, shared, args.limits.guest())?);
     let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
+    let shutdown = shutdown_signal();
     eprintln!("edgeproxy: serving {} on http://{}", args.component.display(), listener.local_addr()?);
 
     let purger = runtime.shared().clone();
@@ -176,7 +177,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             let _ = tokio::task::spawn_blocking(move || shared.kv.purge_expired()).await;
         }
     });
-    server::serve(listener, runtime, server::ServerOptions { scheme: args.scheme, limits: args.limits.server() }, shutdown_signal()).await
+    server::serve(listener, runtime, server::ServerOptions { scheme: args.scheme, limits: args.limits.server() }, shutdown).await
 }
 
 async fn serve_spin(args: SpinArgs) -> anyhow::Result<()> {
@@ -186,8 +187,9 @@ async fn serve_spin(args: SpinArgs) -> anyhow::Result<()> {
     let shared = spin::SpinShared { variables, kv: kv::Kv::open(&args.data_dir)?, allowed: Arc::new(spin::AllowedHosts::parse(&args.allowed_outbound_hosts)?), upstream_body_timeout: args.limits.upstream_body_timeout() };
     let runtime = Arc::new(spin::SpinRuntime::new(&args.component, shared, args.limits.guest())?);
     let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
+    let shutdown = shutdown_signal();
     eprintln!("edgeproxy: serving {} (Spin-compatible) on http://{}", args.component.display(), listener.local_addr()?);
-    server::serve(listener, runtime, server::ServerOptions { scheme: "http".into(), limits: args.limits.server() }, shutdown_signal()).await
+    server::serve(listener, runtime, server::ServerOptions { scheme: "http".into(), limits: args.limits.server() }, shutdown).await
 }
 
 fn sign(path: &str, secret: &str, expires_in: u64) -> anyhow::Result<()> {
@@ -200,11 +202,18 @@ fn sign(path: &str, secret: &str, expires_in: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is
+/// called, not when it is first polled: a signal that arrives right after
+/// the "serving" line must stop the server, not kill it.
+fn shutdown_signal() -> impl Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
     }
 }
 

@@ -30,6 +30,9 @@ impl Upstream {
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(10))
             .pool_idle_timeout(Duration::from_secs(60))
+            // Enough for steady load; a burst's surplus connections close
+            // instead of holding descriptors for the idle timeout.
+            .pool_max_idle_per_host(64)
             .build()?;
         Ok(Upstream { client, body_idle_timeout })
     }

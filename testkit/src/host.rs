@@ -7,6 +7,10 @@
 //! the real `spin.toml`; without a Spin binary, loudly, in `edgeproxy spin`,
 //! the host's Spin-compatible stand-in). Each runs the same core, so one
 //! suite covers all.
+//!
+//! A host started with secrets is watched: a secret in any line it logs,
+//! or in any byte it sends a client, fails the test (see
+//! `Host::start_with_secrets`).
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -24,10 +28,18 @@ pub struct Host {
     pub base: String,
     dir: PathBuf,
     log: Arc<Mutex<Vec<String>>>,
+    /// The secrets the host was configured with, which must never leave it.
+    secrets: Arc<Mutex<Arc<Vec<String>>>>,
+    /// Where a configured secret was seen: a log line, or bytes sent to a client.
+    leaks: Arc<Mutex<Vec<String>>>,
 }
 
 impl Drop for Host {
     fn drop(&mut self) {
+        let leaks = std::mem::take(&mut *self.leaks.lock().unwrap());
+        if !leaks.is_empty() && !std::thread::panicking() {
+            panic!("a configured secret left the host: {leaks:?}");
+        }
         // Miniflare's workerd is a grandchild: killing Node alone would orphan it.
         if Self::kind() == "workerd"
             && let Some(workerd) = self.child.id().and_then(|pid| descendant_named(pid, "workerd"))
@@ -73,7 +85,31 @@ impl Host {
             .flat_map(|(name, value)| [(format!("EDGEPROXY_SECRET_{}", upper(name)), value.to_string()), (format!("SPIN_VARIABLE_{}", upper(name)), value.to_string())])
             .collect();
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        Self::start_with_env(document, &env).await
+        let mut host = Self::start_configured(document, &env, None).await;
+        host.watch_for(secrets.iter().map(|(_, value)| value.to_string()).collect()).await;
+        host
+    }
+
+    /// From now on, every log line of the host and every byte it sends a
+    /// client is searched for `secrets`: the host is reached through a relay
+    /// that reads the responses (so raw-socket tests go through it too), and
+    /// a secret found anywhere fails the test when the host is dropped.
+    async fn watch_for(&mut self, secrets: Vec<String>) {
+        let secrets: Arc<Vec<String>> = Arc::new(secrets.into_iter().filter(|s| !s.is_empty()).collect());
+        *self.secrets.lock().unwrap() = secrets.clone();
+        let target = self.base.trim_start_matches("http://").to_owned();
+        let relay = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        self.base = format!("http://{}", relay.local_addr().unwrap());
+        let leaks = self.leaks.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = relay.accept().await {
+                let (target, secrets, leaks) = (target.clone(), secrets.clone(), leaks.clone());
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(&target).await else { return };
+                    relay_watching(client, server, &secrets, &leaks).await;
+                });
+            }
+        });
     }
 
     /// Starts with extra environment variables (secrets).
@@ -159,9 +195,23 @@ impl Host {
                 break url.trim().to_owned();
             }
         };
+        let secrets: Arc<Mutex<Arc<Vec<String>>>> = Arc::default();
+        let leaks: Arc<Mutex<Vec<String>>> = Arc::default();
+        // Every line the host logs is checked for the secrets it was given.
+        let check = {
+            let (secrets, leaks) = (secrets.clone(), leaks.clone());
+            move |line: &str| {
+                let secrets = secrets.lock().unwrap().clone();
+                if let Some(secret) = secrets.iter().find(|s| line.contains(s.as_str())) {
+                    leaks.lock().unwrap().push(format!("log line {line:?} holds {secret:?}"));
+                }
+            }
+        };
         let mut stderr = announcing;
+        let check_stderr = check.clone();
         tokio::spawn(async move {
             while let Ok(Some(line)) = stderr.next_line().await {
+                check_stderr(&line);
                 eprintln!("[edgeproxy] {line}");
             }
         });
@@ -171,6 +221,7 @@ impl Host {
             let mut stdout = BufReader::new(stdout).lines();
             tokio::spawn(async move {
                 while let Ok(Some(line)) = stdout.next_line().await {
+                    check(&line);
                     sink.lock().unwrap().push(line);
                 }
             });
@@ -178,11 +229,12 @@ impl Host {
             let mut stderr = BufReader::new(stderr).lines();
             tokio::spawn(async move {
                 while let Ok(Some(line)) = stderr.next_line().await {
+                    check(&line);
                     eprintln!("[spin] {line}");
                 }
             });
         }
-        Host { child, base, dir, log }
+        Host { child, base, dir, log, leaks, secrets }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -329,4 +381,37 @@ pub fn descendant_named(pid: u32, name: &str) -> Option<u32> {
         }
     }
     None
+}
+
+/// Copies bytes both ways between a client and the host, searching what the
+/// host sends for `secrets` (across read boundaries).
+async fn relay_watching(mut client: tokio::net::TcpStream, mut server: tokio::net::TcpStream, secrets: &[String], leaks: &Mutex<Vec<String>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut client_read, mut client_write) = client.split();
+    let (mut server_read, mut server_write) = server.split();
+    let upstream = async {
+        let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+        let _ = server_write.shutdown().await;
+    };
+    let downstream = async {
+        let keep = secrets.iter().map(String::len).max().unwrap_or(1).saturating_sub(1);
+        let (mut buf, mut window) = (vec![0u8; 64 * 1024], Vec::new());
+        loop {
+            let n = match server_read.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            window.extend_from_slice(&buf[..n]);
+            if let Some(secret) = secrets.iter().find(|s| window.windows(s.len()).any(|w| w == s.as_bytes())) {
+                let excerpt: String = String::from_utf8_lossy(&window).chars().take(300).collect();
+                leaks.lock().unwrap().push(format!("a response holds {secret:?}: {excerpt:?}"));
+            }
+            window.drain(..window.len().saturating_sub(keep));
+            if client_write.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+        let _ = client_write.shutdown().await;
+    };
+    tokio::join!(upstream, downstream);
 }

@@ -12,6 +12,9 @@
 //! - image-cache: a 1-megapixel WebP decoded, cover-resized to 800×600 and
 //!   encoded as JPEG q80 through the component, against libvips'
 //!   `vipsthumbnail` doing the same; cache hits of a stored variant (wrk);
+//! - load: 10,000 requests at 256 connections through each app on one
+//!   wasmtime host (errors, p99, peak RSS, descriptors and RSS before and
+//!   after);
 //! - per-request instantiation of the component;
 //! - the component's and the Workers bundle's size, raw and gzip.
 //!
@@ -115,6 +118,8 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
     let (hf_direct, hf_mirror) = hf_mirror_download(root, &rt, &work)?;
     eprintln!("bench: image-cache ...");
     let images = image_cache(root, &rt, &work)?;
+    eprintln!("bench: load, {LOAD_REQUESTS} requests at {LOAD_CONNECTIONS} connections per app ...");
+    let load = load_per_app(root, &rt, &work, &upstream)?;
     eprintln!("bench: instantiation ...");
     let instantiate = Command::new(root.join("target/release/edgeproxy")).args(["instantiate-bench", "--component"]).arg(root.join("dist/edgeproxy.wasm")).output()?;
     let instantiate_us: f64 = String::from_utf8_lossy(&instantiate.stdout)
@@ -176,6 +181,18 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
         images.hits.p50_ms,
         images.hits.p99_ms,
     );
+    report += &format!(
+        "\nLoad (issue #13): {LOAD_REQUESTS} requests per app at {LOAD_CONNECTIONS} concurrent connections (a Rust client in the harness, keep-alive), \
+         one `edgeproxy serve` with all four apps, one after the other. Errors are transport failures and 5xx answers. Descriptors and RSS \
+         are the server's: before (after a warm-up), at the end, and after {LOAD_SETTLE_SECONDS} s idle with the clients gone.\n\n\
+         | app (path) | errors | statuses | requests/s | p50 | p99 | peak RSS | RSS before / after | fds before / after |\n|---|---:|---|---:|---:|---:|---:|---:|---:|\n"
+    );
+    for row in &load {
+        report += &format!(
+            "| {} | {} | {} | {:.0} | {:.2} ms | {:.2} ms | {:.0} MiB | {:.0} / {:.0} MiB | {} / {} |\n",
+            row.app, row.errors, row.statuses, row.rps, row.p50_ms, row.p99_ms, row.peak_rss_mib, row.rss_before_mib, row.rss_after_mib, row.fds_before, row.fds_after
+        );
+    }
     let (bundle_raw, bundle_gzip) = workers_bundle(root)?;
     report += &format!(
         "\nPer-request instantiation (pooling allocator, pre-instantiated component): **{instantiate_us:.1} µs**.\n\n\
@@ -430,4 +447,128 @@ fn machine() -> String {
 
 fn chrono_free_date() -> String {
     Command::new("date").arg("+%Y-%m-%d").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default()
+}
+
+const LOAD_REQUESTS: usize = 10_000;
+const LOAD_CONNECTIONS: usize = 256;
+const LOAD_SETTLE_SECONDS: u64 = 3;
+
+struct LoadRow {
+    app: String,
+    errors: usize,
+    statuses: String,
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    peak_rss_mib: f64,
+    rss_before_mib: f64,
+    rss_after_mib: f64,
+    fds_before: usize,
+    fds_after: usize,
+}
+
+/// Every app behind one `edgeproxy serve`, each app loaded in turn.
+fn load_per_app(root: &Path, rt: &tokio::runtime::Runtime, work: &Path, upstream: &Upstream) -> anyhow::Result<Vec<LoadRow>> {
+    let origin = upstream.url();
+    let document = format!(
+        "[[route]]\nhost = \"api.test\"\n[route.api-gateway]\norigin = \"{origin}\"\n\n\
+         [[route]]\nhost = \"hf.test\"\n[route.hf-mirror]\nhub = \"{origin}\"\n\n\
+         [[route]]\nhost = \"zoo.test\"\n[route.image-cache]\n\n\
+         [[route]]\nhost = \"hub.test\"\n[route.hub-gateway]\nbackend = \"{origin}\"\n"
+    );
+    let config = work.join("load.toml");
+    std::fs::write(&config, document)?;
+    let port = free_port()?;
+    let server = serve(root, port, &config, &work.join("load-data"))?;
+    let pid = server.0.id();
+    let base = format!("http://127.0.0.1:{port}");
+    wait_until_up(&format!("{base}/")).ok();
+    let apps = [("api-gateway", "api.test", "/small"), ("hf-mirror", "hf.test", "/small"), ("image-cache", "zoo.test", "/64x48/load-sloth"), ("hub-gateway", "hub.test", "/api/small")];
+    let mut rows = Vec::new();
+    for (app, host, path) in apps {
+        // Warm-up: the first image is generated, connections are made once.
+        rt.block_on(hammer(&base, host, path, 200, 8));
+        std::thread::sleep(Duration::from_secs(1));
+        let (rss_before, fds_before) = (rss_mib(pid)?, open_fds(pid)?);
+        let run = rt.block_on(hammer(&base, host, path, LOAD_REQUESTS, LOAD_CONNECTIONS));
+        std::thread::sleep(Duration::from_secs(LOAD_SETTLE_SECONDS));
+        let (rss_after, fds_after) = (rss_mib(pid)?, open_fds(pid)?);
+        rows.push(LoadRow {
+            app: format!("{app} (`{path}`)"),
+            errors: run.errors,
+            statuses: run.statuses,
+            rps: run.rps,
+            p50_ms: run.p50_ms,
+            p99_ms: run.p99_ms,
+            peak_rss_mib: peak_rss_mib(pid)?,
+            rss_before_mib: rss_before,
+            rss_after_mib: rss_after,
+            fds_before,
+            fds_after,
+        });
+    }
+    drop(server);
+    Ok(rows)
+}
+
+struct Hammered {
+    errors: usize,
+    statuses: String,
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+/// `total` GETs of `path` with `Host: host`, `connections` at a time, each
+/// connection kept alive; the client is dropped at the end, so its
+/// connections close.
+async fn hammer(base: &str, host: &str, path: &str, total: usize, connections: usize) -> Hammered {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let client = reqwest::Client::builder().no_proxy().pool_max_idle_per_host(connections).timeout(Duration::from_secs(30)).build().expect("a client");
+    let next = std::sync::Arc::new(AtomicUsize::new(0));
+    let started = std::time::Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..connections {
+        let (client, next, url, host) = (client.clone(), next.clone(), format!("{base}{path}"), host.to_owned());
+        workers.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while next.fetch_add(1, Ordering::Relaxed) < total {
+                let sent = std::time::Instant::now();
+                let outcome = match client.get(&url).header("host", &host).send().await {
+                    Ok(response) => {
+                        let status = response.status().as_u16();
+                        if response.bytes().await.is_ok() { Some(status) } else { None }
+                    }
+                    Err(_) => None,
+                };
+                seen.push((outcome, sent.elapsed()));
+            }
+            seen
+        }));
+    }
+    let mut results = Vec::with_capacity(total);
+    for worker in workers {
+        results.extend(worker.await.unwrap_or_default());
+    }
+    let elapsed = started.elapsed();
+    drop(client);
+    let errors = results.iter().filter(|(o, _)| o.is_none_or(|s| s >= 500)).count();
+    let mut by_status = std::collections::BTreeMap::new();
+    for (outcome, _) in &results {
+        *by_status.entry(outcome.map_or("failed".to_owned(), |s| s.to_string())).or_insert(0usize) += 1;
+    }
+    let statuses = by_status.iter().map(|(s, n)| format!("{n}× {s}")).collect::<Vec<_>>().join(", ");
+    let mut latencies: Vec<Duration> = results.iter().map(|(_, d)| *d).collect();
+    latencies.sort();
+    let at = |q: f64| latencies.get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1))).map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0);
+    Hammered { errors, statuses, rps: results.len() as f64 / elapsed.as_secs_f64(), p50_ms: at(0.5), p99_ms: at(0.99) }
+}
+
+fn rss_mib(pid: u32) -> anyhow::Result<f64> {
+    let kib = edgeproxy_testkit::host::rss_kib_of(pid).with_context(|| format!("no RSS for process {pid}"))?;
+    Ok(kib as f64 / 1024.0)
+}
+
+fn open_fds(pid: u32) -> anyhow::Result<usize> {
+    Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count())
 }

@@ -115,6 +115,8 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
     host_units.args(["test", "--package", "edgeproxy-host", "--profile", TEST_HOST_PROFILE, "--bins"]);
     let mut first = cargo();
     workspace_tests(&mut first);
+    // Every test binary runs even after one fails, as in the later passes.
+    first.arg("--no-fail-fast");
     let mut results = vec![run_tests(host_units.args(extra), &mut totals), run_tests(first.args(extra), &mut totals)];
     let suite = behavioural_suite(workspace_tests)?;
     for host in ["workerd", "spin"] {
