@@ -36,10 +36,6 @@ pub struct Host {
 
 impl Drop for Host {
     fn drop(&mut self) {
-        let leaks = std::mem::take(&mut *self.leaks.lock().unwrap());
-        if !leaks.is_empty() && !std::thread::panicking() {
-            panic!("a configured secret left the host: {leaks:?}");
-        }
         // Miniflare's workerd is a grandchild: killing Node alone would orphan it.
         if Self::kind() == "workerd"
             && let Some(workerd) = self.child.id().and_then(|pid| descendant_named(pid, "workerd"))
@@ -55,6 +51,11 @@ impl Drop for Host {
         }
         let _ = self.child.start_kill();
         let _ = std::fs::remove_dir_all(&self.dir);
+        // Last, so that a failing watch still stops the host.
+        let leaks = std::mem::take(&mut *self.leaks.lock().unwrap());
+        if !leaks.is_empty() && !std::thread::panicking() {
+            panic!("a configured secret left the host: {leaks:?}");
+        }
     }
 }
 
