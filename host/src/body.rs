@@ -101,14 +101,8 @@ impl Body for HostBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        let mut hint = self.stream.as_ref().map(|s| s.size_hint()).unwrap_or_else(|| SizeHint::with_exact(0));
-        let head = self.head.len() as u64;
-        // Raise the upper bound first: a lower bound above it panics.
-        if let Some(upper) = hint.upper() {
-            hint.set_upper(upper + head);
-        }
-        hint.set_lower(hint.lower() + head);
-        hint
+        let hint = self.stream.as_ref().map(|s| s.size_hint()).unwrap_or_else(|| SizeHint::with_exact(0));
+        with_bytes_before(hint, self.head.len() as u64)
     }
 }
 
@@ -197,13 +191,18 @@ impl<B: Body<Data = Bytes, Error = BoxError> + Unpin> Body for Prefetched<B> {
 
     fn size_hint(&self) -> SizeHint {
         let first = self.first.as_ref().and_then(|f| f.data_ref()).map_or(0, |d| d.len() as u64);
-        let mut hint = self.rest.size_hint();
-        if let Some(upper) = hint.upper() {
-            hint.set_upper(upper + first);
-        }
-        hint.set_lower(hint.lower() + first);
-        hint
+        with_bytes_before(self.rest.size_hint(), first)
     }
+}
+
+/// A body's size hint with `n` more bytes in front of it.
+fn with_bytes_before(mut hint: SizeHint, n: u64) -> SizeHint {
+    // Raise the upper bound first: a lower bound above it panics.
+    if let Some(upper) = hint.upper() {
+        hint.set_upper(upper + n);
+    }
+    hint.set_lower(hint.lower() + n);
+    hint
 }
 
 /// An error with its causes, which is where hyper and reqwest put the reason.
