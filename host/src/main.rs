@@ -2,6 +2,7 @@
 //! in the component; this binary only provides its imports (see runtime.rs).
 
 mod body;
+mod framing;
 mod kv;
 mod limiter;
 mod limits;

@@ -14,6 +14,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 use crate::body::{BoxError, HostBody, IdleTimeout, Prefetched};
+use crate::framing::Watched;
 use crate::runtime::{GuestRequest, Runtime};
 
 pub struct ServerOptions {
@@ -71,7 +72,8 @@ pub async fn serve<H: Handler>(listener: TcpListener, handler: Arc<H>, options: 
         };
         let handler = handler.clone();
         let options = options.clone();
-        let service = service_fn(move |req| logged(handler.clone(), options.clone(), peer, req));
+        let (stream, conflicts) = Watched::new(stream);
+        let service = service_fn(move |req| logged(handler.clone(), options.clone(), peer, conflicts.next_request_has_both(), req));
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_timeout)
@@ -110,10 +112,13 @@ async fn refuse_connection(mut stream: tokio::net::TcpStream) {
 }
 
 /// One access-log line per request, whichever handler answered.
-async fn logged<H: Handler>(handler: Arc<H>, options: Arc<ServerOptions>, peer: SocketAddr, req: hyper::Request<Incoming>) -> Result<hyper::Response<Either<H::Body, HostBody>>, Infallible> {
+/// `both_lengths`: the request's head had Content-Length and
+/// Transfer-Encoding (framing.rs), a conflict refused before anything else.
+async fn logged<H: Handler>(handler: Arc<H>, options: Arc<ServerOptions>, peer: SocketAddr, both_lengths: bool, req: hyper::Request<Incoming>) -> Result<hyper::Response<Either<H::Body, HostBody>>, Infallible> {
     let started = Instant::now();
     let method = req.method().clone();
-    let (url, response) = match request_url(&req, &options.scheme) {
+    let target = if both_lengths { Err(length_conflict()) } else { request_url(&req, &options.scheme) };
+    let (url, response) = match target {
         Ok(url) => match first_frame_read(req, options.limits.body_idle_timeout).await {
             Ok(req) => (url.clone(), handler.handle(req, url, peer).await.map(Either::Left)),
             Err(refusal) => (url, refusal.map(Either::Right)),
@@ -145,6 +150,14 @@ async fn first_frame_read(req: hyper::Request<Incoming>, idle: Duration) -> Resu
         None
     };
     Ok(hyper::Request::from_parts(parts, Prefetched::new(first, body)))
+}
+
+/// Content-Length with Transfer-Encoding (RFC 9112, section 6.1: a server
+/// may refuse it, and must close the connection after answering, which
+/// hyper does): the two ways of reading the body are how requests are
+/// smuggled past one server to the next.
+fn length_conflict() -> hyper::Response<HostBody> {
+    json_error(400, "bad_request", "the request has both Content-Length and Transfer-Encoding; send one (RFC 9112, section 6.1)")
 }
 
 /// The absolute URL the client asked for. The authority is the request
