@@ -216,3 +216,37 @@ async fn a_request_body_that_stalls_is_broken_off_and_never_forwarded_whole() {
 async fn core_host_with(document: &str, args: &[&str]) -> Host {
     Host::start_binary("serve", &workspace_root().join("dist/edgeproxy.wasm"), document, args).await
 }
+
+/// A burst of concurrent requests leaves pool slots resident (about 0.5 MiB
+/// each, kept for speed); once the server is idle the pool is replaced and
+/// the memory returned (runtime.rs, `start_pool_recycler`).
+#[tokio::test(flavor = "multi_thread")]
+async fn memory_taken_by_a_burst_is_returned_when_the_server_is_idle() {
+    if !wasmtime_pass() {
+        return;
+    }
+    let upstream = Upstream::start().await;
+    let host = core_host_with(&format!("[[route]]\nhost = \"*\"\n[route.api-gateway]\norigin = \"{}\"\n", upstream.url()), &[]).await;
+    let client = client();
+    client.get(host.url("/echo/warm")).send().await.unwrap();
+    let before = host.rss_kib();
+    // Requests on separate connections, all in flight at once: each holds an
+    // instance while the origin answers.
+    let burst: Vec<_> = (0..192)
+        .map(|i| {
+            let client = reqwest::Client::builder().no_proxy().pool_max_idle_per_host(0).build().unwrap();
+            let url = host.url(&format!("/echo/burst-{i}"));
+            tokio::spawn(async move { client.get(url).send().await.map(|r| r.status().as_u16()) })
+        })
+        .collect();
+    for request in burst {
+        assert_eq!(request.await.unwrap().unwrap(), 200);
+    }
+    let peak = host.peak_rss_kib();
+    assert!(peak >= before + 24 * 1024, "the burst did take memory (peak {peak} KiB, before {before} KiB)");
+    // Idle for the pool's 2 s, checked every second, then a margin.
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    let after = host.rss_kib();
+    eprintln!("RSS before {before} KiB, peak {peak} KiB, after {after} KiB");
+    assert!(after <= before + 12 * 1024, "RSS {after} KiB after the burst, {before} KiB before it");
+}

@@ -165,6 +165,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let shared = runtime::Shared { kv_fault: args.kv_fault, ..shared(document, &args.data_dir, args.limits.upstream_body_timeout())? };
     let runtime = Arc::new(runtime::Runtime::new(&args.component, shared, args.limits.guest())?);
+    runtime.start_pool_recycler();
     let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     let shutdown = shutdown_signal();
     eprintln!("edgeproxy: serving {} on http://{}", args.component.display(), listener.local_addr()?);

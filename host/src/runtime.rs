@@ -1,8 +1,10 @@
 //! wasmtime glue: compiles the component once, instantiates it per request,
 //! and implements the WIT imports with [`Shared`]'s services.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use wasmtime::component::{Component, HasSelf, Linker, Resource, ResourceTable};
@@ -45,11 +47,31 @@ pub struct State {
 }
 
 pub struct Runtime {
-    engine: Engine,
-    pre: EdgeproxyPre<State>,
+    /// The pool instances come from; replaced by a fresh one when idle (see
+    /// [`Runtime::start_pool_recycler`]). A store keeps its pool's engine,
+    /// and so the pool, alive until the store is gone.
+    pool: RwLock<Arc<Pool>>,
+    component_path: PathBuf,
+    /// The component file's contents when the server started: a fresh pool
+    /// loads the same component, or none (a rebuilt file waits for a restart).
+    component_hash: u64,
     shared: Arc<Shared>,
     limits: GuestLimits,
+    /// When the last instance was made, in ms since `started`.
+    last_instance_ms: AtomicU64,
+    started: Instant,
 }
+
+/// An engine with its own instance pool, and the component ready in it.
+struct Pool {
+    engine: Engine,
+    pre: EdgeproxyPre<State>,
+}
+
+/// A pool whose unused slots keep more than this resident, after
+/// [`POOL_IDLE`] without a new instance, is replaced.
+const POOL_RESIDENT_TRIM: usize = 16 << 20;
+const POOL_IDLE: Duration = Duration::from_secs(2);
 
 /// A request for the guest, with its body already a host resource.
 pub struct GuestRequest {
@@ -66,8 +88,8 @@ pub struct GuestResponse {
     pub body: Option<HostBody>,
 }
 
-impl Runtime {
-    pub fn new(component_path: &Path, shared: Shared, limits: GuestLimits) -> anyhow::Result<Runtime> {
+impl Pool {
+    fn new(component: &[u8], limits: GuestLimits) -> anyhow::Result<Pool> {
         let mut config = Config::new();
         GuestLimits::configure(&mut config);
         // Instances come from a pool of pre-reserved slots with copy-on-write
@@ -83,13 +105,78 @@ impl Runtime {
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config)?;
         GuestLimits::start_ticker(&engine);
-        let component = load_component(&engine, component_path).with_context(|| {
-            format!("cannot load the component {} (build it with `cargo xtask build`)", component_path.display())
-        })?;
+        let component = compile_cached(&engine, component)?;
         let mut linker = Linker::<State>::new(&engine);
         Edgeproxy::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
         let pre = EdgeproxyPre::new(linker.instantiate_pre(&component)?)?;
-        Ok(Runtime { engine, pre, shared: Arc::new(shared), limits })
+        Ok(Pool { engine, pre })
+    }
+}
+
+impl Runtime {
+    pub fn new(component_path: &Path, shared: Shared, limits: GuestLimits) -> anyhow::Result<Runtime> {
+        let load = || {
+            let bytes = std::fs::read(component_path)?;
+            Ok::<_, anyhow::Error>((content_hash(&bytes), Pool::new(&bytes, limits)?))
+        };
+        let (component_hash, pool) = load().with_context(|| format!("cannot load the component {} (build it with `cargo xtask build`)", component_path.display()))?;
+        Ok(Runtime {
+            pool: RwLock::new(Arc::new(pool)),
+            component_path: component_path.to_owned(),
+            component_hash,
+            shared: Arc::new(shared),
+            limits,
+            last_instance_ms: AtomicU64::new(0),
+            started: Instant::now(),
+        })
+    }
+
+    /// Pool slots stay resident after use (memory is reset with memset, which
+    /// is what makes an instance per request cheap), so a burst of N
+    /// concurrent requests leaves N slots' worth of memory behind: about
+    /// 0.5 MiB each. Once the server has been idle for [`POOL_IDLE`] with more
+    /// than [`POOL_RESIDENT_TRIM`] of that, a fresh pool takes over and the
+    /// old one is unmapped when its last request ends; RSS goes back to where
+    /// it started. The thread ends with the runtime.
+    pub fn start_pool_recycler(self: &Arc<Self>) {
+        let runtime = Arc::downgrade(self);
+        std::thread::Builder::new()
+            .name("edgeproxy-pool".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(POOL_IDLE / 2);
+                    let Some(runtime) = runtime.upgrade() else { break };
+                    if let Err(e) = runtime.recycle_idle_pool() {
+                        eprintln!("edgeproxy: the instance pool will not be replaced; it keeps its memory until a restart: {e:#}");
+                        break;
+                    }
+                }
+            })
+            .expect("spawn the pool thread");
+    }
+
+    fn recycle_idle_pool(&self) -> anyhow::Result<()> {
+        let idle_ms = self.started.elapsed().as_millis() as u64 - self.last_instance_ms.load(Ordering::Relaxed);
+        let resident = {
+            let pool = self.pool.read().expect("the pool lock is never poisoned");
+            let metrics = pool.engine.pooling_allocator_metrics().expect("the engine pools instances");
+            metrics.unused_memory_bytes_resident() + metrics.unused_table_bytes_resident()
+        };
+        if idle_ms < POOL_IDLE.as_millis() as u64 || resident <= POOL_RESIDENT_TRIM {
+            return Ok(());
+        }
+        let bytes = std::fs::read(&self.component_path).with_context(|| format!("cannot read {}", self.component_path.display()))?;
+        anyhow::ensure!(content_hash(&bytes) == self.component_hash, "{} changed since the server started", self.component_path.display());
+        let fresh = Arc::new(Pool::new(&bytes, self.limits)?);
+        *self.pool.write().expect("the pool lock is never poisoned") = fresh;
+        // The burst's request and response buffers are free by now, but
+        // glibc keeps freed memory in its arenas; give it back too.
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: malloc_trim only releases free memory.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+        Ok(())
     }
 
     pub fn shared(&self) -> &Arc<Shared> {
@@ -98,9 +185,11 @@ impl Runtime {
 
     /// A fresh store and instance, as each request gets.
     pub async fn instantiate(&self) -> anyhow::Result<(Store<State>, Edgeproxy)> {
-        let mut store = Store::new(&self.engine, State { table: ResourceTable::new(), shared: self.shared.clone(), memory: self.limits.memory_cap() });
+        self.last_instance_ms.store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        let pool = self.pool.read().expect("the pool lock is never poisoned").clone();
+        let mut store = Store::new(&pool.engine, State { table: ResourceTable::new(), shared: self.shared.clone(), memory: self.limits.memory_cap() });
         self.limits.arm(&mut store, |state| &mut state.memory);
-        let instance = self.pre.instantiate_async(&mut store).await?;
+        let instance = pool.pre.instantiate_async(&mut store).await?;
         Ok((store, instance))
     }
 
@@ -300,8 +389,20 @@ mod tests {
 /// code, as wasmtime's own cache does) is sound. Without a usable cache
 /// directory, the component is simply compiled.
 pub fn load_component(engine: &Engine, path: &Path) -> anyhow::Result<Component> {
+    compile_cached(engine, &std::fs::read(path)?)
+}
+
+fn content_hash(bytes: &[u8]) -> u64 {
     use std::hash::{Hash, Hasher};
-    let bytes = std::fs::read(path)?;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// The component compiled for `engine`, from the on-disk cache when it was
+/// compiled before with the same configuration.
+fn compile_cached(engine: &Engine, bytes: &[u8]) -> anyhow::Result<Component> {
+    use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut hasher);
     bytes.hash(&mut hasher);
@@ -313,7 +414,7 @@ pub fn load_component(engine: &Engine, path: &Path) -> anyhow::Result<Component>
             return Ok(component);
         }
     }
-    let component = Component::new(engine, &bytes)?;
+    let component = Component::new(engine, bytes)?;
     if let (Some(file), Ok(serialized)) = (cached, component.serialize()) {
         // Written aside and renamed, so a concurrent start never reads half a file.
         let partial = file.with_extension(format!("{}.partial", std::process::id()));

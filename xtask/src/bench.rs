@@ -451,7 +451,7 @@ fn chrono_free_date() -> String {
 
 const LOAD_REQUESTS: usize = 10_000;
 const LOAD_CONNECTIONS: usize = 256;
-const LOAD_SETTLE_SECONDS: u64 = 3;
+const LOAD_SETTLE_SECONDS: u64 = 5;
 
 struct LoadRow {
     app: String,
