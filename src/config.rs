@@ -48,7 +48,54 @@ pub enum App<'a> {
     HubGateway(&'a hub_gateway::Options),
 }
 
+/// Every problem with a document: a TOML or schema error (TOML stops at the
+/// first), or else one per route that is wrong, each naming its route and
+/// key. Empty when the document is valid.
+pub fn check(text: &str) -> Vec<String> {
+    match toml::from_str::<Document>(text) {
+        Ok(doc) => doc.routes.iter().enumerate().filter_map(|(i, route)| route.problem(i + 1)).collect(),
+        Err(e) => vec![schema_problem(text, &e)],
+    }
+}
+
+/// A TOML error, placed: the route it is in (counting `[[route]]` headers
+/// before it), its line, and the dotted key of the line, which the error
+/// itself names only for unknown and missing fields.
+fn schema_problem(text: &str, error: &toml::de::Error) -> String {
+    let message = error.message();
+    let Some(span) = error.span() else { return format!("the document: {message}") };
+    let before = &text[..span.start.min(text.len())];
+    let line_number = before.matches('\n').count() + 1;
+    let line = text.lines().nth(line_number - 1).unwrap_or_default().trim();
+    let headers: Vec<&str> = before.lines().map(str::trim).filter(|l| l.starts_with('[')).collect();
+    let route = headers.iter().filter(|h| **h == "[[route]]").count();
+    let table = headers.last().map(|h| h.trim_matches(|c| c == '[' || c == ']').trim()).filter(|t| !t.is_empty());
+    let key = line.split_once('=').map(|(k, _)| k.trim()).filter(|k| !k.is_empty() && !k.starts_with('['));
+    let dotted = match (table, key) {
+        (Some(table), Some(key)) => format!(", key {table}.{key}"),
+        (None, Some(key)) => format!(", key {key}"),
+        (Some(table), None) => format!(", in [{table}]"),
+        (None, None) => String::new(),
+    };
+    let place = if route == 0 { "the document".to_owned() } else { format!("route {route}") };
+    format!("{place} (line {line_number}{dotted}): {message}")
+}
+
 impl Route {
+    /// What is wrong with this route, the `n`th, if anything.
+    fn problem(&self, n: usize) -> Option<String> {
+        let valid = match self.app() {
+            Err(0) => return Some(format!("route {n} ({}) names no app: add a [route.api-gateway], [route.hf-mirror], [route.image-cache] or [route.hub-gateway] table", self.host)),
+            Err(_) => return Some(format!("route {n} ({}) names more than one app: give each its own [[route]]", self.host)),
+            Ok(_) if !self.path.starts_with('/') => return Some(format!("route {n} ({}): path {:?} must start with '/'", self.host, self.path)),
+            Ok(App::ApiGateway(options)) => options.validate(),
+            Ok(App::HfMirror(options)) => options.validate(),
+            Ok(App::ImageCache(options)) => options.validate(),
+            Ok(App::HubGateway(options)) => options.validate(),
+        };
+        valid.err().map(|e| format!("route {n} ({}): {e}", self.host))
+    }
+
     /// The route's app; `Err` if it names none or more than one.
     fn app(&self) -> Result<App<'_>, usize> {
         let apps: Vec<App> = [
@@ -63,28 +110,13 @@ impl Route {
 }
 
 impl Document {
+    /// The document, or the first of its problems (see [`check`]).
     pub fn parse(text: &str) -> Result<Document, String> {
         let doc: Document = toml::from_str(text).map_err(|e| format!("the config document is not valid: {e}"))?;
-        for (i, route) in doc.routes.iter().enumerate() {
-            let n = i + 1;
-            match route.app() {
-                Ok(_) => {}
-                Err(0) => return Err(format!("route {n} ({}) names no app: add a [route.api-gateway], [route.hf-mirror], [route.image-cache] or [route.hub-gateway] table", route.host)),
-                Err(_) => return Err(format!("route {n} ({}) names more than one app: give each its own [[route]]", route.host)),
-            }
-            if !route.path.starts_with('/') {
-                return Err(format!("route {n} ({}): path {:?} must start with '/'", route.host, route.path));
-            }
-            let valid = match route.app() {
-                Ok(App::ApiGateway(options)) => options.validate(),
-                Ok(App::HfMirror(options)) => options.validate(),
-                Ok(App::ImageCache(options)) => options.validate(),
-                Ok(App::HubGateway(options)) => options.validate(),
-                Err(_) => unreachable!("checked above"),
-            };
-            valid.map_err(|e| format!("route {n} ({}): {e}", route.host))?;
+        match doc.routes.iter().enumerate().find_map(|(i, route)| route.problem(i + 1)) {
+            Some(problem) => Err(problem),
+            None => Ok(doc),
         }
-        Ok(doc)
     }
 
     /// The route for `host` (as in the Host header, maybe with a port) and
@@ -168,5 +200,32 @@ mod tests {
     fn unknown_keys_are_refused() {
         let err = Document::parse("[[route]]\nhost = \"a\"\nhots = 1\n").unwrap_err();
         assert!(err.contains("hots"), "{err}");
+    }
+
+    #[test]
+    fn check_finds_every_wrong_route_with_its_number_and_key() {
+        let document = "[[route]]\nhost = \"a.test\"\n[route.api-gateway]\norigin = \"ftp://x\"\n\n\
+                        [[route]]\nhost = \"b.test\"\n[route.api-gateway]\norigin = \"https://b.example\"\n\n\
+                        [[route]]\nhost = \"c.test\"\n\n\
+                        [[route]]\nhost = \"d.test\"\npath = \"v1\"\n[route.image-cache]\n";
+        let problems = check(document);
+        assert_eq!(problems.len(), 3, "{problems:#?}");
+        assert!(problems[0].starts_with("route 1 (a.test): origin "), "{}", problems[0]);
+        assert!(problems[1].starts_with("route 3 (c.test) names no app"), "{}", problems[1]);
+        assert!(problems[2].starts_with("route 4 (d.test): path \"v1\""), "{}", problems[2]);
+        assert_eq!(Document::parse(document).err().as_ref(), problems.first());
+    }
+
+    #[test]
+    fn check_places_a_schema_error_at_its_route_line_and_key() {
+        let typo = "[[route]]\nhost = \"a.test\"\n[route.api-gateway]\norigin = \"https://a.example\"\n\n[[route]]\nhost = \"b.test\"\n[route.api-gateway]\norign = \"https://b.example\"\n";
+        let problems = check(typo);
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].starts_with("route 2 (line 9, key route.api-gateway.orign): unknown field `orign`"), "{}", problems[0]);
+        let wrong_type = "[[route]]\nhost = \"a.test\"\n[route.api-gateway]\norigin = 7\n";
+        let problem = &check(wrong_type)[0];
+        assert!(problem.starts_with("route 1 (line 4, key route.api-gateway.origin): "), "{problem}");
+        assert!(check("[[route]]\nhost = \"a.test\"\n[route.api-gateway]\norigin = \"https://a.example\"\n").is_empty());
+        assert!(check("").is_empty(), "an empty document is valid (no routes)");
     }
 }

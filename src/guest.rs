@@ -1,5 +1,6 @@
 //! The wasm side of `wit/edgeproxy.wit`: binds the WIT imports to
-//! [`Platform`] and exports the handler. Nothing else belongs here.
+//! [`Platform`] and exports the handler and the config check. Nothing else
+//! belongs here.
 
 use crate::platform::{self, BodyError, Decision, HttpError, KvError, KvLimits, Platform};
 
@@ -9,7 +10,7 @@ wit_bindgen::generate!({
 });
 
 use edgeproxy::platform::{body, clock, config, http_client, kv, limiter, types};
-use exports::edgeproxy::platform::handler;
+use exports::edgeproxy::platform::{checker, handler};
 
 struct Component;
 
@@ -23,6 +24,12 @@ impl handler::Guest for Component {
         };
         let response = crate::handle(&WitHost, request, client_ip.as_deref());
         types::Response { status: response.status, headers: response.headers, body: response.body }
+    }
+}
+
+impl checker::Guest for Component {
+    fn check_config(document: String) -> Vec<String> {
+        crate::config::check(&document)
     }
 }
 

@@ -1,5 +1,6 @@
-//! `edgeproxy`: serves dist/edgeproxy.wasm with wasmtime. All proxy logic is
-//! in the component; this binary only provides its imports (see runtime.rs).
+//! `edgeproxy`: serves the edgeproxy component with wasmtime (the one built
+//! into the binary, or `--component`). All proxy logic is in the component;
+//! this binary only provides its imports (see runtime.rs).
 
 mod body;
 mod framing;
@@ -21,8 +22,11 @@ use clap::{Parser, Subcommand};
 
 const DEFAULT_DOCUMENT: &str = include_str!("default.toml");
 
+/// `edgeproxy --version`: the binary's version and the component it carries.
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (component sha256 ", env!("EDGEPROXY_COMPONENT_SHA256"), ")");
+
 #[derive(Parser)]
-#[command(version, about = "Serve the edgeproxy component with wasmtime", args_conflicts_with_subcommands = true)]
+#[command(name = "edgeproxy", version = VERSION, about = "Serve the edgeproxy component with wasmtime", args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -49,10 +53,21 @@ enum Command {
         #[arg(long, default_value_t = 86_400)]
         expires_in: u64,
     },
+    /// Check a config document as serving it would, without serving: prints
+    /// each problem with its route and key and exits with status 1, or says
+    /// the document is valid.
+    Check {
+        #[arg(long)]
+        config: PathBuf,
+        /// Check with this component file instead of the built-in one.
+        #[arg(long)]
+        component: Option<PathBuf>,
+    },
     /// Measure per-request instantiation of the component (for the benchmark harness).
     InstantiateBench {
-        #[arg(long, default_value = "dist/edgeproxy.wasm")]
-        component: PathBuf,
+        /// Another component than the built-in one.
+        #[arg(long)]
+        component: Option<PathBuf>,
         #[arg(long, default_value_t = 20_000)]
         iterations: u32,
     },
@@ -65,8 +80,9 @@ struct ServeArgs {
     config: Option<PathBuf>,
     #[arg(long, default_value = "127.0.0.1:8787")]
     listen: SocketAddr,
-    #[arg(long, default_value = "dist/edgeproxy.wasm")]
-    component: PathBuf,
+    /// Serve this component file instead of the one built into the binary.
+    #[arg(long)]
+    component: Option<PathBuf>,
     /// Where the key-value store keeps its file.
     #[arg(long, default_value = ".edgeproxy")]
     data_dir: PathBuf,
@@ -150,6 +166,12 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Serve(args)) => rt.block_on(serve(args)),
         Some(Command::Spin(args)) => rt.block_on(serve_spin(args)),
         Some(Command::Sign { path, secret, expires_in }) => sign(&path, &secret, expires_in),
+        Some(Command::Check { config, component }) => {
+            if !rt.block_on(check(&config, component))? {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Some(Command::InstantiateBench { component, iterations }) => rt.block_on(instantiate_bench(component, iterations)),
     }
 }
@@ -164,11 +186,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None => DEFAULT_DOCUMENT.to_owned(),
     };
     let shared = runtime::Shared { kv_fault: args.kv_fault, ..shared(document, &args.data_dir, args.limits.upstream_body_timeout())? };
-    let runtime = Arc::new(runtime::Runtime::new(&args.component, shared, args.limits.guest())?);
+    let component = runtime::ComponentSource::new(args.component.as_deref())?;
+    let name = component.name.clone();
+    let runtime = Arc::new(runtime::Runtime::new(component, shared, args.limits.guest())?);
     runtime.start_pool_recycler();
     let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     let shutdown = shutdown_signal();
-    eprintln!("edgeproxy: serving {} on http://{}", args.component.display(), listener.local_addr()?);
+    eprintln!("edgeproxy: serving {name} on http://{}", listener.local_addr()?);
 
     let purger = runtime.shared().clone();
     tokio::spawn(async move {
@@ -219,9 +243,27 @@ fn shutdown_signal() -> impl Future<Output = ()> {
     }
 }
 
-async fn instantiate_bench(component: PathBuf, iterations: u32) -> anyhow::Result<()> {
+/// `edgeproxy check`: the component's own check (the `checker` export), so
+/// a document it passes is one every host accepts. True when valid.
+async fn check(config: &std::path::Path, component: Option<PathBuf>) -> anyhow::Result<bool> {
+    let document = std::fs::read_to_string(config).with_context(|| format!("cannot read the config document {}", config.display()))?;
+    let dir = std::env::temp_dir().join(format!("edgeproxy-check-{}", std::process::id()));
+    let runtime = runtime::Runtime::new(runtime::ComponentSource::new(component.as_deref())?, shared(String::new(), &dir, Duration::from_secs(1))?, limits::GuestLimits { cpu: Duration::from_secs(30), memory: 512 << 20 })?;
+    let problems = runtime.check_config(&document).await;
+    let _ = std::fs::remove_dir_all(dir);
+    let problems = problems?;
+    for problem in &problems {
+        eprintln!("{}: {problem}", config.display());
+    }
+    if problems.is_empty() {
+        println!("{}: valid", config.display());
+    }
+    Ok(problems.is_empty())
+}
+
+async fn instantiate_bench(component: Option<PathBuf>, iterations: u32) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("edgeproxy-bench-{}", std::process::id()));
-    let runtime = runtime::Runtime::new(&component, shared(String::new(), &dir, Duration::from_secs(120))?, limits::GuestLimits { cpu: Duration::from_secs(30), memory: 512 << 20 })?;
+    let runtime = runtime::Runtime::new(runtime::ComponentSource::new(component.as_deref())?, shared(String::new(), &dir, Duration::from_secs(120))?, limits::GuestLimits { cpu: Duration::from_secs(30), memory: 512 << 20 })?;
     for _ in 0..1000 {
         runtime.instantiate().await?;
     }

@@ -1,7 +1,8 @@
 //! wasmtime glue: compiles the component once, instantiates it per request,
 //! and implements the WIT imports with [`Shared`]'s services.
 
-use std::path::{Path, PathBuf};
+use std::borrow::Cow;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -30,6 +31,30 @@ use edgeproxy::platform::{body, clock, config, http_client, kv as wit_kv, limite
 /// the core's initial memory, set in .cargo/config.toml.
 const KEEP_RESIDENT: usize = 384 << 10;
 
+/// The core component this binary was built with (host/build.rs embeds
+/// dist/edgeproxy.wasm), and its SHA-256 in hex.
+const BUILT_IN_COMPONENT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/edgeproxy.wasm"));
+pub const BUILT_IN_SHA256: &str = env!("EDGEPROXY_COMPONENT_SHA256");
+
+/// What `serve` runs: the built-in component, or the file `--component` names.
+pub struct ComponentSource {
+    pub bytes: Cow<'static, [u8]>,
+    /// For messages: "the built-in component (sha256 …)" or the file's path.
+    pub name: String,
+}
+
+impl ComponentSource {
+    pub fn new(file: Option<&Path>) -> anyhow::Result<ComponentSource> {
+        Ok(match file {
+            None => ComponentSource { bytes: Cow::Borrowed(BUILT_IN_COMPONENT), name: format!("the built-in component (sha256 {})", &BUILT_IN_SHA256[..16]) },
+            Some(path) => ComponentSource {
+                bytes: Cow::Owned(std::fs::read(path).with_context(|| format!("cannot read the component {}", path.display()))?),
+                name: path.display().to_string(),
+            },
+        })
+    }
+}
+
 /// What every request's store shares.
 pub struct Shared {
     pub document: String,
@@ -51,10 +76,8 @@ pub struct Runtime {
     /// [`Runtime::start_pool_recycler`]). A store keeps its pool's engine,
     /// and so the pool, alive until the store is gone.
     pool: RwLock<Arc<Pool>>,
-    component_path: PathBuf,
-    /// The component file's contents when the server started: a fresh pool
-    /// loads the same component, or none (a rebuilt file waits for a restart).
-    component_hash: u64,
+    /// What a fresh pool compiles (from the on-disk cache, normally).
+    component: Cow<'static, [u8]>,
     shared: Arc<Shared>,
     limits: GuestLimits,
     /// When the last instance was made, in ms since `started`.
@@ -114,16 +137,11 @@ impl Pool {
 }
 
 impl Runtime {
-    pub fn new(component_path: &Path, shared: Shared, limits: GuestLimits) -> anyhow::Result<Runtime> {
-        let load = || {
-            let bytes = std::fs::read(component_path)?;
-            Ok::<_, anyhow::Error>((content_hash(&bytes), Pool::new(&bytes, limits)?))
-        };
-        let (component_hash, pool) = load().with_context(|| format!("cannot load the component {} (build it with `cargo xtask build`)", component_path.display()))?;
+    pub fn new(component: ComponentSource, shared: Shared, limits: GuestLimits) -> anyhow::Result<Runtime> {
+        let pool = Pool::new(&component.bytes, limits).with_context(|| format!("cannot load {}", component.name))?;
         Ok(Runtime {
             pool: RwLock::new(Arc::new(pool)),
-            component_path: component_path.to_owned(),
-            component_hash,
+            component: component.bytes,
             shared: Arc::new(shared),
             limits,
             last_instance_ms: AtomicU64::new(0),
@@ -147,8 +165,7 @@ impl Runtime {
                     std::thread::sleep(POOL_IDLE / 2);
                     let Some(runtime) = runtime.upgrade() else { break };
                     if let Err(e) = runtime.recycle_idle_pool() {
-                        eprintln!("edgeproxy: the instance pool will not be replaced; it keeps its memory until a restart: {e:#}");
-                        break;
+                        eprintln!("edgeproxy: could not replace the instance pool; the old one serves on: {e:#}");
                     }
                 }
             })
@@ -165,9 +182,7 @@ impl Runtime {
         if idle_ms < POOL_IDLE.as_millis() as u64 || resident <= POOL_RESIDENT_TRIM {
             return Ok(());
         }
-        let bytes = std::fs::read(&self.component_path).with_context(|| format!("cannot read {}", self.component_path.display()))?;
-        anyhow::ensure!(content_hash(&bytes) == self.component_hash, "{} changed since the server started", self.component_path.display());
-        let fresh = Arc::new(Pool::new(&bytes, self.limits)?);
+        let fresh = Arc::new(Pool::new(&self.component, self.limits)?);
         *self.pool.write().expect("the pool lock is never poisoned") = fresh;
         // The burst's request and response buffers are free by now, but
         // glibc keeps freed memory in its arenas; give it back too.
@@ -191,6 +206,12 @@ impl Runtime {
         self.limits.arm(&mut store, |state| &mut state.memory);
         let instance = pool.pre.instantiate_async(&mut store).await?;
         Ok((store, instance))
+    }
+
+    /// The component's problems with a config document (`edgeproxy check`).
+    pub async fn check_config(&self, document: &str) -> anyhow::Result<Vec<String>> {
+        let (mut store, instance) = self.instantiate().await?;
+        Ok(instance.edgeproxy_platform_checker().call_check_config(&mut store, document).await?)
     }
 
     /// Runs the guest's handler on one request in a fresh instance. `Err` is a
@@ -390,13 +411,6 @@ mod tests {
 /// directory, the component is simply compiled.
 pub fn load_component(engine: &Engine, path: &Path) -> anyhow::Result<Component> {
     compile_cached(engine, &std::fs::read(path)?)
-}
-
-fn content_hash(bytes: &[u8]) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    bytes.hash(&mut hasher);
-    hasher.finish()
 }
 
 /// The component compiled for `engine`, from the on-disk cache when it was

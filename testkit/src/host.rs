@@ -136,6 +136,22 @@ impl Host {
         Self::launch(command, dir, false).await
     }
 
+    /// `edgeproxy serve` as an operator runs the installed binary: from an
+    /// empty directory (no `dist/`), with the component built into it and
+    /// its default data directory.
+    pub async fn start_built_in(document: &str) -> Host {
+        let (dir, config) = Self::test_dir(document);
+        let binary = std::path::absolute(crate::edgeproxy_binary()).unwrap();
+        let mut command = Command::new(binary);
+        command.current_dir(&dir).arg("serve").arg("--config").arg(&config).args(["--listen", "127.0.0.1:0"]);
+        Self::launch(command, dir, false).await
+    }
+
+    /// The directory the host was started in, with its config document.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
     fn test_dir(document: &str) -> (PathBuf, PathBuf) {
         let dir = std::env::temp_dir().join(format!("edgeproxy-test-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)));
         std::fs::create_dir_all(&dir).unwrap();

@@ -40,6 +40,8 @@ fn run_task() -> anyhow::Result<()> {
     std::env::set_current_dir(&root)?;
     match args.first().map(String::as_str) {
         Some("build") => build(&root).map(drop),
+        // Only dist/edgeproxy.wasm: what host/build.rs embeds when it is missing.
+        Some("core") => build_core(&root).map(drop),
         Some("serve") => {
             build(&root)?;
             run(Command::new(root.join("target/release/edgeproxy")).arg("serve").args(&args[1..]))
@@ -78,7 +80,7 @@ fn run_task() -> anyhow::Result<()> {
             println!("uploaded {} files to {url}/_ui/", uploaded.len());
             Ok(())
         }
-        _ => bail!("usage: cargo xtask <build | serve [ARGS] | test [ARGS] | spin | workers | bench | fuzz [--seconds N] [TARGET...] | ui-upload DIR URL>"),
+        _ => bail!("usage: cargo xtask <build | core | serve [ARGS] | test [ARGS] | spin | workers | bench | fuzz [--seconds N] [TARGET...] | ui-upload DIR URL>"),
     }
 }
 
@@ -224,9 +226,15 @@ fn build_core(root: &Path) -> anyhow::Result<PathBuf> {
 /// The component of a wasm32 cdylib built by wit-bindgen: the world it
 /// embedded becomes the component's imports and exports.
 pub fn componentize(root: &Path, crate_name: &str) -> anyhow::Result<Vec<u8>> {
-    let module_path = root.join(format!("target/{CORE_TARGET}/release/{crate_name}.wasm"));
+    let module_path = target_dir(root).join(format!("{CORE_TARGET}/release/{crate_name}.wasm"));
     let module = std::fs::read(&module_path).with_context(|| format!("read {}", module_path.display()))?;
     wit_component::ComponentEncoder::default().module(&module)?.validate(true).encode().with_context(|| format!("componentize {}", module_path.display()))
+}
+
+/// Where cargo builds: `target/`, unless `CARGO_TARGET_DIR` says otherwise
+/// (host/build.rs builds the core in a directory of its own).
+pub fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from)
 }
 
 pub fn gzip_len(bytes: &[u8]) -> usize {

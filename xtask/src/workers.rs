@@ -39,7 +39,7 @@ pub fn build(root: &Path) -> anyhow::Result<()> {
     let js = std::fs::read_to_string(out.join("edgeproxy.js"))?;
     // Workers cannot compile wasm at run time: every module must be a file.
     ensure!(!js.contains("new WebAssembly.Module("), "jco inlined a wasm module into edgeproxy.js; Workers would refuse it");
-    let core = std::fs::read(root.join("target/wasm32-unknown-unknown/release/edgeproxy.wasm"))?;
+    let core = std::fs::read(crate::target_dir(root).join("wasm32-unknown-unknown/release/edgeproxy.wasm"))?;
     let used = core_imports(&core)?;
     let expected = ASYNC_IMPORTS.iter().filter(|(iface, func)| used.iter().any(|(m, f)| m == iface && f == func)).count();
     let suspending = js.matches(".manuallyAsync = true").count();
