@@ -7,7 +7,7 @@
 use edgeproxy_testkit::browser::chromium_dom;
 use edgeproxy_testkit::hf::tempdir;
 use edgeproxy_testkit::images::{FakeReplicate, TOKEN, reference};
-use edgeproxy_testkit::{Host, workspace_root};
+use edgeproxy_testkit::Host;
 use serde_json::Value;
 
 fn client() -> reqwest::Client {

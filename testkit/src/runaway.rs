@@ -40,8 +40,8 @@ const COMMON: &str = r#"
         (br $grow)))))
 "#;
 
-/// For `edgeproxy serve`: exports edgeproxy's `handler`; any other path
-/// answers 204 at once.
+/// For `edgeproxy serve`: exports edgeproxy's `handler` (any other path
+/// answers 204 at once) and a `checker` that finds nothing.
 pub fn edgeproxy_component() -> Vec<u8> {
     // handle(request, client-ip) flattens to 11 i32s: method, url, headers,
     // body option, client-ip option. The response record is returned by
@@ -52,7 +52,11 @@ pub fn edgeproxy_component() -> Vec<u8> {
                 (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)
             (call $run_away (local.get 2) (local.get 3))
             (i32.store16 (i32.const 1024) (i32.const 204))
-            (i32.const 1024)))"#
+            (i32.const 1024))
+          ;; check-config(document) -> list<string>: always empty, returned
+          ;; by pointer as (ptr, len).
+          (func (export "edgeproxy:platform/checker@0.1.0#check-config") (param i32 i32) (result i32)
+            (i32.const 2048)))"#
     );
     let mut resolve = Resolve::default();
     let (package, _) = resolve.push_dir(workspace_root().join("wit")).expect("wit/ parses");
