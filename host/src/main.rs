@@ -89,6 +89,9 @@ struct ServeArgs {
     /// The scheme clients use to reach this server: `https` behind a TLS terminator.
     #[arg(long, default_value = "http", value_parser = ["http", "https"])]
     scheme: String,
+    /// The access log: `line` (CLIENT "METHOD URL" STATUS TIMEms) or `json` (one object per line).
+    #[arg(long, value_enum, default_value_t = server::LogFormat::Line)]
+    log_format: server::LogFormat,
     #[command(flatten)]
     limits: LimitArgs,
     /// Make the key-value store fail or be slow (for testing how apps degrade).
@@ -113,6 +116,10 @@ struct LimitArgs {
     /// Seconds an upstream's response body may send nothing before it is broken off.
     #[arg(long, default_value_t = 120)]
     upstream_body_timeout_secs: u64,
+    /// Seconds open requests may take to finish after SIGINT or SIGTERM
+    /// (new connections are refused meanwhile).
+    #[arg(long, default_value_t = 10)]
+    drain_timeout_secs: u64,
     /// Milliseconds of guest time per request before it is stopped with a 503.
     #[arg(long, default_value_t = 30_000)]
     guest_time_ms: u64,
@@ -127,6 +134,7 @@ impl LimitArgs {
             max_connections: self.max_connections.max(1),
             header_timeout: Duration::from_secs(self.header_timeout_secs.max(1)),
             body_idle_timeout: Duration::from_secs(self.body_timeout_secs.max(1)),
+            drain_timeout: Duration::from_secs(self.drain_timeout_secs),
         }
     }
 
@@ -177,7 +185,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn shared(document: String, data_dir: &std::path::Path, upstream_body_timeout: Duration) -> anyhow::Result<runtime::Shared> {
-    Ok(runtime::Shared { document, kv: kv::Kv::open(data_dir)?, kv_fault: None, limiter: limiter::Limiter::new(), upstream: upstream::Upstream::new(upstream_body_timeout)? })
+    Ok(runtime::Shared { document: std::sync::RwLock::new(document.into()), kv: kv::Kv::open(data_dir)?, kv_fault: None, limiter: limiter::Limiter::new(), upstream: upstream::Upstream::new(upstream_body_timeout)? })
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -192,6 +200,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     runtime.start_pool_recycler();
     let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     let shutdown = shutdown_signal();
+    if let Some(config) = args.config.clone() {
+        tokio::spawn(reload_on_hangup(runtime.clone(), config));
+    }
     eprintln!("edgeproxy: serving {name} on http://{}", listener.local_addr()?);
 
     let purger = runtime.shared().clone();
@@ -203,7 +214,33 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             let _ = tokio::task::spawn_blocking(move || shared.kv.purge_expired()).await;
         }
     });
-    server::serve(listener, runtime, server::ServerOptions { scheme: args.scheme, limits: args.limits.server() }, shutdown).await
+    server::serve(listener, runtime, server::ServerOptions { scheme: args.scheme, limits: args.limits.server(), log_format: args.log_format }, shutdown).await
+}
+
+/// SIGHUP: the config document is read again and, if the component finds no
+/// problem with it, applies to requests that start from then on. A document
+/// that cannot be read or has problems is refused, with the reason logged,
+/// and the one in use stays. Like [`shutdown_signal`], the handler is
+/// installed when this is called (SIGHUP's default is to end the process).
+fn reload_on_hangup(runtime: Arc<runtime::Runtime>, config: PathBuf) -> impl Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = signal(SignalKind::hangup()).expect("SIGHUP handler");
+    async move {
+        while hangups.recv().await.is_some() {
+            reload(&runtime, &config).await;
+        }
+    }
+}
+
+async fn reload(runtime: &runtime::Runtime, config: &std::path::Path) {
+    let outcome = match std::fs::read_to_string(config) {
+        Err(e) => Err(vec![format!("cannot read it: {e}")]),
+        Ok(document) => runtime.reload(document).await.unwrap_or_else(|e| Err(vec![format!("the check failed: {e:#}")])),
+    };
+    match outcome {
+        Ok(()) => eprintln!("edgeproxy: reloaded the config document {}", config.display()),
+        Err(problems) => eprintln!("edgeproxy: refused the new config document {} (the previous one stays in use): {}", config.display(), problems.join("; ")),
+    }
 }
 
 async fn serve_spin(args: SpinArgs) -> anyhow::Result<()> {
@@ -215,7 +252,7 @@ async fn serve_spin(args: SpinArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     let shutdown = shutdown_signal();
     eprintln!("edgeproxy: serving {} (Spin-compatible) on http://{}", args.component.display(), listener.local_addr()?);
-    server::serve(listener, runtime, server::ServerOptions { scheme: "http".into(), limits: args.limits.server() }, shutdown).await
+    server::serve(listener, runtime, server::ServerOptions { scheme: "http".into(), limits: args.limits.server(), log_format: server::LogFormat::Line }, shutdown).await
 }
 
 fn sign(path: &str, secret: &str, expires_in: u64) -> anyhow::Result<()> {

@@ -57,7 +57,9 @@ impl ComponentSource {
 
 /// What every request's store shares.
 pub struct Shared {
-    pub document: String,
+    /// The config document new requests get; replaced on reload
+    /// ([`Runtime::reload`]). A request keeps the one it started with.
+    pub document: RwLock<Arc<str>>,
     pub kv: Kv,
     pub kv_fault: Option<kv::KvFault>,
     pub limiter: Limiter,
@@ -68,6 +70,9 @@ pub struct Shared {
 pub struct State {
     table: ResourceTable,
     shared: Arc<Shared>,
+    document: Arc<str>,
+    /// The client request's id, added to each upstream request that has none.
+    request_id: Option<String>,
     memory: MemoryCap,
 }
 
@@ -103,6 +108,8 @@ pub struct GuestRequest {
     pub headers: Vec<(String, String)>,
     pub body: Option<HostBody>,
     pub client_ip: Option<String>,
+    /// Sent upstream as `X-Request-Id` with every request the guest makes.
+    pub request_id: Option<String>,
 }
 
 pub struct GuestResponse {
@@ -202,7 +209,8 @@ impl Runtime {
     pub async fn instantiate(&self) -> anyhow::Result<(Store<State>, Edgeproxy)> {
         self.last_instance_ms.store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
         let pool = self.pool.read().expect("the pool lock is never poisoned").clone();
-        let mut store = Store::new(&pool.engine, State { table: ResourceTable::new(), shared: self.shared.clone(), memory: self.limits.memory_cap() });
+        let document = self.shared.document.read().expect("the document lock is never poisoned").clone();
+        let mut store = Store::new(&pool.engine, State { table: ResourceTable::new(), shared: self.shared.clone(), document, request_id: None, memory: self.limits.memory_cap() });
         self.limits.arm(&mut store, |state| &mut state.memory);
         let instance = pool.pre.instantiate_async(&mut store).await?;
         Ok((store, instance))
@@ -214,11 +222,24 @@ impl Runtime {
         Ok(instance.edgeproxy_platform_checker().call_check_config(&mut store, document).await?)
     }
 
+    /// Makes `document` the one new requests get, if the component finds no
+    /// problem with it; otherwise keeps the current one and returns the
+    /// problems.
+    pub async fn reload(&self, document: String) -> anyhow::Result<Result<(), Vec<String>>> {
+        let problems = self.check_config(&document).await?;
+        if !problems.is_empty() {
+            return Ok(Err(problems));
+        }
+        *self.shared.document.write().expect("the document lock is never poisoned") = document.into();
+        Ok(Ok(()))
+    }
+
     /// Runs the guest's handler on one request in a fresh instance. `Err` is a
     /// trap, which the server turns into a 503 when a guest limit caused it
     /// and a 500 otherwise.
     pub async fn handle(&self, request: GuestRequest) -> anyhow::Result<GuestResponse> {
         let (mut store, instance) = self.instantiate().await?;
+        store.data_mut().request_id = request.request_id;
         let body = match request.body {
             Some(b) => Some(store.data_mut().table.push(b)?),
             None => None,
@@ -279,7 +300,13 @@ impl http_client::Host for State {
             Some(b) => Some(self.table.delete(b)?),
             None => None,
         };
-        let sent = self.shared.upstream.send(&request.method, &request.url, request.headers, body, options.timeout_ms).await;
+        let mut headers = request.headers;
+        if let Some(id) = &self.request_id
+            && !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case(crate::server::REQUEST_ID))
+        {
+            headers.push((crate::server::REQUEST_ID.to_owned(), id.clone()));
+        }
+        let sent = self.shared.upstream.send(&request.method, &request.url, headers, body, options.timeout_ms).await;
         Ok(match sent {
             Ok(response) => {
                 let body = match response.body {
@@ -356,7 +383,7 @@ fn kv_error(e: kv::KvError) -> wit_kv::KvError {
 impl config::Host for State {
     async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<String>, config::ConfigError>> {
         if key == "document" {
-            return Ok(Ok(Some(self.shared.document.clone())));
+            return Ok(Ok(Some(self.document.to_string())));
         }
         Ok(Ok(std::env::var(secret_env_var(&key)).ok()))
     }

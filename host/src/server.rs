@@ -21,7 +21,21 @@ pub struct ServerOptions {
     /// The scheme clients use to reach us (`https` behind a TLS terminator).
     pub scheme: String,
     pub limits: ServerLimits,
+    pub log_format: LogFormat,
 }
+
+/// The access log's shape: one line per request either way, on stdout.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// `CLIENT "METHOD URL" STATUS TIMEms`
+    #[default]
+    Line,
+    /// A JSON object: time_ms, client, method, url, status, duration_ms, request_id.
+    Json,
+}
+
+/// The header that names a request across the proxy, its upstreams and their logs.
+pub const REQUEST_ID: &str = "x-request-id";
 
 /// What a public server bounds per client. README "Security and limits"
 /// lists each with its default and what a client sees.
@@ -35,6 +49,9 @@ pub struct ServerLimits {
     pub header_timeout: Duration,
     /// A request body that sends nothing for this long is broken off.
     pub body_idle_timeout: Duration,
+    /// On SIGINT or SIGTERM: how long open requests may take to finish
+    /// before the server exits anyway.
+    pub drain_timeout: Duration,
 }
 
 /// A client's request body, as handlers get it.
@@ -85,10 +102,11 @@ pub async fn serve<H: Handler>(listener: TcpListener, handler: Arc<H>, options: 
             drop(permit);
         });
     }
-    eprintln!("edgeproxy: shutting down; waiting up to 10 s for open requests");
+    drop(listener);
+    eprintln!("edgeproxy: shutting down; waiting up to {} s for open requests", limits.drain_timeout.as_secs());
     tokio::select! {
         () = graceful.shutdown() => {}
-        () = tokio::time::sleep(Duration::from_secs(10)) => eprintln!("edgeproxy: gave up waiting"),
+        () = tokio::time::sleep(limits.drain_timeout) => eprintln!("edgeproxy: gave up waiting; open requests are cut off"),
     }
     Ok(())
 }
@@ -111,22 +129,57 @@ async fn refuse_connection(mut stream: tokio::net::TcpStream) {
     }
 }
 
-/// One access-log line per request, whichever handler answered.
+/// One access-log line per request, whichever handler answered. Each
+/// request carries an id (`X-Request-Id`: the client's when it sent a
+/// usable one, else a new one) to the handler, to every upstream request
+/// (runtime.rs), back to the client and into the log line.
+///
 /// `both_lengths`: the request's head had Content-Length and
 /// Transfer-Encoding (framing.rs), a conflict refused before anything else.
-async fn logged<H: Handler>(handler: Arc<H>, options: Arc<ServerOptions>, peer: SocketAddr, both_lengths: bool, req: hyper::Request<Incoming>) -> Result<hyper::Response<Either<H::Body, HostBody>>, Infallible> {
+async fn logged<H: Handler>(handler: Arc<H>, options: Arc<ServerOptions>, peer: SocketAddr, both_lengths: bool, mut req: hyper::Request<Incoming>) -> Result<hyper::Response<Either<H::Body, HostBody>>, Infallible> {
     let started = Instant::now();
     let method = req.method().clone();
+    let request_id = request_id(req.headers());
+    req.headers_mut().insert(REQUEST_ID, hyper::header::HeaderValue::from_str(&request_id).expect("a request id is a valid header value"));
     let target = if both_lengths { Err(length_conflict()) } else { request_url(&req, &options.scheme) };
-    let (url, response) = match target {
+    let (url, mut response) = match target {
         Ok(url) => match first_frame_read(req, options.limits.body_idle_timeout).await {
             Ok(req) => (url.clone(), handler.handle(req, url, peer).await.map(Either::Left)),
             Err(refusal) => (url, refusal.map(Either::Right)),
         },
         Err(refusal) => (req.uri().to_string(), refusal.map(Either::Right)),
     };
-    println!("{} \"{method} {url}\" {} {:.1}ms", peer.ip(), response.status().as_u16(), started.elapsed().as_secs_f64() * 1000.0);
+    // This request's id even when a cached response carries an older one.
+    response.headers_mut().insert(REQUEST_ID, hyper::header::HeaderValue::from_str(&request_id).expect("a request id is a valid header value"));
+    let status = response.status().as_u16();
+    let took_ms = started.elapsed().as_secs_f64() * 1000.0;
+    match options.log_format {
+        LogFormat::Line => println!("{} \"{method} {url}\" {status} {took_ms:.1}ms", peer.ip()),
+        LogFormat::Json => {
+            let time_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+            let line = serde_json::json!({
+                "time_ms": time_ms, "client": peer.ip().to_string(), "method": method.as_str(), "url": url,
+                "status": status, "duration_ms": (took_ms * 10.0).round() / 10.0, "request_id": request_id,
+            });
+            println!("{line}");
+        }
+    }
     Ok(response)
+}
+
+/// The client's `X-Request-Id` when it is one header of 1 to 128 visible
+/// ASCII characters; otherwise 32 random hex digits.
+fn request_id(headers: &hyper::HeaderMap) -> String {
+    let mut sent = headers.get_all(REQUEST_ID).iter();
+    if let (Some(value), None) = (sent.next(), sent.next()) {
+        let bytes = value.as_bytes();
+        if (1..=128).contains(&bytes.len()) && bytes.iter().all(|b| b.is_ascii_graphic()) {
+            return String::from_utf8_lossy(bytes).into_owned();
+        }
+    }
+    let mut random = [0u8; 16];
+    getrandom::getrandom(&mut random).expect("the OS has randomness");
+    random.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The request with its body's first frame already read when the body is
@@ -198,7 +251,8 @@ impl Handler for Runtime {
             .map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
             .collect();
         let body = if hyper::body::Body::is_end_stream(&body) { None } else { Some(HostBody::from_stream(body)) };
-        let request = GuestRequest { method: parts.method.to_string(), url: url.clone(), headers, body, client_ip: Some(peer.ip().to_string()) };
+        let request_id = parts.headers.get(REQUEST_ID).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let request = GuestRequest { method: parts.method.to_string(), url: url.clone(), headers, body, client_ip: Some(peer.ip().to_string()), request_id };
         match Runtime::handle(self, request).await {
             Ok(r) => {
                 let mut builder = hyper::Response::builder().status(r.status);

@@ -28,6 +28,8 @@ pub struct Host {
     pub base: String,
     dir: PathBuf,
     log: Arc<Mutex<Vec<String>>>,
+    /// What the host wrote to stderr after its serving line.
+    messages: Arc<Mutex<Vec<String>>>,
     /// The secrets the host was configured with, which must never leave it.
     secrets: Arc<Mutex<Arc<Vec<String>>>>,
     /// Where a configured secret was seen: a log line, or bytes sent to a client.
@@ -139,11 +141,11 @@ impl Host {
     /// `edgeproxy serve` as an operator runs the installed binary: from an
     /// empty directory (no `dist/`), with the component built into it and
     /// its default data directory.
-    pub async fn start_built_in(document: &str) -> Host {
+    pub async fn start_built_in(document: &str, args: &[&str]) -> Host {
         let (dir, config) = Self::test_dir(document);
         let binary = std::path::absolute(crate::edgeproxy_binary()).unwrap();
         let mut command = Command::new(binary);
-        command.current_dir(&dir).arg("serve").arg("--config").arg(&config).args(["--listen", "127.0.0.1:0"]);
+        command.current_dir(&dir).arg("serve").arg("--config").arg(&config).args(["--listen", "127.0.0.1:0"]).args(args);
         Self::launch(command, dir, false).await
     }
 
@@ -226,10 +228,13 @@ impl Host {
         };
         let mut stderr = announcing;
         let check_stderr = check.clone();
+        let messages: Arc<Mutex<Vec<String>>> = Arc::default();
+        let kept = messages.clone();
         tokio::spawn(async move {
             while let Ok(Some(line)) = stderr.next_line().await {
                 check_stderr(&line);
                 eprintln!("[edgeproxy] {line}");
+                kept.lock().unwrap().push(line);
             }
         });
         let log: Arc<Mutex<Vec<String>>> = Arc::default();
@@ -251,7 +256,7 @@ impl Host {
                 }
             });
         }
-        Host { child, base, dir, log, leaks, secrets }
+        Host { child, base, dir, log, messages, leaks, secrets }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -285,10 +290,26 @@ impl Host {
         }
     }
 
-    /// Stops the host with SIGINT (Ctrl-C) and returns its exit status.
-    pub async fn interrupt(mut self) -> std::process::ExitStatus {
+    /// The lines the host has written to stderr since it started serving.
+    pub fn messages(&self) -> Vec<String> {
+        self.messages.lock().unwrap().clone()
+    }
+
+    /// Sends the host process a signal (`HUP`, `TERM`, ...).
+    pub fn signal(&self, name: &str) {
         let pid = self.child.id().expect("host is running");
-        std::process::Command::new("kill").arg("-INT").arg(pid.to_string()).status().expect("kill -INT");
+        let status = std::process::Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status().expect("kill");
+        assert!(status.success(), "kill -{name} {pid}");
+    }
+
+    /// Stops the host with SIGINT (Ctrl-C) and returns its exit status.
+    pub async fn interrupt(self) -> std::process::ExitStatus {
+        self.stop_with("INT").await
+    }
+
+    /// Sends the host `signal` and returns its exit status once it exits (within 15 s).
+    pub async fn stop_with(mut self, signal: &str) -> std::process::ExitStatus {
+        self.signal(signal);
         tokio::time::timeout(std::time::Duration::from_secs(15), self.child.wait()).await.expect("host stops within 15 s").unwrap()
     }
 }
