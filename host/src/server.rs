@@ -140,7 +140,8 @@ async fn logged<H: Handler>(handler: Arc<H>, options: Arc<ServerOptions>, peer: 
     let started = Instant::now();
     let method = req.method().clone();
     let request_id = request_id(req.headers());
-    req.headers_mut().insert(REQUEST_ID, hyper::header::HeaderValue::from_str(&request_id).expect("a request id is a valid header value"));
+    let id_header = hyper::header::HeaderValue::from_str(&request_id).expect("a request id is a valid header value");
+    req.headers_mut().insert(REQUEST_ID, id_header.clone());
     let target = if both_lengths { Err(length_conflict()) } else { request_url(&req, &options.scheme) };
     let (url, mut response) = match target {
         Ok(url) => match first_frame_read(req, options.limits.body_idle_timeout).await {
@@ -150,7 +151,7 @@ async fn logged<H: Handler>(handler: Arc<H>, options: Arc<ServerOptions>, peer: 
         Err(refusal) => (req.uri().to_string(), refusal.map(Either::Right)),
     };
     // This request's id even when a cached response carries an older one.
-    response.headers_mut().insert(REQUEST_ID, hyper::header::HeaderValue::from_str(&request_id).expect("a request id is a valid header value"));
+    response.headers_mut().insert(REQUEST_ID, id_header);
     let status = response.status().as_u16();
     let took_ms = started.elapsed().as_secs_f64() * 1000.0;
     match options.log_format {
