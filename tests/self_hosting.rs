@@ -262,3 +262,145 @@ async fn the_systemd_unit_verifies_and_its_serve_flags_work() {
     assert_eq!(response.status(), 404, "an empty document serves 404");
     assert!(data.join("kv.redb").exists(), "the data directory is the unit's state directory");
 }
+
+/// A self-signed certificate for the test names, and its key, in `dir`
+/// (openssl, which Debian's curl already depends on). Returns the two paths.
+fn self_signed(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")));
+    let out = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2", "-subj"])
+        .arg(format!("/CN={name}"))
+        .args(["-addext", "subjectAltName=DNS:api.test,DNS:hf.test,DNS:zoo.test,DNS:hub.test,DNS:localhost"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("run openssl");
+    assert!(out.status.success(), "openssl: {}", String::from_utf8_lossy(&out.stderr));
+    (cert, key)
+}
+
+/// What curl saw: its exit code, the HTTP version and status (`-w`), the
+/// response headers, and the body.
+struct Curled {
+    exit: i32,
+    version: String,
+    status: u16,
+    headers: String,
+    body: Vec<u8>,
+}
+
+/// `curl` to `https://{name}:{port}{path}`, with `name` resolved to
+/// loopback and `ca` as the only trusted certificate.
+fn curl_https(name: &str, port: &str, path: &str, ca: &std::path::Path, protocol: &str) -> Curled {
+    let headers = std::env::temp_dir().join(format!("edgeproxy-curl-{}-{name}-{}", std::process::id(), CURL_RUNS.fetch_add(1, Ordering::Relaxed)));
+    let out = std::process::Command::new("curl")
+        .args(["-sS", protocol, "--noproxy", "*", "--cacert"])
+        .arg(ca)
+        .arg("--resolve")
+        .arg(format!("{name}:{port}:127.0.0.1"))
+        .arg("-D")
+        .arg(&headers)
+        .args(["-w", "\n%{http_version} %{http_code}"])
+        .arg(format!("https://{name}:{port}{path}"))
+        .output()
+        .expect("run curl");
+    let mut body = out.stdout;
+    let split = body.iter().rposition(|&b| b == b'\n').unwrap_or(0);
+    let trailer = String::from_utf8_lossy(&body[split..]).trim().to_owned();
+    body.truncate(split);
+    let (version, status) = trailer.split_once(' ').unwrap_or(("", "0"));
+    let head = std::fs::read_to_string(&headers).unwrap_or_default();
+    let _ = std::fs::remove_file(headers);
+    Curled { exit: out.status.code().unwrap_or(-1), version: version.to_owned(), status: status.parse().unwrap_or(0), headers: head.to_lowercase(), body }
+}
+
+static CURL_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+/// `--tls-cert`/`--tls-key`: HTTPS, with HTTP/2 for a client that asks for
+/// it by ALPN (and HTTP/1.1 for one that does not), in front of every app;
+/// the apps see `https`, so what they write back names it.
+#[tokio::test(flavor = "multi_thread")]
+async fn https_serves_every_app_over_http2_with_a_self_signed_certificate() {
+    if !wasmtime_pass() {
+        return;
+    }
+    let upstream = Upstream::start().await;
+    let origin = upstream.url();
+    let document = format!(
+        "[[route]]\nhost = \"api.test\"\n[route.api-gateway]\norigin = \"{origin}\"\n\n\
+         [[route]]\nhost = \"hf.test\"\n[route.hf-mirror]\nhub = \"{origin}\"\n\n\
+         [[route]]\nhost = \"zoo.test\"\n[route.image-cache]\n\n\
+         [[route]]\nhost = \"hub.test\"\n[route.hub-gateway]\nbackend = \"{origin}\"\n"
+    );
+    let dir = std::env::temp_dir().join(format!("edgeproxy-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = self_signed(&dir, "edgeproxy-test");
+    let host = Host::start_built_in(&document, &["--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()]).await;
+    let port = host.url("").rsplit(':').next().unwrap().trim_end_matches('/').to_owned();
+    assert!(host.url("/").starts_with("https://"), "{}", host.url("/"));
+
+    // api-gateway: the origin's redirect comes back naming the client's scheme.
+    let api = curl_https("api.test", &port, "/redirect", &cert, "--http2");
+    assert_eq!((api.exit, api.version.as_str(), api.status), (0, "2", 302), "{}", api.headers);
+    assert!(api.headers.contains(&format!("location: https://api.test:{port}/echo/redirected")), "{}", api.headers);
+    let echoed = curl_https("api.test", &port, "/echo/h2", &cert, "--http2");
+    assert_eq!((echoed.version.as_str(), echoed.status), ("2", 200));
+    let echoed: serde_json::Value = serde_json::from_slice(&echoed.body).unwrap();
+    let proto = echoed["headers"].as_array().unwrap().iter().find(|h| h[0] == "x-forwarded-proto").map(|h| h[1].clone());
+    assert_eq!(proto, Some("https".into()), "{echoed}");
+
+    // hf-mirror and hub-gateway: proxied to their upstream.
+    let hf = curl_https("hf.test", &port, "/echo/hf", &cert, "--http2");
+    assert_eq!((hf.exit, hf.version.as_str(), hf.status), (0, "2", 200), "{}", hf.headers);
+    let hub = curl_https("hub.test", &port, "/api/models/org/name", &cert, "--http2");
+    assert_eq!((hub.exit, hub.version.as_str()), (0, "2"), "{}", hub.headers);
+    assert!(upstream.seen().contains(&"/api/models/org/name".to_owned()), "{:?}", upstream.seen());
+    // image-cache: a generated PNG.
+    let zoo = curl_https("zoo.test", &port, "/64x48/tls-sloth", &cert, "--http2");
+    assert_eq!((zoo.exit, zoo.version.as_str(), zoo.status), (0, "2", 200), "{}", zoo.headers);
+    assert!(zoo.body.starts_with(b"\x89PNG"), "{} bytes", zoo.body.len());
+
+    // A client without HTTP/2 gets HTTP/1.1 over the same TLS.
+    let h1 = curl_https("api.test", &port, "/echo/h1", &cert, "--http1.1");
+    assert_eq!((h1.exit, h1.version.as_str(), h1.status), (0, "1.1", 200));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// SIGHUP reads the certificate and key again: new connections get the
+/// renewed certificate, and a pair that does not load is refused with the
+/// previous one kept.
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_reloads_the_certificate_and_refuses_a_broken_one() {
+    if !wasmtime_pass() {
+        return;
+    }
+    let upstream = Upstream::start().await;
+    let dir = std::env::temp_dir().join(format!("edgeproxy-tls-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (old_cert, old_key) = self_signed(&dir, "old");
+    let (new_cert, new_key) = self_signed(&dir, "new");
+    let (cert, key) = (dir.join("served.pem"), dir.join("served.key"));
+    std::fs::copy(&old_cert, &cert).unwrap();
+    std::fs::copy(&old_key, &key).unwrap();
+    let host = Host::start_built_in(&gateway(&upstream.url()), &["--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()]).await;
+    let port = host.url("").rsplit(':').next().unwrap().trim_end_matches('/').to_owned();
+    let get = |ca: &std::path::Path| curl_https("localhost", &port, "/echo/tls", ca, "--http2");
+    assert_eq!(get(&old_cert).status, 200);
+    assert_eq!(get(&new_cert).exit, 60, "curl cannot verify the old certificate against the new one");
+
+    std::fs::copy(&new_cert, &cert).unwrap();
+    std::fs::copy(&new_key, &key).unwrap();
+    host.signal("HUP");
+    message(&host, "reloaded the TLS certificate").await;
+    assert_eq!(get(&new_cert).status, 200, "new connections get the renewed certificate");
+
+    // The old key does not fit the new certificate.
+    std::fs::copy(&old_key, &key).unwrap();
+    host.signal("HUP");
+    let refusal = message(&host, "refused the new TLS certificate").await;
+    assert!(refusal.contains("does not fit"), "{refusal}");
+    assert_eq!(get(&new_cert).status, 200, "the pair in use stays");
+    let _ = std::fs::remove_dir_all(dir);
+}

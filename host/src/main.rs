@@ -10,6 +10,7 @@ mod limits;
 mod runtime;
 mod server;
 mod spin;
+mod tls;
 mod upstream;
 
 use std::net::SocketAddr;
@@ -86,9 +87,17 @@ struct ServeArgs {
     /// Where the key-value store keeps its file.
     #[arg(long, default_value = ".edgeproxy")]
     data_dir: PathBuf,
-    /// The scheme clients use to reach this server: `https` behind a TLS terminator.
+    /// The scheme clients use to reach this server: `https` behind a TLS
+    /// terminator. With --tls-cert it is always `https`.
     #[arg(long, default_value = "http", value_parser = ["http", "https"])]
     scheme: String,
+    /// Serve HTTPS (HTTP/2 and HTTP/1.1 by ALPN) with this PEM certificate
+    /// chain, leaf first. SIGHUP reads it and the key again.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key (PKCS#8, PKCS#1 or SEC1) for --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// The access log: `line` (CLIENT "METHOD URL" STATUS TIMEms) or `json` (one object per line).
     #[arg(long, value_enum, default_value_t = server::LogFormat::Line)]
     log_format: server::LogFormat,
@@ -198,12 +207,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let name = component.name.clone();
     let runtime = Arc::new(runtime::Runtime::new(component, shared, args.limits.guest())?);
     runtime.start_pool_recycler();
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(Arc::new(tls::Tls::load(cert, key)?)),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https".to_owned() } else { args.scheme };
     let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     let shutdown = shutdown_signal();
-    if let Some(config) = args.config.clone() {
-        tokio::spawn(reload_on_hangup(runtime.clone(), config));
+    if args.config.is_some() || tls.is_some() {
+        tokio::spawn(reload_on_hangup(runtime.clone(), args.config.clone(), tls.clone()));
     }
-    eprintln!("edgeproxy: serving {name} on http://{}", listener.local_addr()?);
+    eprintln!("edgeproxy: serving {name} on {scheme}://{}", listener.local_addr()?);
 
     let purger = runtime.shared().clone();
     tokio::spawn(async move {
@@ -214,20 +228,29 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             let _ = tokio::task::spawn_blocking(move || shared.kv.purge_expired()).await;
         }
     });
-    server::serve(listener, runtime, server::ServerOptions { scheme: args.scheme, limits: args.limits.server(), log_format: args.log_format }, shutdown).await
+    server::serve(listener, runtime, server::ServerOptions { scheme, tls, limits: args.limits.server(), log_format: args.log_format }, shutdown).await
 }
 
 /// SIGHUP: the config document is read again and, if the component finds no
-/// problem with it, applies to requests that start from then on. A document
+/// problem with it, applies to requests that start from then on; the TLS
+/// certificate and key are read again and apply to new connections. A file
 /// that cannot be read or has problems is refused, with the reason logged,
 /// and the one in use stays. Like [`shutdown_signal`], the handler is
 /// installed when this is called (SIGHUP's default is to end the process).
-fn reload_on_hangup(runtime: Arc<runtime::Runtime>, config: PathBuf) -> impl Future<Output = ()> {
+fn reload_on_hangup(runtime: Arc<runtime::Runtime>, config: Option<PathBuf>, tls: Option<Arc<tls::Tls>>) -> impl Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hangups = signal(SignalKind::hangup()).expect("SIGHUP handler");
     async move {
         while hangups.recv().await.is_some() {
-            reload(&runtime, &config).await;
+            if let Some(config) = &config {
+                reload(&runtime, config).await;
+            }
+            if let Some(tls) = &tls {
+                match tls.reload() {
+                    Ok(()) => eprintln!("edgeproxy: reloaded the TLS certificate {}", tls.cert_path().display()),
+                    Err(e) => eprintln!("edgeproxy: refused the new TLS certificate (the previous one stays in use): {e:#}"),
+                }
+            }
         }
     }
 }
@@ -252,7 +275,7 @@ async fn serve_spin(args: SpinArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     let shutdown = shutdown_signal();
     eprintln!("edgeproxy: serving {} (Spin-compatible) on http://{}", args.component.display(), listener.local_addr()?);
-    server::serve(listener, runtime, server::ServerOptions { scheme: "http".into(), limits: args.limits.server(), log_format: server::LogFormat::Line }, shutdown).await
+    server::serve(listener, runtime, server::ServerOptions { scheme: "http".into(), tls: None, limits: args.limits.server(), log_format: server::LogFormat::Line }, shutdown).await
 }
 
 fn sign(path: &str, secret: &str, expires_in: u64) -> anyhow::Result<()> {

@@ -1,4 +1,4 @@
-//! The HTTP/1.1 front: accepts connections, turns each request into a guest
+//! The HTTP front (HTTP/1.1, and HTTP/2 over TLS): accepts connections, turns each request into a guest
 //! call, streams the guest's response back, logs one line per request.
 
 use std::convert::Infallible;
@@ -11,6 +11,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 
 use crate::body::{BoxError, HostBody, IdleTimeout, Prefetched};
@@ -18,8 +19,11 @@ use crate::framing::Watched;
 use crate::runtime::{GuestRequest, Runtime};
 
 pub struct ServerOptions {
-    /// The scheme clients use to reach us (`https` behind a TLS terminator).
+    /// The scheme clients use to reach us: `https` when we terminate TLS,
+    /// or behind a TLS terminator.
     pub scheme: String,
+    /// HTTPS (HTTP/2 and HTTP/1.1 by ALPN) instead of plain HTTP/1.1.
+    pub tls: Option<Arc<crate::tls::Tls>>,
     pub limits: ServerLimits,
     pub log_format: LogFormat,
 }
@@ -87,18 +91,20 @@ pub async fn serve<H: Handler>(listener: TcpListener, handler: Arc<H>, options: 
             tokio::spawn(refuse_connection(stream));
             continue;
         };
-        let handler = handler.clone();
-        let options = options.clone();
-        let (stream, conflicts) = Watched::new(stream);
-        let service = service_fn(move |req| logged(handler.clone(), options.clone(), peer, conflicts.next_request_has_both(), req));
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_timeout)
-            .serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
+        let connection = Connection { handler: handler.clone(), options: options.clone(), peer, watcher: graceful.watcher() };
         tokio::spawn(async move {
-            // Clients that go away mid-response are routine for a proxy.
-            let _ = conn.await;
+            match &connection.options.tls {
+                None => connection.serve_http1(stream).await,
+                Some(tls) => {
+                    // The handshake counts against the header deadline.
+                    match tokio::time::timeout(limits.header_timeout, tls.acceptor().accept(stream)).await {
+                        Ok(Ok(stream)) if stream.get_ref().1.alpn_protocol() == Some(crate::tls::H2) => connection.serve_http2(stream).await,
+                        Ok(Ok(stream)) => connection.serve_http1(stream).await,
+                        // A failed handshake is the client's to report.
+                        Ok(Err(_)) | Err(_) => {}
+                    }
+                }
+            }
             drop(permit);
         });
     }
@@ -109,6 +115,41 @@ pub async fn serve<H: Handler>(listener: TcpListener, handler: Arc<H>, options: 
         () = tokio::time::sleep(limits.drain_timeout) => eprintln!("edgeproxy: gave up waiting; open requests are cut off"),
     }
     Ok(())
+}
+
+/// One accepted client connection, served as HTTP/1.1, or as HTTP/2 when
+/// the client chose it by ALPN. Both end with the server's drain.
+struct Connection<H> {
+    handler: Arc<H>,
+    options: Arc<ServerOptions>,
+    peer: SocketAddr,
+    watcher: hyper_util::server::graceful::Watcher,
+}
+
+impl<H: Handler> Connection<H> {
+    async fn serve_http1<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(self, stream: S) {
+        let Connection { handler, options, peer, watcher } = self;
+        let (stream, conflicts) = Watched::new(stream);
+        let header_timeout = options.limits.header_timeout;
+        let service = service_fn(move |req| logged(handler.clone(), options.clone(), peer, conflicts.next_request_has_both(), req));
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .serve_connection(TokioIo::new(stream), service);
+        // Clients that go away mid-response are routine for a proxy.
+        let _ = watcher.watch(conn).await;
+    }
+
+    /// HTTP/2 has no Content-Length/Transfer-Encoding conflict to watch for:
+    /// its frames carry the body's length.
+    async fn serve_http2<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(self, stream: S) {
+        let Connection { handler, options, peer, watcher } = self;
+        let service = service_fn(move |req| logged(handler.clone(), options.clone(), peer, false, req));
+        let conn = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .serve_connection(TokioIo::new(stream), service);
+        let _ = watcher.watch(conn).await;
+    }
 }
 
 /// A connection over `max_connections`: a 503 and a close, after reading
