@@ -1,5 +1,7 @@
-//! The key-value store: one redb file in the data directory. Each value is
-//! stored behind its expiry time, so TTLs hold across restarts.
+//! The key-value store: one redb file in the data directory (the default),
+//! or Redis (`--kv redis://...`, redis.rs) when instances share it. In the
+//! redb file each value is stored behind its expiry time, so TTLs hold
+//! across restarts.
 
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -14,6 +16,69 @@ pub const MAX_VALUE_BYTES: u64 = 64 * 1024 * 1024;
 
 pub struct Kv {
     db: Database,
+}
+
+/// The store `serve` gives the component: [`Kv`] or Redis.
+pub enum Store {
+    Local(std::sync::Arc<Kv>),
+    Redis(crate::redis::Redis),
+}
+
+impl Store {
+    pub async fn get(&self, key: String) -> Result<Option<Vec<u8>>, KvError> {
+        check_key(&key)?;
+        match self {
+            Store::Local(kv) => kv.get(&key),
+            Store::Redis(redis) => redis.get(&key).await,
+        }
+    }
+
+    pub async fn set(&self, key: String, value: Vec<u8>, ttl_seconds: Option<u32>) -> Result<(), KvError> {
+        check_key(&key)?;
+        check_value(&value)?;
+        match self {
+            // A redb commit is blocking file I/O: keep it off the async workers.
+            Store::Local(kv) => blocking(kv, move |kv| kv.set(&key, &value, ttl_seconds)).await,
+            Store::Redis(redis) => redis.set(&key, &value, ttl_seconds).await,
+        }
+    }
+
+    pub async fn delete(&self, key: String) -> Result<(), KvError> {
+        check_key(&key)?;
+        match self {
+            Store::Local(kv) => blocking(kv, move |kv| kv.delete(&key)).await,
+            Store::Redis(redis) => redis.delete(&key).await,
+        }
+    }
+
+    pub async fn set_if_absent(&self, key: String, value: Vec<u8>, ttl_seconds: Option<u32>) -> Result<bool, KvError> {
+        check_key(&key)?;
+        check_value(&value)?;
+        match self {
+            Store::Local(kv) => blocking(kv, move |kv| kv.set_if_absent(&key, &value, ttl_seconds)).await,
+            Store::Redis(redis) => redis.set_if_absent(&key, &value, ttl_seconds).await,
+        }
+    }
+
+    /// Drops expired entries from the redb file (Redis expires its own).
+    pub async fn purge_expired(&self) {
+        if let Store::Local(kv) = self {
+            let _ = blocking(kv, |kv| kv.purge_expired()).await;
+        }
+    }
+
+    /// Whether the store answers (`/readyz`).
+    pub async fn ready(&self) -> Result<(), String> {
+        match self {
+            Store::Local(_) => Ok(()),
+            Store::Redis(redis) => redis.ping().await,
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(kv: &std::sync::Arc<Kv>, f: impl FnOnce(&Kv) -> Result<T, KvError> + Send + 'static) -> Result<T, KvError> {
+    let kv = kv.clone();
+    tokio::task::spawn_blocking(move || f(&kv)).await.unwrap_or_else(|e| Err(KvError::Unavailable(format!("the store's thread failed: {e}"))))
 }
 
 #[derive(Debug)]
@@ -50,9 +115,7 @@ impl Kv {
 
     pub fn set(&self, key: &str, value: &[u8], ttl_seconds: Option<u32>) -> Result<(), KvError> {
         check_key(key)?;
-        if value.len() as u64 > MAX_VALUE_BYTES {
-            return Err(KvError::TooLarge(MAX_VALUE_BYTES));
-        }
+        check_value(value)?;
         let expires_ms = ttl_seconds.map_or(0, |ttl| now_ms() + u64::from(ttl) * 1000);
         let mut entry = Vec::with_capacity(8 + value.len());
         entry.extend_from_slice(&expires_ms.to_be_bytes());
@@ -69,9 +132,7 @@ impl Kv {
     /// `true` if it was set.
     pub fn set_if_absent(&self, key: &str, value: &[u8], ttl_seconds: Option<u32>) -> Result<bool, KvError> {
         check_key(key)?;
-        if value.len() as u64 > MAX_VALUE_BYTES {
-            return Err(KvError::TooLarge(MAX_VALUE_BYTES));
-        }
+        check_value(value)?;
         let now = now_ms();
         let expires_ms = ttl_seconds.map_or(0, |ttl| now + u64::from(ttl) * 1000);
         let mut set = false;
@@ -143,6 +204,13 @@ impl Kv {
         }
         txn.commit().map_err(unavailable)
     }
+}
+
+fn check_value(value: &[u8]) -> Result<(), KvError> {
+    if value.len() as u64 > MAX_VALUE_BYTES {
+        return Err(KvError::TooLarge(MAX_VALUE_BYTES));
+    }
+    Ok(())
 }
 
 fn check_key(key: &str) -> Result<(), KvError> {

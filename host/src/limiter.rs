@@ -1,11 +1,27 @@
-//! In-memory token buckets, one per (policy, client). Counting lives in the
-//! host because only the host sees every request.
+//! Token buckets, one per (policy, client): in memory, or on Redis when
+//! instances share their limits (`--kv redis://...`, redis.rs). Counting
+//! lives in the host because only the host sees every request.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Instant;
 
-pub struct Limiter {
+pub enum Limiter {
+    Local(Buckets),
+    Redis(crate::redis::Redis),
+}
+
+impl Limiter {
+    pub async fn check(&self, policy: &str, key: &str, limit: u32, period_seconds: u32) -> Result<Decision, String> {
+        match self {
+            Limiter::Local(buckets) => Ok(buckets.check(policy, key, limit, period_seconds)),
+            Limiter::Redis(redis) => redis.take_token(policy, key, limit, period_seconds).await,
+        }
+    }
+}
+
+/// This process's buckets.
+pub struct Buckets {
     buckets: Mutex<HashMap<(String, String), Bucket>>,
 }
 
@@ -24,9 +40,9 @@ pub struct Decision {
 /// moment rather than letting memory and lookup time grow without bound.
 const MAX_BUCKETS: usize = 100_000;
 
-impl Limiter {
+impl Buckets {
     pub fn new() -> Self {
-        Limiter { buckets: Mutex::new(HashMap::new()) }
+        Buckets { buckets: Mutex::new(HashMap::new()) }
     }
 
     /// A bucket holds `limit` tokens and refills `limit` per `period_seconds`.
@@ -59,7 +75,7 @@ mod tests {
 
     #[test]
     fn a_bucket_allows_its_limit_then_refuses_with_a_retry_time() {
-        let limiter = Limiter::new();
+        let limiter = Buckets::new();
         for _ in 0..3 {
             assert!(limiter.check("api", "1.2.3.4", 3, 60).allowed);
         }

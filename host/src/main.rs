@@ -7,6 +7,7 @@ mod framing;
 mod kv;
 mod limiter;
 mod limits;
+mod redis;
 mod runtime;
 mod server;
 mod spin;
@@ -84,9 +85,15 @@ struct ServeArgs {
     /// Serve this component file instead of the one built into the binary.
     #[arg(long)]
     component: Option<PathBuf>,
-    /// Where the key-value store keeps its file.
+    /// Where the key-value store keeps its file (without --kv).
     #[arg(long, default_value = ".edgeproxy")]
     data_dir: PathBuf,
+    /// Put the key-value store and the rate limiter on Redis,
+    /// redis://[:PASSWORD@]HOST[:PORT][/DB], so that every instance pointed
+    /// at it shares the cache, stored images and leases, and the limits.
+    /// Without it: a redb file in --data-dir and this process's memory.
+    #[arg(long, value_name = "URL")]
+    kv: Option<String>,
     /// The scheme clients use to reach this server: `https` behind a TLS
     /// terminator. With --tls-cert it is always `https`.
     #[arg(long, default_value = "http", value_parser = ["http", "https"])]
@@ -193,8 +200,28 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// What requests share, with the store in `data_dir` and limits in memory.
 fn shared(document: String, data_dir: &std::path::Path, upstream_body_timeout: Duration) -> anyhow::Result<runtime::Shared> {
-    Ok(runtime::Shared { document: std::sync::RwLock::new(document.into()), kv: kv::Kv::open(data_dir)?, kv_fault: None, limiter: limiter::Limiter::new(), upstream: upstream::Upstream::new(upstream_body_timeout)? })
+    let store = kv::Store::Local(Arc::new(kv::Kv::open(data_dir)?));
+    Ok(runtime::Shared { document: std::sync::RwLock::new(document.into()), kv: store, kv_fault: None, limiter: limiter::Limiter::Local(limiter::Buckets::new()), upstream: upstream::Upstream::new(upstream_body_timeout)? })
+}
+
+/// `serve`'s shared state: [`shared`], or with the store and the limiter on Redis.
+async fn serve_shared(args: &ServeArgs, document: String) -> anyhow::Result<runtime::Shared> {
+    let Some(url) = &args.kv else {
+        return Ok(runtime::Shared { kv_fault: args.kv_fault, ..shared(document, &args.data_dir, args.limits.upstream_body_timeout())? });
+    };
+    let redis = redis::Redis::connect(url)?;
+    if let Err(e) = redis.ping().await {
+        eprintln!("edgeproxy: warning: Redis at {} does not answer ({e}); serving without it (cache misses, limits open) until it does", redis.name);
+    }
+    Ok(runtime::Shared {
+        document: std::sync::RwLock::new(document.into()),
+        kv: kv::Store::Redis(redis.clone()),
+        kv_fault: args.kv_fault,
+        limiter: limiter::Limiter::Redis(redis),
+        upstream: upstream::Upstream::new(args.limits.upstream_body_timeout())?,
+    })
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -202,7 +229,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(path) => std::fs::read_to_string(path).with_context(|| format!("cannot read the config document {}", path.display()))?,
         None => DEFAULT_DOCUMENT.to_owned(),
     };
-    let shared = runtime::Shared { kv_fault: args.kv_fault, ..shared(document, &args.data_dir, args.limits.upstream_body_timeout())? };
+    let shared = serve_shared(&args, document).await?;
     let component = runtime::ComponentSource::new(args.component.as_deref())?;
     let name = component.name.clone();
     let runtime = Arc::new(runtime::Runtime::new(component, shared, args.limits.guest())?);
@@ -224,8 +251,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let mut every = tokio::time::interval(Duration::from_secs(600));
         loop {
             every.tick().await;
-            let shared = purger.clone();
-            let _ = tokio::task::spawn_blocking(move || shared.kv.purge_expired()).await;
+            purger.kv.purge_expired().await;
         }
     });
     server::serve(listener, runtime, server::ServerOptions { scheme, tls, limits: args.limits.server(), log_format: args.log_format }, shutdown).await

@@ -12,7 +12,7 @@ use wasmtime::component::{Component, HasSelf, Linker, Resource, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 
 use crate::body::{HostBody, ReadError};
-use crate::kv::{self, Kv};
+use crate::kv;
 use crate::limiter::Limiter;
 use crate::limits::{GuestLimits, MemoryCap};
 use crate::upstream::Upstream;
@@ -60,7 +60,7 @@ pub struct Shared {
     /// The config document new requests get; replaced on reload
     /// ([`Runtime::reload`]). A request keeps the one it started with.
     pub document: RwLock<Arc<str>>,
-    pub kv: Kv,
+    pub kv: kv::Store,
     pub kv_fault: Option<kv::KvFault>,
     pub limiter: Limiter,
     pub upstream: Upstream,
@@ -329,35 +329,28 @@ impl wit_kv::Host for State {
         if let Some(e) = injected_kv_fault(self.shared.kv_fault).await {
             return Ok(Err(e));
         }
-        Ok(self.shared.kv.get(&key).map_err(kv_error))
+        Ok(self.shared.kv.get(key).await.map_err(kv_error))
     }
 
     async fn set(&mut self, key: String, value: Vec<u8>, ttl_seconds: Option<u32>) -> wasmtime::Result<Result<(), wit_kv::KvError>> {
         if let Some(e) = injected_kv_fault(self.shared.kv_fault).await {
             return Ok(Err(e));
         }
-        let shared = self.shared.clone();
-        // A redb commit is blocking file I/O: keep it off the async workers.
-        let result = tokio::task::spawn_blocking(move || shared.kv.set(&key, &value, ttl_seconds)).await?;
-        Ok(result.map_err(kv_error))
+        Ok(self.shared.kv.set(key, value, ttl_seconds).await.map_err(kv_error))
     }
 
     async fn delete(&mut self, key: String) -> wasmtime::Result<Result<(), wit_kv::KvError>> {
         if let Some(e) = injected_kv_fault(self.shared.kv_fault).await {
             return Ok(Err(e));
         }
-        let shared = self.shared.clone();
-        let result = tokio::task::spawn_blocking(move || shared.kv.delete(&key)).await?;
-        Ok(result.map_err(kv_error))
+        Ok(self.shared.kv.delete(key).await.map_err(kv_error))
     }
 
     async fn set_if_absent(&mut self, key: String, value: Vec<u8>, ttl_seconds: Option<u32>) -> wasmtime::Result<Result<bool, wit_kv::KvError>> {
         if let Some(e) = injected_kv_fault(self.shared.kv_fault).await {
             return Ok(Err(e));
         }
-        let shared = self.shared.clone();
-        let result = tokio::task::spawn_blocking(move || shared.kv.set_if_absent(&key, &value, ttl_seconds)).await?;
-        Ok(result.map_err(kv_error))
+        Ok(self.shared.kv.set_if_absent(key, value, ttl_seconds).await.map_err(kv_error))
     }
 }
 
@@ -415,8 +408,10 @@ impl limiter::Host for State {
         limit: u32,
         period_seconds: u32,
     ) -> wasmtime::Result<Result<limiter::Decision, limiter::LimiterError>> {
-        let d = self.shared.limiter.check(&policy, &key, limit, period_seconds);
-        Ok(Ok(limiter::Decision { allowed: d.allowed, retry_after_seconds: d.retry_after_seconds }))
+        Ok(match self.shared.limiter.check(&policy, &key, limit, period_seconds).await {
+            Ok(d) => Ok(limiter::Decision { allowed: d.allowed, retry_after_seconds: d.retry_after_seconds }),
+            Err(why) => Err(limiter::LimiterError::Unavailable(why)),
+        })
     }
 }
 

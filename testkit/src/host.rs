@@ -142,10 +142,15 @@ impl Host {
     /// empty directory (no `dist/`), with the component built into it and
     /// its default data directory.
     pub async fn start_built_in(document: &str, args: &[&str]) -> Host {
+        Self::start_built_in_with_env(document, args, &[]).await
+    }
+
+    /// [`Host::start_built_in`] with environment variables (secrets).
+    pub async fn start_built_in_with_env(document: &str, args: &[&str], env: &[(&str, &str)]) -> Host {
         let (dir, config) = Self::test_dir(document);
         let binary = std::path::absolute(crate::edgeproxy_binary()).unwrap();
         let mut command = Command::new(binary);
-        command.current_dir(&dir).arg("serve").arg("--config").arg(&config).args(["--listen", "127.0.0.1:0"]).args(args);
+        command.current_dir(&dir).arg("serve").arg("--config").arg(&config).args(["--listen", "127.0.0.1:0"]).args(args).envs(env.iter().copied());
         Self::launch(command, dir, false).await
     }
 

@@ -9,13 +9,36 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 
 pub struct Redis {
-    _child: Child,
+    child: Option<Child>,
     port: u16,
 }
 
 impl Redis {
     pub async fn start() -> Redis {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        Redis { child: Some(Self::spawn(port).await), port }
+    }
+
+    /// Stops the server (an outage); [`Redis::restart`] brings it back, empty, on the same port.
+    pub async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await.unwrap();
+        }
+    }
+
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.child = Some(Self::spawn(self.port).await);
+    }
+
+    /// `redis-cli` against this server: its output, trimmed.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = std::process::Command::new("redis-cli").args(["-p", &self.port.to_string()]).args(args).output().expect("run redis-cli");
+        assert!(out.status.success(), "redis-cli {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    async fn spawn(port: u16) -> Child {
         let child = Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
@@ -27,7 +50,7 @@ impl Redis {
             assert!(started.elapsed() < Duration::from_secs(10), "redis-server did not answer PING on port {port} within 10 s");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Redis { _child: child, port }
+        child
     }
 
     /// `redis://127.0.0.1:PORT`

@@ -1,0 +1,142 @@
+//! Several `edgeproxy serve` processes behind one load balancer, sharing one
+//! Redis (`--kv redis://...`): the cache, image-cache's originals and
+//! generation leases, and the rate limits, with TTLs as Redis expiry. Each
+//! host has its own data directory, so nothing is shared through a file.
+//! A property of the wasmtime host's binary: the wasmtime pass only.
+
+use edgeproxy_testkit::images::{FakeReplicate, TOKEN};
+use edgeproxy_testkit::redis::Redis;
+use edgeproxy_testkit::{Host, Upstream};
+
+fn wasmtime_pass() -> bool {
+    Host::kind() == "wasmtime"
+}
+
+/// A GET of `path` from `host` as a load balancer passes it on: with the
+/// public name clients use (the cache keys on it), not the instance's address.
+async fn get(host: &Host, path: &str) -> reqwest::Response {
+    reqwest::Client::builder().no_proxy().build().unwrap().get(host.url(path)).header("host", "edge.test").send().await.unwrap()
+}
+
+/// Two hosts on `document`, both with their store and limiter on `redis`.
+async fn two_hosts(document: &str, redis: &Redis, env: &[(&str, &str)]) -> (Host, Host) {
+    let url = redis.url();
+    let args = ["--kv", url.as_str()];
+    (Host::start_built_in_with_env(document, &args, env).await, Host::start_built_in_with_env(document, &args, env).await)
+}
+
+fn gateway(origin: &str, extra: &str) -> String {
+    format!("[[route]]\nhost = \"*\"\n[route.api-gateway]\norigin = \"{origin}\"\n{extra}")
+}
+
+const CACHE: &str = "[route.api-gateway.cache]\nmax_entry_bytes = 4096\n";
+
+async fn x_cache(host: &Host, path: &str) -> (String, String) {
+    let response = get(host, path).await;
+    assert_eq!(response.status(), 200);
+    let x_cache = response.headers()["x-cache"].to_str().unwrap().to_owned();
+    (x_cache, response.text().await.unwrap())
+}
+
+/// What one host stored, the other serves: the origin is asked once, and
+/// the entry's TTL is Redis's expiry on its key.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_response_cached_by_one_host_is_a_hit_on_the_other() {
+    if !wasmtime_pass() {
+        return;
+    }
+    let redis = Redis::start().await;
+    let upstream = Upstream::start().await;
+    let (a, b) = two_hosts(&gateway(&upstream.url(), CACHE), &redis, &[]).await;
+    let path = "/cacheable/shared?cc=max-age=300";
+    assert_eq!(x_cache(&a, path).await, ("MISS".to_owned(), "/cacheable/shared #1 lang=".to_owned()));
+    assert_eq!(x_cache(&b, path).await, ("HIT".to_owned(), "/cacheable/shared #1 lang=".to_owned()));
+    assert_eq!(upstream.hits("/cacheable/shared"), 1);
+
+    let keys = redis.cli(&["--scan", "--pattern", "edgeproxy:kv:*"]);
+    assert!(!keys.is_empty(), "the entry is in Redis");
+    for key in keys.lines() {
+        let ttl: i64 = redis.cli(&["TTL", key]).parse().unwrap();
+        assert!((1..=100_000).contains(&ttl), "{key} has TTL {ttl}: cache entries expire in Redis");
+    }
+}
+
+/// One image, asked of both hosts at once: one prediction, one original,
+/// the same bytes from both (the generation lease is `SET NX` in Redis).
+#[tokio::test(flavor = "multi_thread")]
+async fn two_hosts_generate_an_image_once() {
+    if !wasmtime_pass() {
+        return;
+    }
+    let redis = Redis::start().await;
+    let replicate = FakeReplicate::start(3600).await;
+    let (a, b) = two_hosts(&replicate.document("generation = \"open\""), &redis, &[("EDGEPROXY_SECRET_REPLICATE_TOKEN", TOKEN)]).await;
+    let requests = (0..6).map(|i| {
+        let host = if i % 2 == 0 { &a } else { &b };
+        get(host, "/640x480/shared-herd")
+    });
+    let responses = futures_util::future::join_all(requests).await;
+    let etags: Vec<String> = responses.iter().map(|r| format!("{} {:?}", r.status(), r.headers().get("etag"))).collect();
+    assert!(etags.iter().all(|e| e == &etags[0] && e.starts_with("200")), "{etags:?}");
+    assert_eq!(replicate.creations("shared-herd").await.len(), 1, "one prediction for two hosts");
+}
+
+/// A limit of 4 per minute holds across both hosts: the fifth request is
+/// refused whichever host it reaches.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_rate_limit_holds_across_both_hosts() {
+    if !wasmtime_pass() {
+        return;
+    }
+    let redis = Redis::start().await;
+    let upstream = Upstream::start().await;
+    let (a, b) = two_hosts(&gateway(&upstream.url(), "[route.api-gateway.rate_limit]\nrequests = 4\nperiod_seconds = 60\n"), &redis, &[]).await;
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        let host = if i % 2 == 0 { &a } else { &b };
+        let response = get(host, "/echo/limited").await;
+        if response.status() == 429 {
+            let retry: u32 = response.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+            assert!((1..=15).contains(&retry), "a token is back in 15 s at 4 per minute, not {retry}");
+        }
+        statuses.push(response.status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200, 200, 429, 429]);
+    assert_eq!(upstream.seen().len(), 4);
+}
+
+/// Redis goes away: requests are still served (the cache misses, the limit
+/// fails open), promptly; when it is back, the hosts use it again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redis_outage_degrades_to_misses_and_recovers() {
+    if !wasmtime_pass() {
+        return;
+    }
+    let mut redis = Redis::start().await;
+    let upstream = Upstream::start().await;
+    let document = gateway(&upstream.url(), &format!("{CACHE}[route.api-gateway.rate_limit]\nrequests = 100\nperiod_seconds = 60\n"));
+    let (a, b) = two_hosts(&document, &redis, &[]).await;
+    let path = "/cacheable/outage?cc=max-age=300";
+    assert_eq!(x_cache(&a, path).await.0, "MISS");
+
+    redis.stop().await;
+    for host in [&a, &b] {
+        let started = std::time::Instant::now();
+        let (x_cache, body) = x_cache(host, path).await;
+        assert_eq!(x_cache, "MISS", "no store, no hit");
+        assert!(body.starts_with("/cacheable/outage #"), "{body}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(3), "took {:?}", started.elapsed());
+    }
+
+    redis.restart().await;
+    let started = std::time::Instant::now();
+    // The connection comes back within a few requests.
+    loop {
+        x_cache(&a, path).await;
+        if x_cache(&b, path).await.0 == "HIT" {
+            break;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "the hosts did not use Redis again within 10 s");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
