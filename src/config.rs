@@ -48,6 +48,18 @@ pub enum App<'a> {
     HubGateway(&'a hub_gateway::Options),
 }
 
+impl App<'_> {
+    /// Its name in the document (`[route.<name>]`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            App::ApiGateway(_) => "api-gateway",
+            App::HfMirror(_) => "hf-mirror",
+            App::ImageCache(_) => "image-cache",
+            App::HubGateway(_) => "hub-gateway",
+        }
+    }
+}
+
 /// Every problem with a document: a TOML or schema error (TOML stops at the
 /// first), or else one per route that is wrong, each naming its route and
 /// key. Empty when the document is valid.

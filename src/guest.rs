@@ -9,7 +9,7 @@ wit_bindgen::generate!({
     world: "edgeproxy",
 });
 
-use edgeproxy::platform::{body, clock, config, http_client, kv, limiter, types};
+use edgeproxy::platform::{body, clock, config, http_client, kv, limiter, telemetry, types};
 use exports::edgeproxy::platform::{checker, handler};
 
 struct Component;
@@ -116,6 +116,10 @@ impl Platform for WitHost {
             Err(limiter::LimiterError::UnknownPolicy(p)) => Err(format!("the host has no rate limiter named {p:?}")),
             Err(limiter::LimiterError::Unavailable(why)) => Err(why),
         }
+    }
+
+    fn routed(&self, route: u32, app: &str) {
+        telemetry::routed(route, app);
     }
 }
 

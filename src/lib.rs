@@ -38,6 +38,7 @@ fn serve<P: Platform>(platform: &P, request: Request<P::Body>, client_ip: Option
     let (route_index, prefix, app) = document
         .route(&incoming.authority, &incoming.path)
         .ok_or_else(|| ProxyError::not_found(format!("no route serves host {} and path {}", incoming.authority, incoming.path)))?;
+    platform.routed(route_index as u32 + 1, app.name());
     let session = Session { platform, incoming, method: request.method.clone(), headers: request.headers.clone(), client_ip };
     Ok(match app {
         App::ApiGateway(options) => phases::run(&ApiGateway { options, route_index }, &session, request),

@@ -143,4 +143,8 @@ pub trait Platform {
     fn sleep_ms(&self, ms: u32);
 
     fn rate_limit(&self, policy: &str, key: &str, limit: u32, period_seconds: u32) -> Result<Decision, String>;
+
+    /// Tells the host which route (numbered from 1) and app answer this
+    /// request, for its metrics. Only the WIT host has a use for it.
+    fn routed(&self, _route: u32, _app: &str) {}
 }

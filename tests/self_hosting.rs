@@ -404,3 +404,75 @@ async fn sighup_reloads_the_certificate_and_refuses_a_broken_one() {
     assert_eq!(get(&new_cert).status, 200, "the pair in use stays");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// `--admin-listen`: after known traffic, `/metrics` counts it by route, app
+/// and status, times it, counts upstream and store errors by kind, and the
+/// bytes each way; `/healthz` and `/readyz` answer, and `/readyz` turns 503
+/// when the drain starts, while a request is still in flight.
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_count_known_traffic_and_readiness_follows_the_drain() {
+    use edgeproxy_testkit::metrics::{Samples, admin_url};
+    if !wasmtime_pass() {
+        return;
+    }
+    let upstream = Upstream::start().await;
+    let origin = upstream.url();
+    let document = format!(
+        "[[route]]\nhost = \"api.test\"\n[route.api-gateway]\norigin = \"{origin}\"\n\n\
+         [[route]]\nhost = \"zoo.test\"\n[route.image-cache]\n\n\
+         [[route]]\nhost = \"dead.test\"\n[route.api-gateway]\norigin = \"http://127.0.0.1:1\"\n"
+    );
+    // The store fails every operation: image-cache still serves, and each failure is counted.
+    let host = Host::start_built_in(&document, &["--admin-listen", "127.0.0.1:0", "--kv-fault", "unavailable"]).await;
+    let admin = admin_url(&host).await;
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let send = |name: &str, path: &str, body: Option<Vec<u8>>| {
+        let request = match body {
+            Some(body) => client.post(host.url(path)).body(body),
+            None => client.get(host.url(path)),
+        };
+        let name = name.to_owned();
+        async move { request.header("host", name).send().await.unwrap().bytes().await.unwrap().len() as f64 }
+    };
+    let mut sent = 0.0;
+    for _ in 0..3 {
+        sent += send("api.test", "/echo/metrics", None).await;
+    }
+    sent += send("api.test", "/echo/metrics", Some(vec![b'x'; 1000])).await;
+    for _ in 0..2 {
+        sent += send("api.test", "/status/503", None).await;
+    }
+    sent += send("zoo.test", "/64x48/metrics-sloth", None).await;
+    sent += send("dead.test", "/anything", None).await;
+    sent += send("nowhere.test", "/", None).await;
+
+    let samples = Samples::scrape(&admin).await;
+    let requests = |route: &str, app: &str, status: &str| samples.get("edgeproxy_requests_total", &[("route", route), ("app", app), ("status", status)]);
+    assert_eq!(requests("1", "api-gateway", "200"), Some(4.0));
+    assert_eq!(requests("1", "api-gateway", "503"), Some(2.0));
+    assert_eq!(requests("2", "image-cache", "200"), Some(1.0));
+    assert_eq!(requests("3", "api-gateway", "502"), Some(1.0));
+    assert_eq!(requests("none", "none", "404"), Some(1.0));
+    assert_eq!(samples.get("edgeproxy_upstream_errors_total", &[("kind", "connection_failed")]), Some(1.0));
+    assert!(samples.get("edgeproxy_kv_errors_total", &[("operation", "get")]).unwrap_or(0.0) >= 1.0, "image-cache's failed store reads are counted");
+    let api = [("route", "1"), ("app", "api-gateway")];
+    assert_eq!(samples.get("edgeproxy_request_duration_seconds_count", &api), Some(6.0));
+    assert_eq!(samples.get("edgeproxy_guest_seconds_count", &api), Some(6.0));
+    let (guest, total) = (samples.get("edgeproxy_guest_seconds_sum", &api).unwrap(), samples.get("edgeproxy_request_duration_seconds_sum", &api).unwrap());
+    assert!(guest > 0.0 && guest < total, "guest time {guest} s is part of the requests' {total} s");
+    assert_eq!(samples.get("edgeproxy_received_bytes_total", &[]), Some(1000.0));
+    assert_eq!(samples.get("edgeproxy_sent_bytes_total", &[]), Some(sent), "every body byte the clients read");
+
+    let status = |path: &'static str| {
+        let url = format!("{admin}{path}");
+        async move { reqwest::Client::builder().no_proxy().build().unwrap().get(url).send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!((status("/healthz").await, status("/readyz").await), (200, 200));
+    let slow = client.get(host.url("/slow")).header("host", "api.test").send();
+    let in_flight = tokio::spawn(slow);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    host.signal("TERM");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!((status("/healthz").await, status("/readyz").await), (200, 503), "draining: alive, but not ready");
+    assert_eq!(in_flight.await.unwrap().unwrap().status(), 200);
+}

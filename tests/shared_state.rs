@@ -21,7 +21,7 @@ async fn get(host: &Host, path: &str) -> reqwest::Response {
 /// Two hosts on `document`, both with their store and limiter on `redis`.
 async fn two_hosts(document: &str, redis: &Redis, env: &[(&str, &str)]) -> (Host, Host) {
     let url = redis.url();
-    let args = ["--kv", url.as_str()];
+    let args = ["--kv", url.as_str(), "--admin-listen", "127.0.0.1:0"];
     (Host::start_built_in_with_env(document, &args, env).await, Host::start_built_in_with_env(document, &args, env).await)
 }
 
@@ -105,8 +105,15 @@ async fn one_rate_limit_holds_across_both_hosts() {
     assert_eq!(upstream.seen().len(), 4);
 }
 
+/// `/readyz` on a host's admin address.
+async fn readiness(host: &Host) -> u16 {
+    let admin = edgeproxy_testkit::metrics::admin_url(host).await;
+    reqwest::Client::builder().no_proxy().build().unwrap().get(format!("{admin}/readyz")).send().await.unwrap().status().as_u16()
+}
+
 /// Redis goes away: requests are still served (the cache misses, the limit
-/// fails open), promptly; when it is back, the hosts use it again.
+/// fails open), promptly, and `/readyz` says the store does not answer; when
+/// it is back, the hosts use it again.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_redis_outage_degrades_to_misses_and_recovers() {
     if !wasmtime_pass() {
@@ -118,8 +125,10 @@ async fn a_redis_outage_degrades_to_misses_and_recovers() {
     let (a, b) = two_hosts(&document, &redis, &[]).await;
     let path = "/cacheable/outage?cc=max-age=300";
     assert_eq!(x_cache(&a, path).await.0, "MISS");
+    assert_eq!(readiness(&a).await, 200);
 
     redis.stop().await;
+    assert_eq!(readiness(&a).await, 503);
     for host in [&a, &b] {
         let started = std::time::Instant::now();
         let (x_cache, body) = x_cache(host, path).await;
@@ -139,4 +148,5 @@ async fn a_redis_outage_degrades_to_misses_and_recovers() {
         assert!(started.elapsed() < std::time::Duration::from_secs(10), "the hosts did not use Redis again within 10 s");
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
+    assert_eq!(readiness(&b).await, 200);
 }

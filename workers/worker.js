@@ -242,6 +242,11 @@ function imports(env) {
         return { allowed: true, retryAfterSeconds: 0 };
       },
     },
+    // The wasmtime host labels its metrics with the route; Workers has its
+    // own analytics, so the name is not needed here.
+    "edgeproxy:platform/telemetry": {
+      routed() {},
+    },
   };
 }
 

@@ -161,6 +161,42 @@ where
     }
 }
 
+/// A body whose data bytes are added to a counter as they pass (the
+/// metrics' bytes received and sent).
+pub struct Counted<B> {
+    inner: B,
+    counter: prometheus_client::metrics::counter::Counter,
+}
+
+impl<B> Counted<B> {
+    pub fn new(inner: B, counter: prometheus_client::metrics::counter::Counter) -> Self {
+        Counted { inner, counter }
+    }
+}
+
+impl<B: Body<Data = Bytes> + Unpin> Body for Counted<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            self.counter.inc_by(data.len() as u64);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// A body whose first frame has already been read (see
 /// `server::first_frame_read`), put back in front of the rest.
 pub struct Prefetched<B> {

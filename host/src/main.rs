@@ -7,6 +7,7 @@ mod framing;
 mod kv;
 mod limiter;
 mod limits;
+mod metrics;
 mod redis;
 mod runtime;
 mod server;
@@ -108,6 +109,10 @@ struct ServeArgs {
     /// The access log: `line` (CLIENT "METHOD URL" STATUS TIMEms) or `json` (one object per line).
     #[arg(long, value_enum, default_value_t = server::LogFormat::Line)]
     log_format: server::LogFormat,
+    /// Serve Prometheus metrics (/metrics) and health checks (/healthz,
+    /// /readyz) on this address, apart from client traffic. Off without it.
+    #[arg(long, value_name = "ADDRESS")]
+    admin_listen: Option<SocketAddr>,
     #[command(flatten)]
     limits: LimitArgs,
     /// Make the key-value store fail or be slow (for testing how apps degrade).
@@ -203,7 +208,14 @@ fn main() -> anyhow::Result<()> {
 /// What requests share, with the store in `data_dir` and limits in memory.
 fn shared(document: String, data_dir: &std::path::Path, upstream_body_timeout: Duration) -> anyhow::Result<runtime::Shared> {
     let store = kv::Store::Local(Arc::new(kv::Kv::open(data_dir)?));
-    Ok(runtime::Shared { document: std::sync::RwLock::new(document.into()), kv: store, kv_fault: None, limiter: limiter::Limiter::Local(limiter::Buckets::new()), upstream: upstream::Upstream::new(upstream_body_timeout)? })
+    Ok(runtime::Shared {
+        document: std::sync::RwLock::new(document.into()),
+        kv: store,
+        kv_fault: None,
+        limiter: limiter::Limiter::Local(limiter::Buckets::new()),
+        upstream: upstream::Upstream::new(upstream_body_timeout)?,
+        metrics: Arc::new(metrics::Metrics::new()),
+    })
 }
 
 /// `serve`'s shared state: [`shared`], or with the store and the limiter on Redis.
@@ -221,6 +233,7 @@ async fn serve_shared(args: &ServeArgs, document: String) -> anyhow::Result<runt
         kv_fault: args.kv_fault,
         limiter: limiter::Limiter::Redis(redis),
         upstream: upstream::Upstream::new(args.limits.upstream_body_timeout())?,
+        metrics: Arc::new(metrics::Metrics::new()),
     })
 }
 
@@ -244,7 +257,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if args.config.is_some() || tls.is_some() {
         tokio::spawn(reload_on_hangup(runtime.clone(), args.config.clone(), tls.clone()));
     }
+    let admin = match args.admin_listen {
+        Some(address) => Some(tokio::net::TcpListener::bind(address).await.with_context(|| format!("cannot listen on {address} (--admin-listen)"))?),
+        None => None,
+    };
     eprintln!("edgeproxy: serving {name} on {scheme}://{}", listener.local_addr()?);
+    if let Some(admin) = admin {
+        eprintln!("edgeproxy: metrics and health checks on http://{}", admin.local_addr()?);
+        tokio::spawn(metrics::serve_admin(admin, runtime.shared().clone()));
+    }
 
     let purger = runtime.shared().clone();
     tokio::spawn(async move {
@@ -254,7 +275,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             purger.kv.purge_expired().await;
         }
     });
-    server::serve(listener, runtime, server::ServerOptions { scheme, tls, limits: args.limits.server(), log_format: args.log_format }, shutdown).await
+    let metrics = runtime.shared().metrics.clone();
+    server::serve(listener, runtime, server::ServerOptions { scheme, tls, limits: args.limits.server(), log_format: args.log_format, metrics }, shutdown).await
 }
 
 /// SIGHUP: the config document is read again and, if the component finds no
@@ -301,7 +323,7 @@ async fn serve_spin(args: SpinArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     let shutdown = shutdown_signal();
     eprintln!("edgeproxy: serving {} (Spin-compatible) on http://{}", args.component.display(), listener.local_addr()?);
-    server::serve(listener, runtime, server::ServerOptions { scheme: "http".into(), tls: None, limits: args.limits.server(), log_format: server::LogFormat::Line }, shutdown).await
+    server::serve(listener, runtime, server::ServerOptions { scheme: "http".into(), tls: None, limits: args.limits.server(), log_format: server::LogFormat::Line, metrics: Arc::new(metrics::Metrics::new()) }, shutdown).await
 }
 
 fn sign(path: &str, secret: &str, expires_in: u64) -> anyhow::Result<()> {

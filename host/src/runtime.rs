@@ -15,6 +15,7 @@ use crate::body::{HostBody, ReadError};
 use crate::kv;
 use crate::limiter::Limiter;
 use crate::limits::{GuestLimits, MemoryCap};
+use crate::metrics::{Metrics, Routed};
 use crate::upstream::Upstream;
 
 wasmtime::component::bindgen!({
@@ -25,7 +26,7 @@ wasmtime::component::bindgen!({
     with: { "edgeproxy:platform/body.body": crate::body::HostBody },
 });
 
-use edgeproxy::platform::{body, clock, config, http_client, kv as wit_kv, limiter, types};
+use edgeproxy::platform::{body, clock, config, http_client, kv as wit_kv, limiter, telemetry, types};
 
 /// Bytes of each instance's linear memory kept resident between requests:
 /// the core's initial memory, set in .cargo/config.toml.
@@ -64,6 +65,7 @@ pub struct Shared {
     pub kv_fault: Option<kv::KvFault>,
     pub limiter: Limiter,
     pub upstream: Upstream,
+    pub metrics: Arc<Metrics>,
 }
 
 /// One request's state.
@@ -74,6 +76,18 @@ pub struct State {
     /// The client request's id, added to each upstream request that has none.
     request_id: Option<String>,
     memory: MemoryCap,
+    /// The route the core named (`telemetry.routed`), for the metrics.
+    routed: Option<Routed>,
+    /// Time the guest spent blocked on host operations (upstreams, the
+    /// store, the limiter, bodies, sleeps): not the guest's own time.
+    host_wait: Duration,
+}
+
+/// Awaits a host operation the guest is blocked on, and how long it took.
+async fn timed<T>(operation: impl Future<Output = T>) -> (T, Duration) {
+    let started = Instant::now();
+    let out = operation.await;
+    (out, started.elapsed())
 }
 
 pub struct Runtime {
@@ -116,6 +130,7 @@ pub struct GuestResponse {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Option<HostBody>,
+    pub routed: Option<Routed>,
 }
 
 impl Pool {
@@ -210,7 +225,7 @@ impl Runtime {
         self.last_instance_ms.store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
         let pool = self.pool.read().expect("the pool lock is never poisoned").clone();
         let document = self.shared.document.read().expect("the document lock is never poisoned").clone();
-        let mut store = Store::new(&pool.engine, State { table: ResourceTable::new(), shared: self.shared.clone(), document, request_id: None, memory: self.limits.memory_cap() });
+        let mut store = Store::new(&pool.engine, State { table: ResourceTable::new(), shared: self.shared.clone(), document, request_id: None, memory: self.limits.memory_cap(), routed: None, host_wait: Duration::ZERO });
         self.limits.arm(&mut store, |state| &mut state.memory);
         let instance = pool.pre.instantiate_async(&mut store).await?;
         Ok((store, instance))
@@ -238,6 +253,7 @@ impl Runtime {
     /// trap, which the server turns into a 503 when a guest limit caused it
     /// and a 500 otherwise.
     pub async fn handle(&self, request: GuestRequest) -> anyhow::Result<GuestResponse> {
+        let started = Instant::now();
         let (mut store, instance) = self.instantiate().await?;
         store.data_mut().request_id = request.request_id;
         let body = match request.body {
@@ -253,7 +269,9 @@ impl Runtime {
             Some(b) => Some(store.data_mut().table.delete(b)?),
             None => None,
         };
-        Ok(GuestResponse { status: response.status, headers: response.headers, body })
+        let state = store.data_mut();
+        self.shared.metrics.guest_ran(state.routed.as_ref(), started.elapsed().saturating_sub(state.host_wait));
+        Ok(GuestResponse { status: response.status, headers: response.headers, body, routed: state.routed.take() })
     }
 }
 
@@ -268,7 +286,9 @@ impl body::HostBody for State {
 
     async fn read(&mut self, this: Resource<HostBody>, max: u32) -> wasmtime::Result<Result<Option<Vec<u8>>, body::BodyError>> {
         let body = self.table.get_mut(&this)?;
-        Ok(match body.read(max as usize).await {
+        let (read, waited) = timed(body.read(max as usize)).await;
+        self.host_wait += waited;
+        Ok(match read {
             Ok(chunk) => Ok(chunk.map(|b| b.to_vec())),
             Err(ReadError::Broken(why)) => Err(body::BodyError::Broken(why)),
             Err(ReadError::Timeout) => Err(body::BodyError::Timeout),
@@ -306,7 +326,8 @@ impl http_client::Host for State {
         {
             headers.push((crate::server::REQUEST_ID.to_owned(), id.clone()));
         }
-        let sent = self.shared.upstream.send(&request.method, &request.url, headers, body, options.timeout_ms).await;
+        let (sent, waited) = timed(self.shared.upstream.send(&request.method, &request.url, headers, body, options.timeout_ms)).await;
+        self.host_wait += waited;
         Ok(match sent {
             Ok(response) => {
                 let body = match response.body {
@@ -315,8 +336,24 @@ impl http_client::Host for State {
                 };
                 Ok(types::Response { status: response.status, headers: response.headers, body })
             }
-            Err(e) => Err(e),
+            Err(e) => {
+                self.shared.metrics.upstream_error(http_error_kind(&e));
+                Err(e)
+            }
         })
+    }
+}
+
+fn http_error_kind(e: &http_client::HttpError) -> &'static str {
+    use http_client::HttpError as E;
+    match e {
+        E::InvalidUrl(_) => "invalid_url",
+        E::Denied(_) => "denied",
+        E::DnsError(_) => "dns_error",
+        E::ConnectionFailed(_) => "connection_failed",
+        E::Timeout => "timeout",
+        E::TlsError(_) => "tls_error",
+        E::ProtocolError(_) => "protocol_error",
     }
 }
 
@@ -326,31 +363,43 @@ impl wit_kv::Host for State {
     }
 
     async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, wit_kv::KvError>> {
-        if let Some(e) = injected_kv_fault(self.shared.kv_fault).await {
-            return Ok(Err(e));
-        }
-        Ok(self.shared.kv.get(key).await.map_err(kv_error))
+        let shared = self.shared.clone();
+        Ok(self.kv_operation("get", shared.kv.get(key)).await)
     }
 
     async fn set(&mut self, key: String, value: Vec<u8>, ttl_seconds: Option<u32>) -> wasmtime::Result<Result<(), wit_kv::KvError>> {
-        if let Some(e) = injected_kv_fault(self.shared.kv_fault).await {
-            return Ok(Err(e));
-        }
-        Ok(self.shared.kv.set(key, value, ttl_seconds).await.map_err(kv_error))
+        let shared = self.shared.clone();
+        Ok(self.kv_operation("set", shared.kv.set(key, value, ttl_seconds)).await)
     }
 
     async fn delete(&mut self, key: String) -> wasmtime::Result<Result<(), wit_kv::KvError>> {
-        if let Some(e) = injected_kv_fault(self.shared.kv_fault).await {
-            return Ok(Err(e));
-        }
-        Ok(self.shared.kv.delete(key).await.map_err(kv_error))
+        let shared = self.shared.clone();
+        Ok(self.kv_operation("delete", shared.kv.delete(key)).await)
     }
 
     async fn set_if_absent(&mut self, key: String, value: Vec<u8>, ttl_seconds: Option<u32>) -> wasmtime::Result<Result<bool, wit_kv::KvError>> {
-        if let Some(e) = injected_kv_fault(self.shared.kv_fault).await {
-            return Ok(Err(e));
+        let shared = self.shared.clone();
+        Ok(self.kv_operation("set_if_absent", shared.kv.set_if_absent(key, value, ttl_seconds)).await)
+    }
+}
+
+impl State {
+    /// A store operation as the guest sees it: the `--kv-fault` switch
+    /// first, its time counted as a wait, a failure counted in the metrics.
+    async fn kv_operation<T>(&mut self, name: &'static str, operation: impl Future<Output = Result<T, kv::KvError>>) -> Result<T, wit_kv::KvError> {
+        let fault = self.shared.kv_fault;
+        let (result, waited) = timed(async move {
+            match injected_kv_fault(fault).await {
+                Some(e) => Err(e),
+                None => operation.await.map_err(kv_error),
+            }
+        })
+        .await;
+        self.host_wait += waited;
+        if result.is_err() {
+            self.shared.metrics.kv_error(name);
         }
-        Ok(self.shared.kv.set_if_absent(key, value, ttl_seconds).await.map_err(kv_error))
+        result
     }
 }
 
@@ -395,7 +444,8 @@ impl clock::Host for State {
     }
 
     async fn sleep_ms(&mut self, ms: u32) -> wasmtime::Result<()> {
-        tokio::time::sleep(std::time::Duration::from_millis(u64::from(ms))).await;
+        let ((), waited) = timed(tokio::time::sleep(std::time::Duration::from_millis(u64::from(ms)))).await;
+        self.host_wait += waited;
         Ok(())
     }
 }
@@ -408,10 +458,20 @@ impl limiter::Host for State {
         limit: u32,
         period_seconds: u32,
     ) -> wasmtime::Result<Result<limiter::Decision, limiter::LimiterError>> {
-        Ok(match self.shared.limiter.check(&policy, &key, limit, period_seconds).await {
+        let shared = self.shared.clone();
+        let (checked, waited) = timed(shared.limiter.check(&policy, &key, limit, period_seconds)).await;
+        self.host_wait += waited;
+        Ok(match checked {
             Ok(d) => Ok(limiter::Decision { allowed: d.allowed, retry_after_seconds: d.retry_after_seconds }),
             Err(why) => Err(limiter::LimiterError::Unavailable(why)),
         })
+    }
+}
+
+impl telemetry::Host for State {
+    async fn routed(&mut self, route: u32, app: String) -> wasmtime::Result<()> {
+        self.routed = Some(Routed { route, app });
+        Ok(())
     }
 }
 

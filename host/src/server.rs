@@ -14,7 +14,8 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 
-use crate::body::{BoxError, HostBody, IdleTimeout, Prefetched};
+use crate::body::{BoxError, Counted, HostBody, IdleTimeout, Prefetched};
+use crate::metrics::{Metrics, Routed};
 use crate::framing::Watched;
 use crate::runtime::{GuestRequest, Runtime};
 
@@ -26,6 +27,8 @@ pub struct ServerOptions {
     pub tls: Option<Arc<crate::tls::Tls>>,
     pub limits: ServerLimits,
     pub log_format: LogFormat,
+    /// What the server counts (metrics.rs); `--admin-listen` exposes it.
+    pub metrics: Arc<Metrics>,
 }
 
 /// The access log's shape: one line per request either way, on stdout.
@@ -59,12 +62,12 @@ pub struct ServerLimits {
 }
 
 /// A client's request body, as handlers get it.
-pub type ClientBody = Prefetched<IdleTimeout<Incoming>>;
+pub type ClientBody = Prefetched<IdleTimeout<Counted<Incoming>>>;
 
 /// What answers requests: the edgeproxy runtime, or the Spin-compatible one
 /// (spin.rs). The server around it is the same.
 pub trait Handler: Send + Sync + 'static {
-    type Body: http_body::Body<Data = bytes::Bytes, Error: Into<BoxError>> + Send + 'static;
+    type Body: http_body::Body<Data = bytes::Bytes, Error: Into<BoxError>> + Send + Unpin + 'static;
     /// `url` is the absolute URL the client asked for.
     fn handle(&self, request: hyper::Request<ClientBody>, url: String, peer: SocketAddr) -> impl Future<Output = hyper::Response<Self::Body>> + Send;
 }
@@ -109,6 +112,7 @@ pub async fn serve<H: Handler>(listener: TcpListener, handler: Arc<H>, options: 
         });
     }
     drop(listener);
+    options.metrics.draining.store(true, std::sync::atomic::Ordering::Relaxed);
     eprintln!("edgeproxy: shutting down; waiting up to {} s for open requests", limits.drain_timeout.as_secs());
     tokio::select! {
         () = graceful.shutdown() => {}
@@ -177,7 +181,7 @@ async fn refuse_connection(mut stream: tokio::net::TcpStream) {
 ///
 /// `both_lengths`: the request's head had Content-Length and
 /// Transfer-Encoding (framing.rs), a conflict refused before anything else.
-async fn logged<H: Handler>(handler: Arc<H>, options: Arc<ServerOptions>, peer: SocketAddr, both_lengths: bool, mut req: hyper::Request<Incoming>) -> Result<hyper::Response<Either<H::Body, HostBody>>, Infallible> {
+async fn logged<H: Handler>(handler: Arc<H>, options: Arc<ServerOptions>, peer: SocketAddr, both_lengths: bool, mut req: hyper::Request<Incoming>) -> Result<hyper::Response<Counted<Either<H::Body, HostBody>>>, Infallible> {
     let started = Instant::now();
     let method = req.method().clone();
     let request_id = request_id(req.headers());
@@ -185,7 +189,7 @@ async fn logged<H: Handler>(handler: Arc<H>, options: Arc<ServerOptions>, peer: 
     req.headers_mut().insert(REQUEST_ID, id_header.clone());
     let target = if both_lengths { Err(length_conflict()) } else { request_url(&req, &options.scheme) };
     let (url, mut response) = match target {
-        Ok(url) => match first_frame_read(req, options.limits.body_idle_timeout).await {
+        Ok(url) => match first_frame_read(req, options.limits.body_idle_timeout, &options.metrics).await {
             Ok(req) => (url.clone(), handler.handle(req, url, peer).await.map(Either::Left)),
             Err(refusal) => (url, refusal.map(Either::Right)),
         },
@@ -194,7 +198,9 @@ async fn logged<H: Handler>(handler: Arc<H>, options: Arc<ServerOptions>, peer: 
     // This request's id even when a cached response carries an older one.
     response.headers_mut().insert(REQUEST_ID, id_header);
     let status = response.status().as_u16();
-    let took_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let took = started.elapsed();
+    options.metrics.answered(response.extensions().get::<Routed>(), status, took);
+    let took_ms = took.as_secs_f64() * 1000.0;
     match options.log_format {
         LogFormat::Line => println!("{} \"{method} {url}\" {status} {took_ms:.1}ms", peer.ip()),
         LogFormat::Json => {
@@ -206,7 +212,7 @@ async fn logged<H: Handler>(handler: Arc<H>, options: Arc<ServerOptions>, peer: 
             println!("{line}");
         }
     }
-    Ok(response)
+    Ok(response.map(|body| Counted::new(body, options.metrics.sent_bytes.clone())))
 }
 
 /// The client's `X-Request-Id` when it is one header of 1 to 128 visible
@@ -229,10 +235,10 @@ fn request_id(headers: &hyper::HeaderMap) -> String {
 /// oversized or malformed chunk size) is refused with a 400 before any app,
 /// and so any upstream, sees the request. A later framing error can only
 /// break the transfer.
-async fn first_frame_read(req: hyper::Request<Incoming>, idle: Duration) -> Result<hyper::Request<ClientBody>, hyper::Response<HostBody>> {
+async fn first_frame_read(req: hyper::Request<Incoming>, idle: Duration, metrics: &Metrics) -> Result<hyper::Request<ClientBody>, hyper::Response<HostBody>> {
     use http_body_util::BodyExt;
     let (parts, body) = req.into_parts();
-    let mut body = IdleTimeout::new(body, idle);
+    let mut body = IdleTimeout::new(Counted::new(body, metrics.received_bytes.clone()), idle);
     let chunked = !hyper::body::Body::is_end_stream(&body) && !parts.headers.contains_key(hyper::header::CONTENT_LENGTH);
     let first = if chunked {
         match body.frame().await {
@@ -298,6 +304,9 @@ impl Handler for Runtime {
         match Runtime::handle(self, request).await {
             Ok(r) => {
                 let mut builder = hyper::Response::builder().status(r.status);
+                if let Some(routed) = r.routed {
+                    builder = builder.extension(routed);
+                }
                 for (name, value) in &r.headers {
                     builder = builder.header(name, value);
                 }

@@ -8,6 +8,7 @@ pub mod hf;
 pub mod hub;
 pub mod host;
 pub mod images;
+pub mod metrics;
 pub mod redis;
 pub mod runaway;
 pub mod spin;

@@ -27,7 +27,7 @@ mod bindings {
     });
 }
 
-use bindings::exports::edgeproxy::platform::{clock, config};
+use bindings::exports::edgeproxy::platform::{clock, config, telemetry};
 use spin_sdk::variables;
 
 struct Services;
@@ -59,6 +59,11 @@ impl config::Guest for Services {
             Err(variables::Error::InvalidName(why) | variables::Error::Provider(why) | variables::Error::Other(why)) => Err(config::ConfigError::Unavailable(why)),
         }
     }
+}
+
+/// The route name is for the wasmtime host's metrics; Spin has none to label.
+impl telemetry::Guest for Services {
+    fn routed(_route: u32, _app: String) {}
 }
 
 pub fn spin_variable_name(key: &str) -> String {

@@ -1,0 +1,175 @@
+//! Operations: Prometheus metrics and health checks, served on their own
+//! address (`--admin-listen`), so they are never public by accident.
+//!
+//! - `/metrics`: the text exposition (OpenMetrics), listed in README
+//!   "Running the host".
+//! - `/healthz`: 200 while the process serves at all.
+//! - `/readyz`: 200 when it should get traffic: not draining, and its
+//!   key-value store answers (Redis, with `--kv`); 503 naming why otherwise,
+//!   so a load balancer takes the instance out before it stops.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::runtime::Shared;
+
+/// Which route and app answered: route numbers are the document's, from 1;
+/// `none` for a request no route took (or that the server refused first).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: String,
+    pub app: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: String,
+    pub app: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OperationLabels {
+    pub operation: &'static str,
+}
+
+type Histograms = Family<RouteLabels, Histogram, fn() -> Histogram>;
+
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    duration: Histograms,
+    guest_time: Histograms,
+    pub upstream_errors: Family<KindLabels, Counter>,
+    pub kv_errors: Family<OperationLabels, Counter>,
+    pub received_bytes: Counter,
+    pub sent_bytes: Counter,
+    /// Set when SIGTERM/SIGINT starts the drain: `/readyz` turns 503.
+    pub draining: AtomicBool,
+}
+
+/// The route the core named for a request (the `telemetry.routed` import),
+/// carried from the runtime to the server in the response's extensions.
+#[derive(Clone, Debug)]
+pub struct Routed {
+    pub route: u32,
+    pub app: String,
+}
+
+impl Routed {
+    pub fn labels(routed: Option<&Routed>) -> RouteLabels {
+        match routed {
+            Some(r) => RouteLabels { route: r.route.to_string(), app: r.app.clone() },
+            None => RouteLabels { route: "none".into(), app: "none".into() },
+        }
+    }
+}
+
+/// 0.5 ms to about 16 s, doubling.
+fn latency_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+/// 20 µs to about 0.65 s, doubling.
+fn guest_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.00002, 2.0, 16))
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("edgeproxy");
+        let requests = Family::default();
+        registry.register("requests", "Requests answered, by route, app and status", requests.clone());
+        let duration: Histograms = Family::new_with_constructor(latency_buckets);
+        registry.register("request_duration_seconds", "Time from a request's arrival to its response head, by route and app", duration.clone());
+        let guest_time: Histograms = Family::new_with_constructor(guest_buckets);
+        registry.register(
+            "guest_seconds",
+            "The component's own time per request, by route and app: the handler's time less its waits on upstreams, the store, the limiter and bodies",
+            guest_time.clone(),
+        );
+        let upstream_errors = Family::default();
+        registry.register("upstream_errors", "Upstream requests that failed before a response, by kind", upstream_errors.clone());
+        let kv_errors = Family::default();
+        registry.register("kv_errors", "Key-value operations that failed, by operation", kv_errors.clone());
+        let received_bytes = Counter::default();
+        registry.register("received_bytes", "Request body bytes received from clients", received_bytes.clone());
+        let sent_bytes = Counter::default();
+        registry.register("sent_bytes", "Response body bytes sent to clients", sent_bytes.clone());
+        Metrics { registry, requests, duration, guest_time, upstream_errors, kv_errors, received_bytes, sent_bytes, draining: AtomicBool::new(false) }
+    }
+
+    /// One answered request.
+    pub fn answered(&self, routed: Option<&Routed>, status: u16, took: Duration) {
+        let route = Routed::labels(routed);
+        self.duration.get_or_create(&route).observe(took.as_secs_f64());
+        self.requests.get_or_create(&RequestLabels { route: route.route, app: route.app, status }).inc();
+    }
+
+    pub fn guest_ran(&self, routed: Option<&Routed>, time: Duration) {
+        self.guest_time.get_or_create(&Routed::labels(routed)).observe(time.as_secs_f64());
+    }
+
+    pub fn upstream_error(&self, kind: &'static str) {
+        self.upstream_errors.get_or_create(&KindLabels { kind }).inc();
+    }
+
+    pub fn kv_error(&self, operation: &'static str) {
+        self.kv_errors.get_or_create(&OperationLabels { operation }).inc();
+    }
+
+    fn exposition(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry).expect("writing to a String cannot fail");
+        text
+    }
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until the process ends.
+pub async fn serve_admin(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let shared = shared.clone();
+        let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+            let shared = shared.clone();
+            async move { Ok::<_, Infallible>(admin_response(&shared, req.uri().path()).await) }
+        });
+        tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service));
+    }
+}
+
+async fn admin_response(shared: &Shared, path: &str) -> hyper::Response<Full<bytes::Bytes>> {
+    let (status, content_type, body) = match path {
+        "/metrics" => (200, "application/openmetrics-text; version=1.0.0; charset=utf-8", shared.metrics.exposition()),
+        "/healthz" => (200, "text/plain", "ok\n".to_owned()),
+        "/readyz" => match readiness(shared).await {
+            Ok(()) => (200, "text/plain", "ready\n".to_owned()),
+            Err(why) => (503, "text/plain", format!("not ready: {why}\n")),
+        },
+        _ => (404, "text/plain", "the admin address serves /metrics, /healthz and /readyz\n".to_owned()),
+    };
+    hyper::Response::builder().status(status).header("content-type", content_type).body(Full::from(body)).expect("a static response is valid")
+}
+
+async fn readiness(shared: &Shared) -> Result<(), String> {
+    if shared.metrics.draining.load(Ordering::Relaxed) {
+        return Err("draining (shutting down)".into());
+    }
+    shared.kv.ready().await.map_err(|e| format!("the key-value store does not answer: {e}"))
+}
