@@ -250,10 +250,10 @@ async fn the_systemd_unit_verifies_and_its_serve_flags_work() {
     let mut args = Vec::new();
     let mut pairs = words.chunks(2);
     while let Some(&[flag, value]) = pairs.next() {
-        // The test host sets its own document and port.
+        // The test host sets its own document and port, and any free admin port.
         if flag != "--config" && flag != "--listen" {
             args.push(flag.to_owned());
-            args.push(value.replace("${STATE_DIRECTORY}", data.to_str().unwrap()));
+            args.push(if flag == "--admin-listen" { "127.0.0.1:0".to_owned() } else { value.replace("${STATE_DIRECTORY}", data.to_str().unwrap()) });
         }
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -261,6 +261,9 @@ async fn the_systemd_unit_verifies_and_its_serve_flags_work() {
     let response = reqwest::Client::builder().no_proxy().build().unwrap().get(host.url("/")).send().await.unwrap();
     assert_eq!(response.status(), 404, "an empty document serves 404");
     assert!(data.join("kv.redb").exists(), "the data directory is the unit's state directory");
+    let admin = edgeproxy_testkit::metrics::admin_url(&host).await;
+    let ready = reqwest::Client::builder().no_proxy().build().unwrap().get(format!("{admin}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200, "the unit's admin address serves health checks");
 }
 
 /// A self-signed certificate for the test names, and its key, in `dir`
