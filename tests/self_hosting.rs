@@ -284,6 +284,19 @@ fn self_signed(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, std::p
     (cert, key)
 }
 
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("edgeproxy-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The built-in binary serving HTTPS with this pair, and its port.
+async fn https_host(document: &str, cert: &std::path::Path, key: &std::path::Path) -> (Host, String) {
+    let host = Host::start_built_in(document, &["--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()]).await;
+    let port = host.url("").rsplit(':').next().unwrap().trim_end_matches('/').to_owned();
+    (host, port)
+}
+
 /// What curl saw: its exit code, the HTTP version and status (`-w`), the
 /// response headers, and the body.
 struct Curled {
@@ -330,18 +343,10 @@ async fn https_serves_every_app_over_http2_with_a_self_signed_certificate() {
         return;
     }
     let upstream = Upstream::start().await;
-    let origin = upstream.url();
-    let document = format!(
-        "[[route]]\nhost = \"api.test\"\n[route.api-gateway]\norigin = \"{origin}\"\n\n\
-         [[route]]\nhost = \"hf.test\"\n[route.hf-mirror]\nhub = \"{origin}\"\n\n\
-         [[route]]\nhost = \"zoo.test\"\n[route.image-cache]\n\n\
-         [[route]]\nhost = \"hub.test\"\n[route.hub-gateway]\nbackend = \"{origin}\"\n"
-    );
-    let dir = std::env::temp_dir().join(format!("edgeproxy-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let document = edgeproxy_testkit::every_app(&upstream.url());
+    let dir = scratch("tls");
     let (cert, key) = self_signed(&dir, "edgeproxy-test");
-    let host = Host::start_built_in(&document, &["--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()]).await;
-    let port = host.url("").rsplit(':').next().unwrap().trim_end_matches('/').to_owned();
+    let (host, port) = https_host(&document, &cert, &key).await;
     assert!(host.url("/").starts_with("https://"), "{}", host.url("/"));
 
     // api-gateway: the origin's redirect comes back naming the client's scheme.
@@ -380,15 +385,13 @@ async fn sighup_reloads_the_certificate_and_refuses_a_broken_one() {
         return;
     }
     let upstream = Upstream::start().await;
-    let dir = std::env::temp_dir().join(format!("edgeproxy-tls-reload-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("tls-reload");
     let (old_cert, old_key) = self_signed(&dir, "old");
     let (new_cert, new_key) = self_signed(&dir, "new");
     let (cert, key) = (dir.join("served.pem"), dir.join("served.key"));
     std::fs::copy(&old_cert, &cert).unwrap();
     std::fs::copy(&old_key, &key).unwrap();
-    let host = Host::start_built_in(&gateway(&upstream.url()), &["--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()]).await;
-    let port = host.url("").rsplit(':').next().unwrap().trim_end_matches('/').to_owned();
+    let (host, port) = https_host(&gateway(&upstream.url()), &cert, &key).await;
     let get = |ca: &std::path::Path| curl_https("localhost", &port, "/echo/tls", ca, "--http2");
     assert_eq!(get(&old_cert).status, 200);
     assert_eq!(get(&new_cert).exit, 60, "curl cannot verify the old certificate against the new one");

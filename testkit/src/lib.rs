@@ -75,6 +75,17 @@ pub fn component_imports(component: &[u8]) -> Result<Vec<String>, wasmparser::Bi
 /// The workspace root, for finding `dist/` and `target/`.
 /// The wasmtime host binary the tests run: `EDGEPROXY_BIN` (what `cargo
 /// xtask test` builds, target/host-test/edgeproxy), else the release build.
+/// A document with each app on its own host name (`api.test`, `hf.test`,
+/// `zoo.test`, `hub.test`), the proxies in front of `origin`.
+pub fn every_app(origin: &str) -> String {
+    format!(
+        "[[route]]\nhost = \"api.test\"\n[route.api-gateway]\norigin = \"{origin}\"\n\n\
+         [[route]]\nhost = \"hf.test\"\n[route.hf-mirror]\nhub = \"{origin}\"\n\n\
+         [[route]]\nhost = \"zoo.test\"\n[route.image-cache]\n\n\
+         [[route]]\nhost = \"hub.test\"\n[route.hub-gateway]\nbackend = \"{origin}\"\n"
+    )
+}
+
 pub fn edgeproxy_binary() -> std::path::PathBuf {
     std::env::var_os("EDGEPROXY_BIN").map_or_else(|| workspace_root().join("target/release/edgeproxy"), std::path::PathBuf::from)
 }

@@ -470,12 +470,7 @@ struct LoadRow {
 /// Every app behind one `edgeproxy serve`, each app loaded in turn.
 fn load_per_app(root: &Path, rt: &tokio::runtime::Runtime, work: &Path, upstream: &Upstream) -> anyhow::Result<Vec<LoadRow>> {
     let origin = upstream.url();
-    let document = format!(
-        "[[route]]\nhost = \"api.test\"\n[route.api-gateway]\norigin = \"{origin}\"\n\n\
-         [[route]]\nhost = \"hf.test\"\n[route.hf-mirror]\nhub = \"{origin}\"\n\n\
-         [[route]]\nhost = \"zoo.test\"\n[route.image-cache]\n\n\
-         [[route]]\nhost = \"hub.test\"\n[route.hub-gateway]\nbackend = \"{origin}\"\n"
-    );
+    let document = edgeproxy_testkit::every_app(&origin);
     let config = work.join("load.toml");
     std::fs::write(&config, document)?;
     let port = free_port()?;
