@@ -110,9 +110,12 @@ struct Pool {
     pre: EdgeproxyPre<State>,
 }
 
-/// A pool whose unused slots keep more than this resident, after
-/// [`POOL_IDLE`] without a new instance, is replaced.
-const POOL_RESIDENT_TRIM: usize = 16 << 20;
+/// A pool with more warm unused slots than this (each about 0.3 to 0.5 MiB:
+/// its resident pages, the image pages it read, its async stack), after
+/// [`POOL_IDLE`] without a new instance, is replaced. Counted in slots, not
+/// in wasmtime's resident bytes, which with PAGEMAP_SCAN are only the pages
+/// the last request wrote.
+const POOL_WARM_TRIM: u32 = 32;
 const POOL_IDLE: Duration = Duration::from_secs(2);
 
 /// A request for the guest, with its body already a host resource.
@@ -147,6 +150,12 @@ impl Pool {
         // requests. The guest's initial memory (.cargo/config.toml) is sized
         // to fit.
         pool.linear_memory_keep_resident(KEEP_RESIDENT).table_keep_resident(64 << 10).async_stack_keep_resident(64 << 10);
+        // With PAGEMAP_SCAN (Linux 6.7+), only the pages that were written
+        // are reset, not all of KEEP_RESIDENT: without it every request
+        // copied back the 164 KiB data image and zeroed the rest, about 13%
+        // of the host's CPU on a small proxied request (BENCHMARKS.md,
+        // "Profile"). Older kernels get the memset.
+        pool.pagemap_scan(wasmtime::Enabled::Auto);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config)?;
         GuestLimits::start_ticker(&engine);
@@ -171,11 +180,11 @@ impl Runtime {
         })
     }
 
-    /// Pool slots stay resident after use (memory is reset with memset, which
-    /// is what makes an instance per request cheap), so a burst of N
+    /// Pool slots stay resident after use (the pages a request wrote are reset
+    /// in place, which is what makes an instance per request cheap), so a burst of N
     /// concurrent requests leaves N slots' worth of memory behind: about
     /// 0.5 MiB each. Once the server has been idle for [`POOL_IDLE`] with more
-    /// than [`POOL_RESIDENT_TRIM`] of that, a fresh pool takes over and the
+    /// than [`POOL_WARM_TRIM`] such slots, a fresh pool takes over and the
     /// old one is unmapped when its last request ends; RSS goes back to where
     /// it started. The thread ends with the runtime.
     pub fn start_pool_recycler(self: &Arc<Self>) {
@@ -196,12 +205,11 @@ impl Runtime {
 
     fn recycle_idle_pool(&self) -> anyhow::Result<()> {
         let idle_ms = self.started.elapsed().as_millis() as u64 - self.last_instance_ms.load(Ordering::Relaxed);
-        let resident = {
+        let warm = {
             let pool = self.pool.read().expect("the pool lock is never poisoned");
-            let metrics = pool.engine.pooling_allocator_metrics().expect("the engine pools instances");
-            metrics.unused_memory_bytes_resident() + metrics.unused_table_bytes_resident()
+            pool.engine.pooling_allocator_metrics().expect("the engine pools instances").unused_warm_memories()
         };
-        if idle_ms < POOL_IDLE.as_millis() as u64 || resident <= POOL_RESIDENT_TRIM {
+        if idle_ms < POOL_IDLE.as_millis() as u64 || warm <= POOL_WARM_TRIM {
             return Ok(());
         }
         let fresh = Arc::new(Pool::new(&self.component, self.limits)?);
