@@ -207,34 +207,38 @@ fn main() -> anyhow::Result<()> {
 
 /// What requests share, with the store in `data_dir` and limits in memory.
 fn shared(document: String, data_dir: &std::path::Path, upstream_body_timeout: Duration) -> anyhow::Result<runtime::Shared> {
-    let store = kv::Store::Local(Arc::new(kv::Kv::open(data_dir)?));
+    shared_with(document, local_state(data_dir)?, upstream_body_timeout)
+}
+
+/// The default store and limiter: a redb file in `data_dir`, buckets in memory.
+fn local_state(data_dir: &std::path::Path) -> anyhow::Result<(kv::Store, limiter::Limiter)> {
+    Ok((kv::Store::Local(Arc::new(kv::Kv::open(data_dir)?)), limiter::Limiter::Local(limiter::Buckets::new())))
+}
+
+fn shared_with(document: String, (kv, limiter): (kv::Store, limiter::Limiter), upstream_body_timeout: Duration) -> anyhow::Result<runtime::Shared> {
     Ok(runtime::Shared {
         document: std::sync::RwLock::new(document.into()),
-        kv: store,
+        kv,
         kv_fault: None,
-        limiter: limiter::Limiter::Local(limiter::Buckets::new()),
+        limiter,
         upstream: upstream::Upstream::new(upstream_body_timeout)?,
         metrics: Arc::new(metrics::Metrics::new()),
     })
 }
 
-/// `serve`'s shared state: [`shared`], or with the store and the limiter on Redis.
+/// `serve`'s shared state: the store and the limiter local, or on Redis (`--kv`).
 async fn serve_shared(args: &ServeArgs, document: String) -> anyhow::Result<runtime::Shared> {
-    let Some(url) = &args.kv else {
-        return Ok(runtime::Shared { kv_fault: args.kv_fault, ..shared(document, &args.data_dir, args.limits.upstream_body_timeout())? });
+    let state = match &args.kv {
+        None => local_state(&args.data_dir)?,
+        Some(url) => {
+            let redis = redis::Redis::connect(url)?;
+            if let Err(e) = redis.ping().await {
+                eprintln!("edgeproxy: warning: Redis at {} does not answer ({e}); serving without it (cache misses, limits open) until it does", redis.name);
+            }
+            (kv::Store::Redis(redis.clone()), limiter::Limiter::Redis(redis))
+        }
     };
-    let redis = redis::Redis::connect(url)?;
-    if let Err(e) = redis.ping().await {
-        eprintln!("edgeproxy: warning: Redis at {} does not answer ({e}); serving without it (cache misses, limits open) until it does", redis.name);
-    }
-    Ok(runtime::Shared {
-        document: std::sync::RwLock::new(document.into()),
-        kv: kv::Store::Redis(redis.clone()),
-        kv_fault: args.kv_fault,
-        limiter: limiter::Limiter::Redis(redis),
-        upstream: upstream::Upstream::new(args.limits.upstream_body_timeout())?,
-        metrics: Arc::new(metrics::Metrics::new()),
-    })
+    Ok(runtime::Shared { kv_fault: args.kv_fault, ..shared_with(document, state, args.limits.upstream_body_timeout())? })
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {

@@ -56,8 +56,8 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     duration: Histograms,
     guest_time: Histograms,
-    pub upstream_errors: Family<KindLabels, Counter>,
-    pub kv_errors: Family<OperationLabels, Counter>,
+    upstream_errors: Family<KindLabels, Counter>,
+    kv_errors: Family<OperationLabels, Counter>,
     pub received_bytes: Counter,
     pub sent_bytes: Counter,
     /// Set when SIGTERM/SIGINT starts the drain: `/readyz` turns 503.

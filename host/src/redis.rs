@@ -83,12 +83,7 @@ impl Redis {
     }
 
     pub async fn set(&self, key: &str, value: &[u8], ttl_seconds: Option<u32>) -> Result<(), KvError> {
-        let mut set = redis::cmd("SET");
-        set.arg(format!("{KV_PREFIX}{key}")).arg(value);
-        if let Some(ttl) = ttl_seconds {
-            set.arg("EX").arg(ttl.max(1));
-        }
-        set.query_async::<()>(&mut self.connection.clone()).await.map_err(unavailable)
+        set_command(key, value, ttl_seconds).query_async::<()>(&mut self.connection.clone()).await.map_err(unavailable)
     }
 
     pub async fn delete(&self, key: &str) -> Result<(), KvError> {
@@ -97,12 +92,7 @@ impl Redis {
 
     /// `SET NX`: true when this call set it.
     pub async fn set_if_absent(&self, key: &str, value: &[u8], ttl_seconds: Option<u32>) -> Result<bool, KvError> {
-        let mut set = redis::cmd("SET");
-        set.arg(format!("{KV_PREFIX}{key}")).arg(value).arg("NX");
-        if let Some(ttl) = ttl_seconds {
-            set.arg("EX").arg(ttl.max(1));
-        }
-        let reply: Option<String> = set.query_async(&mut self.connection.clone()).await.map_err(unavailable)?;
+        let reply: Option<String> = set_command(key, value, ttl_seconds).arg("NX").query_async(&mut self.connection.clone()).await.map_err(unavailable)?;
         Ok(reply.is_some())
     }
 
@@ -118,6 +108,16 @@ impl Redis {
             .map_err(|e| e.to_string())?;
         Ok(Decision { allowed: allowed == 1, retry_after_seconds: wait_ms.div_ceil(1000) as u32 })
     }
+}
+
+/// `SET key value [EX ttl]`, the TTL as Redis expiry (at least 1 s).
+fn set_command(key: &str, value: &[u8], ttl_seconds: Option<u32>) -> redis::Cmd {
+    let mut set = redis::cmd("SET");
+    set.arg(format!("{KV_PREFIX}{key}")).arg(value);
+    if let Some(ttl) = ttl_seconds {
+        set.arg("EX").arg(ttl.max(1));
+    }
+    set
 }
 
 fn unavailable(e: redis::RedisError) -> KvError {
