@@ -1,5 +1,12 @@
 //! The Workers build: `dist/edgeproxy.wasm`, unchanged, transpiled by jco
 //! into `workers/build/` for `workers/worker.js`.
+//!
+//! jco is pinned at 1.11.2 (package.json). Later releases route every
+//! import call through the component-model async task machinery (an
+//! `AsyncTask` per call, classes rebuilt by each `instantiate`), which
+//! nearly doubled workerd's CPU per request: 1.9 against 1.1 ms measured
+//! side by side (BENCHMARKS.md, "Workers"). Check that figure before
+//! moving the pin.
 
 use std::path::Path;
 use std::process::Command;
@@ -42,7 +49,7 @@ pub fn build(root: &Path) -> anyhow::Result<()> {
     let core = std::fs::read(crate::target_dir(root).join("wasm32-unknown-unknown/release/edgeproxy.wasm"))?;
     let used = core_imports(&core)?;
     let expected = ASYNC_IMPORTS.iter().filter(|(iface, func)| used.iter().any(|(m, f)| m == iface && f == func)).count();
-    let suspending = js.matches(".manuallyAsync = true").count();
+    let suspending = js.matches("new WebAssembly.Suspending(").count();
     ensure!(
         suspending == expected,
         "jco made {suspending} imports suspending, but the core uses {expected} of ASYNC_IMPORTS: a name is misspelt"
