@@ -86,7 +86,10 @@ impl GuestLimits {
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
             spent += 1;
-            if spent >= budget { Err(LimitHit::Cpu.into()) } else { Ok(UpdateDeadline::Yield(1)) }
+            // tokio's yield_now, not a plain yield: it lets the runtime poll
+            // its sockets before the guest runs on, so a loop on a serving
+            // thread does not starve that thread's other connections' I/O.
+            if spent >= budget { Err(LimitHit::Cpu.into()) } else { Ok(UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now()))) }
         });
         store.limiter(memory);
     }

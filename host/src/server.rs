@@ -72,11 +72,34 @@ pub trait Handler: Send + Sync + 'static {
     fn handle(&self, request: hyper::Request<ClientBody>, url: String, peer: SocketAddr) -> impl Future<Output = hyper::Response<Self::Body>> + Send;
 }
 
+/// Serves until `shutdown`, then drains. Connections are served by one
+/// thread per core, each with its own single-threaded runtime, so that a
+/// connection, its guests and their upstream connections stay on one
+/// thread: no work stealing, no wake-ups across threads per request. This
+/// thread accepts and hands each connection to the serving thread with the
+/// fewest open (threads accepting for themselves take them in bursts, and
+/// one thread ends up with most of them).
 pub async fn serve<H: Handler>(listener: TcpListener, handler: Arc<H>, options: ServerOptions, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let limits = options.limits;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let drain_timeout = options.limits.drain_timeout;
     let options = Arc::new(options);
-    let connections = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
-    let graceful = GracefulShutdown::new();
+    let connections = Arc::new(tokio::sync::Semaphore::new(options.limits.max_connections));
+    let mut serving = Vec::new();
+    let mut drained = Vec::new();
+    for index in 0..threads {
+        let (hand_over, handed) = tokio::sync::mpsc::unbounded_channel();
+        let (handler, options) = (handler.clone(), options.clone());
+        let (done, on_done) = tokio::sync::oneshot::channel();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        std::thread::Builder::new().name(format!("edgeproxy-serve-{index}")).spawn(move || {
+            let gave_up = runtime.block_on(serve_handed(handed, handler, options));
+            // Dropping the runtime cuts off what is still open.
+            drop(runtime);
+            let _ = done.send(gave_up);
+        })?;
+        serving.push((hand_over, Arc::new(std::sync::atomic::AtomicUsize::new(0))));
+        drained.push(on_done);
+    }
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -94,6 +117,70 @@ pub async fn serve<H: Handler>(listener: TcpListener, handler: Arc<H>, options: 
             tokio::spawn(refuse_connection(stream));
             continue;
         };
+        let (hand_over, open) = serving.iter().min_by_key(|(_, open)| open.load(std::sync::atomic::Ordering::Relaxed)).expect("at least one serving thread");
+        let held = Held::new(permit, open.clone());
+        match stream.into_std() {
+            Ok(stream) => {
+                let _ = hand_over.send(Handed { stream, peer, held });
+            }
+            Err(e) => eprintln!("edgeproxy: could not hand over a connection: {e}"),
+        }
+    }
+    drop(listener);
+    options.metrics.draining.store(true, std::sync::atomic::Ordering::Relaxed);
+    eprintln!("edgeproxy: shutting down; waiting up to {} s for open requests", drain_timeout.as_secs());
+    // Each serving thread stops taking connections, then drains.
+    drop(serving);
+    let mut gave_up = false;
+    for thread in drained {
+        gave_up |= thread.await.unwrap_or(true);
+    }
+    if gave_up {
+        eprintln!("edgeproxy: gave up waiting; open requests are cut off");
+    }
+    Ok(())
+}
+
+/// An accepted connection on its way to a serving thread.
+struct Handed {
+    stream: std::net::TcpStream,
+    peer: SocketAddr,
+    held: Held,
+}
+
+/// What an open connection holds until it ends: its place under
+/// `--max-connections`, and one in its serving thread's count.
+struct Held {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    open: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Held {
+    fn new(permit: tokio::sync::OwnedSemaphorePermit, open: Arc<std::sync::atomic::AtomicUsize>) -> Held {
+        open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Held { _permit: permit, open }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// One serving thread: the connections handed to it, until the accepting
+/// side closes, then its drain; true if the drain timed out.
+async fn serve_handed<H: Handler>(mut handed: tokio::sync::mpsc::UnboundedReceiver<Handed>, handler: Arc<H>, options: Arc<ServerOptions>) -> bool {
+    let limits = options.limits;
+    let graceful = GracefulShutdown::new();
+    while let Some(Handed { stream, peer, held }) = handed.recv().await {
+        let stream = match tokio::net::TcpStream::from_std(stream) {
+            Ok(stream) => stream,
+            Err(e) => {
+                eprintln!("edgeproxy: could not take over a connection: {e}");
+                continue;
+            }
+        };
         let connection = Connection { handler: handler.clone(), options: options.clone(), peer, watcher: graceful.watcher() };
         tokio::spawn(async move {
             match &connection.options.tls {
@@ -108,17 +195,13 @@ pub async fn serve<H: Handler>(listener: TcpListener, handler: Arc<H>, options: 
                     }
                 }
             }
-            drop(permit);
+            drop(held);
         });
     }
-    drop(listener);
-    options.metrics.draining.store(true, std::sync::atomic::Ordering::Relaxed);
-    eprintln!("edgeproxy: shutting down; waiting up to {} s for open requests", limits.drain_timeout.as_secs());
     tokio::select! {
-        () = graceful.shutdown() => {}
-        () = tokio::time::sleep(limits.drain_timeout) => eprintln!("edgeproxy: gave up waiting; open requests are cut off"),
+        () = graceful.shutdown() => false,
+        () = tokio::time::sleep(limits.drain_timeout) => true,
     }
-    Ok(())
 }
 
 /// One accepted client connection, served as HTTP/1.1, or as HTTP/2 when

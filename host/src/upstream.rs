@@ -10,7 +10,6 @@ use crate::runtime::edgeproxy::platform::http_client::HttpError;
 const DEFAULT_HEADERS_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct Upstream {
-    client: reqwest::Client,
     /// A response body that sends nothing for this long is broken off; the
     /// guest's read gets `timeout`, a client streaming it a broken transfer.
     body_idle_timeout: Duration,
@@ -22,19 +21,36 @@ pub struct UpstreamResponse {
     pub body: Option<HostBody>,
 }
 
+thread_local! {
+    /// A client, and so a keep-alive pool, per thread: a serving thread's
+    /// upstream connections are driven by its own runtime (server.rs), so a
+    /// request never waits on another thread.
+    static CLIENT: std::cell::OnceCell<reqwest::Client> = const { std::cell::OnceCell::new() };
+}
+
+fn build_client() -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(10))
+        .pool_idle_timeout(Duration::from_secs(60))
+        // Enough for steady load; a burst's surplus connections close
+        // instead of holding descriptors for the idle timeout.
+        .pool_max_idle_per_host(64)
+        .build()
+}
+
 impl Upstream {
     pub fn new(body_idle_timeout: Duration) -> anyhow::Result<Upstream> {
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .tcp_nodelay(true)
-            .connect_timeout(Duration::from_secs(10))
-            .pool_idle_timeout(Duration::from_secs(60))
-            // Enough for steady load; a burst's surplus connections close
-            // instead of holding descriptors for the idle timeout.
-            .pool_max_idle_per_host(64)
-            .build()?;
-        Ok(Upstream { client, body_idle_timeout })
+        // Built once here so that a client that cannot be built stops the
+        // start, not a request.
+        build_client()?;
+        Ok(Upstream { body_idle_timeout })
+    }
+
+    fn client(&self) -> reqwest::Client {
+        CLIENT.with(|client| client.get_or_init(|| build_client().expect("the client was built at start")).clone())
     }
 
     pub async fn send(
@@ -56,7 +72,7 @@ impl Upstream {
             let value = reqwest::header::HeaderValue::from_str(&value).map_err(|e| HttpError::ProtocolError(format!("header {name}: {e}")))?;
             header_map.append(name, value);
         }
-        let mut request = self.client.request(method, url).headers(header_map);
+        let mut request = self.client().request(method, url).headers(header_map);
         if let Some(body) = body {
             request = request.body(reqwest::Body::wrap(body));
         }
