@@ -112,16 +112,47 @@ impl kv::Guest for Services {
         }
         let cas = with_bucket(|b| Cas::new(b, &key)).map_err(KvError::Unavailable)?;
         let current = cas.current().map_err(|e| KvError::Unavailable(describe(&e)))?;
-        if current.is_some_and(|v| is_live(&v)) {
+        let was_absent = match current {
+            Some(v) if is_live(&v) => return Ok(false),
+            current => current.is_none(),
+        };
+        let stored = stored(&value, ttl_seconds);
+        let unavailable = |e: store::Error| KvError::Unavailable(describe(&e));
+        if !swap(&key, cas, &stored).map_err(unavailable)? {
             return Ok(false);
         }
-        swap(&key, cas, &stored(&value, ttl_seconds)).map_err(|e| KvError::Unavailable(describe(&e)))
+        if was_absent { still_ours_after_racing_creations(&key, &stored).map_err(unavailable) } else { Ok(true) }
     }
 
     fn delete(key: String) -> Result<(), KvError> {
         check_key(&key)?;
         with_bucket(|b| b.delete(&key)).map_err(KvError::Unavailable)
     }
+}
+
+/// How long racing creations of one key take to land: far longer than the
+/// two back-to-back host calls between reading "absent" and writing.
+const CREATION_RACE_MS: u64 = 50;
+
+/// Whether a swap from an absent key really was the only one.
+///
+/// Spin's SQLite store (the default) swaps from "absent" with an upsert, not a
+/// conditional insert, so every request that read "absent" succeeds and the
+/// last write stays. Each such write follows its read within moments, so the
+/// winner waits out that window and checks the key still holds its own bytes
+/// (unique, by the nonce): Fischer's timing-based mutual exclusion. A swap
+/// from an existing value is a conditional update and needs none of this.
+fn still_ours_after_racing_creations(key: &str, value: &[u8]) -> Result<bool, store::Error> {
+    wasi::clocks::monotonic_clock::subscribe_duration(CREATION_RACE_MS * 1_000_000).block();
+    holds(key, value)
+}
+
+/// Whether `key` now holds exactly `value` (whose bytes are unique to one write).
+fn holds(key: &str, value: &[u8]) -> Result<bool, store::Error> {
+    BUCKET.with(|cell| match cell.get() {
+        Some(Ok(bucket)) => Ok(bucket.get(key)?.as_deref() == Some(value)),
+        _ => Ok(false),
+    })
 }
 
 /// `atomics::swap`: whether `value` replaced what `cas` read.
@@ -135,10 +166,7 @@ impl kv::Guest for Services {
 pub fn swap(key: &str, cas: Cas, value: &[u8]) -> Result<bool, store::Error> {
     match atomics::swap(cas, value) {
         Ok(()) => Ok(true),
-        Err(CasError::CasFailed(_)) => BUCKET.with(|cell| match cell.get() {
-            Some(Ok(bucket)) => Ok(bucket.get(key)?.as_deref() == Some(value)),
-            _ => Ok(false),
-        }),
+        Err(CasError::CasFailed(_)) => holds(key, value),
         Err(CasError::StoreError(e)) => Err(e),
     }
 }
