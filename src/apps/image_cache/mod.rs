@@ -268,6 +268,12 @@ impl ImageCache<'_> {
             // one extra generation beats none.
             let won = s.platform.kv_set_if_absent(&lease, holder.as_bytes(), Some(lease_ttl)).unwrap_or(true);
             if won {
+                // Another request may have stored it and let go of its lease
+                // between our first look and this lease.
+                if let Some(manifest) = (!query.redo).then(|| store::read_manifest(s.platform, &key)).flatten() {
+                    let _ = s.platform.kv_delete(&lease);
+                    return Ok(Original::Stored { key, manifest });
+                }
                 let generated = self.generate(s, placeholder, &key);
                 let _ = s.platform.kv_delete(&lease);
                 return generated.map(Original::Generated);
