@@ -33,6 +33,20 @@ const STREAM_BYTES: u64 = 4 << 30;
 const START: &str = "<!-- bench:start -->";
 const END: &str = "<!-- bench:end -->";
 
+mod baselines;
+
+/// One server the small-request and streaming runs measure.
+struct Target {
+    name: &'static str,
+    base: String,
+    /// The `Host` header to send, where the server routes by it.
+    host: Option<&'static str>,
+    /// Whose CPU time counts (with its descendants).
+    cpu_of: Option<u32>,
+    /// Whose peak RSS is reported.
+    rss_of: Option<u32>,
+}
+
 struct Killed(Child);
 impl Drop for Killed {
     /// SIGTERM, so that nginx's master stops its workers too (after SIGKILL
@@ -48,10 +62,19 @@ impl Drop for Killed {
     }
 }
 
+#[derive(Clone)]
 struct Load {
     rps: f64,
     p50_ms: f64,
     p99_ms: f64,
+    /// CPU time of the serving process (and its children) per request, when measured.
+    cpu_us: Option<f64>,
+}
+
+impl Load {
+    fn cpu(&self) -> String {
+        self.cpu_us.map_or("–".to_owned(), |us| format!("{us:.0} µs"))
+    }
 }
 
 pub fn run(root: &Path) -> anyhow::Result<()> {
@@ -70,13 +93,16 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
 
     let proxy_port = free_port()?;
     let config = work.join("edgeproxy.toml");
-    std::fs::write(&config, format!("[[route]]\nhost = \"*\"\n[route.api-gateway]\norigin = \"{}\"\n", upstream.url()))?;
+    // Every app on its host name, and api-gateway for any other host (curl, Spin's own Host).
+    let document = format!("{}\n[[route]]\nhost = \"*\"\n[route.api-gateway]\norigin = \"{}\"\n", edgeproxy_testkit::every_app(&upstream.url()), upstream.url());
+    std::fs::write(&config, &document)?;
     let proxy = serve(root, proxy_port, &config, &work.join("data"))?;
-    // (name, base URL, the process whose peak RSS is reported)
+    let nginx_pid = _nginx.0.id();
     let mut targets = vec![
-        ("direct upstream", upstream.url(), None),
-        ("nginx proxy_pass", format!("http://127.0.0.1:{nginx_port}"), None),
-        ("edgeproxy (wasmtime)", format!("http://127.0.0.1:{proxy_port}"), Some(proxy.0.id())),
+        Target { name: "direct upstream", base: upstream.url(), host: None, cpu_of: Some(std::process::id()), rss_of: None },
+        Target { name: "nginx proxy_pass", base: format!("http://127.0.0.1:{nginx_port}"), host: None, cpu_of: Some(nginx_pid), rss_of: None },
+        Target { name: "edgeproxy api-gateway (wasmtime)", base: format!("http://127.0.0.1:{proxy_port}"), host: Some("api.test"), cpu_of: Some(proxy.0.id()), rss_of: Some(proxy.0.id()) },
+        Target { name: "edgeproxy hf-mirror (wasmtime)", base: format!("http://127.0.0.1:{proxy_port}"), host: Some("hf.test"), cpu_of: Some(proxy.0.id()), rss_of: None },
     ];
     // Real Spin, when this machine has it: `spin up` of the manifest the tests use.
     let spin = match edgeproxy_testkit::host::spin_binary() {
@@ -88,32 +114,38 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
             let spin = Killed(up.stdout(Stdio::null()).spawn().context("start spin up")?);
             wait_until_up(&format!("http://127.0.0.1:{port}/small")).context("spin up did not come up")?;
             let trigger = edgeproxy_testkit::host::descendant_named(spin.0.id(), "spin").context("spin up's trigger process")?;
-            targets.push(("edgeproxy (real `spin up`)", format!("http://127.0.0.1:{port}"), Some(trigger)));
-            Some(spin)
+            let base = format!("http://127.0.0.1:{port}");
+            targets.push(Target { name: "edgeproxy api-gateway (real `spin up`)", base, host: Some("api.test"), cpu_of: Some(trigger), rss_of: Some(trigger) });
+            Some((spin, binary))
         }
         None => {
             eprintln!("bench: WARNING: no Spin binary, so no real Spin figures");
             None
         }
     };
-    for (name, base, _) in &targets {
-        wait_until_up(&format!("{base}/small")).with_context(|| format!("{name} did not come up"))?;
+    for t in &targets {
+        wait_until_up(&format!("{}/small", t.base)).with_context(|| format!("{} did not come up", t.name))?;
     }
 
     let mut loads = Vec::new();
-    for (name, base, _) in &targets {
-        eprintln!("bench: wrk {name} ...");
-        wrk(&format!("{base}/small"))?; // warm-up
-        loads.push((name, wrk(&format!("{base}/small"))?));
+    for t in &targets {
+        eprintln!("bench: wrk {} ...", t.name);
+        loads.push((t.name, wrk_warmed(&format!("{}/small", t.base), t.host, t.cpu_of)?));
     }
     let mut streams = Vec::new();
-    for (name, base, pid) in &targets {
-        eprintln!("bench: streaming {} GiB each way through {name} ...", STREAM_BYTES >> 30);
-        let down = stream_gib_per_s(&format!("{base}/bytes/{STREAM_BYTES}"))?;
-        let up = upload_gib_per_s(&format!("{base}/sink"))?;
-        streams.push((name, down, up, pid.map(peak_rss_mib).transpose()?));
+    for t in targets.iter().filter(|t| t.host != Some("hf.test")) {
+        eprintln!("bench: streaming {} GiB each way through {} ...", STREAM_BYTES >> 30, t.name);
+        let down = stream_gib_per_s(&format!("{}/bytes/{STREAM_BYTES}", t.base))?;
+        let up = upload_gib_per_s(&format!("{}/sink", t.base))?;
+        streams.push((t.name, down, up, t.rss_of.map(peak_rss_mib).transpose()?));
     }
+    eprintln!("bench: Spin, against a plain spin-sdk proxy ...");
+    let real_spin_ours = loads.iter().find(|(name, _)| name.contains("real `spin up`")).map(|(_, l)| l);
+    let spin_rows = baselines::spin(root, &work, &upstream.url(), &config, spin.as_ref().map(|(_, binary)| binary.as_path()), real_spin_ours)?;
     drop(spin);
+    drop(proxy);
+    eprintln!("bench: Workers, against the JavaScript Workers in the same workerd ...");
+    let worker_rows = baselines::workers(root, &work, &upstream.url(), &document)?;
     eprintln!("bench: hf-mirror, 1 GiB LFS file ...");
     let (hf_direct, hf_mirror) = hf_mirror_download(root, &rt, &work)?;
     eprintln!("bench: image-cache ...");
@@ -132,20 +164,23 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
     let (_, nginx) = &loads[1];
     let (_, direct) = &loads[0];
     let mut report = format!(
-        "Run on {} ({} cores), {}.\n\nSmall requests (`GET /small`, 5-byte body; wrk, 1 thread, {WRK_CONNECTIONS} connections, {WRK_SECONDS} s; all on loopback, sharing the cores):\n\n\
-         | target | requests/s | p50 | p99 | vs nginx | vs direct |\n|---|---:|---:|---:|---:|---:|\n",
+        "Run on {} ({} cores), {}.\n\nSmall requests (`GET /small`, 5-byte body; wrk, 1 thread, {WRK_CONNECTIONS} connections, {WRK_SECONDS} s; all on loopback, sharing the cores). \
+         CPU per request is the serving process's user and system time (with its children: nginx's workers) over the run, divided by the requests; \
+         for the direct upstream it is the harness process that serves it:\n\n\
+         | target | requests/s | p50 | p99 | vs nginx | vs direct | server CPU per request |\n|---|---:|---:|---:|---:|---:|---:|\n",
         machine(),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         chrono_free_date()
     );
     for (name, l) in &loads {
         report += &format!(
-            "| {name} | {:.0} | {:.2} ms | {:.2} ms | {:.0}% | {:.0}% |\n",
+            "| {name} | {:.0} | {:.2} ms | {:.2} ms | {:.0}% | {:.0}% | {} |\n",
             l.rps,
             l.p50_ms,
             l.p99_ms,
             100.0 * l.rps / nginx.rps,
-            100.0 * l.rps / direct.rps
+            100.0 * l.rps / direct.rps,
+            l.cpu()
         );
     }
     report += &format!(
@@ -159,6 +194,8 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
         let rss = rss.map_or("–".to_owned(), |mib| format!("{mib:.0} MiB"));
         report += &format!("| {name} | {down:.2} | {:.0}% | {up:.2} | {:.0}% | {rss} |\n", 100.0 * down / nginx_down, 100.0 * up / nginx_up);
     }
+    report += &baselines::workers_table(&worker_rows);
+    report += &baselines::spin_table(&spin_rows);
     report += &format!(
         "\nhf-mirror: a {} GiB LFS file through `resolve` (curl `-L`: the hub's 302, then the CDN host; fake hub from tests/fixtures/hf):\n\n| target | GiB/s | vs direct |\n|---|---:|---:|\n| direct (the CDN URL, no proxy) | {hf_direct:.2} | 100% |\n| edgeproxy hf-mirror (wasmtime) | {hf_mirror:.2} | {:.0}% |\n",
         HF_FILE_BYTES >> 30,
@@ -194,22 +231,76 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
         );
     }
     let (bundle_raw, bundle_gzip) = workers_bundle(root)?;
+    let spin_artifact = std::fs::read(root.join("dist/edgeproxy-spin.wasm"))?;
+    let sizes = Sizes {
+        component: (component.len(), crate::gzip_len(&component)),
+        bundle: (bundle_raw, bundle_gzip),
+        spin: (spin_artifact.len(), crate::gzip_len(&spin_artifact)),
+        instantiate_us,
+    };
     report += &format!(
         "\nPer-request instantiation (pooling allocator, pre-instantiated component): **{instantiate_us:.1} µs**.\n\n\
          Core component `dist/edgeproxy.wasm`: **{} bytes raw, {} bytes gzip**. Workers bundle (`workers/worker.js` and `workers/build/`): \
-         **{bundle_raw} bytes raw, {bundle_gzip} bytes gzip** (Free plan limit: 3 MB gzip).\n",
-        component.len(),
-        crate::gzip_len(&component)
+         **{bundle_raw} bytes raw, {bundle_gzip} bytes gzip** (Free plan limit: 3 MB gzip). Spin artifact `dist/edgeproxy-spin.wasm`: **{} bytes raw, {} bytes gzip**. \
+         Each run also adds its row to \"Size and instantiation by release\" below.\n",
+        sizes.component.0,
+        sizes.component.1,
+        sizes.spin.0,
+        sizes.spin.1,
     );
     println!("{report}");
     let bench_md = root.join("BENCHMARKS.md");
     let text = std::fs::read_to_string(&bench_md).context("read BENCHMARKS.md")?;
-    let (Some(a), Some(b)) = (text.find(START), text.find(END)) else { bail!("BENCHMARKS.md lacks the {START} / {END} markers") };
-    std::fs::write(&bench_md, format!("{}{START}\n{report}{}", &text[..a], &text[b..]))?;
+    let text = replace_between(&text, START, END, &report)?;
+    let text = record_sizes(root, &text, &sizes)?;
+    std::fs::write(&bench_md, text)?;
     eprintln!("bench: results written to BENCHMARKS.md");
     drop(upstream);
     let _ = std::fs::remove_dir_all(work);
     Ok(())
+}
+
+/// `text` with what lies between the `start` and `end` markers replaced by `block`.
+fn replace_between(text: &str, start: &str, end: &str, block: &str) -> anyhow::Result<String> {
+    let (Some(a), Some(b)) = (text.find(start), text.find(end)) else { bail!("BENCHMARKS.md lacks the {start} / {end} markers") };
+    Ok(format!("{}{start}\n{block}{}", &text[..a], &text[b..]))
+}
+
+struct Sizes {
+    /// (raw, gzip) bytes.
+    component: (usize, usize),
+    bundle: (usize, usize),
+    spin: (usize, usize),
+    instantiate_us: f64,
+}
+
+const SIZES_START: &str = "<!-- sizes:start -->";
+const SIZES_END: &str = "<!-- sizes:end -->";
+
+/// The size table's row for this build (package version and commit, with
+/// `+changes` for an uncommitted tree), replacing an earlier row of the same
+/// commit, so that growth between releases stays visible.
+fn record_sizes(root: &Path, text: &str, sizes: &Sizes) -> anyhow::Result<String> {
+    let git = |args: &[&str]| Command::new("git").args(args).current_dir(root).output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default();
+    let dirty = if git(&["status", "--porcelain", "--untracked-files=no"]).is_empty() { "" } else { "+changes" };
+    let commit = format!("{} ({}", env!("CARGO_PKG_VERSION"), git(&["rev-parse", "--short", "HEAD"]));
+    let kb = |(raw, gzip): (usize, usize)| format!("{:.0} / {:.0} KB", raw as f64 / 1000.0, gzip as f64 / 1000.0);
+    let row = format!(
+        "| {commit}{dirty}) | {} | {} | {} | {} | {:.1} µs |",
+        chrono_free_date(),
+        kb(sizes.component),
+        kb(sizes.bundle),
+        kb(sizes.spin),
+        sizes.instantiate_us
+    );
+    let (Some(a), Some(b)) = (text.find(SIZES_START), text.find(SIZES_END)) else { bail!("BENCHMARKS.md lacks the {SIZES_START} / {SIZES_END} markers") };
+    let earlier = text[a + SIZES_START.len()..b].lines().filter(|l| l.starts_with("| ") && !l.starts_with("| build ") && !l.starts_with(&format!("| {commit}")));
+    let rows: Vec<&str> = earlier.chain([row.as_str()]).collect();
+    let table = format!(
+        "| build | date | core component raw / gzip | Workers bundle raw / gzip | Spin artifact raw / gzip | instantiation (wasmtime) |\n|---|---|---:|---:|---:|---:|\n{}\n",
+        rows.join("\n")
+    );
+    replace_between(text, SIZES_START, SIZES_END, &table)
 }
 
 fn nginx_config(port: u16, upstream: &str, work: &Path) -> String {
@@ -256,18 +347,51 @@ fn wait_until_up(url: &str) -> anyhow::Result<()> {
     bail!("{url} not answering after 10 s")
 }
 
-fn wrk(url: &str) -> anyhow::Result<Load> {
-    let out = Command::new("wrk")
-        .args(["-t1", &format!("-c{WRK_CONNECTIONS}"), &format!("-d{WRK_SECONDS}s"), "--latency", url])
-        .output()
-        .context("run wrk")?;
+/// wrk against `url` (`Host: host` when given); with `cpu_of`, the CPU that
+/// process and its descendants spent per request during the run.
+fn wrk(url: &str, host: Option<&str>, cpu_of: Option<u32>) -> anyhow::Result<Load> {
+    let mut cmd = Command::new("wrk");
+    cmd.args(["-t1", &format!("-c{WRK_CONNECTIONS}"), &format!("-d{WRK_SECONDS}s"), "--latency"]);
+    if let Some(host) = host {
+        cmd.args(["-H", &format!("Host: {host}")]);
+    }
+    let before = cpu_of.map(cpu_seconds);
+    let out = cmd.arg(url).output().context("run wrk")?;
+    let spent = cpu_of.zip(before).map(|(pid, before)| cpu_seconds(pid) - before);
     let text = String::from_utf8_lossy(&out.stdout);
     ensure!(out.status.success() && !text.contains("Non-2xx"), "wrk against {url} failed:\n{text}");
     let field = |prefix: &str| text.lines().find_map(|l| l.trim().strip_prefix(prefix).map(|v| v.trim().to_owned()));
     let rps = field("Requests/sec:").and_then(|v| v.parse().ok()).context("wrk printed no Requests/sec")?;
     let p50 = field("50%").map(|v| duration_ms(&v)).context("wrk printed no p50")?;
     let p99 = field("99%").map(|v| duration_ms(&v)).context("wrk printed no p99")?;
-    Ok(Load { rps, p50_ms: p50, p99_ms: p99 })
+    let requests: f64 = text.lines().find_map(|l| l.trim().split_once(" requests in ")?.0.parse().ok()).context("wrk printed no request count")?;
+    Ok(Load { rps, p50_ms: p50, p99_ms: p99, cpu_us: spent.map(|s| s * 1e6 / requests) })
+}
+
+/// A warm-up run of wrk (connections made, code paths warm), then the measured one.
+fn wrk_warmed(url: &str, host: Option<&str>, cpu_of: Option<u32>) -> anyhow::Result<Load> {
+    wrk(url, host, None)?;
+    wrk(url, host, cpu_of)
+}
+
+/// User and system CPU of `pid` and all its descendants so far, in seconds
+/// (`/proc/PID/stat`; nginx's workers and Spin's trigger are children).
+fn cpu_seconds(pid: u32) -> f64 {
+    let ticks_per_second: f64 =
+        Command::new("getconf").arg("CLK_TCK").output().ok().and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok()).unwrap_or(100.0);
+    let mut ticks = 0u64;
+    let mut pending = vec![pid];
+    while let Some(pid) = pending.pop() {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // After the `(comm)`: state is field 3, utime 14 and stime 15.
+        let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+        ticks += [11, 12].iter().filter_map(|&i| fields.get(i)?.parse::<u64>().ok()).sum::<u64>();
+        for task in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
+            let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            pending.extend(children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()));
+        }
+    }
+    ticks as f64 / ticks_per_second
 }
 
 /// wrk's `812.00us` / `1.23ms` / `2.00s` in milliseconds.
@@ -404,7 +528,7 @@ fn image_cache(root: &Path, rt: &tokio::runtime::Runtime, work: &Path) -> anyhow
     let url = format!("http://127.0.0.1:{hit_port}{path}");
     wait_until_up(&url)?;
     wait_until_up(&url)?;
-    let hits = wrk(&url)?;
+    let hits = wrk(&url, None, None)?;
     Ok(ImageFigures { source: (width, height, bytes.len()), vips_ms, component_ms, hits })
 }
 
