@@ -365,12 +365,19 @@ pub fn spin_up_command(spin: &std::path::Path, config: &std::path::Path, dir: &s
     let default_store = format!("[key_value_store.default]\ntype = \"spin\"\npath = {:?}\n", dir.join("kv.db").display().to_string());
     let runtime_config_path = dir.join("runtime-config.toml");
     std::fs::write(&runtime_config_path, runtime_config.unwrap_or(&default_store)).unwrap();
-    let mut c = std::process::Command::new(spin);
-    // Its own process group, so that stopping it stops the trigger process too.
-    std::os::unix::process::CommandExt::process_group(&mut c, 0);
-    c.arg("up").arg("--from").arg(&path).args(["--listen", listen, "--quiet"]).arg("--state-dir").arg(dir.join("spin-state"));
+    let mut c = spin_up(spin, &path, listen, &dir.join("spin-state"));
     c.arg("--runtime-config-file").arg(&runtime_config_path);
     c.arg("--variable").arg(format!("document=@{}", config.display()));
+    c
+}
+
+/// `spin up` of `manifest` on `listen`, quiet, with its state in
+/// `state_dir`, in its own process group, so that stopping it stops the
+/// trigger process too.
+pub fn spin_up(spin: &std::path::Path, manifest: &std::path::Path, listen: &str, state_dir: &std::path::Path) -> std::process::Command {
+    let mut c = std::process::Command::new(spin);
+    std::os::unix::process::CommandExt::process_group(&mut c, 0);
+    c.arg("up").arg("--from").arg(manifest).args(["--listen", listen, "--quiet"]).arg("--state-dir").arg(state_dir);
     c
 }
 

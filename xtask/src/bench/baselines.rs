@@ -174,11 +174,8 @@ pub fn spin(root: &Path, work: &Path, origin: &str, config: &Path, spin_binary: 
         );
         std::fs::write(dir.join("spin.toml"), manifest)?;
         let port = free_port()?;
-        let mut up = Command::new(binary);
-        std::os::unix::process::CommandExt::process_group(&mut up, 0);
-        up.arg("up").arg("--from").arg(dir.join("spin.toml")).args(["--listen", &format!("127.0.0.1:{port}"), "--quiet"]);
-        up.arg("--state-dir").arg(dir.join("state")).env("SPIN_VARIABLE_ORIGIN", origin).stdout(Stdio::null());
-        let up = Killed(up.spawn().context("start spin up")?);
+        let mut up = edgeproxy_testkit::host::spin_up(binary, &dir.join("spin.toml"), &format!("127.0.0.1:{port}"), &dir.join("state"));
+        let up = Killed(up.env("SPIN_VARIABLE_ORIGIN", origin).stdout(Stdio::null()).spawn().context("start spin up")?);
         rows.push(Row { name: "plain spin-sdk proxy on real `spin up`".into(), load: measure(&format!("http://127.0.0.1:{port}"), None, up.0.id())?, baseline: None });
         rows.push(Row { name: "edgeproxy api-gateway on real `spin up`".into(), load: ours.clone(), baseline: Some(rows.len() - 1) });
     }
