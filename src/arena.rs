@@ -9,6 +9,17 @@
 //! .cargo/config.toml) and grows memory only when a request needs more.
 //! Only the most recent allocation is given back or resized in place, which
 //! covers the common `Vec` growth pattern.
+//!
+//! An instance that serves many requests (Workers reuse them; see
+//! ARCHITECTURE.md, "Set-up and serving") returns to a mark between calls:
+//! what set-up built stays below it ([`keep_allocations`]), and everything a
+//! call allocated above it is given back when the next call begins. "Begins"
+//! is the host's first `cabi_realloc` after an export returned: that is how
+//! every host lowers the next call's arguments, after it has lifted the
+//! previous call's results and run its post-return. So nothing allocated
+//! during a call may outlive it: the core has no lazily initialised statics
+//! (a `OnceLock` filled during a request would be freed under its feet); the
+//! one thing kept across requests, the set-up, moves the mark itself.
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::arch::wasm32::{memory_grow, memory_size};
@@ -25,19 +36,71 @@ unsafe extern "C" {
 struct Arena {
     next: Cell<usize>,
     last: Cell<usize>,
+    /// Where a new call starts: the end of what set-up keeps.
+    mark: Cell<usize>,
+    /// An export call has returned; the next `cabi_realloc` starts a new call.
+    call_ended: Cell<bool>,
 }
 
 // wasm32 without threads: one thread, so no one else sees the cells.
 unsafe impl Sync for Arena {}
 
 #[global_allocator]
-static ARENA: Arena = Arena { next: Cell::new(0), last: Cell::new(0) };
+static ARENA: Arena = Arena { next: Cell::new(0), last: Cell::new(0), mark: Cell::new(0), call_ended: Cell::new(false) };
+
+/// Everything allocated so far outlives every call (the set-up).
+pub fn keep_allocations() {
+    ARENA.mark.set(ARENA.next.get());
+}
+
+/// An export is running: allocations are its own until it returns.
+pub fn call_started() {
+    ARENA.call_ended.set(false);
+}
+
+/// An export has done its work; what it allocated is given back when the
+/// host begins the next call (its results are lowered and lifted first).
+pub fn call_ended() {
+    ARENA.call_ended.set(true);
+}
+
+/// The canonical ABI's allocator export, as wit-bindgen's own (a weak
+/// symbol this one replaces), except that the first allocation after a call
+/// returned, which is the host lowering the next call's arguments, first
+/// returns the arena to its mark.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cabi_realloc(old_ptr: *mut u8, old_len: usize, align: usize, new_len: usize) -> *mut u8 {
+    if ARENA.call_ended.replace(false) {
+        ARENA.return_to_mark();
+    }
+    if old_len == 0 && new_len == 0 {
+        return align as *mut u8;
+    }
+    // SAFETY: the canonical ABI's contract: `old_ptr` was allocated with
+    // `old_len` and `align` when `old_len` is not 0; `align` is a power of two.
+    let ptr = unsafe {
+        if old_len == 0 {
+            ARENA.alloc(Layout::from_size_align_unchecked(new_len, align))
+        } else {
+            ARENA.realloc(old_ptr, Layout::from_size_align_unchecked(old_len, align), new_len)
+        }
+    };
+    if ptr.is_null() {
+        std::arch::wasm32::unreachable();
+    }
+    ptr
+}
 
 impl Arena {
     /// Makes `[.., end)` addressable, growing memory if needed.
     fn reserve(end: usize) -> bool {
         let limit = memory_size(0) * PAGE;
         end <= limit || memory_grow(0, (end - limit).div_ceil(PAGE)) != usize::MAX
+    }
+
+    fn return_to_mark(&self) {
+        self.next.set(self.mark.get());
+        self.last.set(0);
     }
 
     fn is_last(&self, ptr: *mut u8, size: usize) -> bool {

@@ -8,47 +8,63 @@ use crate::apps::{api_gateway, hf_mirror, hub_gateway, image_cache};
 /// The config key under which every host provides the document.
 pub const DOCUMENT_KEY: &str = "document";
 
+/// The document as written: what serde reads, before it is checked.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Document {
-    /// Tried in order; the first route whose host and path match serves the request.
+struct RawDocument {
     #[serde(default, rename = "route")]
-    pub routes: Vec<Route>,
+    routes: Vec<RawRoute>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Route {
-    /// `api.example.com`, `*.example.com` (any subdomain), or `*`. A port in
-    /// the pattern must match; without one, any port matches.
-    pub host: String,
-    /// Path prefix, matched on segment boundaries: `/v1` matches `/v1` and
-    /// `/v1/users`, not `/v10`.
+struct RawRoute {
+    host: String,
     #[serde(default = "root_path")]
-    pub path: String,
+    path: String,
     #[serde(rename = "api-gateway")]
-    pub api_gateway: Option<api_gateway::Options>,
+    api_gateway: Option<api_gateway::Options>,
     #[serde(rename = "hf-mirror")]
-    pub hf_mirror: Option<hf_mirror::Options>,
+    hf_mirror: Option<hf_mirror::Options>,
     #[serde(rename = "image-cache")]
-    pub image_cache: Option<image_cache::Options>,
+    image_cache: Option<image_cache::Options>,
     #[serde(rename = "hub-gateway")]
-    pub hub_gateway: Option<hub_gateway::Options>,
+    hub_gateway: Option<hub_gateway::Options>,
 }
 
 fn root_path() -> String {
     "/".to_owned()
 }
 
-/// The app a route runs, with its options.
-pub enum App<'a> {
-    ApiGateway(&'a api_gateway::Options),
-    HfMirror(&'a hf_mirror::Options),
-    ImageCache(&'a image_cache::Options),
-    HubGateway(&'a hub_gateway::Options),
+/// A checked document: what serving reads. Built once per document (see
+/// `setup.rs`); nothing in it is parsed again per request.
+#[derive(Debug)]
+pub struct Document {
+    /// Tried in order; the first route whose host and path match serves the request.
+    pub routes: Vec<Route>,
 }
 
-impl App<'_> {
+#[derive(Debug)]
+pub struct Route {
+    /// `api.example.com`, `*.example.com` (any subdomain), or `*`. A port in
+    /// the pattern must match; without one, any port matches.
+    pub host: HostPattern,
+    /// Path prefix without its trailing `/`, matched on segment boundaries:
+    /// `/v1` matches `/v1` and `/v1/users`, not `/v10`. Empty for `/`.
+    pub path: String,
+    pub app: App,
+}
+
+/// The app a route runs, with its options: the one table of apps.
+#[derive(Debug)]
+pub enum App {
+    ApiGateway(api_gateway::Options),
+    HfMirror(hf_mirror::Options),
+    ImageCache(image_cache::Options),
+    HubGateway(hub_gateway::Options),
+}
+
+impl App {
     /// Its name in the document (`[route.<name>]`).
     pub fn name(&self) -> &'static str {
         match self {
@@ -58,14 +74,23 @@ impl App<'_> {
             App::HubGateway(_) => "hub-gateway",
         }
     }
+
+    fn validate(&self) -> Result<(), String> {
+        match self {
+            App::ApiGateway(options) => options.validate(),
+            App::HfMirror(options) => options.validate(),
+            App::ImageCache(options) => options.validate(),
+            App::HubGateway(options) => options.validate(),
+        }
+    }
 }
 
 /// Every problem with a document: a TOML or schema error (TOML stops at the
 /// first), or else one per route that is wrong, each naming its route and
 /// key. Empty when the document is valid.
 pub fn check(text: &str) -> Vec<String> {
-    match toml::from_str::<Document>(text) {
-        Ok(doc) => doc.routes.iter().enumerate().filter_map(|(i, route)| route.problem(i + 1)).collect(),
+    match toml::from_str::<RawDocument>(text) {
+        Ok(doc) => doc.routes.into_iter().enumerate().filter_map(|(i, route)| route.checked(i + 1).err()).collect(),
         Err(e) => vec![schema_problem(text, &e)],
     }
 }
@@ -93,69 +118,84 @@ fn schema_problem(text: &str, error: &toml::de::Error) -> String {
     format!("{place} (line {line_number}{dotted}): {message}")
 }
 
-impl Route {
-    /// What is wrong with this route, the `n`th, if anything.
-    fn problem(&self, n: usize) -> Option<String> {
-        let valid = match self.app() {
-            Err(0) => return Some(format!("route {n} ({}) names no app: add a [route.api-gateway], [route.hf-mirror], [route.image-cache] or [route.hub-gateway] table", self.host)),
-            Err(_) => return Some(format!("route {n} ({}) names more than one app: give each its own [[route]]", self.host)),
-            Ok(_) if !self.path.starts_with('/') => return Some(format!("route {n} ({}): path {:?} must start with '/'", self.host, self.path)),
-            Ok(App::ApiGateway(options)) => options.validate(),
-            Ok(App::HfMirror(options)) => options.validate(),
-            Ok(App::ImageCache(options)) => options.validate(),
-            Ok(App::HubGateway(options)) => options.validate(),
+impl RawRoute {
+    /// The checked route, the `n`th, or what is wrong with it.
+    fn checked(self, n: usize) -> Result<Route, String> {
+        let host = self.host;
+        let mut apps = [
+            self.api_gateway.map(App::ApiGateway),
+            self.hf_mirror.map(App::HfMirror),
+            self.image_cache.map(App::ImageCache),
+            self.hub_gateway.map(App::HubGateway),
+        ]
+        .into_iter()
+        .flatten();
+        let app = match (apps.next(), apps.next()) {
+            (None, _) => return Err(format!("route {n} ({host}) names no app: add a [route.api-gateway], [route.hf-mirror], [route.image-cache] or [route.hub-gateway] table")),
+            (Some(_), Some(_)) => return Err(format!("route {n} ({host}) names more than one app: give each its own [[route]]")),
+            (Some(app), None) => app,
         };
-        valid.err().map(|e| format!("route {n} ({}): {e}", self.host))
-    }
-
-    /// The route's app; `Err` if it names none or more than one.
-    fn app(&self) -> Result<App<'_>, usize> {
-        let apps: Vec<App> = [
-            self.api_gateway.as_ref().map(App::ApiGateway),
-            self.hf_mirror.as_ref().map(App::HfMirror),
-            self.image_cache.as_ref().map(App::ImageCache),
-            self.hub_gateway.as_ref().map(App::HubGateway),
-        ].into_iter().flatten().collect();
-        let count = apps.len();
-        apps.into_iter().next().filter(|_| count == 1).ok_or(count)
+        if !self.path.starts_with('/') {
+            return Err(format!("route {n} ({host}): path {:?} must start with '/'", self.path));
+        }
+        app.validate().map_err(|e| format!("route {n} ({host}): {e}"))?;
+        Ok(Route { host: HostPattern::new(&host), path: self.path.trim_end_matches('/').to_owned(), app })
     }
 }
 
 impl Document {
-    /// The document, or the first of its problems (see [`check`]).
+    /// The checked document, or the first of its problems (see [`check`]).
     pub fn parse(text: &str) -> Result<Document, String> {
-        let doc: Document = toml::from_str(text).map_err(|e| format!("the config document is not valid: {e}"))?;
-        match doc.routes.iter().enumerate().find_map(|(i, route)| route.problem(i + 1)) {
-            Some(problem) => Err(problem),
-            None => Ok(doc),
-        }
+        let raw: RawDocument = toml::from_str(text).map_err(|e| format!("the config document is not valid: {e}"))?;
+        let routes = raw.routes.into_iter().enumerate().map(|(i, route)| route.checked(i + 1)).collect::<Result<_, _>>()?;
+        Ok(Document { routes })
     }
 
-    /// The route for `host` (as in the Host header, maybe with a port) and
-    /// `path`: its index, its path prefix and its app.
-    pub fn route(&self, host: &str, path: &str) -> Option<(usize, &str, App<'_>)> {
-        self.routes
-            .iter()
-            .enumerate()
-            .find(|(_, r)| host_matches(&r.host, host) && path_matches(&r.path, path))
-            .and_then(|(i, r)| r.app().ok().map(|app| (i, r.path.as_str(), app)))
+    /// The route for `host` (as in the Host header, maybe with a port,
+    /// lower-case) and `path`: its index and the route.
+    pub fn route(&self, host: &str, path: &str) -> Option<(usize, &Route)> {
+        self.routes.iter().enumerate().find(|(_, r)| r.host.matches(host) && path_matches(&r.path, path))
     }
 }
 
-fn host_matches(pattern: &str, host: &str) -> bool {
-    let pattern = pattern.to_ascii_lowercase();
-    let host = host.to_ascii_lowercase();
-    if pattern == "*" {
-        return true;
+/// A route's host pattern, lower-cased and split once.
+#[derive(Debug, PartialEq, Eq)]
+pub enum HostPattern {
+    Any,
+    /// `name[:port]`.
+    Exact { name: String, port: Option<String> },
+    /// `*.suffix[:port]`: `suffix` keeps its leading `.`.
+    Subdomains { suffix: String, port: Option<String> },
+}
+
+impl HostPattern {
+    fn new(pattern: &str) -> HostPattern {
+        let pattern = pattern.to_ascii_lowercase();
+        if pattern == "*" {
+            return HostPattern::Any;
+        }
+        let (name, port) = split_port(&pattern);
+        let port = port.map(str::to_owned);
+        match name.strip_prefix('*') {
+            Some(suffix) if suffix.starts_with('.') => HostPattern::Subdomains { suffix: suffix.to_owned(), port },
+            _ => HostPattern::Exact { name: name.to_owned(), port },
+        }
     }
-    let (pattern_name, pattern_port) = split_port(&pattern);
-    let (name, port) = split_port(&host);
-    if pattern_port.is_some() && pattern_port != port {
-        return false;
-    }
-    match pattern_name.strip_prefix("*.") {
-        Some(suffix) => name.len() > suffix.len() + 1 && name.ends_with(suffix) && name[..name.len() - suffix.len()].ends_with('.'),
-        None => pattern_name == name,
+
+    /// Whether `host` (`name[:port]`) matches, ignoring ASCII case.
+    pub fn matches(&self, host: &str) -> bool {
+        let (name, port) = split_port(host);
+        let port_matches = |want: &Option<String>| want.as_deref().is_none_or(|want| Some(want) == port);
+        match self {
+            HostPattern::Any => true,
+            HostPattern::Exact { name: want, port: want_port } => port_matches(want_port) && want.eq_ignore_ascii_case(name),
+            HostPattern::Subdomains { suffix, port: want_port } => {
+                port_matches(want_port)
+                    && name.len() > suffix.len()
+                    && name.is_char_boundary(name.len() - suffix.len())
+                    && name[name.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+            }
+        }
     }
 }
 
@@ -167,14 +207,18 @@ fn split_port(host: &str) -> (&str, Option<&str>) {
     }
 }
 
+/// `prefix` has no trailing `/` (empty for the root).
 fn path_matches(prefix: &str, path: &str) -> bool {
-    let prefix = prefix.trim_end_matches('/');
     prefix.is_empty() || path == prefix || path.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/') || rest.starts_with('?'))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn host_matches(pattern: &str, host: &str) -> bool {
+        HostPattern::new(pattern).matches(host)
+    }
 
     #[test]
     fn exact_host_matches_with_any_port_unless_the_pattern_has_one() {
@@ -196,9 +240,9 @@ mod tests {
 
     #[test]
     fn path_prefix_matches_on_segment_boundaries() {
-        assert!(path_matches("/", "/x"));
+        assert!(path_matches("", "/x"));
         assert!(path_matches("/v1", "/v1"));
-        assert!(path_matches("/v1/", "/v1/users"));
+        assert!(path_matches("/v1", "/v1/users"));
         assert!(!path_matches("/v1", "/v10"));
     }
 

@@ -14,22 +14,41 @@ use exports::edgeproxy::platform::{checker, handler};
 
 struct Component;
 
+/// Runs an export's body as one call of the arena's (`arena.rs`): what it
+/// allocates is given back when the host begins the next call.
+fn one_call<T>(body: impl FnOnce() -> T) -> T {
+    crate::arena::call_started();
+    let out = body();
+    crate::arena::call_ended();
+    out
+}
+
 impl handler::Guest for Component {
     fn handle(request: types::Request, client_ip: Option<String>) -> types::Response {
-        let request = platform::Request {
-            method: request.method,
-            url: request.url,
-            headers: request.headers,
-            body: request.body,
-        };
-        let response = crate::handle(&WitHost, request, client_ip.as_deref());
-        types::Response { status: response.status, headers: response.headers, body: response.body }
+        one_call(|| {
+            let request = platform::Request {
+                method: request.method,
+                url: request.url,
+                headers: request.headers,
+                body: request.body,
+            };
+            let response = crate::handle(&WitHost, request, client_ip.as_deref());
+            types::Response { status: response.status, headers: response.headers, body: response.body }
+        })
     }
 }
 
 impl checker::Guest for Component {
     fn check_config(document: String) -> Vec<String> {
-        crate::config::check(&document)
+        one_call(|| crate::config::check(&document))
+    }
+}
+
+impl Guest for Component {
+    fn init() {
+        // A document the host cannot give, or a broken one, is each
+        // request's error to report, as it would be without set-up ahead.
+        one_call(|| drop(crate::set_up(&WitHost)));
     }
 }
 

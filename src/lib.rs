@@ -8,6 +8,7 @@ pub mod apps;
 pub mod config;
 pub mod platform;
 pub mod proxy;
+pub mod setup;
 
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzz;
@@ -33,26 +34,28 @@ pub fn handle<P: Platform>(platform: &P, request: Request<P::Body>, client_ip: O
 
 fn serve<P: Platform>(platform: &P, request: Request<P::Body>, client_ip: Option<&str>) -> Result<Response<P::Body>, ProxyError> {
     proxy::refuse_unservable_method(&request.method)?;
-    let document = load_document(platform)?;
+    let document = set_up(platform)?;
     let incoming = Incoming::parse(&request.url)?;
-    let (route_index, prefix, app) = document
+    let (route_index, route) = document
         .route(&incoming.authority, &incoming.path)
         .ok_or_else(|| ProxyError::not_found(format!("no route serves host {} and path {}", incoming.authority, incoming.path)))?;
-    platform.routed(route_index as u32 + 1, app.name());
+    platform.routed(route_index as u32 + 1, route.app.name());
     let session = Session { platform, incoming, method: request.method.clone(), headers: request.headers.clone(), client_ip };
-    Ok(match app {
+    Ok(match &route.app {
         App::ApiGateway(options) => phases::run(&ApiGateway { options, route_index }, &session, request),
         App::HfMirror(options) => phases::run(&HfMirror { options, route_index }, &session, request),
         App::HubGateway(options) => phases::run(&HubGateway { options }, &session, request),
         // An origin, not a proxy: it answers every request itself.
-        App::ImageCache(options) => ImageCache { options, prefix }.serve(&session).unwrap_or_else(ProxyError::into_response),
+        App::ImageCache(options) => ImageCache { options, prefix: &route.path }.serve(&session).unwrap_or_else(ProxyError::into_response),
     })
 }
 
-fn load_document<P: Platform>(platform: &P) -> Result<Document, ProxyError> {
+/// The set-up of the host's current document (`setup.rs`): kept from an
+/// earlier request or a snapshot when the document is unchanged.
+pub fn set_up<P: Platform>(platform: &P) -> Result<&'static Document, ProxyError> {
     let text = platform
         .config(DOCUMENT_KEY)
         .map_err(|why| ProxyError::internal(format!("the host could not provide the config document: {why}")))?
         .ok_or_else(|| ProxyError::internal("no config document: the host must set the config key \"document\" (see README, Configuration)"))?;
-    Document::parse(&text).map_err(ProxyError::internal)
+    setup::for_document(&text).document.as_ref().map_err(|why| ProxyError::internal(why.clone()))
 }

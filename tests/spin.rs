@@ -85,9 +85,10 @@ fn spin_toml_allows_every_upstream_of_its_default_document() {
     let text = manifest["variables"]["document"]["default"].as_str().unwrap();
     let document = edgeproxy::config::Document::parse(text).expect("the default document is valid");
     for route in &document.routes {
-        let upstreams: Vec<String> = if let Some(gateway) = &route.api_gateway {
+        use edgeproxy::config::App;
+        let upstreams: Vec<String> = if let App::ApiGateway(gateway) = &route.app {
             vec![gateway.origin.clone()]
-        } else if let Some(mirror) = &route.hf_mirror {
+        } else if let App::HfMirror(mirror) = &route.app {
             // The hub and every default CDN host pattern.
             std::iter::once(mirror.hub.clone()).chain(mirror.cdn_hosts.iter().map(|h| format!("https://{h}"))).collect()
         } else {

@@ -2,8 +2,14 @@
 // into workers/build/, see `cargo xtask workers`) and implements the WIT imports
 // of wit/edgeproxy.wit with the platform. No proxy logic lives here.
 //
-// - One component instance per request: JSPI lets a second request enter a
-//   suspended instance, and Workers I/O objects are bound to their request.
+// - An instance serves one request at a time, and many in turn: JSPI lets a
+//   second request enter a suspended instance, and Workers I/O objects are
+//   bound to their request, so a request takes an idle instance (or makes
+//   one when every instance is inside a request) and the imports reach its
+//   env through the instance's slot, set for the call. An instance is made
+//   and set up (the core's `init`: the config document parsed, its routes
+//   built) once, not per request. One that trapped or whose memory grew past
+//   MAX_REUSED_MEMORY is dropped, not reused.
 // - A body the core passes on stays a ReadableStream; bytes never cross into
 //   wasm unless the core reads them.
 
@@ -137,9 +143,8 @@ function secretName(key) {
   return "EDGEPROXY_SECRET_" + key.toUpperCase().replace(/[^A-Z0-9]/g, "_");
 }
 
-/** The WIT imports, bound to one request's environment. */
-function imports(env) {
-  const kv = env.EDGEPROXY_KV;
+/** The WIT imports of one instance, reaching the env of the request it serves through `slot`. */
+function imports(slot) {
   return {
     "edgeproxy:platform/body": { Body },
     "edgeproxy:platform/types": {},
@@ -149,6 +154,7 @@ function imports(env) {
     },
     "edgeproxy:platform/config": {
       get(key) {
+        const env = slot.env;
         const value = key === "document" ? env.EDGEPROXY_CONFIG : env[secretName(key)];
         return typeof value === "string" ? value : undefined;
       },
@@ -188,14 +194,15 @@ function imports(env) {
     },
     "edgeproxy:platform/kv": {
       limits: () => ({ maxKeyBytes: KV_MAX_KEY_BYTES, maxValueBytes: BigInt(KV_MAX_VALUE_BYTES), minTtlSeconds: KV_MIN_TTL_SECONDS }),
-      get: (key) => kvGet(kv, key),
-      set: (key, value, ttlSeconds) => kvSet(kv, key, value, ttlSeconds),
+      get: (key) => kvGet(slot.env.EDGEPROXY_KV, key),
+      set: (key, value, ttlSeconds) => kvSet(slot.env.EDGEPROXY_KV, key, value, ttlSeconds),
       // KV has no atomic operations. Concurrent requests in this isolate
       // are serialised by a claim taken before the first await; across
       // isolates and locations it is read-then-write on an eventually
       // consistent store (up to 60 s), so two may both win (README,
       // Placeholder Zoo).
       async setIfAbsent(key, value, ttlSeconds) {
+        const kv = slot.env.EDGEPROXY_KV;
         const now = Date.now();
         if ((CLAIMS.get(key) ?? 0) > now) return false;
         CLAIMS.set(key, now + (ttlSeconds ?? 60) * 1000);
@@ -212,6 +219,7 @@ function imports(env) {
         }
       },
       async delete(key) {
+        const kv = slot.env.EDGEPROXY_KV;
         checkKey(key);
         if (!kv) throw err("unavailable", "no EDGEPROXY_KV binding");
         CLAIMS.delete(key);
@@ -225,6 +233,8 @@ function imports(env) {
       // quota needs more) is a fixed-window counter in KV: approximate, as KV
       // is eventually consistent, but it never forgets a whole day.
       async check(policy, key, limit, periodSeconds) {
+        const env = slot.env;
+        const kv = env.EDGEPROXY_KV;
         const limiter = env[policy];
         if (limiter && typeof limiter.limit === "function") {
           const { success } = await limiter.limit({ key });
@@ -280,9 +290,31 @@ function checkKey(key) {
   if (bytes === 0 || bytes > KV_MAX_KEY_BYTES) throw err("invalid-key", `keys are 1 to ${KV_MAX_KEY_BYTES} bytes; this one has ${bytes}`);
 }
 
+/** Instances with no request in them, most recently used last. */
+const IDLE = [];
+/** More idle instances than this are dropped (a burst's worth stays warm). */
+const MAX_IDLE = 16;
+/** An instance whose memory grew past this (an image transform) is dropped:
+ * its pages would stay with the isolate, whose limit is 128 MB. */
+const MAX_REUSED_MEMORY = 16 * 1024 * 1024;
+
+/** A new instance, set up for the document in `env` (the core's `init`). */
+async function newInstance(env) {
+  const slot = { env };
+  const instance = { slot, memory: undefined, component: undefined };
+  instance.component = await instantiate((name) => CORE_MODULES[name], imports(slot), async (module, moduleImports) => {
+    const core = await WebAssembly.instantiate(module, moduleImports);
+    if (core.exports.memory instanceof WebAssembly.Memory) instance.memory ??= core.exports.memory;
+    return core;
+  });
+  instance.component.init();
+  return instance;
+}
+
 export default {
   async fetch(request, env) {
-    const component = await instantiate((name) => CORE_MODULES[name], imports(env));
+    const instance = IDLE.pop() ?? (await newInstance(env));
+    instance.slot.env = env;
     const wasmRequest = {
       method: request.method,
       url: request.url,
@@ -292,11 +324,17 @@ export default {
     const clientIp = request.headers.get("cf-connecting-ip") ?? undefined;
     let response;
     try {
-      response = await component.handler.handle(wasmRequest, clientIp);
+      response = await instance.component.handler.handle(wasmRequest, clientIp);
     } catch (e) {
+      // A trapped instance is not reused.
       console.error("edgeproxy: the component failed:", e?.stack ?? e);
       return Response.json({ error: "internal_error", message: "the proxy failed on this request" }, { status: 500 });
     }
+    // The core runs no code for this request after `handle` returns: every
+    // body it passed on is the platform's stream, and one it rewrote was read
+    // whole and handed back as bytes. So the instance is free now.
+    instance.slot.env = undefined;
+    if (IDLE.length < MAX_IDLE && !(instance.memory?.buffer.byteLength > MAX_REUSED_MEMORY)) IDLE.push(instance);
     const nullBody = request.method === "HEAD" || [101, 204, 205, 304].includes(response.status);
     return new Response(nullBody || !response.body ? null : response.body.toPlatform(), {
       status: response.status,

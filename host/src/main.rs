@@ -8,6 +8,7 @@ mod kv;
 mod limiter;
 mod limits;
 mod metrics;
+mod preinit;
 mod redis;
 mod runtime;
 mod server;
@@ -206,8 +207,8 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// What requests share, with the store in `data_dir` and limits in memory.
-fn shared(document: String, data_dir: &std::path::Path, upstream_body_timeout: Duration) -> anyhow::Result<runtime::Shared> {
-    shared_with(document, local_state(data_dir)?, upstream_body_timeout)
+fn shared(data_dir: &std::path::Path, upstream_body_timeout: Duration) -> anyhow::Result<runtime::Shared> {
+    shared_with(local_state(data_dir)?, upstream_body_timeout)
 }
 
 /// The default store and limiter: a redb file in `data_dir`, buckets in memory.
@@ -215,9 +216,8 @@ fn local_state(data_dir: &std::path::Path) -> anyhow::Result<(kv::Store, limiter
     Ok((kv::Store::Local(Arc::new(kv::Kv::open(data_dir)?)), limiter::Limiter::Local(limiter::Buckets::new())))
 }
 
-fn shared_with(document: String, (kv, limiter): (kv::Store, limiter::Limiter), upstream_body_timeout: Duration) -> anyhow::Result<runtime::Shared> {
+fn shared_with((kv, limiter): (kv::Store, limiter::Limiter), upstream_body_timeout: Duration) -> anyhow::Result<runtime::Shared> {
     Ok(runtime::Shared {
-        document: std::sync::RwLock::new(document.into()),
         kv,
         kv_fault: None,
         limiter,
@@ -227,7 +227,7 @@ fn shared_with(document: String, (kv, limiter): (kv::Store, limiter::Limiter), u
 }
 
 /// `serve`'s shared state: the store and the limiter local, or on Redis (`--kv`).
-async fn serve_shared(args: &ServeArgs, document: String) -> anyhow::Result<runtime::Shared> {
+async fn serve_shared(args: &ServeArgs) -> anyhow::Result<runtime::Shared> {
     let state = match &args.kv {
         None => local_state(&args.data_dir)?,
         Some(url) => {
@@ -238,7 +238,7 @@ async fn serve_shared(args: &ServeArgs, document: String) -> anyhow::Result<runt
             (kv::Store::Redis(redis.clone()), limiter::Limiter::Redis(redis))
         }
     };
-    Ok(runtime::Shared { kv_fault: args.kv_fault, ..shared_with(document, state, args.limits.upstream_body_timeout())? })
+    Ok(runtime::Shared { kv_fault: args.kv_fault, ..shared_with(state, args.limits.upstream_body_timeout())? })
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -246,10 +246,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(path) => std::fs::read_to_string(path).with_context(|| format!("cannot read the config document {}", path.display()))?,
         None => DEFAULT_DOCUMENT.to_owned(),
     };
-    let shared = serve_shared(&args, document).await?;
+    let shared = serve_shared(&args).await?;
     let component = runtime::ComponentSource::new(args.component.as_deref())?;
     let name = component.name.clone();
-    let runtime = Arc::new(runtime::Runtime::new(component, shared, args.limits.guest())?);
+    let runtime = Arc::new(runtime::Runtime::new(component, document, shared, args.limits.guest()).await?);
     runtime.start_pool_recycler();
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(Arc::new(tls::Tls::load(cert, key)?)),
@@ -360,7 +360,7 @@ fn shutdown_signal() -> impl Future<Output = ()> {
 async fn check(config: &std::path::Path, component: Option<PathBuf>) -> anyhow::Result<bool> {
     let document = std::fs::read_to_string(config).with_context(|| format!("cannot read the config document {}", config.display()))?;
     let dir = std::env::temp_dir().join(format!("edgeproxy-check-{}", std::process::id()));
-    let runtime = runtime::Runtime::new(runtime::ComponentSource::new(component.as_deref())?, shared(String::new(), &dir, Duration::from_secs(1))?, limits::GuestLimits { cpu: Duration::from_secs(30), memory: 512 << 20 })?;
+    let runtime = runtime::Runtime::new(runtime::ComponentSource::new(component.as_deref())?, String::new(), shared(&dir, Duration::from_secs(1))?, limits::GuestLimits { cpu: Duration::from_secs(30), memory: 512 << 20 }).await?;
     let problems = runtime.check_config(&document).await;
     let _ = std::fs::remove_dir_all(dir);
     let problems = problems?;
@@ -375,7 +375,7 @@ async fn check(config: &std::path::Path, component: Option<PathBuf>) -> anyhow::
 
 async fn instantiate_bench(component: Option<PathBuf>, iterations: u32) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("edgeproxy-bench-{}", std::process::id()));
-    let runtime = runtime::Runtime::new(runtime::ComponentSource::new(component.as_deref())?, shared(String::new(), &dir, Duration::from_secs(120))?, limits::GuestLimits { cpu: Duration::from_secs(30), memory: 512 << 20 })?;
+    let runtime = runtime::Runtime::new(runtime::ComponentSource::new(component.as_deref())?, String::new(), shared(&dir, Duration::from_secs(120))?, limits::GuestLimits { cpu: Duration::from_secs(30), memory: 512 << 20 }).await?;
     for _ in 0..1000 {
         runtime.instantiate().await?;
     }

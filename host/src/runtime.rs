@@ -16,6 +16,7 @@ use crate::kv;
 use crate::limiter::Limiter;
 use crate::limits::{GuestLimits, MemoryCap};
 use crate::metrics::{Metrics, Routed};
+use crate::preinit::{self, FunctionCache};
 use crate::upstream::Upstream;
 
 wasmtime::component::bindgen!({
@@ -58,9 +59,6 @@ impl ComponentSource {
 
 /// What every request's store shares.
 pub struct Shared {
-    /// The config document new requests get; replaced on reload
-    /// ([`Runtime::reload`]). A request keeps the one it started with.
-    pub document: RwLock<Arc<str>>,
     pub kv: kv::Store,
     pub kv_fault: Option<kv::KvFault>,
     pub limiter: Limiter,
@@ -91,11 +89,13 @@ async fn timed<T>(operation: impl Future<Output = T>) -> (T, Duration) {
 }
 
 pub struct Runtime {
-    /// The pool instances come from; replaced by a fresh one when idle (see
-    /// [`Runtime::start_pool_recycler`]). A store keeps its pool's engine,
-    /// and so the pool, alive until the store is gone.
+    /// The pool instances come from, with the document it is set up for;
+    /// replaced on reload ([`Runtime::reload`]), and by a fresh one when
+    /// idle (see [`Runtime::start_pool_recycler`]). A request keeps the pool
+    /// (and so the document) it started with: a store keeps its pool's
+    /// engine alive until the store is gone.
     pool: RwLock<Arc<Pool>>,
-    /// What a fresh pool compiles (from the on-disk cache, normally).
+    /// The core as built, which each new document's snapshot starts from.
     component: Cow<'static, [u8]>,
     shared: Arc<Shared>,
     limits: GuestLimits,
@@ -104,10 +104,16 @@ pub struct Runtime {
     started: Instant,
 }
 
-/// An engine with its own instance pool, and the component ready in it.
+/// An engine with its own instance pool, and the component, set up for
+/// one document, ready in it.
 struct Pool {
     engine: Engine,
     pre: EdgeproxyPre<State>,
+    /// The document its instances were set up with, which `config.get`
+    /// gives them too (so the core sees it unchanged and serves at once).
+    document: Arc<str>,
+    /// The set-up snapshot (`preinit.rs`) this pool compiled.
+    snapshot: Arc<[u8]>,
 }
 
 /// A pool with more warm unused slots than this (each about 0.3 to 0.5 MiB:
@@ -137,7 +143,7 @@ pub struct GuestResponse {
 }
 
 impl Pool {
-    fn new(component: &[u8], limits: GuestLimits) -> anyhow::Result<Pool> {
+    fn engine(limits: GuestLimits) -> anyhow::Result<Engine> {
         let mut config = Config::new();
         GuestLimits::configure(&mut config);
         // Instances come from a pool of pre-reserved slots with copy-on-write
@@ -157,23 +163,60 @@ impl Pool {
         // "Profile"). Older kernels get the memset.
         pool.pagemap_scan(wasmtime::Enabled::Auto);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        // A set-up snapshot is the core with other data: its functions come
+        // from this cache instead of Cranelift (preinit.rs).
+        if let Some(dir) = compile_cache_dir() {
+            config.enable_incremental_compilation(Arc::new(FunctionCache::new(dir.join("functions"))))?;
+        }
         let engine = Engine::new(&config)?;
         GuestLimits::start_ticker(&engine);
-        let component = compile_cached(&engine, component)?;
-        let mut linker = Linker::<State>::new(&engine);
+        Ok(engine)
+    }
+
+    fn linker(engine: &Engine) -> anyhow::Result<Linker<State>> {
+        let mut linker = Linker::<State>::new(engine);
         Edgeproxy::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
-        let pre = EdgeproxyPre::new(linker.instantiate_pre(&component)?)?;
-        Ok(Pool { engine, pre })
+        Ok(linker)
+    }
+
+    /// A pool of the set-up `snapshot` of `document`, compiled in a new
+    /// engine: its functions from the function cache, so in a fraction of
+    /// a second. (Not kept in the component cache: one per document would
+    /// pile up there, one per reload.)
+    fn new(snapshot: Arc<[u8]>, document: Arc<str>, limits: GuestLimits) -> anyhow::Result<Pool> {
+        let engine = Self::engine(limits)?;
+        let component = Component::new(&engine, &snapshot)?;
+        let pre = EdgeproxyPre::new(Self::linker(&engine)?.instantiate_pre(&component)?)?;
+        Ok(Pool { engine, pre, document, snapshot })
+    }
+
+    /// A pool whose instances start with `document` set up: `component`'s
+    /// `init` run once and snapshotted (preinit.rs).
+    async fn set_up(component: &[u8], document: Arc<str>, shared: &Arc<Shared>, limits: GuestLimits) -> anyhow::Result<Pool> {
+        let engine = Self::engine(limits)?;
+        let store = State::new_store(&engine, shared.clone(), document.clone(), limits);
+        let snapshot = preinit::snapshot(&engine, &Self::linker(&engine)?, component, store, compile_cached).await?;
+        Self::new(snapshot.into(), document, limits)
+    }
+}
+
+impl State {
+    fn new_store(engine: &Engine, shared: Arc<Shared>, document: Arc<str>, limits: GuestLimits) -> Store<State> {
+        let mut store = Store::new(engine, State { table: ResourceTable::new(), shared, document, request_id: None, memory: limits.memory_cap(), routed: None, host_wait: Duration::ZERO });
+        limits.arm(&mut store, |state| &mut state.memory);
+        store
     }
 }
 
 impl Runtime {
-    pub fn new(component: ComponentSource, shared: Shared, limits: GuestLimits) -> anyhow::Result<Runtime> {
-        let pool = Pool::new(&component.bytes, limits).with_context(|| format!("cannot load {}", component.name))?;
+    /// The runtime serving `document`, set up once ahead of the requests.
+    pub async fn new(component: ComponentSource, document: String, shared: Shared, limits: GuestLimits) -> anyhow::Result<Runtime> {
+        let shared = Arc::new(shared);
+        let pool = Pool::set_up(&component.bytes, document.into(), &shared, limits).await.with_context(|| format!("cannot load {}", component.name))?;
         Ok(Runtime {
             pool: RwLock::new(Arc::new(pool)),
             component: component.bytes,
-            shared: Arc::new(shared),
+            shared,
             limits,
             last_instance_ms: AtomicU64::new(0),
             started: Instant::now(),
@@ -212,8 +255,15 @@ impl Runtime {
         if idle_ms < POOL_IDLE.as_millis() as u64 || warm <= POOL_WARM_TRIM {
             return Ok(());
         }
-        let fresh = Arc::new(Pool::new(&self.component, self.limits)?);
-        *self.pool.write().expect("the pool lock is never poisoned") = fresh;
+        let current = self.pool.read().expect("the pool lock is never poisoned").clone();
+        let fresh = Arc::new(Pool::new(current.snapshot.clone(), current.document.clone(), self.limits)?);
+        drop(current);
+        // A reload in between wins: its pool is as fresh.
+        let mut pool = self.pool.write().expect("the pool lock is never poisoned");
+        if Arc::ptr_eq(&pool.snapshot, &fresh.snapshot) {
+            *pool = fresh;
+        }
+        drop(pool);
         // The burst's request and response buffers are free by now, but
         // glibc keeps freed memory in its arenas; give it back too.
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -232,9 +282,7 @@ impl Runtime {
     pub async fn instantiate(&self) -> anyhow::Result<(Store<State>, Edgeproxy)> {
         self.last_instance_ms.store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
         let pool = self.pool.read().expect("the pool lock is never poisoned").clone();
-        let document = self.shared.document.read().expect("the document lock is never poisoned").clone();
-        let mut store = Store::new(&pool.engine, State { table: ResourceTable::new(), shared: self.shared.clone(), document, request_id: None, memory: self.limits.memory_cap(), routed: None, host_wait: Duration::ZERO });
-        self.limits.arm(&mut store, |state| &mut state.memory);
+        let mut store = State::new_store(&pool.engine, self.shared.clone(), pool.document.clone(), self.limits);
         let instance = pool.pre.instantiate_async(&mut store).await?;
         Ok((store, instance))
     }
@@ -245,15 +293,16 @@ impl Runtime {
         Ok(instance.edgeproxy_platform_checker().call_check_config(&mut store, document).await?)
     }
 
-    /// Makes `document` the one new requests get, if the component finds no
-    /// problem with it; otherwise keeps the current one and returns the
-    /// problems.
+    /// Makes `document` the one new requests get, set up ahead as at start,
+    /// if the component finds no problem with it; otherwise keeps the
+    /// current one and returns the problems.
     pub async fn reload(&self, document: String) -> anyhow::Result<Result<(), Vec<String>>> {
         let problems = self.check_config(&document).await?;
         if !problems.is_empty() {
             return Ok(Err(problems));
         }
-        *self.shared.document.write().expect("the document lock is never poisoned") = document.into();
+        let pool = Pool::set_up(&self.component, document.into(), &self.shared, self.limits).await?;
+        *self.pool.write().expect("the pool lock is never poisoned") = Arc::new(pool);
         Ok(Ok(()))
     }
 

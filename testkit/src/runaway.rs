@@ -41,7 +41,8 @@ const COMMON: &str = r#"
 "#;
 
 /// For `edgeproxy serve`: exports edgeproxy's `handler` (any other path
-/// answers 204 at once) and a `checker` that finds nothing.
+/// answers 204 at once), a `checker` that finds nothing and an `init` that
+/// does nothing.
 pub fn edgeproxy_component() -> Vec<u8> {
     // handle(request, client-ip) flattens to 11 i32s: method, url, headers,
     // body option, client-ip option. The response record is returned by
@@ -56,7 +57,8 @@ pub fn edgeproxy_component() -> Vec<u8> {
           ;; check-config(document) -> list<string>: always empty, returned
           ;; by pointer as (ptr, len).
           (func (export "edgeproxy:platform/checker@0.1.0#check-config") (param i32 i32) (result i32)
-            (i32.const 2048)))"#
+            (i32.const 2048))
+          (func (export "init")))"#
     );
     let mut resolve = Resolve::default();
     let (package, _) = resolve.push_dir(workspace_root().join("wit")).expect("wit/ parses");
