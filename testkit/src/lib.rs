@@ -86,6 +86,21 @@ pub fn every_app(origin: &str) -> String {
     )
 }
 
+/// A document of `routes` api-gateway routes to `origin`, each with a CORS
+/// list, of which only the last (`host = "*"`) matches a plain request: the
+/// bench's measure of whether the document's size costs per request.
+pub fn many_routes(origin: &str, routes: usize) -> String {
+    let mut document = String::new();
+    for i in 1..routes {
+        let origins: Vec<String> = (0..5).map(|j| format!("\"https://app{j}.r{i}.test\"")).collect();
+        document += &format!(
+            "[[route]]\nhost = \"r{i}.test\"\npath = \"/v{i}\"\n[route.api-gateway]\norigin = \"{origin}\"\n[route.api-gateway.cors]\nallowed_origins = [{}]\n\n",
+            origins.join(", ")
+        );
+    }
+    document + &format!("[[route]]\nhost = \"*\"\n[route.api-gateway]\norigin = \"{origin}\"\n")
+}
+
 pub fn edgeproxy_binary() -> std::path::PathBuf {
     std::env::var_os("EDGEPROXY_BIN").map_or_else(|| workspace_root().join("target/release/edgeproxy"), std::path::PathBuf::from)
 }

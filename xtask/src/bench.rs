@@ -139,6 +139,8 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
         let up = upload_gib_per_s(&format!("{}/sink", t.base))?;
         streams.push((t.name, down, up, t.rss_of.map(peak_rss_mib).transpose()?));
     }
+    eprintln!("bench: the document's size: one route against {MANY_ROUTES} ...");
+    let sizes_of_document = document_size(root, &work, &upstream.url())?;
     eprintln!("bench: Spin, against a plain spin-sdk proxy ...");
     let real_spin_ours = loads.iter().find(|(name, _)| name.contains("real `spin up`")).map(|(_, l)| l);
     let spin_rows = baselines::spin(root, &work, &upstream.url(), &config, spin.as_ref().map(|(_, binary)| binary.as_path()), real_spin_ours)?;
@@ -193,6 +195,14 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
     for (name, down, up, rss) in &streams {
         let rss = rss.map_or("–".to_owned(), |mib| format!("{mib:.0} MiB"));
         report += &format!("| {name} | {down:.2} | {:.0}% | {up:.2} | {:.0}% | {rss} |\n", 100.0 * down / nginx_down, 100.0 * up / nginx_up);
+    }
+    report += &format!(
+        "\nThe document's size (issue #24): `GET /small` through api-gateway with a one-route document, and with {MANY_ROUTES} routes \
+         (each with a path and a CORS list of five origins) of which the last, `host = \"*\"`, is the one that matches (testkit's `many_routes`); wrk as above:\n\n\
+         | host | one route | {MANY_ROUTES} routes | {MANY_ROUTES} vs one |\n|---|---:|---:|---:|\n"
+    );
+    for (host, one, many) in &sizes_of_document {
+        report += &format!("| {host} | {:.0}/s, {} | {:.0}/s, {} | {:.0}% |\n", one.rps, one.cpu(), many.rps, many.cpu(), 100.0 * many.rps / one.rps);
     }
     report += &baselines::workers_table(&worker_rows);
     report += &baselines::spin_table(&spin_rows);
@@ -320,6 +330,30 @@ fn nginx_config(port: u16, upstream: &str, work: &Path) -> String {
          \x20 server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      proxy_pass http://origin;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      proxy_buffering off;\n      proxy_request_buffering off;\n    }}\n  }}\n}}\n",
         upstream.trim_start_matches("http://")
     )
+}
+
+/// Routes in the large document of the document-size runs.
+const MANY_ROUTES: usize = 50;
+
+/// Small requests with a one-route and a [`MANY_ROUTES`]-route document, on
+/// the wasmtime host and in workerd: (host, one route, many routes).
+fn document_size(root: &Path, work: &Path, origin: &str) -> anyhow::Result<Vec<(&'static str, Load, Load)>> {
+    let one = edgeproxy_testkit::many_routes(origin, 1);
+    let many = edgeproxy_testkit::many_routes(origin, MANY_ROUTES);
+    let mut runs = Vec::new();
+    let mut wasmtime = Vec::new();
+    for (name, document) in [("one", &one), ("many", &many)] {
+        let config = work.join(format!("document-{name}.toml"));
+        std::fs::write(&config, document)?;
+        let port = free_port()?;
+        let proxy = serve(root, port, &config, &work.join(format!("data-{name}")))?;
+        wait_until_up(&format!("http://127.0.0.1:{port}/small"))?;
+        wasmtime.push(wrk_warmed(&format!("http://127.0.0.1:{port}/small"), None, Some(proxy.0.id()))?);
+    }
+    runs.push(("wasmtime (`edgeproxy serve`)", wasmtime[0].clone(), wasmtime[1].clone()));
+    let (one, many) = baselines::workers_document_size(root, work, &one, &many)?;
+    runs.push(("workerd (our Worker)", one, many));
+    Ok(runs)
 }
 
 /// `edgeproxy serve` on loopback `port` with `config`, access log off.

@@ -223,6 +223,41 @@ fn table(rows: &[Row], first_column: &str, cpu_column: &str) -> String {
     out
 }
 
+/// Our Worker in one workerd with the document `one` and, as a second
+/// service, `many`: small requests through each (the document-size runs).
+pub fn workers_document_size(root: &Path, work: &Path, one: &str, many: &str) -> anyhow::Result<(Load, Load)> {
+    let dir = work.join("workerd-document-size");
+    std::fs::create_dir_all(&dir)?;
+    std::os::unix::fs::symlink(root.join("workers"), dir.join("ours"))?;
+    std::fs::write(dir.join("one.toml"), one)?;
+    std::fs::write(dir.join("many.toml"), many)?;
+    let mut modules = vec![
+        ("worker.js".to_owned(), "esModule", "ours/worker.js".to_owned()),
+        ("build/edgeproxy.js".to_owned(), "esModule", "ours/build/edgeproxy.js".to_owned()),
+    ];
+    let mut wasm: Vec<String> = std::fs::read_dir(root.join("workers/build"))?.filter_map(|e| e.ok()?.file_name().into_string().ok()).filter(|f| f.ends_with(".wasm")).collect();
+    wasm.sort();
+    modules.extend(wasm.into_iter().map(|f| (format!("build/{f}"), "wasm", format!("ours/build/{f}"))));
+    let workers = [
+        Worker { id: "one", modules: modules.clone(), bindings: vec![("EDGEPROXY_CONFIG", "embed \"one.toml\"".into())] },
+        Worker { id: "many", modules, bindings: vec![("EDGEPROXY_CONFIG", "embed \"many.toml\"".into())] },
+    ];
+    let ports: Vec<u16> = workers.iter().map(|_| free_port()).collect::<Result<_, _>>()?;
+    std::fs::write(dir.join("config.capnp"), capnp(&workers, &ports))?;
+    let log = std::fs::File::create(dir.join("workerd.log"))?;
+    let workerd = Killed(
+        Command::new(root.join("node_modules/.bin/workerd")).args(["serve", "config.capnp"]).current_dir(&dir).stdout(Stdio::null()).stderr(log).spawn().context("start workerd")?,
+    );
+    let mut loads = Vec::new();
+    for port in &ports {
+        let url = format!("http://127.0.0.1:{port}/small");
+        wait_until_up(&url).with_context(|| format!("workerd did not come up: see {}", dir.join("workerd.log").display()))?;
+        loads.push(wrk_warmed(&url, None, Some(workerd.0.id()))?);
+    }
+    let many = loads.pop().expect("two runs");
+    Ok((loads.pop().expect("two runs"), many))
+}
+
 pub fn workers_table(rows: &[Row]) -> String {
     format!(
         "\nWorkers (issue #15): every Worker in one `workerd serve` (the npm package's workerd, from our package-lock) of a generated `config.capnp`, \
