@@ -7,6 +7,9 @@ use crate::apps::{api_gateway, hf_mirror, hub_gateway, image_cache};
 
 /// The config key under which every host provides the document.
 pub const DOCUMENT_KEY: &str = "document";
+/// The config key naming the document's version, where the host gives one
+/// (`wit/edgeproxy.wit`, `config.get`).
+pub const DOCUMENT_VERSION_KEY: &str = "document-version";
 
 /// The document as written: what serde reads, before it is checked.
 #[derive(Debug, Deserialize)]

@@ -22,7 +22,7 @@ use apps::api_gateway::ApiGateway;
 use apps::hf_mirror::HfMirror;
 use apps::hub_gateway::HubGateway;
 use apps::image_cache::ImageCache;
-use config::{App, DOCUMENT_KEY, Document};
+use config::{App, DOCUMENT_KEY, DOCUMENT_VERSION_KEY, Document};
 use platform::{Platform, Request, Response};
 use proxy::{Incoming, ProxyError, Session, phases};
 
@@ -51,11 +51,19 @@ fn serve<P: Platform>(platform: &P, request: Request<P::Body>, client_ip: Option
 }
 
 /// The set-up of the host's current document (`setup.rs`): kept from an
-/// earlier request or a snapshot when the document is unchanged.
+/// earlier request or a snapshot when the document is unchanged, which the
+/// host's document version says at once where it gives one.
 pub fn set_up<P: Platform>(platform: &P) -> Result<&'static Document, ProxyError> {
-    let text = platform
-        .config(DOCUMENT_KEY)
-        .map_err(|why| ProxyError::internal(format!("the host could not provide the config document: {why}")))?
-        .ok_or_else(|| ProxyError::internal("no config document: the host must set the config key \"document\" (see README, Configuration)"))?;
-    setup::for_document(&text).document.as_ref().map_err(|why| ProxyError::internal(why.clone()))
+    let version = platform.config(DOCUMENT_VERSION_KEY).ok().flatten();
+    let setup = match version.as_deref().and_then(setup::for_version) {
+        Some(setup) => setup,
+        None => {
+            let text = platform
+                .config(DOCUMENT_KEY)
+                .map_err(|why| ProxyError::internal(format!("the host could not provide the config document: {why}")))?
+                .ok_or_else(|| ProxyError::internal("no config document: the host must set the config key \"document\" (see README, Configuration)"))?;
+            setup::for_document(&text, version.as_deref())
+        }
+    };
+    setup.document.as_ref().map_err(|why| ProxyError::internal(why.clone()))
 }

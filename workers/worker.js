@@ -138,6 +138,22 @@ function headerList(headers) {
 /** Keys this isolate has claimed with setIfAbsent, and until when (ms). */
 const CLAIMS = new Map();
 
+/** The last document this isolate was given, and its version (config.get's
+ * `document-version`, under which the core keeps its set-up). */
+let lastDocument;
+let lastDocumentVersion = 0;
+
+/** A version per document: a new one whenever the document changes. The same
+ * string from env compares at pointer speed, not byte by byte. */
+function documentVersion(text) {
+  if (typeof text !== "string") return undefined;
+  if (text !== lastDocument) {
+    lastDocument = text;
+    lastDocumentVersion += 1;
+  }
+  return String(lastDocumentVersion);
+}
+
 /** The secret variable for a config key, as on every host. */
 function secretName(key) {
   return "EDGEPROXY_SECRET_" + key.toUpperCase().replace(/[^A-Z0-9]/g, "_");
@@ -155,6 +171,7 @@ function imports(slot) {
     "edgeproxy:platform/config": {
       get(key) {
         const env = slot.env;
+        if (key === "document-version") return documentVersion(env.EDGEPROXY_CONFIG);
         const value = key === "document" ? env.EDGEPROXY_CONFIG : env[secretName(key)];
         return typeof value === "string" ? value : undefined;
       },

@@ -30,8 +30,13 @@ wasmtime::component::bindgen!({
 use edgeproxy::platform::{body, clock, config, http_client, kv as wit_kv, limiter, telemetry, types};
 
 /// Bytes of each instance's linear memory kept resident between requests:
-/// the core's initial memory, set in .cargo/config.toml.
-const KEEP_RESIDENT: usize = 384 << 10;
+/// the set-up snapshot's memory (the core's initial memory, set in
+/// .cargo/config.toml, plus what set-up took and the request headroom above
+/// it, src/arena.rs), with room for a larger document's set-up. With
+/// PAGEMAP_SCAN only the pages a request wrote are reset, so a generous
+/// figure costs nothing per request; memory past it would be given back to
+/// the kernel after every request, and faulted in again by the next.
+const KEEP_RESIDENT: usize = 2 << 20;
 
 /// The core component this binary was built with (host/build.rs embeds
 /// dist/edgeproxy.wasm), and its SHA-256 in hex.
@@ -66,11 +71,26 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
 }
 
+/// A config document and the version the core knows it by.
+#[derive(Clone)]
+struct Document {
+    text: Arc<str>,
+    version: Arc<str>,
+}
+
+impl Document {
+    /// A document with a version no other document of this process has.
+    fn new(text: Arc<str>) -> Document {
+        static VERSIONS: AtomicU64 = AtomicU64::new(1);
+        Document { text, version: VERSIONS.fetch_add(1, Ordering::Relaxed).to_string().into() }
+    }
+}
+
 /// One request's state.
 pub struct State {
     table: ResourceTable,
     shared: Arc<Shared>,
-    document: Arc<str>,
+    document: Document,
     /// The client request's id, added to each upstream request that has none.
     request_id: Option<String>,
     memory: MemoryCap,
@@ -110,8 +130,10 @@ struct Pool {
     engine: Engine,
     pre: EdgeproxyPre<State>,
     /// The document its instances were set up with, which `config.get`
-    /// gives them too (so the core sees it unchanged and serves at once).
-    document: Arc<str>,
+    /// gives them too, and its version (`config.get("document-version")`),
+    /// under which the snapshot's set-up was built: the core sees it
+    /// unchanged and serves at once, without fetching the document.
+    document: Document,
     /// The set-up snapshot (`preinit.rs`) this pool compiled.
     snapshot: Arc<[u8]>,
 }
@@ -183,7 +205,7 @@ impl Pool {
     /// engine: its functions from the function cache, so in a fraction of
     /// a second. (Not kept in the component cache: one per document would
     /// pile up there, one per reload.)
-    fn new(snapshot: Arc<[u8]>, document: Arc<str>, limits: GuestLimits) -> anyhow::Result<Pool> {
+    fn new(snapshot: Arc<[u8]>, document: Document, limits: GuestLimits) -> anyhow::Result<Pool> {
         let engine = Self::engine(limits)?;
         let component = Component::new(&engine, &snapshot)?;
         let pre = EdgeproxyPre::new(Self::linker(&engine)?.instantiate_pre(&component)?)?;
@@ -193,6 +215,7 @@ impl Pool {
     /// A pool whose instances start with `document` set up: `component`'s
     /// `init` run once and snapshotted (preinit.rs).
     async fn set_up(component: &[u8], document: Arc<str>, shared: &Arc<Shared>, limits: GuestLimits) -> anyhow::Result<Pool> {
+        let document = Document::new(document);
         let engine = Self::engine(limits)?;
         let store = State::new_store(&engine, shared.clone(), document.clone(), limits);
         let snapshot = preinit::snapshot(&engine, &Self::linker(&engine)?, component, store, compile_cached).await?;
@@ -201,7 +224,7 @@ impl Pool {
 }
 
 impl State {
-    fn new_store(engine: &Engine, shared: Arc<Shared>, document: Arc<str>, limits: GuestLimits) -> Store<State> {
+    fn new_store(engine: &Engine, shared: Arc<Shared>, document: Document, limits: GuestLimits) -> Store<State> {
         let mut store = Store::new(engine, State { table: ResourceTable::new(), shared, document, request_id: None, memory: limits.memory_cap(), routed: None, host_wait: Duration::ZERO });
         limits.arm(&mut store, |state| &mut state.memory);
         store
@@ -481,8 +504,10 @@ fn kv_error(e: kv::KvError) -> wit_kv::KvError {
 
 impl config::Host for State {
     async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<String>, config::ConfigError>> {
-        if key == "document" {
-            return Ok(Ok(Some(self.document.to_string())));
+        match key.as_str() {
+            "document" => return Ok(Ok(Some(self.document.text.to_string()))),
+            "document-version" => return Ok(Ok(Some(self.document.version.to_string()))),
+            _ => {}
         }
         Ok(Ok(std::env::var(secret_env_var(&key)).ok()))
     }

@@ -45,17 +45,7 @@ pub fn workers(root: &Path, work: &Path, origin: &str, document: &str) -> anyhow
     // capnp `embed` paths are relative to the config file.
     std::os::unix::fs::symlink(root.join("workers"), dir.join("ours"))?;
     std::fs::write(dir.join("document.toml"), document)?;
-    let mut ours_modules = vec![
-        ("worker.js".to_owned(), "esModule", "ours/worker.js".to_owned()),
-        ("build/edgeproxy.js".to_owned(), "esModule", "ours/build/edgeproxy.js".to_owned()),
-    ];
-    let mut wasm: Vec<String> = std::fs::read_dir(root.join("workers/build"))?
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|f| f.ends_with(".wasm"))
-        .collect();
-    wasm.sort();
-    ours_modules.extend(wasm.into_iter().map(|f| (format!("build/{f}"), "wasm", format!("ours/build/{f}"))));
-    let mut workers = vec![Worker { id: "ours", modules: ours_modules, bindings: vec![("EDGEPROXY_CONFIG", "embed \"document.toml\"".into())] }];
+    let mut workers = vec![Worker { id: "ours", modules: our_modules(root)?, bindings: vec![("EDGEPROXY_CONFIG", "embed \"document.toml\"".into())] }];
 
     let baselines = baselines_dir(root);
     let javascript = baselines.join("seed003-api-proxy.js").exists();
@@ -223,6 +213,18 @@ fn table(rows: &[Row], first_column: &str, cpu_column: &str) -> String {
     out
 }
 
+/// Our Worker's modules, as a config.capnp beside an `ours` link to `workers/` names them.
+fn our_modules(root: &Path) -> anyhow::Result<Vec<(String, &'static str, String)>> {
+    let mut modules = vec![
+        ("worker.js".to_owned(), "esModule", "ours/worker.js".to_owned()),
+        ("build/edgeproxy.js".to_owned(), "esModule", "ours/build/edgeproxy.js".to_owned()),
+    ];
+    let mut wasm: Vec<String> = std::fs::read_dir(root.join("workers/build"))?.filter_map(|e| e.ok()?.file_name().into_string().ok()).filter(|f| f.ends_with(".wasm")).collect();
+    wasm.sort();
+    modules.extend(wasm.into_iter().map(|f| (format!("build/{f}"), "wasm", format!("ours/build/{f}"))));
+    Ok(modules)
+}
+
 /// Our Worker in one workerd with the document `one` and, as a second
 /// service, `many`: small requests through each (the document-size runs).
 pub fn workers_document_size(root: &Path, work: &Path, one: &str, many: &str) -> anyhow::Result<(Load, Load)> {
@@ -231,13 +233,7 @@ pub fn workers_document_size(root: &Path, work: &Path, one: &str, many: &str) ->
     std::os::unix::fs::symlink(root.join("workers"), dir.join("ours"))?;
     std::fs::write(dir.join("one.toml"), one)?;
     std::fs::write(dir.join("many.toml"), many)?;
-    let mut modules = vec![
-        ("worker.js".to_owned(), "esModule", "ours/worker.js".to_owned()),
-        ("build/edgeproxy.js".to_owned(), "esModule", "ours/build/edgeproxy.js".to_owned()),
-    ];
-    let mut wasm: Vec<String> = std::fs::read_dir(root.join("workers/build"))?.filter_map(|e| e.ok()?.file_name().into_string().ok()).filter(|f| f.ends_with(".wasm")).collect();
-    wasm.sort();
-    modules.extend(wasm.into_iter().map(|f| (format!("build/{f}"), "wasm", format!("ours/build/{f}"))));
+    let modules = our_modules(root)?;
     let workers = [
         Worker { id: "one", modules: modules.clone(), bindings: vec![("EDGEPROXY_CONFIG", "embed \"one.toml\"".into())] },
         Worker { id: "many", modules, bindings: vec![("EDGEPROXY_CONFIG", "embed \"many.toml\"".into())] },
