@@ -78,13 +78,14 @@ impl App {
         }
     }
 
-    fn validate(&self) -> Result<(), String> {
-        match self {
-            App::ApiGateway(options) => options.validate(),
-            App::HfMirror(options) => options.validate(),
-            App::ImageCache(options) => options.validate(),
-            App::HubGateway(options) => options.validate(),
-        }
+    /// The app with its options checked and what serving reads built.
+    fn checked(self) -> Result<App, String> {
+        Ok(match self {
+            App::ApiGateway(options) => App::ApiGateway(options.validate().map(|()| options)?),
+            App::HfMirror(options) => App::HfMirror(options.checked()?),
+            App::ImageCache(options) => App::ImageCache(options.validate().map(|()| options)?),
+            App::HubGateway(options) => App::HubGateway(options.validate().map(|()| options)?),
+        })
     }
 }
 
@@ -141,7 +142,7 @@ impl RawRoute {
         if !self.path.starts_with('/') {
             return Err(format!("route {n} ({host}): path {:?} must start with '/'", self.path));
         }
-        app.validate().map_err(|e| format!("route {n} ({host}): {e}"))?;
+        let app = app.checked().map_err(|e| format!("route {n} ({host}): {e}"))?;
         Ok(Route { host: HostPattern::new(&host), path: self.path.trim_end_matches('/').to_owned(), app })
     }
 }

@@ -7,6 +7,7 @@
 pub(crate) mod hosts;
 pub(crate) mod rewrite;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
@@ -54,6 +55,19 @@ pub struct Options {
     pub cors: Option<CorsOptions>,
     pub rate_limit: Option<RateLimitOptions>,
     pub cache: Option<CacheOptions>,
+    /// Built by [`Options::checked`] at set-up, not per request.
+    #[serde(skip)]
+    derived: Derived,
+}
+
+/// What serving reads, derived once from the options as written.
+#[derive(Debug, Default)]
+struct Derived {
+    /// `cdn_hosts` and `extra_hosts`.
+    allowed_hosts: Vec<String>,
+    /// The hub and each configured origin with its base URL (no trailing
+    /// `/`), the longest base first: what [`Options::locate`] tries.
+    bases: Vec<(Upstream, String)>,
 }
 
 /// Off unless the table is present; the defaults leave room for
@@ -124,7 +138,7 @@ impl RateLimitOptions {
 }
 
 impl Options {
-    pub fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), String> {
         let base_url = |what: &str, value: &str| -> Result<(), String> {
             let url = crate::proxy::parse_url(value).map_err(|e| format!("{what} is not a URL ({e})"))?;
             if !matches!(url.scheme(), "http" | "https") || url.host().is_none() || url.query().is_some() {
@@ -148,22 +162,32 @@ impl Options {
         self.cors.as_ref().map_or(Ok(()), CorsOptions::validate)
     }
 
-    /// `cdn_hosts` and `extra_hosts`.
-    fn allowed_hosts(&self) -> Vec<String> {
-        self.cdn_hosts.iter().chain(&self.extra_hosts).cloned().collect()
+    /// The options, checked, with what serving reads derived once.
+    pub fn checked(mut self) -> Result<Options, String> {
+        self.derived.allowed_hosts = self.cdn_hosts.iter().chain(&self.extra_hosts).cloned().collect();
+        self.validate()?;
+        let mut bases = vec![(Upstream::Hub, self.hub.trim_end_matches('/').to_owned())];
+        bases.extend(self.origins.iter().map(|(host, origin)| (Upstream::Host(host.clone()), origin.trim_end_matches('/').to_owned())));
+        bases.sort_by_key(|(_, base)| std::cmp::Reverse(base.len()));
+        self.derived.bases = bases;
+        Ok(self)
+    }
+
+    fn allow_list(&self) -> AllowList<'_> {
+        AllowList(&self.derived.allowed_hosts)
     }
 
     fn allows(&self, host: &str) -> bool {
-        AllowList(&self.allowed_hosts()).allows(host)
+        self.allow_list().allows(host)
     }
 
     /// The base URL (no trailing `/`) requests for `upstream` go to.
-    fn upstream_base(&self, upstream: &Upstream) -> String {
-        match upstream {
-            Upstream::Hub => self.hub.trim_end_matches('/').to_owned(),
-            Upstream::Host(host) => match self.origins.get(host) {
-                Some(origin) => origin.trim_end_matches('/').to_owned(),
-                None => format!("https://{host}"),
+    fn upstream_base(&self, upstream: &Upstream) -> Cow<'_, str> {
+        match self.derived.bases.iter().find(|(configured, _)| configured == upstream) {
+            Some((_, base)) => Cow::Borrowed(base),
+            None => match upstream {
+                Upstream::Hub => Cow::Borrowed(self.hub.trim_end_matches('/')),
+                Upstream::Host(host) => Cow::Owned(format!("https://{host}")),
             },
         }
     }
@@ -171,14 +195,11 @@ impl Options {
     /// The upstream an absolute URL points at, and its path and query:
     /// first by configured base URL, then by host name.
     fn locate(&self, url: &str) -> Option<(Upstream, String)> {
-        let mut bases: Vec<(Upstream, &str)> = vec![(Upstream::Hub, self.hub.trim_end_matches('/'))];
-        bases.extend(self.origins.iter().map(|(h, o)| (Upstream::Host(h.clone()), o.trim_end_matches('/'))));
-        bases.sort_by_key(|(_, base)| std::cmp::Reverse(base.len()));
-        for (upstream, base) in bases {
-            if let Some(rest) = url.strip_prefix(base)
+        for (upstream, base) in &self.derived.bases {
+            if let Some(rest) = url.strip_prefix(base.as_str())
                 && (rest.is_empty() || rest.starts_with(['/', '?']))
             {
-                return Some((upstream, rest.to_owned()));
+                return Some((upstream.clone(), rest.to_owned()));
             }
         }
         let parsed = crate::proxy::parse_url(url).ok()?;
@@ -242,7 +263,7 @@ impl<P: Platform> ProxyApp<P> for HfMirror<'_> {
 
     fn request_filter(&self, s: &Session<P>, ctx: &mut Ctx, _req: &mut Request<P::Body>) -> Result<Option<Response<P::Body>>, ProxyError> {
         let o = self.options;
-        let (public, upstream, path) = hosts::route(&s.incoming.scheme, &s.incoming.authority, &s.incoming.path, &AllowList(&o.allowed_hosts()))
+        let (public, upstream, path) = hosts::route(&s.incoming.scheme, &s.incoming.authority, &s.incoming.path, &o.allow_list())
             .map_err(|host| ProxyError::new(403, "upstream_not_allowed", format!("this mirror does not reach {host}; it serves the hub and its CDN hosts only")))?;
         let path = match &s.incoming.query {
             Some(q) => format!("{path}?{q}"),
@@ -456,9 +477,7 @@ mod tests {
     use super::*;
 
     fn options(extra: &str) -> Options {
-        let o: Options = toml::from_str(extra).unwrap();
-        o.validate().unwrap();
-        o
+        toml::from_str::<Options>(extra).unwrap().checked().unwrap()
     }
 
     #[test]
@@ -477,9 +496,9 @@ mod tests {
     #[test]
     fn origins_must_name_allowed_hosts() {
         let o: Options = toml::from_str("[origins]\n\"evil.example\" = \"http://127.0.0.1:1\"\n").unwrap();
-        assert!(o.validate().unwrap_err().contains("extra_hosts"));
+        assert!(o.checked().unwrap_err().contains("extra_hosts"));
         let o: Options = toml::from_str("extra_hosts = [\"evil.example\"]\n[origins]\n\"evil.example\" = \"http://127.0.0.1:1\"\n").unwrap();
-        assert!(o.validate().is_ok());
+        assert!(o.checked().is_ok());
     }
 
     #[test]
