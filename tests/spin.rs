@@ -43,10 +43,14 @@ fn the_spin_component_exports_only_the_wasi_http_handler() {
 }
 
 #[test]
-fn the_spin_component_contains_the_core_component_byte_for_byte() {
-    let core = read("dist/edgeproxy.wasm");
+fn the_spin_component_contains_the_core_components_code_byte_for_byte() {
+    // The core is set up with spin.toml's document (`edgeproxy preinit`),
+    // which changes its data and nothing else: every function is the one
+    // dist/edgeproxy.wasm has.
     let composed = read("dist/edgeproxy-spin.wasm");
-    assert!(composed.windows(core.len()).any(|w| w == core.as_slice()), "dist/edgeproxy.wasm is not embedded unchanged");
+    for code in edgeproxy_testkit::code_sections(&read("dist/edgeproxy.wasm")).unwrap() {
+        assert!(composed.windows(code.len()).any(|w| w == code.as_slice()), "a code section of dist/edgeproxy.wasm ({} bytes) is not in the Spin artifact unchanged", code.len());
+    }
 }
 
 #[test]
@@ -140,4 +144,21 @@ async fn two_spin_instances_on_one_redis_share_the_cache_and_the_rate_limit() {
         statuses.push(get(if i % 2 == 0 { &a } else { &b }, "/small").await.unwrap().status().as_u16());
     }
     assert_eq!(statuses, [200, 200, 200, 200, 429, 429], "one limit across both instances");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_manifests_own_document_serves_the_mirror_and_the_zoo() {
+    // On Spin the artifact's core was set up with this very document at
+    // build time (`edgeproxy preinit`), so requests take the set-up path;
+    // the other tests' documents differ and set up per request.
+    let document = edgeproxy_testkit::spin::manifest_document(&std::fs::read_to_string(workspace_root().join("spin.toml")).unwrap()).unwrap();
+    let host = edgeproxy_testkit::Host::start(&document).await;
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let home = client.get(host.url("/")).send().await.unwrap();
+    assert_eq!(home.status(), 200);
+    assert!(home.text().await.unwrap().contains("HF_ENDPOINT"), "the mirror's home page");
+    let image = client.get(host.url("/_zoo/64x48/set-up-sloth")).send().await.unwrap();
+    assert_eq!(image.status(), 200);
+    let image = image::load_from_memory(&image.bytes().await.unwrap()).unwrap();
+    assert_eq!((image.width(), image.height()), (64, 48));
 }

@@ -67,6 +67,19 @@ enum Command {
         #[arg(long)]
         component: Option<PathBuf>,
     },
+    /// Set a document up ahead in a component, for a host that makes an
+    /// instance per request and gives the document as a variable (Spin):
+    /// runs the core's `init` with the document and writes the snapshot.
+    /// A request whose document differs sets itself up, as without it.
+    Preinit {
+        #[arg(long)]
+        config: PathBuf,
+        /// The core component to set up (the built-in one when not given).
+        #[arg(long)]
+        component: Option<PathBuf>,
+        #[arg(long)]
+        output: PathBuf,
+    },
     /// Measure per-request instantiation of the component (for the benchmark harness).
     InstantiateBench {
         /// Another component than the built-in one.
@@ -202,6 +215,7 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Some(Command::Preinit { config, component, output }) => rt.block_on(preinit(&config, component, &output)),
         Some(Command::InstantiateBench { component, iterations }) => rt.block_on(instantiate_bench(component, iterations)),
     }
 }
@@ -371,6 +385,19 @@ async fn check(config: &std::path::Path, component: Option<PathBuf>) -> anyhow::
         println!("{}: valid", config.display());
     }
     Ok(problems.is_empty())
+}
+
+/// `edgeproxy preinit`: the component with `config` set up in it.
+async fn preinit(config: &std::path::Path, component: Option<PathBuf>, output: &std::path::Path) -> anyhow::Result<()> {
+    let document = std::fs::read_to_string(config).with_context(|| format!("cannot read the config document {}", config.display()))?;
+    let component = runtime::ComponentSource::new(component.as_deref())?;
+    let dir = std::env::temp_dir().join(format!("edgeproxy-preinit-{}", std::process::id()));
+    let limits = limits::GuestLimits { cpu: Duration::from_secs(30), memory: 512 << 20 };
+    let snapshot = runtime::snapshot(&component.bytes, &runtime::Document::unversioned(&document), Arc::new(shared(&dir, Duration::from_secs(1))?), limits).await;
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::write(output, snapshot?).with_context(|| format!("cannot write {}", output.display()))?;
+    eprintln!("edgeproxy: {} set up with {} in {}", component.name, config.display(), output.display());
+    Ok(())
 }
 
 async fn instantiate_bench(component: Option<PathBuf>, iterations: u32) -> anyhow::Result<()> {

@@ -73,16 +73,22 @@ pub struct Shared {
 
 /// A config document and the version the core knows it by.
 #[derive(Clone)]
-struct Document {
+pub struct Document {
     text: Arc<str>,
-    version: Arc<str>,
+    /// None for a snapshot made for a host that gives no version (Spin).
+    version: Option<Arc<str>>,
 }
 
 impl Document {
     /// A document with a version no other document of this process has.
     fn new(text: Arc<str>) -> Document {
         static VERSIONS: AtomicU64 = AtomicU64::new(1);
-        Document { text, version: VERSIONS.fetch_add(1, Ordering::Relaxed).to_string().into() }
+        Document { text, version: Some(VERSIONS.fetch_add(1, Ordering::Relaxed).to_string().into()) }
+    }
+
+    /// A document as a host that names no version gives it.
+    pub fn unversioned(text: &str) -> Document {
+        Document { text: text.into(), version: None }
     }
 }
 
@@ -216,11 +222,20 @@ impl Pool {
     /// `init` run once and snapshotted (preinit.rs).
     async fn set_up(component: &[u8], document: Arc<str>, shared: &Arc<Shared>, limits: GuestLimits) -> anyhow::Result<Pool> {
         let document = Document::new(document);
-        let engine = Self::engine(limits)?;
-        let store = State::new_store(&engine, shared.clone(), document.clone(), limits);
-        let snapshot = preinit::snapshot(&engine, &Self::linker(&engine)?, component, store, compile_cached).await?;
+        let snapshot = snapshot(component, &document, shared.clone(), limits).await?;
         Self::new(snapshot.into(), document, limits)
     }
+}
+
+/// `component` with `document` set up: its `init` run and the instance
+/// snapshotted (preinit.rs).
+pub async fn snapshot(component: &[u8], document: &Document, shared: Arc<Shared>, limits: GuestLimits) -> anyhow::Result<Vec<u8>> {
+    let engine = Pool::engine(limits)?;
+    let store = State::new_store(&engine, shared, document.clone(), limits);
+    preinit::snapshot(&engine, &Pool::linker(&engine)?, component, store, compile_cached).await
+}
+
+impl Pool {
 }
 
 impl State {
@@ -506,7 +521,7 @@ impl config::Host for State {
     async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<String>, config::ConfigError>> {
         match key.as_str() {
             "document" => return Ok(Ok(Some(self.document.text.to_string()))),
-            "document-version" => return Ok(Ok(Some(self.document.version.to_string()))),
+            "document-version" => return Ok(Ok(self.document.version.as_deref().map(str::to_owned))),
             _ => {}
         }
         Ok(Ok(std::env::var(secret_env_var(&key)).ok()))

@@ -348,9 +348,14 @@ pub fn spin_binary() -> Option<PathBuf> {
 /// `listen` is `--listen`'s address (`127.0.0.1:0`: Spin picks a port and
 /// prints it). Also used by `cargo xtask bench`.
 pub fn spin_up_command(spin: &std::path::Path, config: &std::path::Path, dir: &std::path::Path, env: &[(&str, &str)], runtime_config: Option<&str>, listen: &str) -> std::process::Command {
+    spin_up_artifact(spin, &workspace_root().join("dist/edgeproxy-spin.wasm"), config, dir, env, runtime_config, listen)
+}
+
+/// [`spin_up_command`] of another build of the Spin artifact (the bench's,
+/// set up with its own document).
+pub fn spin_up_artifact(spin: &std::path::Path, wasm: &std::path::Path, config: &std::path::Path, dir: &std::path::Path, env: &[(&str, &str)], runtime_config: Option<&str>, listen: &str) -> std::process::Command {
     let root = workspace_root();
     let manifest = std::fs::read_to_string(root.join("spin.toml")).expect("read spin.toml");
-    let wasm = root.join("dist/edgeproxy-spin.wasm");
     assert!(wasm.exists(), "build first: `cargo xtask test` builds {}", wasm.display());
     let secrets: Vec<String> = env.iter().filter_map(|(k, _)| k.strip_prefix("SPIN_VARIABLE_")).map(str::to_ascii_lowercase).filter(|n| !manifest.contains(&format!("\n{n} = "))).collect();
     let declared: String = secrets.iter().map(|n| format!("{n} = {{ default = \"\", secret = true }}\n")).collect();

@@ -72,6 +72,22 @@ pub fn component_imports(component: &[u8]) -> Result<Vec<String>, wasmparser::Bi
     Ok(names)
 }
 
+/// The code sections (the functions' bodies, as bytes) of every core module
+/// in a component, nested ones included: what a set-up snapshot leaves as
+/// it was, changing only data.
+pub fn code_sections(component: &[u8]) -> Result<Vec<Vec<u8>>, wasmparser::BinaryReaderError> {
+    let mut sections = Vec::new();
+    for payload in wasmparser::Parser::new(0).parse_all(component) {
+        if let wasmparser::Payload::CodeSectionStart { unchecked_range, .. } = payload? {
+            let range = usize::try_from(unchecked_range.start).unwrap_or(usize::MAX)..usize::try_from(unchecked_range.end).unwrap_or(usize::MAX);
+            if let Some(code) = component.get(range) {
+                sections.push(code.to_vec());
+            }
+        }
+    }
+    Ok(sections)
+}
+
 /// The workspace root, for finding `dist/` and `target/`.
 /// The wasmtime host binary the tests run: `EDGEPROXY_BIN` (what `cargo
 /// xtask test` builds, target/host-test/edgeproxy), else the release build.

@@ -46,3 +46,10 @@ fn interfaces(resolve: &Resolve, items: &wit_parser::IndexMap<WorldKey, WorldIte
         })
         .collect()
 }
+
+/// The config document `spin.toml` declares as its default (`[variables]
+/// document`): what `spin up` of the manifest serves unless told otherwise.
+pub fn manifest_document(manifest: &str) -> Option<String> {
+    let manifest: toml::Table = toml::from_str(manifest).ok()?;
+    manifest.get("variables")?.get("document")?.get("default")?.as_str().map(str::to_owned)
+}

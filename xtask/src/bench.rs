@@ -97,6 +97,10 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
     let document = format!("{}\n[[route]]\nhost = \"*\"\n[route.api-gateway]\norigin = \"{}\"\n", edgeproxy_testkit::every_app(&upstream.url()), upstream.url());
     std::fs::write(&config, &document)?;
     let proxy = serve(root, proxy_port, &config, &work.join("data"))?;
+    // The Spin artifact set up with this document, as `spin build` sets up
+    // the manifest's (README, "Run on Spin").
+    let spin_artifact = work.join("edgeproxy-spin.wasm");
+    crate::spin::build_with_document(root, &root.join("dist/edgeproxy.wasm"), &document, &spin_artifact)?;
     let nginx_pid = _nginx.0.id();
     let mut targets = vec![
         Target { name: "direct upstream", base: upstream.url(), host: None, cpu_of: Some(std::process::id()), rss_of: None },
@@ -110,7 +114,7 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
             let port = free_port()?;
             let dir = work.join("spin");
             std::fs::create_dir_all(&dir)?;
-            let mut up = edgeproxy_testkit::host::spin_up_command(&binary, &config, &dir, &[], None, &format!("127.0.0.1:{port}"));
+            let mut up = edgeproxy_testkit::host::spin_up_artifact(&binary, &spin_artifact, &config, &dir, &[], None, &format!("127.0.0.1:{port}"));
             let spin = Killed(up.stdout(Stdio::null()).spawn().context("start spin up")?);
             wait_until_up(&format!("http://127.0.0.1:{port}/small")).context("spin up did not come up")?;
             let trigger = edgeproxy_testkit::host::descendant_named(spin.0.id(), "spin").context("spin up's trigger process")?;
@@ -143,7 +147,7 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
     let sizes_of_document = document_size(root, &work, &upstream.url())?;
     eprintln!("bench: Spin, against a plain spin-sdk proxy ...");
     let real_spin_ours = loads.iter().find(|(name, _)| name.contains("real `spin up`")).map(|(_, l)| l);
-    let spin_rows = baselines::spin(root, &work, &upstream.url(), &config, spin.as_ref().map(|(_, binary)| binary.as_path()), real_spin_ours)?;
+    let spin_rows = baselines::spin(root, &work, &upstream.url(), &config, &spin_artifact, spin.as_ref().map(|(_, binary)| binary.as_path()), real_spin_ours)?;
     drop(spin);
     drop(proxy);
     eprintln!("bench: Workers, against the JavaScript Workers in the same workerd ...");

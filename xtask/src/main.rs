@@ -50,8 +50,9 @@ fn run_task() -> anyhow::Result<()> {
             ensure_debian_tools(&[("curl", "curl"), ("git", "git"), ("git-lfs", "git-lfs"), ("chromium", "chromium"), ("redis-server", "redis-server")])?;
             python::ensure_venv(&root)?;
             let core = build_core(&root)?;
-            spin::build(&root, &core)?;
+            // The host first: the Spin artifact's core is set up by it.
             build_host(TEST_HOST_PROFILE)?;
+            spin::build(&root, &core)?;
             spin_build(&root)?;
             workers::build(&root)?;
             workers::deploy_dry_run(&root)?;
@@ -175,8 +176,9 @@ fn run_tests(cmd: &mut Command, totals: &mut (u64, u64)) -> anyhow::Result<()> {
 /// returns the core component's path.
 pub fn build(root: &Path) -> anyhow::Result<PathBuf> {
     let core = build_core(root)?;
-    spin::build(root, &core)?;
+    // The host first: the Spin artifact's core is set up by it.
     build_host("release")?;
+    spin::build(root, &core)?;
     Ok(core)
 }
 

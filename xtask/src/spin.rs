@@ -19,7 +19,18 @@ const ADAPTER_TARGET: &str = "wasm32-wasip2";
 /// What Spin calls: the one export of the composed component.
 const HTTP_HANDLER: &str = "wasi:http/incoming-handler@0.2.0";
 
+/// `dist/edgeproxy-spin.wasm`, with spin.toml's default document set up in
+/// its core (see [`set_up`]).
 pub fn build(root: &Path, core: &Path) -> anyhow::Result<PathBuf> {
+    let manifest = std::fs::read_to_string(root.join("spin.toml")).context("read spin.toml")?;
+    let document = edgeproxy_testkit::spin::manifest_document(&manifest).context("spin.toml declares no default `document` variable")?;
+    let out = root.join("dist/edgeproxy-spin.wasm");
+    build_with_document(root, core, &document, &out)?;
+    Ok(out)
+}
+
+/// The Spin artifact at `out`, its core set up with `document`.
+pub fn build_with_document(root: &Path, core: &Path, document: &str, out: &Path) -> anyhow::Result<()> {
     crate::ensure_target(ADAPTER_TARGET)?;
     run(cargo().args(["build", "--package", "edgeproxy-spin-services", "--package", "edgeproxy-spin-front", "--release", "--target", ADAPTER_TARGET]))?;
     let adapter = |name: &str| -> anyhow::Result<Vec<u8>> {
@@ -27,15 +38,38 @@ pub fn build(root: &Path, core: &Path) -> anyhow::Result<PathBuf> {
         std::fs::read(&path).with_context(|| format!("read {}", path.display()))
     };
     let (services, front) = (adapter("edgeproxy_spin_services")?, adapter("edgeproxy_spin_front")?);
-    let core = std::fs::read(core).with_context(|| format!("read {}", core.display()))?;
+    let core = set_up(root, core, document)?;
     let composed = compose(services, core, front)?;
 
     let imports = edgeproxy_testkit::spin::check_spin_imports(&composed, &root.join("spin/wit"))
-        .map_err(|problems| anyhow::anyhow!("dist/edgeproxy-spin.wasm would not link on Spin 4.0.x: {problems}"))?;
-    let out = root.join("dist/edgeproxy-spin.wasm");
-    std::fs::write(&out, &composed)?;
-    eprintln!("xtask: dist/edgeproxy-spin.wasm: {} bytes raw, {} bytes gzip; imports {}", composed.len(), gzip_len(&composed), imports.join(", "));
-    Ok(out)
+        .map_err(|problems| anyhow::anyhow!("{} would not link on Spin 4.0.x: {problems}", out.display()))?;
+    std::fs::write(out, &composed)?;
+    eprintln!("xtask: {}: {} bytes raw, {} bytes gzip; imports {}", out.display(), composed.len(), gzip_len(&composed), imports.join(", "));
+    Ok(())
+}
+
+/// The core with `document` set up in it (`edgeproxy preinit`): Spin makes
+/// an instance per request and gives the document as a variable, so a core
+/// set up with the document it is given serves at once, and one given
+/// another sets itself up per request (README, "Run on Spin"). Needs the
+/// host binary; without one, the core as built, with a warning.
+fn set_up(root: &Path, core: &Path, document: &str) -> anyhow::Result<Vec<u8>> {
+    let newest_host = ["target/host-test/edgeproxy", "target/release/edgeproxy"]
+        .iter()
+        .map(|p| root.join(p))
+        .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
+        .max()
+        .map(|(_, p)| p);
+    let Some(host) = newest_host else {
+        eprintln!("xtask: WARNING: no host binary built yet, so the Spin artifact's core is not set up ahead (it sets up per request)");
+        return std::fs::read(core).with_context(|| format!("read {}", core.display()));
+    };
+    let dir = crate::target_dir(root).join("spin-preinit");
+    std::fs::create_dir_all(&dir)?;
+    let (config, output) = (dir.join("document.toml"), dir.join("core-set-up.wasm"));
+    std::fs::write(&config, document)?;
+    run(std::process::Command::new(&host).arg("preinit").arg("--config").arg(&config).arg("--component").arg(core).arg("--output").arg(&output))?;
+    std::fs::read(&output).with_context(|| format!("read {}", output.display()))
 }
 
 fn compose(services: Vec<u8>, core: Vec<u8>, front: Vec<u8>) -> anyhow::Result<Vec<u8>> {

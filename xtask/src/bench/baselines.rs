@@ -150,7 +150,7 @@ fn plain_spin_proxy(root: &Path) -> anyhow::Result<PathBuf> {
     Ok(crate::target_dir(root).join("wasm32-wasip2/release/edgeproxy_bench_spin_proxy.wasm"))
 }
 
-pub fn spin(root: &Path, work: &Path, origin: &str, config: &Path, spin_binary: Option<&Path>, ours_on_real_spin: Option<&Load>) -> anyhow::Result<Vec<Row>> {
+pub fn spin(root: &Path, work: &Path, origin: &str, config: &Path, ours: &Path, spin_binary: Option<&Path>, ours_on_real_spin: Option<&Load>) -> anyhow::Result<Vec<Row>> {
     let plain = plain_spin_proxy(root)?;
     let mut rows = Vec::new();
     if let (Some(binary), Some(ours)) = (spin_binary, ours_on_real_spin) {
@@ -172,7 +172,7 @@ pub fn spin(root: &Path, work: &Path, origin: &str, config: &Path, spin_binary: 
     let binary = root.join("target/release/edgeproxy");
     for (name, component, host) in [
         ("plain spin-sdk proxy on `edgeproxy spin`", plain.clone(), None),
-        ("edgeproxy api-gateway on `edgeproxy spin`", root.join("dist/edgeproxy-spin.wasm"), Some("api.test")),
+        ("edgeproxy api-gateway on `edgeproxy spin`", ours.to_path_buf(), Some("api.test")),
     ] {
         let port = free_port()?;
         let server = Killed(
@@ -266,7 +266,7 @@ pub fn workers_table(rows: &[Row]) -> String {
 
 pub fn spin_table(rows: &[Row]) -> String {
     format!(
-        "\nSpin (issue #15): edgeproxy's Spin artifact (`dist/edgeproxy-spin.wasm`, the core between the Spin adapters) against a plain spin-sdk 5.2 proxy \
+        "\nSpin (issue #15): edgeproxy's Spin artifact (the core between the Spin adapters, its core set up with the bench's document as `spin build` sets up the manifest's) against a plain spin-sdk 5.2 proxy \
          doing the same forwarding (`bench/spin-plain-proxy`: spin-sdk's `Request`/`send`/`Response`), on each Spin host; wrk as above, CPU of the \
          serving process (real Spin: `spin up` and its trigger process):\n\n{}",
         table(rows, "component on host", "CPU per request")
