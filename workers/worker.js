@@ -311,9 +311,11 @@ function checkKey(key) {
 const IDLE = [];
 /** More idle instances than this are dropped (a burst's worth stays warm). */
 const MAX_IDLE = 16;
-/** An instance whose memory grew past this (an image transform) is dropped:
- * its pages would stay with the isolate, whose limit is 128 MB. */
-const MAX_REUSED_MEMORY = 16 * 1024 * 1024;
+/** An instance whose memory grew past this (an image transform: a 2048x2048
+ * image leaves 14 MB) is dropped: its pages would stay with the isolate, whose
+ * limit is 128 MB. A proxied request's instance keeps well under 1 MB, so the
+ * idle instances hold at most MAX_IDLE * 4 MiB. */
+const MAX_REUSED_MEMORY = 4 * 1024 * 1024;
 
 /** A new instance, set up for the document in `env` (the core's `init`). */
 async function newInstance(env) {
