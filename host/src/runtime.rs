@@ -212,7 +212,10 @@ impl Pool {
     /// a second. (Not kept in the component cache: one per document would
     /// pile up there, one per reload.)
     fn new(snapshot: Arc<[u8]>, document: Document, limits: GuestLimits) -> anyhow::Result<Pool> {
-        let engine = Self::engine(limits)?;
+        Self::in_engine(Self::engine(limits)?, snapshot, document)
+    }
+
+    fn in_engine(engine: Engine, snapshot: Arc<[u8]>, document: Document) -> anyhow::Result<Pool> {
         let component = Component::new(&engine, &snapshot)?;
         let pre = EdgeproxyPre::new(Self::linker(&engine)?.instantiate_pre(&component)?)?;
         Ok(Pool { engine, pre, document, snapshot })
@@ -222,20 +225,21 @@ impl Pool {
     /// `init` run once and snapshotted (preinit.rs).
     async fn set_up(component: &[u8], document: Arc<str>, shared: &Arc<Shared>, limits: GuestLimits) -> anyhow::Result<Pool> {
         let document = Document::new(document);
-        let snapshot = snapshot(component, &document, shared.clone(), limits).await?;
-        Self::new(snapshot.into(), document, limits)
+        let engine = Self::engine(limits)?;
+        let snapshot = snapshot_in(&engine, component, &document, shared.clone(), limits).await?;
+        Self::in_engine(engine, snapshot.into(), document)
     }
 }
 
 /// `component` with `document` set up: its `init` run and the instance
 /// snapshotted (preinit.rs).
 pub async fn snapshot(component: &[u8], document: &Document, shared: Arc<Shared>, limits: GuestLimits) -> anyhow::Result<Vec<u8>> {
-    let engine = Pool::engine(limits)?;
-    let store = State::new_store(&engine, shared, document.clone(), limits);
-    preinit::snapshot(&engine, &Pool::linker(&engine)?, component, store, compile_cached).await
+    snapshot_in(&Pool::engine(limits)?, component, document, shared, limits).await
 }
 
-impl Pool {
+async fn snapshot_in(engine: &Engine, component: &[u8], document: &Document, shared: Arc<Shared>, limits: GuestLimits) -> anyhow::Result<Vec<u8>> {
+    let store = State::new_store(engine, shared, document.clone(), limits);
+    preinit::snapshot(engine, &Pool::linker(engine)?, component, store, compile_cached).await
 }
 
 impl State {
