@@ -7,9 +7,10 @@
 //! serving"): the wasmtime host snapshots an instance after the `init`
 //! export ran, so every request's fresh instance starts set up; Workers
 //! reuse instances; Spin's artifact is snapshotted with its manifest's
-//! document. Whatever the host does, a request compares the document it is
-//! given with the one set up, so a changed document (a reload, a new
-//! deployment) is set up again and never served stale.
+//! document. Whatever the host does, a request checks that the set-up is
+//! of the document it is given (by the host's document version, or else by
+//! the document's text), so a changed document (a reload, a new deployment)
+//! is set up again and never served stale.
 //!
 //! Secrets are never part of the set-up: they stay behind `config.get`,
 //! read when a request needs them.

@@ -48,11 +48,17 @@ pub(crate) fn now_ms() -> u64 {
 }
 
 impl config::Guest for Services {
-    /// `document` is the Spin variable `document`; a secret `hf-token` is the
+    /// `document` is the Spin variable `document` (and `document-version`
+    /// none: Spin cannot say when a variable changed); a secret `hf-token` is the
     /// variable `hf_token` (Spin variable names are `[a-z0-9_]`). An empty
     /// secret counts as unset, because Spin needs a default for an optional
     /// variable and `""` is the natural one; an empty document is just empty.
     fn get(key: String) -> Result<Option<String>, config::ConfigError> {
+        // Spin has no version of its variables to give; answered here, not
+        // by a variable lookup that fails on every request.
+        if key == "document-version" {
+            return Ok(None);
+        }
         match variables::get(&spin_variable_name(&key)) {
             Ok(value) if !value.is_empty() || key == "document" => Ok(Some(value)),
             Ok(_) | Err(variables::Error::Undefined(_)) => Ok(None),
