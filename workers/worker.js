@@ -309,18 +309,37 @@ function checkKey(key) {
 
 /** Instances with no request in them, most recently used last. */
 const IDLE = [];
-/** More idle instances than this are dropped (a burst's worth stays warm). */
-const MAX_IDLE = 16;
+/** The memory the idle instances hold between them. Idle instances are kept
+ * up to IDLE_MEMORY_BUDGET, so that a burst of concurrent requests finds
+ * instances ready the next time (a proxied request's instance has 512 KiB; a
+ * count of 16 made new instances, each set up again, whenever more than 16
+ * requests were in flight), and the isolate's 128 MB is not spent on them. */
+let idleMemory = 0;
+const IDLE_MEMORY_BUDGET = 32 * 1024 * 1024;
 /** An instance whose memory grew past this (an image transform: a 2048x2048
- * image leaves 14 MB) is dropped: its pages would stay with the isolate, whose
- * limit is 128 MB. A proxied request's instance keeps well under 1 MB, so the
- * idle instances hold at most MAX_IDLE * 4 MiB. */
+ * image leaves 14 MB) is dropped: its pages would stay with the isolate. */
 const MAX_REUSED_MEMORY = 4 * 1024 * 1024;
+
+/** An idle instance, or undefined. */
+function takeIdle() {
+  const instance = IDLE.pop();
+  if (instance) idleMemory -= instance.memoryBytes;
+  return instance;
+}
+
+/** Keeps `instance` for the next request, unless it grew too large or the idle ones hold the budget. */
+function release(instance) {
+  const bytes = instance.memory?.buffer.byteLength ?? 0;
+  if (bytes > MAX_REUSED_MEMORY || idleMemory + bytes > IDLE_MEMORY_BUDGET) return;
+  instance.memoryBytes = bytes;
+  idleMemory += bytes;
+  IDLE.push(instance);
+}
 
 /** A new instance, set up for the document in `env` (the core's `init`). */
 async function newInstance(env) {
   const slot = { env };
-  const instance = { slot, memory: undefined, component: undefined };
+  const instance = { slot, memory: undefined, memoryBytes: 0, component: undefined };
   instance.component = await instantiate((name) => CORE_MODULES[name], imports(slot), async (module, moduleImports) => {
     const core = await WebAssembly.instantiate(module, moduleImports);
     if (core.exports.memory instanceof WebAssembly.Memory) instance.memory ??= core.exports.memory;
@@ -332,7 +351,7 @@ async function newInstance(env) {
 
 export default {
   async fetch(request, env) {
-    const instance = IDLE.pop() ?? (await newInstance(env));
+    const instance = takeIdle() ?? (await newInstance(env));
     instance.slot.env = env;
     const wasmRequest = {
       method: request.method,
@@ -353,7 +372,7 @@ export default {
     // body it passed on is the platform's stream, and one it rewrote was read
     // whole and handed back as bytes. So the instance is free now.
     instance.slot.env = undefined;
-    if (IDLE.length < MAX_IDLE && !(instance.memory?.buffer.byteLength > MAX_REUSED_MEMORY)) IDLE.push(instance);
+    release(instance);
     const nullBody = request.method === "HEAD" || [101, 204, 205, 304].includes(response.status);
     return new Response(nullBody || !response.body ? null : response.body.toPlatform(), {
       status: response.status,
