@@ -65,5 +65,11 @@ pub fn set_up<P: Platform>(platform: &P) -> Result<&'static Document, ProxyError
             setup::for_document(&text, version.as_deref())
         }
     };
-    setup.document.as_ref().map_err(|why| ProxyError::internal(why.clone()))
+    // The problems name routes, hosts and upstreams: the operator's business,
+    // not a client's. The wasmtime host refuses such a document at start and
+    // on SIGHUP; `edgeproxy check` shows the problems on every host's behalf.
+    setup.document.as_ref().map_err(|_| ProxyError::new(500, "config_invalid", CONFIG_INVALID))
 }
+
+/// What a client is told when the host's config document does not check.
+pub const CONFIG_INVALID: &str = "this proxy's config document has problems; its operator can see them with `edgeproxy check`";

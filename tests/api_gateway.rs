@@ -142,15 +142,6 @@ async fn redirects_to_the_origin_point_back_at_the_gateway() {
     assert_eq!(response.headers()["location"], "http://api.test/echo/redirected");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn an_invalid_config_document_gets_500_saying_what_is_wrong() {
-    let host = Host::start("[[route]]\nhost = \"api.test\"\n[route.api-gateway]\norigin = \"ftp://nope\"\n").await;
-    let response = get(&host, "/").send().await.unwrap();
-    assert_eq!(response.status(), 500);
-    let message = json(response).await["message"].as_str().unwrap().to_owned();
-    assert!(message.contains("must be an http:// or https:// URL"), "{message}");
-}
-
 const CORS: &str = "[route.api-gateway.cors]\nallowed_origins = [\"https://app.test\"]\nallow_credentials = true\n\
                     expose_headers = [\"x-request-id\"]\nmax_age_seconds = 900\n";
 
@@ -240,13 +231,25 @@ async fn state_changing_requests_from_a_disallowed_origin_never_reach_the_origin
     assert_eq!(upstream.hits("/cacheable/transfer"), 0);
 }
 
+/// A document with a problem is its operator's to fix, and names their
+/// routes and upstreams: a client is told only that there is one. (The
+/// wasmtime host refuses such a document at start, `tests/self_hosting.rs`;
+/// Workers and Spin serve without checking ahead.)
 #[tokio::test(flavor = "multi_thread")]
-async fn any_origin_with_credentials_is_a_config_error() {
+async fn any_origin_with_credentials_is_a_config_error_that_names_nothing_to_clients() {
+    if Host::kind() == "wasmtime" {
+        edgeproxy_testkit::skip::skip("the wasmtime host refuses to start with this document (self_hosting.rs)");
+        return;
+    }
     let upstream = Upstream::start().await;
     let host = gateway(&upstream, "[route.api-gateway.cors]\nallowed_origins = [\"*\"]\nallow_credentials = true\n").await;
     let response = get(&host, "/echo").send().await.unwrap();
     assert_eq!(response.status(), 500);
-    assert!(json(response).await["message"].as_str().unwrap().contains("allow_credentials"));
+    let body = json(response).await;
+    assert_eq!(body["error"], "config_invalid");
+    let message = body["message"].as_str().unwrap();
+    assert!(message.contains("edgeproxy check") && !message.contains("allow_credentials") && !message.contains(&upstream.url()), "{message}");
+    assert!(upstream.seen().is_empty());
 }
 
 const CACHE: &str = "[route.api-gateway.cache]\nmax_entry_bytes = 4096\n";

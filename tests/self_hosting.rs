@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use edgeproxy_testkit::{Host, Upstream, edgeproxy_binary, workspace_root};
 
 fn wasmtime_pass() -> bool {
-    Host::kind() == "wasmtime"
+    edgeproxy_testkit::skip::only_on("wasmtime", "a property of the wasmtime host's binary")
 }
 
 /// SHA-256 of dist/edgeproxy.wasm, the component the binary was built with.
@@ -33,10 +33,25 @@ fn edgeproxy(args: &[&str], document: Option<&str>) -> (Output, std::path::PathB
     }
     let mut command = std::process::Command::new(std::path::absolute(edgeproxy_binary()).unwrap());
     command.current_dir(&dir).args(args);
-    if args.first() == Some(&"check") {
+    if matches!(args.first(), Some(&"check" | &"serve")) {
         command.arg("--config").arg(&config);
     }
-    (command.output().unwrap(), config)
+    (output_within(command, std::time::Duration::from_secs(60)), config)
+}
+
+/// `command`'s output, or a failed test if it still runs after `limit` (a
+/// `serve` that should have refused to start).
+fn output_within(mut command: std::process::Command, limit: std::time::Duration) -> Output {
+    let mut child = command.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > limit {
+            child.kill().unwrap();
+            panic!("{command:?} still ran after {limit:?}: {:?}", child.wait_with_output().unwrap());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -96,6 +111,22 @@ fn check_names_each_problem_with_its_route_and_key_and_fails() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(stderr.contains("route 1 (line 4, key route.api-gateway.orign): unknown field `orign`"), "{stderr}");
+}
+
+/// As SIGHUP refuses a document with problems, so does start-up: the server
+/// exits with `check`'s messages instead of answering every request with a 500.
+#[test]
+fn serve_refuses_to_start_with_a_document_that_has_problems() {
+    if !wasmtime_pass() {
+        return;
+    }
+    let broken = "[[route]]\nhost = \"a.test\"\n[route.api-gateway]\norigin = \"ftp://a.example\"\n";
+    let (out, config) = edgeproxy(&["serve", "--listen", "127.0.0.1:0"], Some(broken));
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains(&format!("{}: route 1 (a.test): origin must be an http:// or https:// URL", config.display())), "{stderr}");
+    assert!(stderr.contains("refused to start"), "{stderr}");
+    assert!(!stderr.contains("serving"), "{stderr}");
 }
 
 #[test]

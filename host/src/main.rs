@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
+use anyhow::{Context as _, ensure};
 use clap::{Parser, Subcommand};
 
 const DEFAULT_DOCUMENT: &str = include_str!("default.toml");
@@ -263,7 +263,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let shared = serve_shared(&args).await?;
     let component = runtime::ComponentSource::new(args.component.as_deref())?;
     let name = component.name.clone();
-    let runtime = Arc::new(runtime::Runtime::new(component, document, shared, args.limits.guest()).await?);
+    let runtime = Arc::new(runtime::Runtime::new(component, document.clone(), shared, args.limits.guest()).await?);
+    if let Some(path) = &args.config {
+        refuse_a_document_with_problems(&runtime, path, &document).await?;
+    }
     runtime.start_pool_recycler();
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(Arc::new(tls::Tls::load(cert, key)?)),
@@ -295,6 +298,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     });
     let metrics = runtime.shared().metrics.clone();
     server::serve(listener, runtime, server::ServerOptions { scheme, tls, limits: args.limits.server(), log_format: args.log_format, metrics }, shutdown).await
+}
+
+/// `serve` starts only with a document `edgeproxy check` passes, each
+/// problem printed as `check` prints it: served, it would answer every
+/// request with a 500 (as SIGHUP refuses such a document, so does start-up).
+async fn refuse_a_document_with_problems(runtime: &runtime::Runtime, path: &std::path::Path, document: &str) -> anyhow::Result<()> {
+    let problems = runtime.check_config(document).await?;
+    for problem in &problems {
+        eprintln!("{}: {problem}", path.display());
+    }
+    ensure!(problems.is_empty(), "refused to start: the config document {} has the problems above (`edgeproxy check --config {}` lists them too)", path.display(), path.display());
+    Ok(())
 }
 
 /// SIGHUP: the config document is read again and, if the component finds no
