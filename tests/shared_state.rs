@@ -9,7 +9,7 @@ use edgeproxy_testkit::redis::Redis;
 use edgeproxy_testkit::{Host, Upstream};
 
 fn wasmtime_pass() -> bool {
-    Host::kind() == "wasmtime"
+    edgeproxy_testkit::skip::only_on("wasmtime", "`edgeproxy serve --kv redis://`, a property of the wasmtime host")
 }
 
 /// A GET of `path` from `host` as a load balancer passes it on: with the
@@ -149,4 +149,31 @@ async fn a_redis_outage_degrades_to_misses_and_recovers() {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     assert_eq!(readiness(&b).await, 200);
+}
+
+/// With Redis gone, the quota cannot be counted. The built-in generator spends
+/// no Replicate credit, so its images are still served (one made a moment
+/// earlier, and a new one); a generation that would spend credit is refused
+/// with 503 and Replicate is never asked (README, Placeholder Zoo).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redis_outage_still_serves_built_in_zoo_images_and_spends_no_credit() {
+    if !wasmtime_pass() {
+        return;
+    }
+    let mut redis = Redis::start().await;
+    let (built_in, _) = two_hosts("[[route]]\nhost = \"*\"\n[route.image-cache]\n", &redis, &[]).await;
+    let replicate = FakeReplicate::start(3600).await;
+    let (paid, _) = two_hosts(&replicate.document(""), &redis, &[("EDGEPROXY_SECRET_REPLICATE_TOKEN", TOKEN)]).await;
+    assert_eq!(get(&built_in, "/64x48/outage-sloth").await.status(), 200);
+
+    redis.stop().await;
+    for path in ["/64x48/outage-sloth", "/64x48/new-in-the-outage"] {
+        let response = get(&built_in, path).await;
+        assert_eq!(response.status(), 200, "{path}");
+        assert_eq!(response.headers()["content-type"], "image/png", "{path}: the built-in generator's image");
+    }
+    let response = get(&paid, "/64x48/paid-sloth").await;
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.json::<serde_json::Value>().await.unwrap()["error"], "quota_unavailable");
+    assert!(replicate.creations("paid-sloth").await.is_empty(), "no prediction without a quota");
 }

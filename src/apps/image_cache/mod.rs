@@ -333,13 +333,14 @@ impl ImageCache<'_> {
     /// The lease holder's part: policy, generation, storage.
     fn generate<P: Platform>(&self, s: &Session<P>, placeholder: &Placeholder, key: &str) -> Result<Blob, ProxyError> {
         let o = self.options;
+        let token = self.replicate_token(s)?;
         if o.generation == Policy::Quota {
-            self.spend_quota(s)?;
+            self.spend_quota(s, token.is_some())?;
         }
         let (width, height) = (placeholder.width, placeholder.height);
         let prompt = o.prompt.replace("{slug}", &placeholder.slug).replace("{width}", &width.to_string()).replace("{height}", &height.to_string());
         let created_ms = s.platform.now_ms();
-        let (bytes, meta) = match self.replicate_token(s)? {
+        let (bytes, meta) = match token {
             Some(token) => {
                 let r = o.replicate.as_ref().expect("a token implies the table");
                 let digest = store::sha256_hex(placeholder.canonical().as_bytes());
@@ -372,9 +373,11 @@ impl ImageCache<'_> {
         Ok(Blob { manifest, bytes })
     }
 
-    /// One generation off the client's and everyone's quota; a limiter that
-    /// cannot answer refuses, because a generation can cost money.
-    fn spend_quota<P: Platform>(&self, s: &Session<P>) -> Result<(), ProxyError> {
+    /// One generation off the client's and everyone's quota. A limiter that
+    /// cannot answer refuses a generation that costs Replicate credit
+    /// (`costs_credit`), and lets the built-in generator's through: it spends
+    /// only this request's CPU, and image-cache serves when key-value fails.
+    fn spend_quota<P: Platform>(&self, s: &Session<P>, costs_credit: bool) -> Result<(), ProxyError> {
         let q = &self.options.quota;
         for (key, limit, whose) in [(s.client_ip.unwrap_or("unknown"), q.per_client, "your"), ("*", q.global, "this site's")] {
             match s.platform.rate_limit(&q.policy, key, limit, q.period_seconds) {
@@ -384,6 +387,7 @@ impl ImageCache<'_> {
                     return Err(ProxyError::new(429, "generation_quota", format!("{whose} quota of new images is used up; stored images are still served; retry in {retry} s"))
                         .with_header("retry-after", retry.to_string()));
                 }
+                Err(_) if !costs_credit => return Ok(()),
                 Err(why) => return Err(ProxyError::new(503, "quota_unavailable", format!("the generation quota cannot be checked ({why}); try again later")).with_header("retry-after", "60")),
             }
         }
