@@ -5,7 +5,7 @@ use edgeproxy_testkit::{Host, Upstream, component_imports, workspace_root};
 
 /// Process-level behaviour of the wasmtime server; Workers has no process to test.
 fn wasmtime_host() -> bool {
-    Host::kind() == "wasmtime"
+    edgeproxy_testkit::skip::only_on("wasmtime", "process-level behaviour of the wasmtime server")
 }
 
 #[test]

@@ -223,6 +223,7 @@ async fn content_length_with_transfer_encoding_is_refused_and_never_smuggles() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_conflict_behind_an_ordinary_request_is_still_seen() {
     if server() != Server::Edgeproxy {
+        edgeproxy_testkit::skip::skip("the first request's framing is the server's own (workerd's and Spin's answers are in the table tests above)");
         return;
     }
     let upstream = Upstream::start().await;

@@ -11,6 +11,7 @@ pub mod images;
 pub mod metrics;
 pub mod redis;
 pub mod runaway;
+pub mod skip;
 pub mod spin;
 pub mod upstream;
 

@@ -114,7 +114,7 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
             .args(["--exclude", "edgeproxy-host", "--exclude", "edgeproxy-fuzz", "--lib", "--bins", "--tests"])
             .env("EDGEPROXY_BIN", &host_binary);
     };
-    let mut totals = (0, 0);
+    let mut totals = Totals::default();
     let mut host_units = cargo();
     host_units.args(["test", "--package", "edgeproxy-host", "--profile", TEST_HOST_PROFILE, "--bins"]);
     let mut first = cargo();
@@ -129,8 +129,26 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
             results.push(run_tests(Command::new(binary).args(extra).env("EDGEPROXY_TEST_HOST", host).env("EDGEPROXY_BIN", &host_binary), &mut totals));
         }
     }
-    println!("{} passed, {} failed", totals.0, totals.1);
+    println!("{}", totals.line());
     results.into_iter().collect()
+}
+
+/// What the test runs counted: a skipped test (`testkit::skip`) is one libtest
+/// counted as passed, so it is moved from passed to skipped, per host.
+#[derive(Default)]
+struct Totals {
+    passed: u64,
+    failed: u64,
+    skipped: std::collections::BTreeMap<String, u64>,
+}
+
+impl Totals {
+    fn line(&self) -> String {
+        let skipped: u64 = self.skipped.values().sum();
+        let per_host: Vec<String> = self.skipped.iter().map(|(host, n)| format!("{n} on {host}")).collect();
+        let per_host = if per_host.is_empty() { String::new() } else { format!(": {}", per_host.join(", ")) };
+        format!("{} passed, {} failed, {skipped} skipped{per_host}", self.passed.saturating_sub(skipped), self.failed)
+    }
 }
 
 /// The executables of the core package's `tests/*.rs`, as the first run built them.
@@ -154,17 +172,21 @@ fn behavioural_suite(workspace_tests: impl Fn(&mut Command)) -> anyhow::Result<V
 }
 
 /// Runs a `cargo test`, echoing its output and adding its counts to `totals`.
-fn run_tests(cmd: &mut Command, totals: &mut (u64, u64)) -> anyhow::Result<()> {
+fn run_tests(cmd: &mut Command, totals: &mut Totals) -> anyhow::Result<()> {
     use std::io::BufRead;
     let mut child = cmd.stdout(std::process::Stdio::piped()).spawn().context("run cargo test")?;
-    let (passed, failed) = (&mut totals.0, &mut totals.1);
     for line in std::io::BufReader::new(child.stdout.take().expect("piped stdout")).lines() {
         let line = line?;
         println!("{line}");
         if let Some(result) = line.strip_prefix("test result: ") {
             let count = |word: &str| result.split(';').find_map(|part| part.trim().strip_suffix(word)?.split_whitespace().last()?.parse::<u64>().ok()).unwrap_or(0);
-            *passed += count("passed");
-            *failed += count("failed");
+            totals.passed += count("passed");
+            totals.failed += count("failed");
+        }
+        // Anywhere in the line: libtest may have begun one of its own on it.
+        if let Some((_, skip)) = line.split_once(edgeproxy_testkit::skip::MARKER) {
+            let host = skip.split_whitespace().next().unwrap_or("?").to_owned();
+            *totals.skipped.entry(host).or_default() += 1;
         }
     }
     let status = child.wait()?;
