@@ -112,7 +112,7 @@ async fn readiness(host: &Host) -> u16 {
 }
 
 /// Redis goes away: requests are still served (the cache misses, the limit
-/// fails open), promptly, and `/readyz` says the store does not answer; when
+/// fails open, counted and logged once), promptly, and `/readyz` says the store does not answer; when
 /// it is back, the hosts use it again.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_redis_outage_degrades_to_misses_and_recovers() {
@@ -136,6 +136,12 @@ async fn a_redis_outage_degrades_to_misses_and_recovers() {
         assert!(body.starts_with("/cacheable/outage #"), "{body}");
         assert!(started.elapsed() < std::time::Duration::from_secs(3), "took {:?}", started.elapsed());
     }
+    // The limit failed open, and that is seen: counted, and logged once.
+    x_cache(&a, path).await;
+    let samples = edgeproxy_testkit::metrics::Samples::scrape(&edgeproxy_testkit::metrics::admin_url(&a).await).await;
+    assert!(samples.get("edgeproxy_limiter_errors_total", &[("policy", "api")]).is_some_and(|n| n >= 2.0), "no limiter errors counted");
+    let warnings = a.messages().into_iter().filter(|m| m.contains("the rate limiter could not answer for policy \"api\"")).count();
+    assert_eq!(warnings, 1, "{:#?}", a.messages());
 
     redis.restart().await;
     let started = std::time::Instant::now();

@@ -45,6 +45,11 @@ pub struct KindLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyLabels {
+    pub policy: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OperationLabels {
     pub operation: &'static str,
 }
@@ -58,6 +63,7 @@ pub struct Metrics {
     guest_time: Histograms,
     upstream_errors: Family<KindLabels, Counter>,
     kv_errors: Family<OperationLabels, Counter>,
+    limiter_errors: Family<PolicyLabels, Counter>,
     pub received_bytes: Counter,
     pub sent_bytes: Counter,
     /// Set when SIGTERM/SIGINT starts the drain: `/readyz` turns 503.
@@ -108,11 +114,17 @@ impl Metrics {
         registry.register("upstream_errors", "Upstream requests that failed before a response, by kind", upstream_errors.clone());
         let kv_errors = Family::default();
         registry.register("kv_errors", "Key-value operations that failed, by operation", kv_errors.clone());
+        let limiter_errors = Family::default();
+        registry.register(
+            "limiter_errors",
+            "Rate-limit checks the host limiter could not answer, by policy (each app then applies its documented default: api-gateway lets the request through)",
+            limiter_errors.clone(),
+        );
         let received_bytes = Counter::default();
         registry.register("received_bytes", "Request body bytes received from clients", received_bytes.clone());
         let sent_bytes = Counter::default();
         registry.register("sent_bytes", "Response body bytes sent to clients", sent_bytes.clone());
-        Metrics { registry, requests, duration, guest_time, upstream_errors, kv_errors, received_bytes, sent_bytes, draining: AtomicBool::new(false) }
+        Metrics { registry, requests, duration, guest_time, upstream_errors, kv_errors, limiter_errors, received_bytes, sent_bytes, draining: AtomicBool::new(false) }
     }
 
     /// One answered request.
@@ -132,6 +144,16 @@ impl Metrics {
 
     pub fn kv_error(&self, operation: &'static str) {
         self.kv_errors.get_or_create(&OperationLabels { operation }).inc();
+    }
+
+    /// A check the limiter could not answer. Counted every time and logged
+    /// the first time per policy, so a limiter that is off (rate limiting
+    /// silently not happening) is seen without a line per request.
+    pub fn limiter_error(&self, policy: &str, why: &str) {
+        let counter = self.limiter_errors.get_or_create(&PolicyLabels { policy: policy.to_owned() });
+        if counter.inc() == 0 {
+            eprintln!("edgeproxy: warning: the rate limiter could not answer for policy {policy:?} ({why}); counted in edgeproxy_limiter_errors_total, logged once per policy");
+        }
     }
 
     fn exposition(&self) -> String {

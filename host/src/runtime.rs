@@ -564,7 +564,10 @@ impl limiter::Host for State {
         self.host_wait += waited;
         Ok(match checked {
             Ok(d) => Ok(limiter::Decision { allowed: d.allowed, retry_after_seconds: d.retry_after_seconds }),
-            Err(why) => Err(limiter::LimiterError::Unavailable(why)),
+            Err(why) => {
+                shared.metrics.limiter_error(&policy, &why);
+                Err(limiter::LimiterError::Unavailable(why))
+            }
         })
     }
 }
