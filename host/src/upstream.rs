@@ -30,6 +30,7 @@ thread_local! {
 
 fn build_client() -> reqwest::Result<reqwest::Client> {
     reqwest::Client::builder()
+        .dns_resolver(std::sync::Arc::new(SystemDns))
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
         .tcp_nodelay(true)
@@ -97,21 +98,100 @@ impl Upstream {
     }
 }
 
+/// The guest's error kind, from the types in the error's causes: a name
+/// that did not resolve is ours ([`NameNotResolved`]), a TLS failure is
+/// rustls's; reqwest says whether it was a timeout or the connection.
 fn classify(e: &reqwest::Error) -> HttpError {
     let why = error_chain(e);
     if e.is_timeout() {
         HttpError::Timeout
     } else if e.is_builder() {
         HttpError::InvalidUrl(why)
+    } else if caused_by::<NameNotResolved>(e) {
+        HttpError::DnsError(why)
+    } else if caused_by::<tokio_rustls::rustls::Error>(e) {
+        HttpError::TlsError(why)
     } else if e.is_connect() {
-        if why.contains("dns error") || why.contains("failed to lookup address") {
-            HttpError::DnsError(why)
-        } else if why.contains("certificate") || why.contains("tls") || why.contains("TLS") {
-            HttpError::TlsError(why)
-        } else {
-            HttpError::ConnectionFailed(why)
-        }
+        HttpError::ConnectionFailed(why)
     } else {
         HttpError::ProtocolError(why)
+    }
+}
+
+/// Whether an error of type `T` is among `e`'s causes, looking inside
+/// `io::Error`s too (whose `source` skips the error they wrap).
+fn caused_by<T: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(e), |e| e.source()).any(|e| {
+        e.is::<T>() || e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()).is_some_and(|inner| caused_by::<T>(inner))
+    })
+}
+
+/// The system's resolver (getaddrinfo, as reqwest's default), with its
+/// failures typed, so that [`classify`] need not read error messages.
+struct SystemDns;
+
+#[derive(Debug)]
+struct NameNotResolved {
+    name: String,
+    cause: std::io::Error,
+}
+
+impl std::fmt::Display for NameNotResolved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "dns error: {} did not resolve", self.name)
+    }
+}
+
+impl std::error::Error for NameNotResolved {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.cause)
+    }
+}
+
+impl reqwest::dns::Resolve for SystemDns {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let name = name.as_str().to_owned();
+        Box::pin(async move {
+            // The port is the connector's to set.
+            let found = tokio::net::lookup_host((name.as_str(), 0)).await.map(|addresses| addresses.collect::<Vec<_>>());
+            match found {
+                Ok(addresses) => Ok(Box::new(addresses.into_iter()) as reqwest::dns::Addrs),
+                Err(cause) => Err(Box::new(NameNotResolved { name, cause }) as Box<dyn std::error::Error + Send + Sync>),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn failure(url: &str) -> HttpError {
+        match Upstream::new(Duration::from_secs(5)).unwrap().send("GET", url, Vec::new(), None, Some(10_000)).await {
+            Ok(r) => panic!("{url} answered {}", r.status),
+            Err(e) => e,
+        }
+    }
+
+    /// Each failure's kind comes from the types of its causes, not its text.
+    #[tokio::test]
+    async fn a_failure_is_classified_by_the_type_of_its_cause() {
+        // RFC 2606: `.invalid` never resolves.
+        assert!(matches!(failure("http://edgeproxy-test.invalid/").await, HttpError::DnsError(_)));
+
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        assert!(matches!(failure(&format!("http://{closed}/")).await, HttpError::ConnectionFailed(_)));
+
+        // TLS to a server that answers in plain HTTP.
+        let plain = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = plain.local_addr().unwrap();
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt as _;
+            while let Ok((mut socket, _)) = plain.accept().await {
+                let _ = socket.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n").await;
+            }
+        });
+        let tls = failure(&format!("https://{address}/")).await;
+        assert!(matches!(tls, HttpError::TlsError(_)), "{tls:?}");
     }
 }
