@@ -72,4 +72,4 @@ pub fn set_up<P: Platform>(platform: &P) -> Result<&'static Document, ProxyError
 }
 
 /// What a client is told when the host's config document does not check.
-pub const CONFIG_INVALID: &str = "this proxy's config document has problems; its operator can see them with `edgeproxy check`";
+const CONFIG_INVALID: &str = "this proxy's config document has problems; its operator can see them with `edgeproxy check`";

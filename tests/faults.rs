@@ -74,11 +74,16 @@ async fn a_response_with_broken_chunked_framing_is_a_broken_transfer() {
     }
 }
 
+/// Fault injection (`--kv-fault`, `--upstream-body-timeout-secs`) is the wasmtime host's.
+fn fault_injection_pass() -> bool {
+    edgeproxy_testkit::skip::only_on("wasmtime", "fault injection (--kv-fault, --upstream-body-timeout-secs) is the wasmtime host's")
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_body_that_stalls_is_broken_off_at_the_upstream_body_timeout() {
     // workerd has no idle timeout on a fetched body; the wasmtime host (in
     // both modes) has `--upstream-body-timeout-secs`.
-    if !edgeproxy_testkit::skip::only_on("wasmtime", "fault injection (--kv-fault, --upstream-body-timeout-secs) is the wasmtime host's") {
+    if !fault_injection_pass() {
         return;
     }
     let upstream = Upstream::start().await;
@@ -105,7 +110,7 @@ async fn with_kv_fault(document: &str, fault: &str) -> Host {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn with_key_value_down_or_slow_the_cache_is_a_miss_and_every_request_is_served() {
-    if !edgeproxy_testkit::skip::only_on("wasmtime", "fault injection (--kv-fault, --upstream-body-timeout-secs) is the wasmtime host's") {
+    if !fault_injection_pass() {
         return;
     }
     let upstream = Upstream::start().await;
@@ -132,7 +137,7 @@ async fn with_key_value_down_or_slow_the_cache_is_a_miss_and_every_request_is_se
 
 #[tokio::test(flavor = "multi_thread")]
 async fn with_key_value_down_image_cache_answers_a_clear_error_or_the_image_and_stores_nothing() {
-    if !edgeproxy_testkit::skip::only_on("wasmtime", "fault injection (--kv-fault, --upstream-body-timeout-secs) is the wasmtime host's") {
+    if !fault_injection_pass() {
         return;
     }
     let host = with_kv_fault("[[route]]\nhost = \"*\"\n[route.image-cache]\n", "unavailable").await;

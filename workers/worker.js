@@ -323,15 +323,19 @@ const MAX_REUSED_MEMORY = 4 * 1024 * 1024;
 /** An idle instance, or undefined. */
 function takeIdle() {
   const instance = IDLE.pop();
-  if (instance) idleMemory -= instance.memoryBytes;
+  if (instance) idleMemory -= memoryOf(instance);
   return instance;
+}
+
+/** Its memory's size now; an idle instance's does not change (no code runs in it). */
+function memoryOf(instance) {
+  return instance.memory?.buffer.byteLength ?? 0;
 }
 
 /** Keeps `instance` for the next request, unless it grew too large or the idle ones hold the budget. */
 function release(instance) {
-  const bytes = instance.memory?.buffer.byteLength ?? 0;
+  const bytes = memoryOf(instance);
   if (bytes > MAX_REUSED_MEMORY || idleMemory + bytes > IDLE_MEMORY_BUDGET) return;
-  instance.memoryBytes = bytes;
   idleMemory += bytes;
   IDLE.push(instance);
 }
@@ -339,7 +343,7 @@ function release(instance) {
 /** A new instance, set up for the document in `env` (the core's `init`). */
 async function newInstance(env) {
   const slot = { env };
-  const instance = { slot, memory: undefined, memoryBytes: 0, component: undefined };
+  const instance = { slot, memory: undefined, component: undefined };
   instance.component = await instantiate((name) => CORE_MODULES[name], imports(slot), async (module, moduleImports) => {
     const core = await WebAssembly.instantiate(module, moduleImports);
     if (core.exports.memory instanceof WebAssembly.Memory) instance.memory ??= core.exports.memory;

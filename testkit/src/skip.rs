@@ -7,7 +7,8 @@ use std::io::Write as _;
 
 use crate::Host;
 
-/// What `cargo xtask test` looks for at the start of a line.
+/// What `cargo xtask test` looks for in a line (libtest may have begun one of
+/// its own on it).
 pub const MARKER: &str = "edgeproxy-test-skipped:";
 
 /// Records that the running test does not apply to this pass's host, and why.
