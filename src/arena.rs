@@ -16,7 +16,8 @@
 //! call allocated above it is given back when the next call begins. "Begins"
 //! is the host's first `cabi_realloc` after an export returned: that is how
 //! every host lowers the next call's arguments, after it has lifted the
-//! previous call's results and run its post-return. So nothing allocated
+//! previous call's results and run its post-return. (A request served in
+//! steps, `stepwise` in the WIT, is one call from `begin` to its answer.) So nothing allocated
 //! during a call may outlive it: the core has no lazily initialised statics
 //! (a `OnceLock` filled during a request would be freed under its feet); the
 //! one thing kept across requests, the set-up, moves the mark itself.

@@ -10,7 +10,10 @@ wit_bindgen::generate!({
 });
 
 use edgeproxy::platform::{body, clock, config, http_client, kv, limiter, telemetry, types};
-use exports::edgeproxy::platform::{checker, handler};
+use exports::edgeproxy::platform::{checker, handler, stepwise};
+
+use crate::proxy::phases::{Begun, Resume};
+use std::cell::Cell;
 
 struct Component;
 
@@ -23,18 +26,126 @@ fn one_call<T>(body: impl FnOnce() -> T) -> T {
     out
 }
 
+/// One wasm thread: a static cell no one else sees.
+struct Static<T>(Cell<T>);
+unsafe impl<T> Sync for Static<T> {}
+
+/// The rest of the request `stepwise.begin` stopped at `send`. What it holds
+/// was allocated in `begin`, whose call (the arena's) lasts until the
+/// request is answered.
+static PENDING: Static<Option<Box<dyn Resume<WitHost>>>> = Static(Cell::new(None));
+/// Set while a `stepwise` call runs: an import that may wait is not called.
+static NO_WAITING: Static<bool> = Static(Cell::new(false));
+/// Set when such an import was wanted: the call's outcome is thrown away.
+static WAIT_WANTED: Static<bool> = Static(Cell::new(false));
+
+/// `run` without waiting; `None` if it wanted an import that may wait (all
+/// of which then failed without being called, so nothing was done that the
+/// host can see, and what `run` made of the failures is not used).
+fn without_waiting<T>(run: impl FnOnce() -> T) -> Option<T> {
+    NO_WAITING.0.set(true);
+    WAIT_WANTED.0.set(false);
+    let out = run();
+    NO_WAITING.0.set(false);
+    (!WAIT_WANTED.0.get()).then_some(out)
+}
+
+/// Whether an import that may wait can be called now; if not, notes that
+/// one was wanted.
+fn may_wait() -> bool {
+    if NO_WAITING.0.get() {
+        WAIT_WANTED.0.set(true);
+    }
+    !NO_WAITING.0.get()
+}
+
+const WOULD_WAIT: &str = "an import that waits, in a stepwise call";
+
 impl handler::Guest for Component {
     fn handle(request: types::Request, client_ip: Option<String>) -> types::Response {
-        one_call(|| {
-            let request = platform::Request {
-                method: request.method,
-                url: request.url,
-                headers: request.headers,
-                body: request.body,
-            };
-            let response = crate::handle(&WitHost, request, client_ip.as_deref());
-            types::Response { status: response.status, headers: response.headers, body: response.body }
+        one_call(|| crate::handle(&WitHost, request.into(), client_ip.as_deref()).into())
+    }
+}
+
+impl stepwise::Guest for Component {
+    fn begin(request: types::Request, client_ip: Option<String>) -> stepwise::Step {
+        crate::arena::call_started();
+        let step = match without_waiting(|| crate::begin(&WitHost, request.into(), client_ip.as_deref())) {
+            Some(Begun::Answered(response)) => stepwise::Step::Respond(response.into()),
+            Some(Begun::Sending { request, timeout_ms, rest }) => {
+                // The call goes on until `resume` answers.
+                PENDING.0.set(Some(rest));
+                return stepwise::Step::Send((request.into(), http_client::SendOptions { timeout_ms }));
+            }
+            Some(Begun::Whole(_)) | None => stepwise::Step::Wait,
+        };
+        crate::arena::call_ended();
+        step
+    }
+
+    fn resume(sent: Result<types::Response, http_client::HttpError>) -> Option<types::Response> {
+        crate::arena::call_started();
+        let Some(rest) = PENDING.0.take() else { return Some(one_call(not_begun)) };
+        match without_waiting(|| rest.resume(sent.map(Into::into).map_err(Into::into))) {
+            Some(response) => {
+                crate::arena::call_ended();
+                Some(response.into())
+            }
+            None => {
+                PENDING.0.set(Some(rest));
+                None
+            }
+        }
+    }
+
+    fn resume_waiting(sent: Result<types::Response, http_client::HttpError>) -> types::Response {
+        one_call(|| match PENDING.0.take() {
+            Some(rest) => rest.resume(sent.map(Into::into).map_err(Into::into)).into(),
+            None => not_begun(),
         })
+    }
+}
+
+/// A host's mistake, answered rather than trapped on.
+fn not_begun() -> types::Response {
+    crate::proxy::ProxyError::internal("stepwise: resume without a request begun and sending").into_response::<body::Body>().into()
+}
+
+impl From<types::Request> for platform::Request<body::Body> {
+    fn from(r: types::Request) -> Self {
+        platform::Request { method: r.method, url: r.url, headers: r.headers, body: r.body }
+    }
+}
+
+impl From<platform::Request<body::Body>> for types::Request {
+    fn from(r: platform::Request<body::Body>) -> Self {
+        types::Request { method: r.method, url: r.url, headers: r.headers, body: r.body }
+    }
+}
+
+impl From<types::Response> for platform::Response<body::Body> {
+    fn from(r: types::Response) -> Self {
+        platform::Response { status: r.status, headers: r.headers, body: r.body }
+    }
+}
+
+impl From<platform::Response<body::Body>> for types::Response {
+    fn from(r: platform::Response<body::Body>) -> Self {
+        types::Response { status: r.status, headers: r.headers, body: r.body }
+    }
+}
+
+impl From<http_client::HttpError> for HttpError {
+    fn from(e: http_client::HttpError) -> Self {
+        match e {
+            http_client::HttpError::InvalidUrl(m) => HttpError::InvalidUrl(m),
+            http_client::HttpError::Denied(m) => HttpError::Denied(m),
+            http_client::HttpError::DnsError(m) => HttpError::DnsError(m),
+            http_client::HttpError::ConnectionFailed(m) => HttpError::ConnectionFailed(m),
+            http_client::HttpError::Timeout => HttpError::Timeout,
+            http_client::HttpError::TlsError(m) => HttpError::TlsError(m),
+            http_client::HttpError::ProtocolError(m) => HttpError::ProtocolError(m),
+        }
     }
 }
 
@@ -60,6 +171,9 @@ impl platform::Body for body::Body {
     }
 
     fn read(&mut self, max: u32) -> Result<Option<Vec<u8>>, BodyError> {
+        if !may_wait() {
+            return Err(BodyError::Broken(WOULD_WAIT.into()));
+        }
         body::Body::read(self, max).map_err(|e| match e {
             body::BodyError::Broken(why) => BodyError::Broken(why),
             body::BodyError::Timeout => BodyError::Timeout,
@@ -81,19 +195,10 @@ impl Platform for WitHost {
     type Body = body::Body;
 
     fn send(&self, request: platform::Request<body::Body>, timeout_ms: Option<u32>) -> Result<platform::Response<body::Body>, HttpError> {
-        let request = types::Request { method: request.method, url: request.url, headers: request.headers, body: request.body };
-        match http_client::send(request, http_client::SendOptions { timeout_ms }) {
-            Ok(r) => Ok(platform::Response { status: r.status, headers: r.headers, body: r.body }),
-            Err(e) => Err(match e {
-                http_client::HttpError::InvalidUrl(m) => HttpError::InvalidUrl(m),
-                http_client::HttpError::Denied(m) => HttpError::Denied(m),
-                http_client::HttpError::DnsError(m) => HttpError::DnsError(m),
-                http_client::HttpError::ConnectionFailed(m) => HttpError::ConnectionFailed(m),
-                http_client::HttpError::Timeout => HttpError::Timeout,
-                http_client::HttpError::TlsError(m) => HttpError::TlsError(m),
-                http_client::HttpError::ProtocolError(m) => HttpError::ProtocolError(m),
-            }),
+        if !may_wait() {
+            return Err(HttpError::ConnectionFailed(WOULD_WAIT.into()));
         }
+        http_client::send(request.into(), http_client::SendOptions { timeout_ms }).map(Into::into).map_err(Into::into)
     }
 
     fn kv_limits(&self) -> KvLimits {
@@ -102,18 +207,30 @@ impl Platform for WitHost {
     }
 
     fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+        if !may_wait() {
+            return Err(KvError::Unavailable(WOULD_WAIT.into()));
+        }
         kv::get(key).map_err(kv_error)
     }
 
     fn kv_set(&self, key: &str, value: &[u8], ttl_seconds: Option<u32>) -> Result<(), KvError> {
+        if !may_wait() {
+            return Err(KvError::Unavailable(WOULD_WAIT.into()));
+        }
         kv::set(key, value, ttl_seconds).map_err(kv_error)
     }
 
     fn kv_delete(&self, key: &str) -> Result<(), KvError> {
+        if !may_wait() {
+            return Err(KvError::Unavailable(WOULD_WAIT.into()));
+        }
         kv::delete(key).map_err(kv_error)
     }
 
     fn kv_set_if_absent(&self, key: &str, value: &[u8], ttl_seconds: Option<u32>) -> Result<bool, KvError> {
+        if !may_wait() {
+            return Err(KvError::Unavailable(WOULD_WAIT.into()));
+        }
         kv::set_if_absent(key, value, ttl_seconds).map_err(kv_error)
     }
 
@@ -126,10 +243,15 @@ impl Platform for WitHost {
     }
 
     fn sleep_ms(&self, ms: u32) {
-        clock::sleep_ms(ms)
+        if may_wait() {
+            clock::sleep_ms(ms)
+        }
     }
 
     fn rate_limit(&self, policy: &str, key: &str, limit: u32, period_seconds: u32) -> Result<Decision, String> {
+        if !may_wait() {
+            return Err(WOULD_WAIT.into());
+        }
         match limiter::check(policy, key, limit, period_seconds) {
             Ok(d) => Ok(Decision { allowed: d.allowed, retry_after_seconds: d.retry_after_seconds }),
             Err(limiter::LimiterError::UnknownPolicy(p)) => Err(format!("the host has no rate limiter named {p:?}")),

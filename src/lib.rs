@@ -24,15 +24,29 @@ use apps::hub_gateway::HubGateway;
 use apps::image_cache::ImageCache;
 use config::{App, DOCUMENT_KEY, DOCUMENT_VERSION_KEY, Document};
 use platform::{Platform, Request, Response};
-use proxy::{Incoming, ProxyError, Session, phases};
+use proxy::phases::{self, Begun};
+use proxy::{Incoming, ProxyError, Session};
 
 /// Answers one client request. Never panics on bad input: every failure is
 /// a JSON error response.
 pub fn handle<P: Platform>(platform: &P, request: Request<P::Body>, client_ip: Option<&str>) -> Response<P::Body> {
-    serve(platform, request, client_ip).unwrap_or_else(ProxyError::into_response)
+    match begin(platform, request, client_ip) {
+        Begun::Answered(resp) => resp,
+        Begun::Sending { request, timeout_ms, rest } => rest.resume(platform.send(request, timeout_ms)),
+        Begun::Whole(serve) => serve(),
+    }
 }
 
-fn serve<P: Platform>(platform: &P, request: Request<P::Body>, client_ip: Option<&str>) -> Result<Response<P::Body>, ProxyError> {
+/// [`handle`] up to the upstream request, for a host that sends it itself
+/// (`stepwise` in the WIT).
+pub fn begin<'a, P: Platform>(platform: &'a P, request: Request<P::Body>, client_ip: Option<&str>) -> Begun<'a, P> {
+    match serve(platform, request, client_ip) {
+        Ok(begun) => begun,
+        Err(e) => Begun::Answered(e.into_response()),
+    }
+}
+
+fn serve<'a, P: Platform>(platform: &'a P, request: Request<P::Body>, client_ip: Option<&str>) -> Result<Begun<'a, P>, ProxyError> {
     proxy::refuse_unservable_method(&request.method)?;
     let document = set_up(platform)?;
     let incoming = Incoming::parse(&request.url)?;
@@ -40,13 +54,13 @@ fn serve<P: Platform>(platform: &P, request: Request<P::Body>, client_ip: Option
         .route(&incoming.authority, &incoming.path)
         .ok_or_else(|| ProxyError::not_found(format!("no route serves host {} and path {}", incoming.authority, incoming.path)))?;
     platform.routed(route_index as u32 + 1, route.app.name());
-    let session = Session { platform, incoming, method: request.method.clone(), headers: request.headers.clone(), client_ip };
+    let session = Session { platform, incoming, method: request.method.clone(), headers: request.headers.clone(), client_ip: client_ip.map(str::to_owned) };
     Ok(match &route.app {
-        App::ApiGateway(options) => phases::run(&ApiGateway { options, route_index }, &session, request),
-        App::HfMirror(options) => phases::run(&HfMirror { options, route_index }, &session, request),
-        App::HubGateway(options) => phases::run(&HubGateway { options }, &session, request),
+        App::ApiGateway(options) => phases::begin(ApiGateway { options, route_index }, session, request),
+        App::HfMirror(options) => phases::begin(HfMirror { options, route_index }, session, request),
+        App::HubGateway(options) => phases::begin(HubGateway { options }, session, request),
         // An origin, not a proxy: it answers every request itself.
-        App::ImageCache(options) => ImageCache { options, prefix: &route.path }.serve(&session).unwrap_or_else(ProxyError::into_response),
+        App::ImageCache(options) => Begun::Whole(Box::new(move || ImageCache { options, prefix: &route.path }.serve(&session).unwrap_or_else(ProxyError::into_response))),
     })
 }
 
@@ -73,3 +87,39 @@ pub fn set_up<P: Platform>(platform: &P) -> Result<&'static Document, ProxyError
 
 /// What a client is told when the host's config document does not check.
 const CONFIG_INVALID: &str = "this proxy's config document has problems; its operator can see them with `edgeproxy check`";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use platform::fake::{Bytes, Fake};
+
+    const DOCUMENT: &str = "[[route]]\nhost = \"api.test\"\n[route.api-gateway]\norigin = \"http://origin.test\"\n\n\
+                            [[route]]\nhost = \"zoo.test\"\n[route.image-cache]\n";
+
+    fn get(url: &str) -> Request<Bytes> {
+        Request { method: "GET".into(), url: url.into(), headers: Vec::new(), body: None }
+    }
+
+    #[test]
+    fn begin_stops_a_proxied_request_at_send_and_answers_the_rest_itself() {
+        let p = Fake::with_document(DOCUMENT);
+        let Begun::Sending { request, .. } = begin(&p, get("http://api.test/v1/x?q=1"), None) else { panic!("a proxied request stops at send") };
+        assert_eq!(request.url, "http://origin.test/v1/x?q=1");
+        assert!(matches!(begin(&p, get("http://zoo.test/8x8/x"), None), Begun::Whole(_)), "image-cache is an origin: served whole");
+        let Begun::Answered(refused) = begin(&p, get("http://elsewhere.test/"), None) else { panic!("no route: answered at once") };
+        assert_eq!(refused.status, 404);
+    }
+
+    #[test]
+    fn the_phases_after_send_run_again_from_the_state_send_left() {
+        // A stepwise host runs them a second time when the first try stopped
+        // at an import that waits (wit/edgeproxy.wit, `stepwise`).
+        let p = Fake::with_document(DOCUMENT);
+        let Begun::Sending { rest, .. } = begin(&p, get("http://api.test/x"), Some("192.0.2.7")) else { panic!("a proxied request stops at send") };
+        let upstream = || Ok(Response { status: 201, headers: vec![("x-from".into(), "origin".into())], body: Some(Bytes(b"made".to_vec())) });
+        let (first, second) = (rest.resume(upstream()), rest.resume(upstream()));
+        assert_eq!((first.status, &first.headers, &first.body), (second.status, &second.headers, &second.body));
+        assert_eq!((first.status, first.header("x-from"), &first.body), (201, Some("origin"), &Some(Bytes(b"made".to_vec()))));
+        assert_eq!(rest.resume(Err(platform::HttpError::Timeout)).status, 504, "a failed send is the app's error, as in handle");
+    }
+}

@@ -159,6 +159,40 @@ function secretName(key) {
   return "EDGEPROXY_SECRET_" + key.toUpperCase().replace(/[^A-Z0-9]/g, "_");
 }
 
+/** `http-client.send`: the WIT's upstream request on fetch(). Failures
+ * are thrown as the WIT's `http-error` (a payload). */
+async function sendUpstream(request, options) {
+  let url;
+  try {
+    url = new URL(request.url);
+  } catch (e) {
+    throw err("invalid-url", String(e.message));
+  }
+  const timeoutMs = options.timeoutMs ?? 30000;
+  const abort = new AbortController();
+  const timer = setTimeout(() => abort.abort(), timeoutMs);
+  let response;
+  try {
+    response = await fetch(url, {
+      method: request.method,
+      headers: request.headers,
+      body: request.body ? request.body.toPlatform() : undefined,
+      redirect: "manual",
+      signal: abort.signal,
+    });
+  } catch (e) {
+    if (abort.signal.aborted) throw err("timeout");
+    throw err("connection-failed", String(e?.message ?? e));
+  } finally {
+    clearTimeout(timer);
+  }
+  return {
+    status: response.status,
+    headers: headerList(response.headers),
+    body: response.body ? Body.fromStream(response.body, contentLength(response.headers)) : undefined,
+  };
+}
+
 /** The WIT imports of one instance, reaching the env of the request it serves through `slot`. */
 function imports(slot) {
   return {
@@ -176,39 +210,7 @@ function imports(slot) {
         return typeof value === "string" ? value : undefined;
       },
     },
-    "edgeproxy:platform/http-client": {
-      async send(request, options) {
-        let url;
-        try {
-          url = new URL(request.url);
-        } catch (e) {
-          throw err("invalid-url", String(e.message));
-        }
-        const timeoutMs = options.timeoutMs ?? 30000;
-        const abort = new AbortController();
-        const timer = setTimeout(() => abort.abort(), timeoutMs);
-        let response;
-        try {
-          response = await fetch(url, {
-            method: request.method,
-            headers: request.headers,
-            body: request.body ? request.body.toPlatform() : undefined,
-            redirect: "manual",
-            signal: abort.signal,
-          });
-        } catch (e) {
-          if (abort.signal.aborted) throw err("timeout");
-          throw err("connection-failed", String(e?.message ?? e));
-        } finally {
-          clearTimeout(timer);
-        }
-        return {
-          status: response.status,
-          headers: headerList(response.headers),
-          body: response.body ? Body.fromStream(response.body, contentLength(response.headers)) : undefined,
-        };
-      },
-    },
+    "edgeproxy:platform/http-client": { send: sendUpstream },
     "edgeproxy:platform/kv": {
       limits: () => ({ maxKeyBytes: KV_MAX_KEY_BYTES, maxValueBytes: BigInt(KV_MAX_VALUE_BYTES), minTtlSeconds: KV_MIN_TTL_SECONDS }),
       get: (key) => kvGet(slot.env.EDGEPROXY_KV, key),
@@ -353,6 +355,26 @@ async function newInstance(env) {
   return instance;
 }
 
+/** One request through the core, in steps where it can (the WIT's
+ * `stepwise`): `begin` and `resume` never suspend, so they cost no JSPI
+ * stack, and the upstream request goes out from here between them. Where
+ * the core needs an import that waits, it says so having done nothing,
+ * and the same arguments go to the export that may suspend. */
+async function serve(component, request, clientIp) {
+  const step = component.stepwise.begin(request, clientIp);
+  if (step.tag === "respond") return step.val;
+  if (step.tag === "wait") return component.handler.handle(request, clientIp);
+  const [upstream, options] = step.val;
+  let sent;
+  try {
+    sent = { tag: "ok", val: await sendUpstream(upstream, options) };
+  } catch (e) {
+    if (e?.payload === undefined) throw e;
+    sent = { tag: "err", val: e.payload };
+  }
+  return component.stepwise.resume(sent) ?? (await component.stepwise.resumeWaiting(sent));
+}
+
 export default {
   async fetch(request, env) {
     const instance = takeIdle() ?? (await newInstance(env));
@@ -366,7 +388,7 @@ export default {
     const clientIp = request.headers.get("cf-connecting-ip") ?? undefined;
     let response;
     try {
-      response = await instance.component.handler.handle(wasmRequest, clientIp);
+      response = await serve(instance.component, wasmRequest, clientIp);
     } catch (e) {
       // A trapped instance is not reused.
       console.error("edgeproxy: the component failed:", e?.stack ?? e);

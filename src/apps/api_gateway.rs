@@ -94,7 +94,7 @@ pub struct ApiGateway<'a> {
     pub route_index: usize,
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct Ctx {
     cache_key: Option<String>,
     cache_hit: bool,
@@ -151,7 +151,7 @@ impl<P: Platform> ProxyApp<P> for ApiGateway<'_> {
         Ok(Request {
             method: req.method,
             url: format!("{}{}", self.options.origin_base(), s.incoming.path_and_query()),
-            headers: headers::for_upstream(req.headers, s.client_ip, &s.incoming.scheme, &s.incoming.authority),
+            headers: headers::for_upstream(req.headers, s.client_ip.as_deref(), &s.incoming.scheme, &s.incoming.authority),
             body: req.body,
         })
     }

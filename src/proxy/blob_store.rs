@@ -85,88 +85,8 @@ pub fn write<P: Platform, M: Serialize>(p: &P, key: &str, meta: M, bytes: &[u8],
 }
 
 #[cfg(test)]
-pub(crate) mod fake {
-    //! An in-memory platform for unit tests of the store and the lease.
-    use std::cell::RefCell;
-    use std::collections::BTreeMap;
-
-    use crate::platform::*;
-
-    pub struct Fake {
-        pub kv: RefCell<BTreeMap<String, Vec<u8>>>,
-        pub max_value: u64,
-        pub now: std::cell::Cell<u64>,
-    }
-
-    impl Fake {
-        pub fn new(max_value: u64) -> Fake {
-            Fake { kv: RefCell::default(), max_value, now: std::cell::Cell::new(1_000_000) }
-        }
-    }
-
-    pub struct NoBody;
-
-    impl Body for NoBody {
-        fn from_bytes(_: Vec<u8>) -> Self {
-            NoBody
-        }
-        fn read(&mut self, _: u32) -> Result<Option<Vec<u8>>, BodyError> {
-            Ok(None)
-        }
-        fn known_length(&self) -> Option<u64> {
-            Some(0)
-        }
-        fn prepend(_: Vec<u8>, tail: Self) -> Self {
-            tail
-        }
-    }
-
-    impl Platform for Fake {
-        type Body = NoBody;
-        fn send(&self, _: Request<NoBody>, _: Option<u32>) -> Result<Response<NoBody>, HttpError> {
-            Err(HttpError::Denied("no network in unit tests".into()))
-        }
-        fn kv_limits(&self) -> KvLimits {
-            KvLimits { max_key_bytes: 256, max_value_bytes: self.max_value, min_ttl_seconds: 1 }
-        }
-        fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
-            Ok(self.kv.borrow().get(key).cloned())
-        }
-        fn kv_set(&self, key: &str, value: &[u8], _: Option<u32>) -> Result<(), KvError> {
-            if value.len() as u64 > self.max_value {
-                return Err(KvError::TooLarge(self.max_value));
-            }
-            self.kv.borrow_mut().insert(key.into(), value.into());
-            Ok(())
-        }
-        fn kv_delete(&self, key: &str) -> Result<(), KvError> {
-            self.kv.borrow_mut().remove(key);
-            Ok(())
-        }
-        fn kv_set_if_absent(&self, key: &str, value: &[u8], ttl: Option<u32>) -> Result<bool, KvError> {
-            if self.kv.borrow().contains_key(key) {
-                return Ok(false);
-            }
-            self.kv_set(key, value, ttl).map(|()| true)
-        }
-        fn config(&self, _: &str) -> Result<Option<String>, String> {
-            Ok(None)
-        }
-        fn now_ms(&self) -> u64 {
-            self.now.get()
-        }
-        fn sleep_ms(&self, ms: u32) {
-            self.now.set(self.now.get() + u64::from(ms));
-        }
-        fn rate_limit(&self, _: &str, _: &str, _: u32, _: u32) -> Result<Decision, String> {
-            Ok(Decision { allowed: true, retry_after_seconds: 0 })
-        }
-    }
-}
-
-#[cfg(test)]
 mod tests {
-    use super::fake::Fake;
+    use crate::platform::fake::Fake;
     use super::*;
 
     #[derive(Default, Serialize, Deserialize)]

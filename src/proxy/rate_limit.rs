@@ -23,7 +23,7 @@ impl Policy<'_> {
 
     /// `Err(429)` if the client is over the limit.
     pub fn check<P: Platform>(&self, s: &Session<P>) -> Result<(), ProxyError> {
-        let client = s.client_ip.unwrap_or("unknown");
+        let client = s.client_ip.as_deref().unwrap_or("unknown");
         match s.platform.rate_limit(self.name, client, self.requests, self.period_seconds) {
             Ok(d) if !d.allowed => {
                 let retry = d.retry_after_seconds.max(1);

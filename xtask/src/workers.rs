@@ -26,7 +26,9 @@ pub const ASYNC_IMPORTS: &[(&str, &str)] = &[
     ("edgeproxy:platform/clock@0.1.0", "sleep-ms"),
     ("edgeproxy:platform/limiter@0.1.0", "check"),
 ];
-const ASYNC_EXPORT: &str = "edgeproxy:platform/handler@0.1.0#handle";
+/// Exports that may suspend; `stepwise`'s `begin` and `resume` never do, so
+/// they are called without the stack JSPI allocates for each such call.
+const ASYNC_EXPORTS: &[&str] = &["edgeproxy:platform/handler@0.1.0#handle", "edgeproxy:platform/stepwise@0.1.0#resume-waiting"];
 
 pub fn build(root: &Path) -> anyhow::Result<()> {
     npm_install(root)?;
@@ -40,7 +42,8 @@ pub fn build(root: &Path) -> anyhow::Result<()> {
         .args(["--name", "edgeproxy", "--instantiation", "async", "--async-mode", "jspi", "--no-wasi-shim", "--quiet"])
         .arg("--async-imports")
         .args(ASYNC_IMPORTS.iter().map(|(iface, func)| format!("{iface}#{func}")))
-        .args(["--async-exports", ASYNC_EXPORT]);
+        .arg("--async-exports")
+        .args(ASYNC_EXPORTS);
     crate::run(&mut jco)?;
 
     let js = std::fs::read_to_string(out.join("edgeproxy.js"))?;

@@ -237,7 +237,7 @@ pub struct HfMirror<'a> {
     pub route_index: usize,
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct Ctx {
     /// Set once the request is routed.
     target: Option<Target>,
@@ -247,6 +247,7 @@ pub struct Ctx {
     git: Option<GitRoute>,
 }
 
+#[derive(Clone)]
 struct Target {
     public: Public,
     upstream: Upstream,
@@ -304,7 +305,7 @@ impl<P: Platform> ProxyApp<P> for HfMirror<'_> {
 
     fn upstream_request(&self, s: &Session<P>, ctx: &mut Ctx, req: Request<P::Body>) -> Result<Request<P::Body>, ProxyError> {
         let target = ctx.target.as_ref().expect("routed in request_filter");
-        let mut out = headers::for_upstream(req.headers, s.client_ip, &s.incoming.scheme, &s.incoming.authority);
+        let mut out = headers::for_upstream(req.headers, s.client_ip.as_deref(), &s.incoming.scheme, &s.incoming.authority);
         if !self.options.sends_credentials(&target.upstream) {
             // Presigned CDN URLs carry their own authorisation; the user's
             // HF token must not leave for a third party (and S3 refuses a

@@ -187,7 +187,7 @@ pub struct HubGateway<'a> {
     pub options: &'a Options,
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct Ctx {
     destination: Destination,
     /// The client sent credentials (an anonymous 404 may become a challenge).
@@ -233,7 +233,7 @@ impl<P: Platform> ProxyApp<P> for HubGateway<'_> {
 
     fn upstream_request(&self, s: &Session<P>, ctx: &mut Ctx, req: Request<P::Body>) -> Result<Request<P::Body>, ProxyError> {
         let o = self.options;
-        let mut out = headers::for_upstream(req.headers, s.client_ip, &s.incoming.scheme, &s.incoming.authority);
+        let mut out = headers::for_upstream(req.headers, s.client_ip.as_deref(), &s.incoming.scheme, &s.incoming.authority);
         let url = match &ctx.destination {
             Destination::Ui(page) => return Ok(o.ui.frontend_request(page, &req.method, out)),
             Destination::Objects => {

@@ -261,7 +261,7 @@ impl ImageCache<'_> {
         let lease = format!("{key}:lease");
         let lease_ttl = o.generation_timeout_ms / 1000 + 30;
         let deadline = s.platform.now_ms() + u64::from(o.generation_timeout_ms) + 10_000;
-        let holder = format!("{}:{}", s.platform.now_ms(), s.client_ip.unwrap_or("-"));
+        let holder = format!("{}:{}", s.platform.now_ms(), s.client_ip.as_deref().unwrap_or("-"));
         let mut pause = 100;
         loop {
             // A store that cannot take the lease still lets us generate:
@@ -379,7 +379,7 @@ impl ImageCache<'_> {
     /// only this request's CPU, and image-cache serves when key-value fails.
     fn spend_quota<P: Platform>(&self, s: &Session<P>, costs_credit: bool) -> Result<(), ProxyError> {
         let q = &self.options.quota;
-        for (key, limit, whose) in [(s.client_ip.unwrap_or("unknown"), q.per_client, "your"), ("*", q.global, "this site's")] {
+        for (key, limit, whose) in [(s.client_ip.as_deref().unwrap_or("unknown"), q.per_client, "your"), ("*", q.global, "this site's")] {
             match s.platform.rate_limit(&q.policy, key, limit, q.period_seconds) {
                 Ok(d) if d.allowed => {}
                 Ok(d) => {

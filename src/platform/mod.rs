@@ -4,6 +4,9 @@
 
 use std::fmt;
 
+#[cfg(test)]
+pub mod fake;
+
 /// Header list as it travels: lower-case names, repeated names repeated.
 pub type Headers = Vec<(String, String)>;
 

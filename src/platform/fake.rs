@@ -1,0 +1,91 @@
+//! An in-memory platform for unit tests: key-value in a map, a clock that
+//! sleeping advances, a config document, and no network.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+
+use super::*;
+
+pub struct Fake {
+    pub kv: RefCell<BTreeMap<String, Vec<u8>>>,
+    pub max_value: u64,
+    pub now: Cell<u64>,
+    /// The config key `document`.
+    pub document: Option<String>,
+}
+
+impl Fake {
+    pub fn new(max_value: u64) -> Fake {
+        Fake { kv: RefCell::default(), max_value, now: Cell::new(1_000_000), document: None }
+    }
+
+    pub fn with_document(document: &str) -> Fake {
+        Fake { document: Some(document.to_owned()), ..Fake::new(1 << 20) }
+    }
+}
+
+/// A body the test already has, whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bytes(pub Vec<u8>);
+
+impl Body for Bytes {
+    fn from_bytes(bytes: Vec<u8>) -> Self {
+        Bytes(bytes)
+    }
+    fn read(&mut self, max: u32) -> Result<Option<Vec<u8>>, BodyError> {
+        if self.0.is_empty() {
+            return Ok(None);
+        }
+        let rest = self.0.split_off(self.0.len().min(max as usize));
+        Ok(Some(std::mem::replace(&mut self.0, rest)))
+    }
+    fn known_length(&self) -> Option<u64> {
+        Some(self.0.len() as u64)
+    }
+    fn prepend(mut head: Vec<u8>, tail: Self) -> Self {
+        head.extend(tail.0);
+        Bytes(head)
+    }
+}
+
+impl Platform for Fake {
+    type Body = Bytes;
+    fn send(&self, _: Request<Bytes>, _: Option<u32>) -> Result<Response<Bytes>, HttpError> {
+        Err(HttpError::Denied("no network in unit tests".into()))
+    }
+    fn kv_limits(&self) -> KvLimits {
+        KvLimits { max_key_bytes: 256, max_value_bytes: self.max_value, min_ttl_seconds: 1 }
+    }
+    fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+        Ok(self.kv.borrow().get(key).cloned())
+    }
+    fn kv_set(&self, key: &str, value: &[u8], _: Option<u32>) -> Result<(), KvError> {
+        if value.len() as u64 > self.max_value {
+            return Err(KvError::TooLarge(self.max_value));
+        }
+        self.kv.borrow_mut().insert(key.into(), value.into());
+        Ok(())
+    }
+    fn kv_delete(&self, key: &str) -> Result<(), KvError> {
+        self.kv.borrow_mut().remove(key);
+        Ok(())
+    }
+    fn kv_set_if_absent(&self, key: &str, value: &[u8], ttl: Option<u32>) -> Result<bool, KvError> {
+        if self.kv.borrow().contains_key(key) {
+            return Ok(false);
+        }
+        self.kv_set(key, value, ttl).map(|()| true)
+    }
+    fn config(&self, key: &str) -> Result<Option<String>, String> {
+        Ok(if key == crate::config::DOCUMENT_KEY { self.document.clone() } else { None })
+    }
+    fn now_ms(&self) -> u64 {
+        self.now.get()
+    }
+    fn sleep_ms(&self, ms: u32) {
+        self.now.set(self.now.get() + u64::from(ms));
+    }
+    fn rate_limit(&self, _: &str, _: &str, _: u32, _: u32) -> Result<Decision, String> {
+        Ok(Decision { allowed: true, retry_after_seconds: 0 })
+    }
+}
