@@ -146,7 +146,9 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
     eprintln!("bench: the document's size: one route against {MANY_ROUTES} ...");
     let sizes_of_document = document_size(root, &work, &upstream.url())?;
     eprintln!("bench: Spin, against a plain spin-sdk proxy ...");
-    let real_spin_ours = loads.iter().find(|(name, _)| name.contains("real `spin up`")).map(|(_, l)| l);
+    // Measured again beside the plain proxy, not taken from the table above:
+    // on this shared machine, minutes apart can differ by more than the floor.
+    let real_spin_ours = targets.iter().find(|t| t.name.contains("real `spin up`")).and_then(|t| Some((t.base.as_str(), t.cpu_of?)));
     let spin_rows = baselines::spin(root, &work, &upstream.url(), &config, &spin_artifact, spin.as_ref().map(|(_, binary)| binary.as_path()), real_spin_ours)?;
     drop(spin);
     drop(proxy);

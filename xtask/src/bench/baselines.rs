@@ -150,10 +150,12 @@ fn plain_spin_proxy(root: &Path) -> anyhow::Result<PathBuf> {
     Ok(crate::target_dir(root).join("wasm32-wasip2/release/edgeproxy_bench_spin_proxy.wasm"))
 }
 
-pub fn spin(root: &Path, work: &Path, origin: &str, config: &Path, ours: &Path, spin_binary: Option<&Path>, ours_on_real_spin: Option<&Load>) -> anyhow::Result<Vec<Row>> {
+/// `ours_on_real_spin`: the base URL and serving process of our artifact on
+/// real Spin, measured right after the plain proxy.
+pub fn spin(root: &Path, work: &Path, origin: &str, config: &Path, ours: &Path, spin_binary: Option<&Path>, ours_on_real_spin: Option<(&str, u32)>) -> anyhow::Result<Vec<Row>> {
     let plain = plain_spin_proxy(root)?;
     let mut rows = Vec::new();
-    if let (Some(binary), Some(ours)) = (spin_binary, ours_on_real_spin) {
+    if let (Some(binary), Some((ours_base, ours_pid))) = (spin_binary, ours_on_real_spin) {
         let dir = work.join("spin-plain");
         std::fs::create_dir_all(&dir)?;
         let manifest = format!(
@@ -167,7 +169,8 @@ pub fn spin(root: &Path, work: &Path, origin: &str, config: &Path, ours: &Path, 
         let mut up = edgeproxy_testkit::host::spin_up(binary, &dir.join("spin.toml"), &format!("127.0.0.1:{port}"), &dir.join("state"));
         let up = Killed(up.env("SPIN_VARIABLE_ORIGIN", origin).stdout(Stdio::null()).spawn().context("start spin up")?);
         rows.push(Row { name: "plain spin-sdk proxy on real `spin up`".into(), load: measure(&format!("http://127.0.0.1:{port}"), None, up.0.id())?, baseline: None });
-        rows.push(Row { name: "edgeproxy api-gateway on real `spin up`".into(), load: ours.clone(), baseline: Some(rows.len() - 1) });
+        let ours = measure(ours_base, Some("api.test"), ours_pid)?;
+        rows.push(Row { name: "edgeproxy api-gateway on real `spin up`".into(), load: ours, baseline: Some(rows.len() - 1) });
     }
     let binary = root.join("target/release/edgeproxy");
     for (name, component, host) in [
