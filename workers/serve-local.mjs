@@ -4,7 +4,10 @@
 // EDGEPROXY_SECRET_* variables. Prints the same start-up line as the
 // wasmtime host.
 //
-//   node workers/serve-local.mjs --config FILE [--port 0] [--ratelimit NAME=LIMIT/PERIOD]...
+//   node workers/serve-local.mjs --config FILE [--port 0] [--ratelimit NAME=LIMIT/PERIOD]... [--worker-dir DIR]
+//
+// --worker-dir serves another build laid out as workers/ is (worker.js and
+// build/): the conformance probe's (target/probe/workers).
 
 import { readFileSync, readdirSync } from "node:fs";
 import { fileURLToPath } from "node:url";
@@ -13,7 +16,7 @@ import { Miniflare, Log, LogLevel } from "miniflare";
 
 const args = process.argv.slice(2);
 const flag = (name) => args.flatMap((a, i) => (a === name ? [args[i + 1]] : []));
-const here = dirname(fileURLToPath(import.meta.url));
+const here = flag("--worker-dir")[0] ?? dirname(fileURLToPath(import.meta.url));
 
 const bindings = { EDGEPROXY_CONFIG: flag("--config").length ? readFileSync(flag("--config")[0], "utf8") : "" };
 for (const [name, value] of Object.entries(process.env)) {
@@ -46,7 +49,7 @@ const mf = new Miniflare({
   bindings,
 });
 const url = await mf.ready;
-console.error(`edgeproxy: serving workers/worker.js (workerd) on ${url.origin}`);
+console.error(`edgeproxy: serving ${join(here, "worker.js")} (workerd) on ${url.origin}`);
 const stop = async () => {
   await mf.dispose();
   process.exit(0);

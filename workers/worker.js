@@ -189,8 +189,16 @@ async function sendUpstream(request, options) {
   return {
     status: response.status,
     headers: headerList(response.headers),
-    body: response.body ? Body.fromStream(response.body, contentLength(response.headers)) : undefined,
+    body: response.body ? Body.fromStream(response.body, encodedLength(response.headers)) : undefined,
   };
+}
+
+/** An upstream body's length as the guest will read it. Workers decode a
+ * compressed body that is read (and pass one that is not through as sent),
+ * so a `content-length` beside a `content-encoding` is not what a read gives. */
+function encodedLength(headers) {
+  const encoding = headers.get("content-encoding");
+  return encoding === null || encoding === "identity" ? contentLength(headers) : undefined;
 }
 
 /** The WIT imports of one instance, reaching the env of the request it serves through `slot`. */

@@ -82,11 +82,7 @@ impl Host {
     /// the way each host reads them: `EDGEPROXY_SECRET_*` (wasmtime,
     /// Workers) or `SPIN_VARIABLE_*` (Spin).
     pub async fn start_with_secrets(document: &str, secrets: &[(&str, &str)]) -> Host {
-        let upper = |name: &str| -> String { name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect() };
-        let env: Vec<(String, String)> = secrets
-            .iter()
-            .flat_map(|(name, value)| [(format!("EDGEPROXY_SECRET_{}", upper(name)), value.to_string()), (format!("SPIN_VARIABLE_{}", upper(name)), value.to_string())])
-            .collect();
+        let env = secret_env(secrets);
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let mut host = Self::start_configured(document, &env, None).await;
         host.watch_for(secrets.iter().map(|(_, value)| value.to_string()).collect()).await;
@@ -167,16 +163,28 @@ impl Host {
         (dir, config)
     }
 
+    /// The conformance probe (`probe/`, built by `cargo xtask test` into
+    /// `target/probe/`) in place of the core, on the suite's host, with the
+    /// secrets the probe checks for.
+    pub async fn start_probe(document: &str, secrets: &[(&str, &str)]) -> Host {
+        let env = secret_env(secrets);
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        Self::start_artifacts(document, &env, None, &Artifacts::probe()).await
+    }
+
     async fn start_configured(document: &str, env: &[(&str, &str)], spin_runtime_config: Option<&str>) -> Host {
-        let root = workspace_root();
+        Self::start_artifacts(document, env, spin_runtime_config, &Artifacts::core()).await
+    }
+
+    async fn start_artifacts(document: &str, env: &[(&str, &str)], spin_runtime_config: Option<&str>, artifacts: &Artifacts) -> Host {
         let (dir, config) = Self::test_dir(document);
         let command = match Self::kind().as_str() {
-            "wasmtime" => edgeproxy_command("serve", &root.join("dist/edgeproxy.wasm"), &config, &dir),
+            "wasmtime" => edgeproxy_command("serve", &artifacts.component, &config, &dir),
             "spin" => match spin_binary() {
-                Some(spin) => Command::from(spin_up_command(&spin, &config, &dir, env, spin_runtime_config, "127.0.0.1:0")),
+                Some(spin) => Command::from(spin_up_artifact(&spin, &artifacts.spin, &config, &dir, env, spin_runtime_config, "127.0.0.1:0")),
                 None => {
                     eprintln!("WARNING: no Spin binary (../shared/tools/spin or EDGEPROXY_SPIN): the Spin suite runs on the stand-in `edgeproxy spin`, not on Spin itself");
-                    let mut c = edgeproxy_command("spin", &root.join("dist/edgeproxy-spin.wasm"), &config, &dir);
+                    let mut c = edgeproxy_command("spin", &artifacts.spin, &config, &dir);
                     // The fixtures are loopback servers on any port (spin.toml's
                     // list is for real upstreams).
                     c.args(["--allowed-outbound-host", "http://127.0.0.1:*"]);
@@ -184,10 +192,11 @@ impl Host {
                 }
             },
             "workerd" => {
-                let build = root.join("workers/build/edgeproxy.js");
+                let build = artifacts.worker.join("build/edgeproxy.js");
                 assert!(build.exists(), "build first: `cargo xtask test` builds {}", build.display());
-                let mut c = Command::new(root.join("node_modules/.bin/node"));
-                c.arg(root.join("workers/serve-local.mjs")).arg("--config").arg(&config).args(["--port", "0"]);
+                let mut c = Command::new(workspace_root().join("node_modules/.bin/node"));
+                c.arg(workspace_root().join("workers/serve-local.mjs")).arg("--worker-dir").arg(&artifacts.worker);
+                c.arg("--config").arg(&config).args(["--port", "0"]);
                 for (name, limit, period) in rate_limit_policies(document) {
                     c.arg("--ratelimit").arg(format!("{name}={limit}/{period}"));
                 }
@@ -326,6 +335,35 @@ fn edgeproxy_command(subcommand: &str, component: &std::path::Path, config: &std
     let mut c = Command::new(&binary);
     c.arg(subcommand).arg("--config").arg(config).args(["--listen", "127.0.0.1:0", "--component"]).arg(&component).arg("--data-dir").arg(dir.join("data"));
     c
+}
+
+/// `secrets` (config names) as environment variables, the way each host
+/// reads them: `EDGEPROXY_SECRET_*` (wasmtime, Workers) or `SPIN_VARIABLE_*` (Spin).
+fn secret_env(secrets: &[(&str, &str)]) -> Vec<(String, String)> {
+    let upper = |name: &str| -> String { name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect() };
+    secrets
+        .iter()
+        .flat_map(|(name, value)| [(format!("EDGEPROXY_SECRET_{}", upper(name)), value.to_string()), (format!("SPIN_VARIABLE_{}", upper(name)), value.to_string())])
+        .collect()
+}
+
+/// What each host runs: the component, the Spin artifact, the Worker's directory.
+struct Artifacts {
+    component: PathBuf,
+    spin: PathBuf,
+    worker: PathBuf,
+}
+
+impl Artifacts {
+    fn core() -> Artifacts {
+        let root = workspace_root();
+        Artifacts { component: root.join("dist/edgeproxy.wasm"), spin: root.join("dist/edgeproxy-spin.wasm"), worker: root.join("workers") }
+    }
+
+    fn probe() -> Artifacts {
+        let dir = crate::probe::dir();
+        Artifacts { component: dir.join("probe.wasm"), spin: dir.join("probe-spin.wasm"), worker: dir.join("workers") }
+    }
 }
 
 /// The real Spin CLI, if this machine has one: `EDGEPROXY_SPIN`, the

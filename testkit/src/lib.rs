@@ -9,6 +9,7 @@ pub mod hub;
 pub mod host;
 pub mod images;
 pub mod metrics;
+pub mod probe;
 pub mod redis;
 pub mod runaway;
 pub mod skip;

@@ -267,6 +267,14 @@ async fn route(req: Request<Incoming>, addr: SocketAddr, hits: Arc<Mutex<HashMap
         let mut r = full(200, "text/plain", "hello");
         r.headers_mut().insert("access-control-allow-origin", "*".parse().unwrap());
         r
+    } else if path == "/gzip" {
+        // "hello", gzipped: a guest must see these bytes, not "hello" (the
+        // WIT's rule http.no-decoding).
+        const HELLO_GZIP: [u8; 25] =
+            [0x1f, 0x8b, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x02, 0xff, 0xcb, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00, 0x86, 0xa6, 0x10, 0x36, 0x05, 0x00, 0x00, 0x00];
+        let mut r = full(200, "text/plain", Bytes::from_static(&HELLO_GZIP));
+        r.headers_mut().insert("content-encoding", "gzip".parse().unwrap());
+        r
     } else if path == "/small" {
         full(200, "text/plain", "hello")
     } else {

@@ -13,6 +13,7 @@
 
 mod bench;
 mod fuzz;
+mod probe;
 pub mod python;
 mod spin;
 mod workers;
@@ -56,8 +57,11 @@ fn run_task() -> anyhow::Result<()> {
             spin_build(&root)?;
             workers::build(&root)?;
             workers::deploy_dry_run(&root)?;
+            probe::build(&root)?;
             test(&args[1..])
         }
+        // The conformance probe for every host (`cargo xtask test` builds it too).
+        Some("probe") => probe::build(&root),
         Some("spin") => {
             let core = build_core(&root)?;
             spin::build(&root, &core).map(drop)
@@ -81,7 +85,7 @@ fn run_task() -> anyhow::Result<()> {
             println!("uploaded {} files to {url}/_ui/", uploaded.len());
             Ok(())
         }
-        _ => bail!("usage: cargo xtask <build | core | serve [ARGS] | test [ARGS] | spin | workers | bench | fuzz [--seconds N] [TARGET...] | ui-upload DIR URL>"),
+        _ => bail!("usage: cargo xtask <build | core | serve [ARGS] | test [ARGS] | spin | workers | probe | bench | fuzz [--seconds N] [TARGET...] | ui-upload DIR URL>"),
     }
 }
 
@@ -109,7 +113,7 @@ pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
 fn test(extra: &[String]) -> anyhow::Result<()> {
     let host_binary = root().join(format!("target/{TEST_HOST_PROFILE}/edgeproxy"));
     let workspace_tests = |cmd: &mut Command| {
-        cmd.args(["test", "--workspace", "--exclude", "xtask", "--exclude", "edgeproxy-spin-services", "--exclude", "edgeproxy-spin-front"])
+        cmd.args(["test", "--workspace", "--exclude", "xtask", "--exclude", "edgeproxy-spin-services", "--exclude", "edgeproxy-spin-front", "--exclude", "edgeproxy-probe"])
             .args(["--exclude", "edgeproxy-bench-spin-proxy"])
             .args(["--exclude", "edgeproxy-host", "--exclude", "edgeproxy-fuzz", "--lib", "--bins", "--tests"])
             .env("EDGEPROXY_BIN", &host_binary);

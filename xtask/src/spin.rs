@@ -31,6 +31,13 @@ pub fn build(root: &Path, core: &Path) -> anyhow::Result<PathBuf> {
 
 /// The Spin artifact at `out`, its core set up with `document`.
 pub fn build_with_document(root: &Path, core: &Path, document: &str, out: &Path) -> anyhow::Result<()> {
+    let core = set_up(root, core, document)?;
+    compose_artifact(root, core, out)
+}
+
+/// `core` (the core, or a stand-in for it such as the conformance probe)
+/// between the Spin adapters, written to `out`.
+pub fn compose_artifact(root: &Path, core: Vec<u8>, out: &Path) -> anyhow::Result<()> {
     crate::ensure_target(ADAPTER_TARGET)?;
     run(cargo().args(["build", "--package", "edgeproxy-spin-services", "--package", "edgeproxy-spin-front", "--release", "--target", ADAPTER_TARGET]))?;
     let adapter = |name: &str| -> anyhow::Result<Vec<u8>> {
@@ -38,7 +45,6 @@ pub fn build_with_document(root: &Path, core: &Path, document: &str, out: &Path)
         std::fs::read(&path).with_context(|| format!("read {}", path.display()))
     };
     let (services, front) = (adapter("edgeproxy_spin_services")?, adapter("edgeproxy_spin_front")?);
-    let core = set_up(root, core, document)?;
     let composed = compose(services, core, front)?;
 
     let imports = edgeproxy_testkit::spin::check_spin_imports(&composed, &root.join("spin/wit"))

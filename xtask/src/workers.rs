@@ -31,14 +31,20 @@ pub const ASYNC_IMPORTS: &[(&str, &str)] = &[
 const ASYNC_EXPORTS: &[&str] = &["edgeproxy:platform/handler@0.1.0#handle", "edgeproxy:platform/stepwise@0.1.0#resume-waiting"];
 
 pub fn build(root: &Path) -> anyhow::Result<()> {
+    let module = crate::target_dir(root).join(format!("{}/release/edgeproxy.wasm", crate::CORE_TARGET));
+    transpile(root, &root.join("dist/edgeproxy.wasm"), &module, &root.join("workers/build"))
+}
+
+/// `component` (built from the wasm32 `module`) transpiled by jco into
+/// `out`, as `workers/worker.js` imports it from `build/`.
+pub fn transpile(root: &Path, component: &Path, module: &Path, out: &Path) -> anyhow::Result<()> {
     npm_install(root)?;
-    let out = root.join("workers/build");
-    let _ = std::fs::remove_dir_all(&out);
+    let _ = std::fs::remove_dir_all(out);
     let mut jco = Command::new(root.join("node_modules/.bin/jco"));
     jco.arg("transpile")
-        .arg(root.join("dist/edgeproxy.wasm"))
+        .arg(component)
         .arg("-o")
-        .arg(&out)
+        .arg(out)
         .args(["--name", "edgeproxy", "--instantiation", "async", "--async-mode", "jspi", "--no-wasi-shim", "--quiet"])
         .arg("--async-imports")
         .args(ASYNC_IMPORTS.iter().map(|(iface, func)| format!("{iface}#{func}")))
@@ -49,8 +55,7 @@ pub fn build(root: &Path) -> anyhow::Result<()> {
     let js = std::fs::read_to_string(out.join("edgeproxy.js"))?;
     // Workers cannot compile wasm at run time: every module must be a file.
     ensure!(!js.contains("new WebAssembly.Module("), "jco inlined a wasm module into edgeproxy.js; Workers would refuse it");
-    let core = std::fs::read(crate::target_dir(root).join("wasm32-unknown-unknown/release/edgeproxy.wasm"))?;
-    let used = core_imports(&core)?;
+    let used = core_imports(&std::fs::read(module).with_context(|| format!("read {}", module.display()))?)?;
     let expected = ASYNC_IMPORTS.iter().filter(|(iface, func)| used.iter().any(|(m, f)| m == iface && f == func)).count();
     let suspending = js.matches("new WebAssembly.Suspending(").count();
     ensure!(
@@ -59,14 +64,15 @@ pub fn build(root: &Path) -> anyhow::Result<()> {
     );
     // What a deployment uploads: the JS and the core modules (not the .d.ts).
     let mut bundle = Vec::new();
-    for entry in std::fs::read_dir(&out)? {
+    for entry in std::fs::read_dir(out)? {
         let path = entry?.path();
         if path.extension().is_some_and(|e| e == "js" || e == "wasm") {
             bundle.extend(std::fs::read(&path)?);
         }
     }
     eprintln!(
-        "xtask: workers/build: {suspending} suspending imports; bundle {} bytes raw, {} bytes gzip (Workers limits: 3 MB free, 10 MB paid, gzip)",
+        "xtask: {}: {suspending} suspending imports; bundle {} bytes raw, {} bytes gzip (Workers limits: 3 MB free, 10 MB paid, gzip)",
+        out.display(),
         bundle.len(),
         crate::gzip_len(&bundle)
     );

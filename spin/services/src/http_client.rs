@@ -11,6 +11,9 @@ use crate::bindings::exports::edgeproxy::platform::http_client::{self, HttpError
 use crate::bindings::exports::edgeproxy::platform::types::{Request, Response};
 use crate::bodies::{HostBody, Source, WasiStream};
 
+/// `send-options.timeout-ms` when the core gives none: 30 s, as on every host (wit/edgeproxy.wit).
+const DEFAULT_TIMEOUT_MS: u32 = 30_000;
+
 impl http_client::Guest for Services {
     fn send(request: Request, options: SendOptions) -> Result<Response, HttpError> {
         let url = Url::parse(&request.url).map_err(|e| HttpError::InvalidUrl(format!("{}: {e}", request.url)))?;
@@ -41,11 +44,9 @@ impl http_client::Guest for Services {
         let outgoing_body = outgoing.body().map_err(|()| HttpError::ProtocolError("request body already taken".into()))?;
 
         let request_options = RequestOptions::new();
-        if let Some(ms) = options.timeout_ms {
-            let nanos = u64::from(ms) * 1_000_000;
-            let _ = request_options.set_connect_timeout(Some(nanos));
-            let _ = request_options.set_first_byte_timeout(Some(nanos));
-        }
+        let nanos = u64::from(options.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS)) * 1_000_000;
+        let _ = request_options.set_connect_timeout(Some(nanos));
+        let _ = request_options.set_first_byte_timeout(Some(nanos));
         let pending = outgoing_handler::handle(outgoing, Some(request_options)).map_err(http_error)?;
 
         let upload = match request.body {
