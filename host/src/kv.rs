@@ -105,21 +105,13 @@ impl Kv {
         let txn = self.db.begin_read().map_err(unavailable)?;
         let table = txn.open_table(ENTRIES).map_err(unavailable)?;
         let Some(entry) = table.get(key).map_err(unavailable)? else { return Ok(None) };
-        let entry = entry.value();
-        let expires_ms = u64::from_be_bytes(entry[..8].try_into().expect("entries start with their expiry"));
-        if expires_ms != 0 && expires_ms <= now_ms() {
-            return Ok(None);
-        }
-        Ok(Some(entry[8..].to_vec()))
+        Ok(live_value(entry.value(), now_ms()).map(<[u8]>::to_vec))
     }
 
     pub fn set(&self, key: &str, value: &[u8], ttl_seconds: Option<u32>) -> Result<(), KvError> {
         check_key(key)?;
         check_value(value)?;
-        let expires_ms = ttl_seconds.map_or(0, |ttl| now_ms() + u64::from(ttl) * 1000);
-        let mut entry = Vec::with_capacity(8 + value.len());
-        entry.extend_from_slice(&expires_ms.to_be_bytes());
-        entry.extend_from_slice(value);
+        let entry = encode(expiry(ttl_seconds, now_ms()), value);
         self.write(|table| table.insert(key, entry.as_slice()).map(drop))
     }
 
@@ -134,18 +126,11 @@ impl Kv {
         check_key(key)?;
         check_value(value)?;
         let now = now_ms();
-        let expires_ms = ttl_seconds.map_or(0, |ttl| now + u64::from(ttl) * 1000);
         let mut set = false;
         self.write(|table| {
-            let live = table.get(key)?.is_some_and(|e| {
-                let expires = u64::from_be_bytes(e.value()[..8].try_into().expect("entries start with their expiry"));
-                expires == 0 || expires > now
-            });
+            let live = table.get(key)?.is_some_and(|e| live_value(e.value(), now).is_some());
             if !live {
-                let mut entry = Vec::with_capacity(8 + value.len());
-                entry.extend_from_slice(&expires_ms.to_be_bytes());
-                entry.extend_from_slice(value);
-                table.insert(key, entry.as_slice())?;
+                table.insert(key, encode(expiry(ttl_seconds, now), value).as_slice())?;
                 set = true;
             }
             Ok(())
@@ -160,15 +145,10 @@ impl Kv {
         check_key(key)?;
         let mut result = None;
         self.write(|table| {
-            let current = table.get(key)?.map(|e| e.value().to_vec()).filter(|e| {
-                let expires_ms = u64::from_be_bytes(e[..8].try_into().expect("entries start with their expiry"));
-                expires_ms == 0 || expires_ms > now_ms()
-            });
-            let (new, out) = f(current.as_deref().map(|e| &e[8..]));
+            let current = table.get(key)?.and_then(|e| live_value(e.value(), now_ms()).map(<[u8]>::to_vec));
+            let (new, out) = f(current.as_deref());
             if let Some(value) = new {
-                let mut entry = 0u64.to_be_bytes().to_vec();
-                entry.extend_from_slice(&value);
-                table.insert(key, entry.as_slice())?;
+                table.insert(key, encode(NO_EXPIRY, &value).as_slice())?;
             }
             result = Some(out);
             Ok(())
@@ -183,10 +163,7 @@ impl Kv {
         let mut purged = 0;
         self.write(|table| {
             table
-                .extract_if(|_, v| {
-                    let expires = u64::from_be_bytes(v[..8].try_into().expect("entries start with their expiry"));
-                    expires != 0 && expires <= now
-                })?
+                .extract_if(|_, v| live_value(v, now).is_none())?
                 .for_each(|_| purged += 1);
             Ok(())
         })?;
@@ -204,6 +181,29 @@ impl Kv {
         }
         txn.commit().map_err(unavailable)
     }
+}
+
+/// An entry as stored: when it expires (ms since the Unix epoch, 8 bytes
+/// big-endian; [`NO_EXPIRY`] for never), then the value.
+fn encode(expires_ms: u64, value: &[u8]) -> Vec<u8> {
+    let mut entry = Vec::with_capacity(8 + value.len());
+    entry.extend_from_slice(&expires_ms.to_be_bytes());
+    entry.extend_from_slice(value);
+    entry
+}
+
+const NO_EXPIRY: u64 = 0;
+
+fn expiry(ttl_seconds: Option<u32>, now_ms: u64) -> u64 {
+    ttl_seconds.map_or(NO_EXPIRY, |ttl| now_ms + u64::from(ttl) * 1000)
+}
+
+/// The value of a stored entry, unless it has expired at `now_ms` (or is
+/// not an entry at all: shorter than its expiry).
+fn live_value(entry: &[u8], now_ms: u64) -> Option<&[u8]> {
+    let (expires, value) = entry.split_first_chunk::<8>()?;
+    let expires_ms = u64::from_be_bytes(*expires);
+    (expires_ms == NO_EXPIRY || expires_ms > now_ms).then_some(value)
 }
 
 fn check_value(value: &[u8]) -> Result<(), KvError> {
