@@ -108,7 +108,7 @@ fn cors_origin(data: &[u8]) {
         refuse_disallowed_origins: true,
     };
     let mut out = Vec::new();
-    options.decorate(Some(&origin), &mut out);
+    options.decorate(Some(&origin), &[], &mut out);
     let echoed = out.iter().find(|(n, _)| n == "access-control-allow-origin").map(|(_, v)| v.as_str());
     match echoed {
         Some(value) => assert!(origin.eq_ignore_ascii_case("https://app.test") && value == origin, "{origin:?} echoed as {value:?}"),

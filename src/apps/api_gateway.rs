@@ -23,7 +23,7 @@ pub struct Options {
     pub timeout_ms: Option<u32>,
     pub cors: Option<CorsOptions>,
     pub cache: Option<CacheOptions>,
-    pub rate_limit: Option<RateLimitOptions>,
+    pub rate_limit: Option<rate_limit::RateLimitOptions>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -34,22 +34,8 @@ pub struct CacheOptions {
     pub max_entry_bytes: u64,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RateLimitOptions {
-    /// Requests each client IP may make per period.
-    pub requests: u32,
-    pub period_seconds: u32,
-    /// The host limiter's name for this policy (a Workers binding name).
-    #[serde(default = "default_policy")]
-    pub policy: String,
-}
-
-impl RateLimitOptions {
-    fn policy(&self) -> rate_limit::Policy<'_> {
-        rate_limit::Policy { name: &self.policy, requests: self.requests, period_seconds: self.period_seconds }
-    }
-}
+/// The rate limit's defaults: the policy (limiter) is `api`; `requests` must be given.
+const RATE_LIMIT: rate_limit::Defaults = rate_limit::Defaults { policy: "api", requests: None };
 
 fn default_methods() -> Vec<String> {
     ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"].map(String::from).to_vec()
@@ -60,25 +46,15 @@ fn default_max_header_bytes() -> usize {
 fn default_max_entry_bytes() -> u64 {
     1024 * 1024
 }
-fn default_policy() -> String {
-    "api".into()
-}
 
 impl Options {
     pub fn validate(&self) -> Result<(), String> {
-        // Messages leave the origin's value out: it may carry a token.
-        let origin = crate::proxy::parse_url(&self.origin).map_err(|e| format!("origin is not a URL ({e})"))?;
-        if !matches!(origin.scheme(), "http" | "https") || origin.host().is_none() {
-            return Err("origin must be an http:// or https:// URL with a host".into());
-        }
-        if origin.query().is_some() || origin.fragment().is_some() {
-            return Err("origin must not have a query or fragment".into());
-        }
+        crate::proxy::check_base_url("origin", &self.origin)?;
         if let Some(m) = self.allowed_methods.iter().find(|m| m.as_str() != m.to_ascii_uppercase()) {
             return Err(format!("allowed_methods: write {m:?} in upper case"));
         }
         if let Some(rl) = &self.rate_limit {
-            rl.policy().validate()?;
+            rl.validate(&RATE_LIMIT)?;
         }
         self.cors.as_ref().map_or(Ok(()), CorsOptions::validate)
     }
@@ -121,7 +97,7 @@ impl<P: Platform> ProxyApp<P> for ApiGateway<'_> {
             return Err(refusal);
         }
         if let Some(rl) = &o.rate_limit {
-            rl.policy().check(s)?;
+            rl.policy(&RATE_LIMIT).check(s)?;
         }
         if let Some(max) = o.max_body_bytes {
             limit_body(req, max)?;
@@ -177,7 +153,7 @@ impl<P: Platform> ProxyApp<P> for ApiGateway<'_> {
 
     fn response_filter(&self, s: &Session<P>, ctx: &mut Ctx, resp: &mut Response<P::Body>) {
         if let Some(cors) = &self.options.cors {
-            cors.decorate(crate::platform::header(&s.headers, "origin"), &mut resp.headers);
+            cors.decorate(crate::platform::header(&s.headers, "origin"), &[], &mut resp.headers);
         }
         if self.options.cache.is_some() && s.method == "GET" {
             headers::set(&mut resp.headers, "x-cache", if ctx.cache_hit { "HIT" } else { "MISS" });

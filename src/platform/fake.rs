@@ -12,11 +12,13 @@ pub struct Fake {
     pub now: Cell<u64>,
     /// The config key `document`.
     pub document: Option<String>,
+    /// What the limiter answers; `None`: every request allowed.
+    pub limiter: Option<Result<Decision, String>>,
 }
 
 impl Fake {
     pub fn new(max_value: u64) -> Fake {
-        Fake { kv: RefCell::default(), max_value, now: Cell::new(1_000_000), document: None }
+        Fake { kv: RefCell::default(), max_value, now: Cell::new(1_000_000), document: None, limiter: None }
     }
 
     pub fn with_document(document: &str) -> Fake {
@@ -86,6 +88,6 @@ impl Platform for Fake {
         self.now.set(self.now.get() + u64::from(ms));
     }
     fn rate_limit(&self, _: &str, _: &str, _: u32, _: u32) -> Result<Decision, String> {
-        Ok(Decision { allowed: true, retry_after_seconds: 0 })
+        self.limiter.clone().unwrap_or(Ok(Decision { allowed: true, retry_after_seconds: 0 }))
     }
 }

@@ -117,15 +117,10 @@ impl CorsOptions {
         upstream.retain(|(n, _)| !n.starts_with("access-control-"));
     }
 
-    /// `Access-Control-Expose-Headers`: `base` and the configured names.
-    pub fn exposed_with(&self, base: &[&str]) -> String {
-        let mut names: Vec<&str> = base.to_vec();
-        names.extend(self.expose_headers.iter().map(String::as_str).filter(|h| !base.contains(h)));
-        names.join(", ")
-    }
-
-    /// Adds the CORS response headers for the request's `origin`.
-    pub fn decorate(&self, origin: Option<&str>, out: &mut Headers) {
+    /// Adds the CORS response headers for the request's `origin`. A browser
+    /// may read the headers `exposed` (what the app always shows, such as
+    /// [`HUB_METADATA`]) and the configured `expose_headers`.
+    pub fn decorate(&self, origin: Option<&str>, exposed: &[&str], out: &mut Headers) {
         headers::append_token(out, "vary", "Origin");
         let Some(origin) = origin.filter(|o| self.allows(o)) else { return };
         let allow_origin = if self.any_origin() && !self.allow_credentials { "*" } else { origin };
@@ -133,8 +128,10 @@ impl CorsOptions {
         if self.allow_credentials {
             out.push(("access-control-allow-credentials".into(), "true".into()));
         }
-        if !self.expose_headers.is_empty() {
-            out.push(("access-control-expose-headers".into(), self.expose_headers.join(", ")));
+        let mut names: Vec<&str> = exposed.to_vec();
+        names.extend(self.expose_headers.iter().map(String::as_str).filter(|h| !exposed.contains(h)));
+        if !names.is_empty() {
+            out.push(("access-control-expose-headers".into(), names.join(", ")));
         }
     }
 }

@@ -66,6 +66,14 @@ pub fn for_upstream(mut headers: Headers, client_ip: Option<&str>, proto: &str, 
 }
 
 /// Replaces every `name` header with one `value`.
+/// Whether the request's `If-None-Match` (a list, or `*`) matches `etag`:
+/// the answer is then a 304. Compared weakly (`W/` ignored on both sides),
+/// as RFC 9110 says for this header.
+pub fn not_modified(request: &Headers, etag: &str) -> bool {
+    let etag = etag.trim_start_matches("W/");
+    crate::platform::header(request, "if-none-match").is_some_and(|inm| inm.split(',').map(|t| t.trim().trim_start_matches("W/")).any(|t| t == "*" || t == etag))
+}
+
 pub fn set(headers: &mut Headers, name: &str, value: impl Into<String>) {
     headers.retain(|(n, _)| n != name);
     headers.push((name.to_owned(), value.into()));
@@ -114,6 +122,25 @@ mod tests {
 
     fn h(pairs: &[(&str, &str)]) -> Headers {
         pairs.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn if_none_match_is_compared_weakly_against_each_tag_in_its_list() {
+        // (If-None-Match, or none; the response's ETag; a 304?)
+        let cases = [
+            (None, "\"a\"", false),
+            (Some("\"a\""), "\"a\"", true),
+            (Some("W/\"a\""), "\"a\"", true),
+            (Some("\"a\""), "W/\"a\"", true),
+            (Some("\"b\", \"a\""), "\"a\"", true),
+            (Some("*"), "\"a\"", true),
+            (Some("\"b\""), "\"a\"", false),
+            (Some("\"ab\""), "\"a\"", false),
+        ];
+        for (inm, etag, expected) in cases {
+            let request = h(&inm.map(|v| ("if-none-match", v)).into_iter().collect::<Vec<_>>());
+            assert_eq!(not_modified(&request, etag), expected, "{inm:?} against {etag}");
+        }
     }
 
     #[test]

@@ -32,6 +32,29 @@ pub fn parse_url(url: &str) -> Result<url::Url, String> {
     url::Url::parse(url).map_err(|e| e.to_string())
 }
 
+/// A page the edge serves itself (a home page, a gallery): HTML,
+/// revalidated on every visit (it changes with the config), with a body
+/// only for `GET` (a `HEAD` gets the same headers).
+pub fn page<B: Body>(method: &str, html: String) -> Response<B> {
+    let headers = vec![
+        ("content-type".to_owned(), "text/html; charset=utf-8".to_owned()),
+        ("content-length".to_owned(), html.len().to_string()),
+        ("cache-control".to_owned(), "no-cache".to_owned()),
+    ];
+    Response { status: 200, headers, body: (method == "GET").then(|| B::from_bytes(html.into_bytes())) }
+}
+
+/// An upstream base URL from the config: http or https, with a host, no
+/// query and no fragment. `what` names the option; the value is left out of
+/// the message (it may carry a token).
+pub fn check_base_url(what: &str, value: &str) -> Result<(), String> {
+    let url = parse_url(value).map_err(|e| format!("{what} is not a URL ({e})"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() || url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("{what} must be an http:// or https:// URL with a host and no query or fragment"));
+    }
+    Ok(())
+}
+
 /// Replaces a response body of at most `limit` bytes with `edit`'s result
 /// (`None`: keep it), fixing `Content-Length`. A longer body passes unread.
 pub fn rewrite_body<B: Body>(mut resp: Response<B>, limit: u64, edit: impl FnOnce(&[u8]) -> Option<Vec<u8>>) -> Result<Response<B>, ProxyError> {

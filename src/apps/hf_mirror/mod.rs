@@ -12,10 +12,10 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::platform::{Body, Platform, Request, Response, header};
+use crate::platform::{Platform, Request, Response, header};
 use crate::proxy::cors::{CorsOptions, HUB_METADATA};
 use crate::proxy::git::{self, GitRoute};
-use crate::proxy::{ProxyApp, ProxyError, Session, cache, headers, rate_limit};
+use crate::proxy::{ProxyApp, ProxyError, Session, cache, check_base_url, headers, rate_limit};
 use hosts::{AllowList, HUB_HOSTS, Public, Upstream};
 use rewrite::Document;
 
@@ -53,7 +53,7 @@ pub struct Options {
     #[serde(default = "default_max_rewrite_bytes")]
     pub max_rewrite_bytes: u64,
     pub cors: Option<CorsOptions>,
-    pub rate_limit: Option<RateLimitOptions>,
+    pub rate_limit: Option<rate_limit::RateLimitOptions>,
     pub cache: Option<CacheOptions>,
     /// Built by [`Options::checked`] at set-up, not per request.
     #[serde(skip)]
@@ -73,16 +73,7 @@ struct Derived {
 /// Off unless the table is present; the defaults leave room for
 /// `snapshot_download` of a repo with thousands of files (a HEAD and a GET
 /// per file, eight at a time) while stopping floods.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RateLimitOptions {
-    #[serde(default = "default_requests")]
-    pub requests: u32,
-    #[serde(default = "default_period")]
-    pub period_seconds: u32,
-    #[serde(default = "default_policy")]
-    pub policy: String,
-}
+const RATE_LIMIT: rate_limit::Defaults = rate_limit::Defaults { policy: "hf", requests: Some(20_000) };
 
 /// Caches metadata that cannot change: repo info and listings at a commit
 /// hash, for clients without credentials.
@@ -115,15 +106,6 @@ fn default_timeout_ms() -> u32 {
 fn default_max_rewrite_bytes() -> u64 {
     16 * 1024 * 1024
 }
-fn default_requests() -> u32 {
-    20_000
-}
-fn default_period() -> u32 {
-    60
-}
-fn default_policy() -> String {
-    "hf".into()
-}
 fn default_cache_ttl() -> u32 {
     86_400
 }
@@ -131,33 +113,21 @@ fn default_max_entry_bytes() -> u64 {
     4 * 1024 * 1024
 }
 
-impl RateLimitOptions {
-    fn policy(&self) -> rate_limit::Policy<'_> {
-        rate_limit::Policy { name: &self.policy, requests: self.requests, period_seconds: self.period_seconds }
-    }
-}
 
 impl Options {
     fn validate(&self) -> Result<(), String> {
-        let base_url = |what: &str, value: &str| -> Result<(), String> {
-            let url = crate::proxy::parse_url(value).map_err(|e| format!("{what} is not a URL ({e})"))?;
-            if !matches!(url.scheme(), "http" | "https") || url.host().is_none() || url.query().is_some() {
-                return Err(format!("{what} must be an http:// or https:// URL with a host and no query"));
-            }
-            Ok(())
-        };
-        base_url("hub", &self.hub)?;
+        check_base_url("hub", &self.hub)?;
         for (host, origin) in &self.origins {
             if !HUB_HOSTS.contains(&host.as_str()) && !self.allows(host) {
                 return Err(format!("origins: {host} is not an allowed upstream host; add it to extra_hosts"));
             }
-            base_url(&format!("origins.{host}"), origin)?;
+            check_base_url(&format!("origins.{host}"), origin)?;
         }
         if let Some(bad) = self.cdn_hosts.iter().chain(&self.extra_hosts).find(|h| !valid_host_pattern(h)) {
             return Err(format!("{bad:?} is not a host name or *.suffix pattern"));
         }
         if let Some(rl) = &self.rate_limit {
-            rl.policy().validate()?;
+            rl.validate(&RATE_LIMIT)?;
         }
         self.cors.as_ref().map_or(Ok(()), CorsOptions::validate)
     }
@@ -281,13 +251,10 @@ impl<P: Platform> ProxyApp<P> for HfMirror<'_> {
             return answer.map(Some);
         }
         if let Some(page) = home {
-            let mut headers = vec![("content-type".to_owned(), "text/html; charset=utf-8".to_owned()), ("content-length".to_owned(), page.len().to_string())];
-            headers.push(("cache-control".into(), "no-cache".into()));
-            let body = (s.method == "GET").then(|| P::Body::from_bytes(page.into_bytes()));
-            return Ok(Some(Response { status: 200, headers, body }));
+            return Ok(Some(crate::proxy::page(&s.method, page)));
         }
         if let Some(rl) = &o.rate_limit {
-            rl.policy().check(s)?;
+            rl.policy(&RATE_LIMIT).check(s)?;
         }
         let target = ctx.target.as_ref().expect("set above");
         if o.cache.is_some() && target.upstream == Upstream::Hub && cache::may_lookup(&s.method, &s.headers) && is_immutable_metadata(&target.path) && !has_credentials(&s.headers) {
@@ -355,10 +322,7 @@ impl<P: Platform> ProxyApp<P> for HfMirror<'_> {
 
     fn response_filter(&self, s: &Session<P>, ctx: &mut Ctx, resp: &mut Response<P::Body>) {
         if let Some(cors) = self.options.cors.as_ref().filter(|_| ctx.git.is_none()) {
-            cors.decorate(header(&s.headers, "origin"), &mut resp.headers);
-            if header(&resp.headers, "access-control-allow-origin").is_some() {
-                headers::set(&mut resp.headers, "access-control-expose-headers", cors.exposed_with(HUB_METADATA));
-            }
+            cors.decorate(header(&s.headers, "origin"), HUB_METADATA, &mut resp.headers);
         }
         if ctx.cache_key.is_some() || ctx.cache_hit {
             headers::set(&mut resp.headers, "x-cache", if ctx.cache_hit { "HIT" } else { "MISS" });

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use crate::platform::{Body, Platform, Request, Response, header};
 use crate::proxy::cors::{CorsOptions, HUB_METADATA};
 use crate::proxy::git::{self, GitRoute};
-use crate::proxy::{ProxyApp, ProxyError, Session, headers, rate_limit};
+use crate::proxy::{ProxyApp, ProxyError, Session, check_base_url, headers, rate_limit};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -57,7 +57,7 @@ pub struct Options {
     #[serde(default)]
     pub ui: ui::Options,
     pub cors: Option<CorsOptions>,
-    pub rate_limit: Option<RateLimitOptions>,
+    pub rate_limit: Option<rate_limit::RateLimitOptions>,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -68,15 +68,8 @@ pub enum LfsHrefs {
     Gateway,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RateLimitOptions {
-    pub requests: u32,
-    #[serde(default = "default_period")]
-    pub period_seconds: u32,
-    #[serde(default = "default_policy")]
-    pub policy: String,
-}
+/// The rate limit's defaults: the policy (limiter) is `hub`; `requests` must be given.
+const RATE_LIMIT: rate_limit::Defaults = rate_limit::Defaults { policy: "hub", requests: None };
 
 fn default_timeout_ms() -> u32 {
     60_000
@@ -93,22 +86,8 @@ fn yes() -> bool {
 fn default_max_rewrite_bytes() -> u64 {
     4 * 1024 * 1024
 }
-fn default_period() -> u32 {
-    60
-}
-fn default_policy() -> String {
-    "hub".into()
-}
 
 /// `http(s)://host[:port][/path]`, no query: a base URL a request path is appended to.
-pub(crate) fn check_base_url(what: &str, value: &str) -> Result<(), String> {
-    let url = crate::proxy::parse_url(value).map_err(|e| format!("{what} is not a URL ({e})"))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() || url.query().is_some() || url.fragment().is_some() {
-        return Err(format!("{what} must be an http:// or https:// URL with a host and no query"));
-    }
-    Ok(())
-}
-
 impl Options {
     pub fn validate(&self) -> Result<(), String> {
         check_base_url("backend", &self.backend)?;
@@ -119,7 +98,7 @@ impl Options {
             return Err("lfs_hrefs = \"gateway\" needs object_store, the object store's public base URL".into());
         }
         if let Some(rl) = &self.rate_limit {
-            rl.policy().validate()?;
+            rl.validate(&RATE_LIMIT)?;
         }
         self.ui.validate()?;
         self.cors.as_ref().map_or(Ok(()), CorsOptions::validate)
@@ -134,11 +113,6 @@ impl Options {
     }
 }
 
-impl RateLimitOptions {
-    fn policy(&self) -> rate_limit::Policy<'_> {
-        rate_limit::Policy { name: &self.policy, requests: self.requests, period_seconds: self.period_seconds }
-    }
-}
 
 /// Where a request goes.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -217,7 +191,7 @@ impl<P: Platform> ProxyApp<P> for HubGateway<'_> {
             }
         }
         if let Some(rl) = &o.rate_limit {
-            rl.policy().check(s)?;
+            rl.policy(&RATE_LIMIT).check(s)?;
         }
         if let Some(max) = o.max_body_bytes
             && let Some(len) = req.header("content-length").and_then(|l| l.trim().parse::<u64>().ok())
@@ -298,10 +272,7 @@ impl<P: Platform> ProxyApp<P> for HubGateway<'_> {
             return;
         }
         if let Some(cors) = &self.options.cors {
-            cors.decorate(header(&s.headers, "origin"), &mut resp.headers);
-            if header(&resp.headers, "access-control-allow-origin").is_some() {
-                headers::set(&mut resp.headers, "access-control-expose-headers", cors.exposed_with(HUB_METADATA));
-            }
+            cors.decorate(header(&s.headers, "origin"), HUB_METADATA, &mut resp.headers);
         }
     }
 }

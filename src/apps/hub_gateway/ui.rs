@@ -7,9 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::check_base_url;
 use crate::platform::{Body, Headers, Platform, ReadOutcome, Request, Response, header, read_up_to};
-use crate::proxy::{ProxyError, Session, blob_store, headers};
+use crate::proxy::{ProxyError, Session, blob_store, check_base_url, headers};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -133,7 +132,7 @@ impl Options {
             ("etag".into(), etag.clone()),
             ("cache-control".into(), cache_control(&page.file).into()),
         ];
-        if header(&s.headers, "if-none-match").is_some_and(|inm| inm.split(',').any(|t| t.trim() == etag || t.trim() == "*")) {
+        if headers::not_modified(&s.headers, &etag) {
             return Ok(Response { status: 304, headers: out, body: None });
         }
         out.push(("content-length".into(), manifest.size.to_string()));

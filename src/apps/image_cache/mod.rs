@@ -421,7 +421,7 @@ impl ImageCache<'_> {
         if negotiated {
             headers.push(("vary".into(), "Accept".into()));
         }
-        if header(&s.headers, "if-none-match").is_some_and(|inm| etag_matches(inm, &etag)) {
+        if crate::proxy::headers::not_modified(&s.headers, &etag) {
             return Ok(Response { status: 304, headers, body: None });
         }
         let model = meta.model.clone();
@@ -470,9 +470,7 @@ impl ImageCache<'_> {
             })
             .collect();
         let page = include_str!("gallery.html").replace("{examples}", &figures).replace("{prefix}", prefix);
-        let headers = vec![("content-type".to_owned(), "text/html; charset=utf-8".to_owned()), ("content-length".to_owned(), page.len().to_string()), ("cache-control".to_owned(), "no-cache".to_owned())];
-        let body = (s.method == "GET").then(|| P::Body::from_bytes(page.into_bytes()));
-        Response { status: 200, headers, body }
+        crate::proxy::page(&s.method, page)
     }
 }
 
@@ -480,8 +478,3 @@ fn bad_option(e: options::OptionError) -> ProxyError {
     ProxyError::new(400, "bad_option", format!("option {}: {}", e.option, e.message)).with_header("x-bad-option", e.option)
 }
 
-/// `If-None-Match` (a list, or `*`) against our strong ETag, compared weakly
-/// as RFC 9110 says for this header.
-fn etag_matches(if_none_match: &str, etag: &str) -> bool {
-    if_none_match.split(',').map(|t| t.trim().trim_start_matches("W/")).any(|t| t == "*" || t == etag)
-}
