@@ -111,6 +111,28 @@ mod tests {
     }
 
     #[test]
+    fn the_runner_makes_every_upstream_request_and_response_safe_to_pass_on() {
+        let p = Fake::with_document(DOCUMENT);
+        let mut request = get("http://api.test/x?q=1");
+        request.headers = [("connection", "x-drop"), ("x-drop", "1"), ("keep-alive", "5"), ("authorization", "Bearer t"), ("x-kept", "2")]
+            .map(|(n, v)| (n.to_owned(), v.to_owned()))
+            .to_vec();
+        let Begun::Sending { request, rest, .. } = begin(&p, request, Some("192.0.2.7")) else { panic!("a proxied request stops at send") };
+        assert_eq!(request.url, "http://origin.test/x?q=1", "the peer's base and the client's path");
+        let names: Vec<&str> = request.headers.iter().map(|(n, _)| n.as_str()).collect();
+        for gone in ["connection", "x-drop", "keep-alive"] {
+            assert!(!names.contains(&gone), "{gone} reached the upstream: {names:?}");
+        }
+        for kept in ["authorization", "x-kept", "x-forwarded-for"] {
+            assert!(names.contains(&kept), "{kept} did not reach the upstream: {names:?}");
+        }
+        let upstream = Response { status: 200, headers: [("connection", "x-hop"), ("x-hop", "1"), ("transfer-encoding", "chunked"), ("x-app", "a")].map(|(n, v)| (n.to_owned(), v.to_owned())).to_vec(), body: None };
+        let answer = rest.resume(Ok(upstream));
+        let names: Vec<&str> = answer.headers.iter().map(|(n, _)| n.as_str()).collect();
+        assert!(names.contains(&"x-app") && !names.iter().any(|n| ["connection", "x-hop", "transfer-encoding"].contains(n)), "{names:?}");
+    }
+
+    #[test]
     fn the_phases_after_send_run_again_from_the_state_send_left() {
         // A stepwise host runs them a second time when the first try stopped
         // at an import that waits (wit/edgeproxy.wit, `stepwise`).

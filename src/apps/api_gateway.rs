@@ -5,7 +5,7 @@ use serde::Deserialize;
 
 use crate::platform::{Body, Platform, ReadOutcome, Request, Response, read_up_to};
 use crate::proxy::cors::CorsOptions;
-use crate::proxy::{ProxyApp, ProxyError, Session, cache, headers, rate_limit};
+use crate::proxy::{Peer, ProxyApp, ProxyError, Session, cache, headers, rate_limit};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -123,21 +123,12 @@ impl<P: Platform> ProxyApp<P> for ApiGateway<'_> {
         Ok(None)
     }
 
-    fn upstream_request(&self, s: &Session<P>, _ctx: &mut Ctx, req: Request<P::Body>) -> Result<Request<P::Body>, ProxyError> {
-        Ok(Request {
-            method: req.method,
-            url: format!("{}{}", self.options.origin_base(), s.incoming.path_and_query()),
-            headers: headers::for_upstream(req.headers, s.client_ip.as_deref(), &s.incoming.scheme, &s.incoming.authority),
-            body: req.body,
-        })
-    }
-
-    fn upstream_timeout_ms(&self, _ctx: &Self::Ctx) -> Option<u32> {
-        self.options.timeout_ms
+    fn upstream_peer(&self, s: &Session<P>, _ctx: &mut Ctx) -> Result<Peer<'_>, ProxyError> {
+        let o = self.options;
+        Ok(Peer { base: o.origin_base().into(), path: s.incoming.path_and_query(), credentials: true, timeout_ms: o.timeout_ms })
     }
 
     fn upstream_response_filter(&self, s: &Session<P>, ctx: &mut Ctx, mut resp: Response<P::Body>) -> Result<Response<P::Body>, ProxyError> {
-        headers::remove_hop_by_hop(&mut resp.headers);
         if let Some(cors) = &self.options.cors {
             cors.strip_upstream(&mut resp.headers);
         }

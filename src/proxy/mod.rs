@@ -13,7 +13,7 @@ pub mod rate_limit;
 
 pub use error::ProxyError;
 pub use incoming::{Incoming, refuse_unservable_method};
-pub use phases::{ProxyApp, Session};
+pub use phases::{Peer, ProxyApp, Session};
 
 use crate::platform::{Body, ReadOutcome, Response, read_up_to};
 

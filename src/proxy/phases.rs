@@ -4,14 +4,23 @@
 //! does it itself, see `wit/edgeproxy.wit`, `stepwise`).
 //!
 //! ```text
-//! request_filter ──early answer──────────────────────────────┐
-//!      │                                                      │
-//! upstream_request → send → upstream_response_filter ─────────┤
-//!                     └─ error → JSON error ──────────────────┤
-//!                                                 response_filter → client
+//! request_filter ──early answer──────────────────────────────────────────┐
+//!      │                                                                  │
+//! upstream_peer → (hygiene) upstream_request_filter → send               │
+//!                                                      │                  │
+//!                  (hygiene) upstream_response_filter ◀┘ error → JSON ────┤
+//!                                                            response_filter → client
 //! ```
+//!
+//! The runner owns the hygiene every proxy needs, so no app can forget it:
+//! the upstream request's headers are the client's made safe to forward
+//! ([`headers::for_upstream`]), without its credentials where the peer must
+//! not see them, and its URL is the peer's base and path; the upstream
+//! response's hop-by-hop headers are gone before an app sees it.
 
-use super::{Incoming, ProxyError};
+use std::borrow::Cow;
+
+use super::{Incoming, ProxyError, headers};
 use crate::platform::{Headers, HttpError, Platform, Request, Response};
 
 /// What every phase may consult about the request being served.
@@ -34,13 +43,12 @@ pub trait ProxyApp<P: Platform> {
         Ok(None)
     }
 
-    /// The request to send upstream (absolute URL, filtered headers).
-    fn upstream_request(&self, s: &Session<P>, ctx: &mut Self::Ctx, req: Request<P::Body>) -> Result<Request<P::Body>, ProxyError>;
+    /// Where the request goes upstream.
+    fn upstream_peer(&self, s: &Session<P>, ctx: &mut Self::Ctx) -> Result<Peer<'_>, ProxyError>;
 
-    /// How long to wait for upstream response headers (for this request).
-    fn upstream_timeout_ms(&self, _ctx: &Self::Ctx) -> Option<u32> {
-        None
-    }
+    /// The upstream request's headers, after the runner's hygiene: what only
+    /// this app changes (an `Accept-Encoding`, a credential's form).
+    fn upstream_request_filter(&self, _s: &Session<P>, _ctx: &mut Self::Ctx, _headers: &mut Headers) {}
 
     /// The upstream's response, before it is returned (rewrite, cache).
     fn upstream_response_filter(&self, _s: &Session<P>, _ctx: &mut Self::Ctx, resp: Response<P::Body>) -> Result<Response<P::Body>, ProxyError> {
@@ -49,6 +57,20 @@ pub trait ProxyApp<P: Platform> {
 
     /// Every response, whatever produced it: early answer, upstream or error.
     fn response_filter(&self, _s: &Session<P>, _ctx: &mut Self::Ctx, _resp: &mut Response<P::Body>) {}
+}
+
+/// Where the routing phase sends a request (see the module's comment).
+pub struct Peer<'a> {
+    /// The upstream's base URL, with no trailing `/`.
+    pub base: Cow<'a, str>,
+    /// Path and query on the upstream, from its `/`.
+    pub path: String,
+    /// Whether the client's `Authorization` and cookies go too. Not to
+    /// presigned storage or a static host: they carry or need none, and S3
+    /// refuses a request with two kinds of authorisation.
+    pub credentials: bool,
+    /// How long to wait for the response headers; the host's default (30 s) if none.
+    pub timeout_ms: Option<u32>,
 }
 
 /// A request that has run its phases up to `send`.
@@ -74,9 +96,15 @@ pub fn begin<'a, P: Platform, A: ProxyApp<P> + 'a>(app: A, s: Session<'a, P>, mu
     let mut ctx = A::Ctx::default();
     let upstream = match app.request_filter(&s, &mut ctx, &mut req) {
         Ok(Some(early)) => Ok(early),
-        Ok(None) => match app.upstream_request(&s, &mut ctx, req) {
-            Ok(request) => {
-                let timeout_ms = app.upstream_timeout_ms(&ctx);
+        Ok(None) => match app.upstream_peer(&s, &mut ctx) {
+            Ok(peer) => {
+                let (url, timeout_ms) = (format!("{}{}", peer.base, peer.path), peer.timeout_ms);
+                let mut headers = headers::for_upstream(req.headers, s.client_ip.as_deref(), &s.incoming.scheme, &s.incoming.authority);
+                if !peer.credentials {
+                    headers.retain(|(n, _)| n != "authorization" && n != "cookie");
+                }
+                app.upstream_request_filter(&s, &mut ctx, &mut headers);
+                let request = Request { method: req.method, url, headers, body: req.body };
                 return Begun::Sending { request, timeout_ms, rest: Box::new(Pending { app, session: s, ctx }) };
             }
             Err(e) => Err(e),
@@ -105,7 +133,10 @@ struct Pending<'a, P: Platform, A: ProxyApp<P>> {
 impl<P: Platform, A: ProxyApp<P>> Resume<P> for Pending<'_, P, A> {
     fn resume(&self, sent: Result<Response<P::Body>, HttpError>) -> Response<P::Body> {
         let mut ctx = self.ctx.clone();
-        let upstream = sent.map_err(|e| ProxyError::upstream(&e)).and_then(|resp| self.app.upstream_response_filter(&self.session, &mut ctx, resp));
+        let upstream = sent.map_err(|e| ProxyError::upstream(&e)).and_then(|mut resp| {
+            headers::remove_hop_by_hop(&mut resp.headers);
+            self.app.upstream_response_filter(&self.session, &mut ctx, resp)
+        });
         respond(&self.app, &self.session, &mut ctx, upstream)
     }
 }

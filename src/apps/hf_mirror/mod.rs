@@ -12,10 +12,10 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::platform::{Platform, Request, Response, header};
+use crate::platform::{Headers, Platform, Request, Response, header};
 use crate::proxy::cors::{CorsOptions, HUB_METADATA};
 use crate::proxy::git::{self, GitRoute};
-use crate::proxy::{ProxyApp, ProxyError, Session, cache, check_base_url, headers, rate_limit};
+use crate::proxy::{Peer, ProxyApp, ProxyError, Session, cache, check_base_url, headers, rate_limit};
 use hosts::{AllowList, HUB_HOSTS, Public, Upstream};
 use rewrite::Document;
 
@@ -270,31 +270,31 @@ impl<P: Platform> ProxyApp<P> for HfMirror<'_> {
         Ok(None)
     }
 
-    fn upstream_request(&self, s: &Session<P>, ctx: &mut Ctx, req: Request<P::Body>) -> Result<Request<P::Body>, ProxyError> {
+    fn upstream_peer(&self, _s: &Session<P>, ctx: &mut Ctx) -> Result<Peer<'_>, ProxyError> {
+        let o = self.options;
         let target = ctx.target.as_ref().expect("routed in request_filter");
-        let mut out = headers::for_upstream(req.headers, s.client_ip.as_deref(), &s.incoming.scheme, &s.incoming.authority);
-        if !self.options.sends_credentials(&target.upstream) {
-            // Presigned CDN URLs carry their own authorisation; the user's
-            // HF token must not leave for a third party (and S3 refuses a
-            // request with two kinds of auth).
-            out.retain(|(n, _)| n != "authorization" && n != "cookie");
-        }
+        Ok(Peer {
+            base: o.upstream_base(&target.upstream),
+            path: target.path.clone(),
+            // The user's HF token never leaves for a third party (a CDN's
+            // presigned URL carries its own authorisation).
+            credentials: o.sends_credentials(&target.upstream),
+            timeout_ms: Some(o.timeout_ms),
+        })
+    }
+
+    fn upstream_request_filter(&self, s: &Session<P>, ctx: &mut Ctx, out: &mut Headers) {
+        let target = ctx.target.as_ref().expect("routed in request_filter");
         if s.method == "HEAD" || target.document != Document::None || is_resolve(&target.path) {
             // Lengths and hashes must be the file's own, and JSON must be
             // readable to be rewritten.
-            headers::set(&mut out, "accept-encoding", "identity");
+            headers::set(out, "accept-encoding", "identity");
         }
-        Ok(Request { method: req.method, url: format!("{}{}", self.options.upstream_base(&target.upstream), target.path), headers: out, body: req.body })
-    }
-
-    fn upstream_timeout_ms(&self, _ctx: &Self::Ctx) -> Option<u32> {
-        Some(self.options.timeout_ms)
     }
 
     fn upstream_response_filter(&self, s: &Session<P>, ctx: &mut Ctx, mut resp: Response<P::Body>) -> Result<Response<P::Body>, ProxyError> {
         let o = self.options;
         let target = ctx.target.as_ref().expect("routed in request_filter");
-        headers::remove_hop_by_hop(&mut resp.headers);
         if let Some(cors) = &o.cors {
             cors.strip_upstream(&mut resp.headers);
         }

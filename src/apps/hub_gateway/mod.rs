@@ -10,10 +10,10 @@ mod ui;
 
 use serde::Deserialize;
 
-use crate::platform::{Body, Platform, Request, Response, header};
+use crate::platform::{Body, Headers, Platform, Request, Response, header};
 use crate::proxy::cors::{CorsOptions, HUB_METADATA};
 use crate::proxy::git::{self, GitRoute};
-use crate::proxy::{ProxyApp, ProxyError, Session, check_base_url, headers, rate_limit};
+use crate::proxy::{Peer, ProxyApp, ProxyError, Session, check_base_url, headers, rate_limit};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -205,40 +205,36 @@ impl<P: Platform> ProxyApp<P> for HubGateway<'_> {
         Ok(None)
     }
 
-    fn upstream_request(&self, s: &Session<P>, ctx: &mut Ctx, req: Request<P::Body>) -> Result<Request<P::Body>, ProxyError> {
+    fn upstream_peer(&self, s: &Session<P>, ctx: &mut Ctx) -> Result<Peer<'_>, ProxyError> {
         let o = self.options;
-        let mut out = headers::for_upstream(req.headers, s.client_ip.as_deref(), &s.incoming.scheme, &s.incoming.authority);
-        let url = match &ctx.destination {
-            Destination::Ui(page) => return Ok(o.ui.frontend_request(page, &req.method, out)),
+        let timeout_ms = Some(match ctx.destination {
+            Destination::Git(route) if route != GitRoute::Lfs => o.git_timeout_ms,
+            _ => o.timeout_ms,
+        });
+        let backend = |path: String| Peer { base: o.backend_base().into(), path, credentials: true, timeout_ms };
+        Ok(match &ctx.destination {
+            Destination::Ui(page) => {
+                let frontend = o.ui.frontend_base().ok_or_else(|| ProxyError::internal("the web UI has no frontend to send to"))?;
+                Peer { base: frontend.into(), path: page.file.clone(), credentials: false, timeout_ms }
+            }
             Destination::Objects => {
-                // Presigned URLs carry their own authorisation; the user's
-                // token must not reach the store (S3 refuses two kinds of auth).
-                out.retain(|(n, _)| n != "authorization" && n != "cookie");
-                let store = o.object_store_base().expect("validated: gateway hrefs need object_store");
-                let rest = &s.incoming.path_and_query()[OBJECTS.len()..];
-                format!("{store}{rest}")
+                let store = o.object_store_base().ok_or_else(|| ProxyError::internal("gateway hrefs without an object_store"))?;
+                Peer { base: store.into(), path: s.incoming.path_and_query()[OBJECTS.len()..].to_owned(), credentials: false, timeout_ms }
             }
-            Destination::Git(route) => {
-                if *route == GitRoute::Lfs && o.lfs_basic_as_bearer {
-                    git::basic_as_bearer(&mut out);
-                }
-                format!("{}{}", o.backend_base(), s.incoming.path_and_query())
-            }
-            Destination::Api | Destination::Resolve => format!("{}{}", o.backend_base(), s.incoming.path_and_query()),
-        };
-        Ok(Request { method: req.method, url, headers: out, body: req.body })
+            Destination::Git(_) | Destination::Api | Destination::Resolve => backend(s.incoming.path_and_query()),
+        })
     }
 
-    fn upstream_timeout_ms(&self, ctx: &Ctx) -> Option<u32> {
-        Some(match ctx.destination {
-            Destination::Git(route) if route != GitRoute::Lfs => self.options.git_timeout_ms,
-            _ => self.options.timeout_ms,
-        })
+    fn upstream_request_filter(&self, _s: &Session<P>, ctx: &mut Ctx, out: &mut Headers) {
+        match ctx.destination {
+            Destination::Ui(_) => ui::for_frontend(out),
+            Destination::Git(GitRoute::Lfs) if self.options.lfs_basic_as_bearer => git::basic_as_bearer(out),
+            _ => {}
+        }
     }
 
     fn upstream_response_filter(&self, s: &Session<P>, ctx: &mut Ctx, mut resp: Response<P::Body>) -> Result<Response<P::Body>, ProxyError> {
         let o = self.options;
-        headers::remove_hop_by_hop(&mut resp.headers);
         // The edge's CORS policy is the only one a browser sees.
         resp.headers.retain(|(n, _)| !n.starts_with("access-control-"));
         let public_base = format!("{}://{}", s.incoming.scheme, s.incoming.authority);

@@ -37,6 +37,13 @@ pub fn is_upload(path: &str) -> bool {
     path == UPLOAD_PREFIX || path.starts_with("/_ui/")
 }
 
+/// What a static host is sent of the client's headers: those that shape
+/// the answer, none of its credentials or cookies.
+pub fn for_frontend(headers: &mut Headers) {
+    const PASSED: &[&str] = &["accept", "accept-encoding", "if-none-match", "if-modified-since", "range", "user-agent"];
+    headers.retain(|(n, _)| PASSED.contains(&n.as_str()));
+}
+
 /// The file a web UI request is answered with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Page {
@@ -92,12 +99,9 @@ impl Options {
         Ok(None)
     }
 
-    pub fn frontend_request<B>(&self, page: &Page, method: &str, client: Headers) -> Request<B> {
-        // A static host needs none of the client's credentials or cookies.
-        const PASSED: &[&str] = &["accept", "accept-encoding", "if-none-match", "if-modified-since", "range", "user-agent"];
-        let headers = client.into_iter().filter(|(n, _)| PASSED.contains(&n.as_str())).collect();
-        let base = self.frontend.as_deref().expect("serve_local sends only frontend requests on").trim_end_matches('/');
-        Request { method: method.to_owned(), url: format!("{base}{}", page.file), headers, body: None }
+    /// The frontend's base URL, with no trailing `/`.
+    pub fn frontend_base(&self) -> Option<&str> {
+        self.frontend.as_deref().map(|f| f.trim_end_matches('/'))
     }
 
     pub fn finish_frontend_response<B: Body>(&self, page: &Page, mut resp: Response<B>) -> Result<Response<B>, ProxyError> {
