@@ -42,7 +42,7 @@ const COMMON: &str = r#"
 
 /// For `edgeproxy serve`: exports edgeproxy's `handler` (any other path
 /// answers 204 at once), a `checker` that finds nothing and an `init` that
-/// does nothing.
+/// does nothing, and `stepwise` stubs.
 pub fn edgeproxy_component() -> Vec<u8> {
     // handle(request, client-ip) flattens to 11 i32s: method, url, headers,
     // body option, client-ip option. The response record is returned by
@@ -58,7 +58,18 @@ pub fn edgeproxy_component() -> Vec<u8> {
           ;; by pointer as (ptr, len).
           (func (export "edgeproxy:platform/checker@0.1.0#check-config") (param i32 i32) (result i32)
             (i32.const 2048))
-          (func (export "init")))"#
+          (func (export "init"))
+          ;; stepwise: begin answers `wait` (case 2), resume `none`, and
+          ;; resume-waiting a 500; the wasmtime host never calls them.
+          (func (export "edgeproxy:platform/stepwise@0.1.0#begin")
+                (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)
+            (i32.store8 (i32.const 3072) (i32.const 2))
+            (i32.const 3072))
+          (func (export "edgeproxy:platform/stepwise@0.1.0#resume") (param i32 i32 i32 i32 i32 i32) (result i32)
+            (i32.const 3584))
+          (func (export "edgeproxy:platform/stepwise@0.1.0#resume-waiting") (param i32 i32 i32 i32 i32 i32) (result i32)
+            (i32.store16 (i32.const 1024) (i32.const 500))
+            (i32.const 1024)))"#
     );
     let mut resolve = Resolve::default();
     let (package, _) = resolve.push_dir(workspace_root().join("wit")).expect("wit/ parses");
