@@ -29,7 +29,7 @@ impl Store {
         check_key(&key)?;
         match self {
             Store::Local(kv) => kv.get(&key),
-            Store::Redis(redis) => redis.get(&key).await,
+            Store::Redis(redis) => redis.get(&key).await.map_err(KvError::Unavailable),
         }
     }
 
@@ -39,7 +39,7 @@ impl Store {
         match self {
             // A redb commit is blocking file I/O: keep it off the async workers.
             Store::Local(kv) => blocking(kv, move |kv| kv.set(&key, &value, ttl_seconds)).await,
-            Store::Redis(redis) => redis.set(&key, &value, ttl_seconds).await,
+            Store::Redis(redis) => redis.set(&key, &value, ttl_seconds).await.map_err(KvError::Unavailable),
         }
     }
 
@@ -47,7 +47,7 @@ impl Store {
         check_key(&key)?;
         match self {
             Store::Local(kv) => blocking(kv, move |kv| kv.delete(&key)).await,
-            Store::Redis(redis) => redis.delete(&key).await,
+            Store::Redis(redis) => redis.delete(&key).await.map_err(KvError::Unavailable),
         }
     }
 
@@ -56,7 +56,7 @@ impl Store {
         check_value(&value)?;
         match self {
             Store::Local(kv) => blocking(kv, move |kv| kv.set_if_absent(&key, &value, ttl_seconds)).await,
-            Store::Redis(redis) => redis.set_if_absent(&key, &value, ttl_seconds).await,
+            Store::Redis(redis) => redis.set_if_absent(&key, &value, ttl_seconds).await.map_err(KvError::Unavailable),
         }
     }
 

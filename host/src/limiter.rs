@@ -15,7 +15,10 @@ impl Limiter {
     pub async fn check(&self, policy: &str, key: &str, limit: u32, period_seconds: u32) -> Result<Decision, String> {
         match self {
             Limiter::Local(buckets) => Ok(buckets.check(policy, key, limit, period_seconds)),
-            Limiter::Redis(redis) => redis.take_token(policy, key, limit, period_seconds).await,
+            Limiter::Redis(redis) => {
+                let (allowed, retry_after_seconds) = redis.take_token(policy, key, limit, period_seconds).await?;
+                Ok(Decision { allowed, retry_after_seconds })
+            }
         }
     }
 }

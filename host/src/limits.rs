@@ -45,13 +45,12 @@ impl LimitHit {
         error.chain().find_map(|cause| cause.downcast_ref::<LimitHit>().copied())
     }
 
-    /// The 503 a client gets; the code names the bound, never the guest's state.
-    pub fn response(self) -> hyper::Response<crate::body::HostBody> {
-        let code = match self {
+    /// The error code of the 503 a client gets: it names the bound, never the guest's state.
+    pub fn code(self) -> &'static str {
+        match self {
             LimitHit::Cpu => "guest_time_exceeded",
             LimitHit::Memory => "guest_memory_exceeded",
-        };
-        crate::server::json_error(503, code, &format!("{self}; the request was stopped"))
+        }
     }
 }
 

@@ -2,6 +2,8 @@
 //! into the binary, or `--component`). All proxy logic is in the component;
 //! this binary only provides its imports (see runtime.rs).
 
+// The host in layers: a module uses only modules in layers below its own
+// (`the_host_imports_only_downwards` checks it). ARCHITECTURE.md, "host/".
 mod body;
 mod framing;
 mod kv;
@@ -285,7 +287,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     eprintln!("edgeproxy: serving {name} on {scheme}://{}", listener.local_addr()?);
     if let Some(admin) = admin {
         eprintln!("edgeproxy: metrics and health checks on http://{}", admin.local_addr()?);
-        tokio::spawn(metrics::serve_admin(admin, runtime.shared().clone()));
+        let shared = runtime.shared().clone();
+        let store: metrics::StoreCheck = Arc::new(move || {
+            let shared = shared.clone();
+            Box::pin(async move { shared.kv.ready().await })
+        });
+        tokio::spawn(metrics::serve_admin(admin, runtime.shared().metrics.clone(), store));
     }
 
     let purger = runtime.shared().clone();
@@ -430,4 +437,56 @@ async fn instantiate_bench(component: Option<PathBuf>, iterations: u32) -> anyho
     println!("instantiate_us {:.2}", per.as_secs_f64() * 1e6);
     let _ = std::fs::remove_dir_all(dir);
     Ok(())
+}
+
+/// The host's modules, lowest layer first. A module may use a module of a
+/// lower layer, never one of its own layer or above.
+#[cfg(test)]
+const LAYERS: &[&[&str]] = &[
+    // Parts that know nothing of each other: bodies, framing, TLS, the
+    // snapshot, Redis's connection, the guest's bounds, the metrics.
+    &["body", "framing", "tls", "preinit", "redis", "limits", "metrics"],
+    // Services the guest's imports are made of; nothing of wasmtime or HTTP serving.
+    &["kv", "limiter", "upstream"],
+    // The HTTP server: connections, threads, drain, request URLs and ids, the log; nothing of the guest.
+    &["server"],
+    // The engine: the component's bindings, its pool and compile cache, the imports (`serve`).
+    &["runtime"],
+    // Spin's mode (`spin`): wasi:http and Spin's interfaces, on the runtime's loading and limits.
+    &["spin"],
+];
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_host_imports_only_downwards() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let layer_of = |module: &str| super::LAYERS.iter().position(|layer| layer.contains(&module));
+        let mut problems = Vec::new();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            let module = path.file_stem().unwrap().to_str().unwrap().to_owned();
+            if module == "main" {
+                continue;
+            }
+            let Some(layer) = layer_of(&module) else {
+                problems.push(format!("{module}.rs is in no layer: add it to LAYERS in main.rs"));
+                continue;
+            };
+            let text = std::fs::read_to_string(&path).unwrap();
+            for used in text.split("crate::").skip(1).map(|rest| rest.split(|c: char| !c.is_ascii_alphanumeric() && c != '_').next().unwrap_or("")) {
+                match layer_of(used) {
+                    Some(l) if l < layer => {}
+                    Some(_) => problems.push(format!("{module} (layer {layer}) uses {used}, which is not below it")),
+                    None => problems.push(format!("{module} uses crate::{used}, which is in no layer")),
+                }
+            }
+        }
+        problems.sort();
+        problems.dedup();
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+    }
 }

@@ -22,7 +22,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::runtime::Shared;
 
 /// Which route and app answered: route numbers are the document's, from 1;
 /// `none` for a request no route took (or that the server refused first).
@@ -163,24 +162,27 @@ impl Metrics {
     }
 }
 
+/// Whether the key-value store answers now (for `/readyz`).
+pub type StoreCheck = Arc<dyn Fn() -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
+
 /// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until the process ends.
-pub async fn serve_admin(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
+pub async fn serve_admin(listener: tokio::net::TcpListener, metrics: Arc<Metrics>, store: StoreCheck) {
     loop {
         let Ok((stream, _)) = listener.accept().await else { continue };
-        let shared = shared.clone();
+        let (metrics, store) = (metrics.clone(), store.clone());
         let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-            let shared = shared.clone();
-            async move { Ok::<_, Infallible>(admin_response(&shared, req.uri().path()).await) }
+            let (metrics, store) = (metrics.clone(), store.clone());
+            async move { Ok::<_, Infallible>(admin_response(&metrics, &store, req.uri().path()).await) }
         });
         tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service));
     }
 }
 
-async fn admin_response(shared: &Shared, path: &str) -> hyper::Response<Full<bytes::Bytes>> {
+async fn admin_response(metrics: &Metrics, store: &StoreCheck, path: &str) -> hyper::Response<Full<bytes::Bytes>> {
     let (status, content_type, body) = match path {
-        "/metrics" => (200, "application/openmetrics-text; version=1.0.0; charset=utf-8", shared.metrics.exposition()),
+        "/metrics" => (200, "application/openmetrics-text; version=1.0.0; charset=utf-8", metrics.exposition()),
         "/healthz" => (200, "text/plain", "ok\n".to_owned()),
-        "/readyz" => match readiness(shared).await {
+        "/readyz" => match readiness(metrics, store).await {
             Ok(()) => (200, "text/plain", "ready\n".to_owned()),
             Err(why) => (503, "text/plain", format!("not ready: {why}\n")),
         },
@@ -189,9 +191,9 @@ async fn admin_response(shared: &Shared, path: &str) -> hyper::Response<Full<byt
     hyper::Response::builder().status(status).header("content-type", content_type).body(Full::from(body)).expect("a static response is valid")
 }
 
-async fn readiness(shared: &Shared) -> Result<(), String> {
-    if shared.metrics.draining.load(Ordering::Relaxed) {
+async fn readiness(metrics: &Metrics, store: &StoreCheck) -> Result<(), String> {
+    if metrics.draining.load(Ordering::Relaxed) {
         return Err("draining (shutting down)".into());
     }
-    shared.kv.ready().await.map_err(|e| format!("the key-value store does not answer: {e}"))
+    store().await.map_err(|e| format!("the key-value store does not answer: {e}"))
 }

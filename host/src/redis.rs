@@ -14,9 +14,6 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use crate::kv::KvError;
-use crate::limiter::Decision;
-
 /// How long a command may take, and a connection attempt, before the store
 /// counts as unavailable for that request.
 const TIMEOUT: Duration = Duration::from_millis(500);
@@ -78,26 +75,30 @@ impl Redis {
         redis::cmd("PING").query_async::<()>(&mut self.connection.clone()).await.map_err(|e| e.to_string())
     }
 
-    pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+    // Errors are the reason Redis did not answer: the store's and the
+    // limiter's `unavailable`, which kv.rs and limiter.rs make of them.
+
+    pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
         redis::cmd("GET").arg(format!("{KV_PREFIX}{key}")).query_async(&mut self.connection.clone()).await.map_err(unavailable)
     }
 
-    pub async fn set(&self, key: &str, value: &[u8], ttl_seconds: Option<u32>) -> Result<(), KvError> {
+    pub async fn set(&self, key: &str, value: &[u8], ttl_seconds: Option<u32>) -> Result<(), String> {
         set_command(key, value, ttl_seconds).query_async::<()>(&mut self.connection.clone()).await.map_err(unavailable)
     }
 
-    pub async fn delete(&self, key: &str) -> Result<(), KvError> {
+    pub async fn delete(&self, key: &str) -> Result<(), String> {
         redis::cmd("DEL").arg(format!("{KV_PREFIX}{key}")).query_async::<()>(&mut self.connection.clone()).await.map_err(unavailable)
     }
 
     /// `SET NX`: true when this call set it.
-    pub async fn set_if_absent(&self, key: &str, value: &[u8], ttl_seconds: Option<u32>) -> Result<bool, KvError> {
+    pub async fn set_if_absent(&self, key: &str, value: &[u8], ttl_seconds: Option<u32>) -> Result<bool, String> {
         let reply: Option<String> = set_command(key, value, ttl_seconds).arg("NX").query_async(&mut self.connection.clone()).await.map_err(unavailable)?;
         Ok(reply.is_some())
     }
 
-    /// Takes a token from the (policy, key) bucket of `limit` per `period_seconds`.
-    pub async fn take_token(&self, policy: &str, key: &str, limit: u32, period_seconds: u32) -> Result<Decision, String> {
+    /// Takes a token from the (policy, key) bucket of `limit` per
+    /// `period_seconds`: whether one was free, and if not, the seconds until one is.
+    pub async fn take_token(&self, policy: &str, key: &str, limit: u32, period_seconds: u32) -> Result<(bool, u32), String> {
         let (allowed, wait_ms): (u32, u64) = self
             .bucket
             .key(format!("{LIMIT_PREFIX}{policy}:{key}"))
@@ -106,7 +107,7 @@ impl Redis {
             .invoke_async(&mut self.connection.clone())
             .await
             .map_err(|e| e.to_string())?;
-        Ok(Decision { allowed: allowed == 1, retry_after_seconds: wait_ms.div_ceil(1000) as u32 })
+        Ok((allowed == 1, wait_ms.div_ceil(1000) as u32))
     }
 }
 
@@ -120,8 +121,8 @@ fn set_command(key: &str, value: &[u8], ttl_seconds: Option<u32>) -> redis::Cmd 
     set
 }
 
-fn unavailable(e: redis::RedisError) -> KvError {
-    KvError::Unavailable(format!("redis: {e}"))
+fn unavailable(e: redis::RedisError) -> String {
+    format!("redis: {e}")
 }
 
 /// The URL with any password replaced, for messages and logs.

@@ -2,6 +2,7 @@
 //! and implements the WIT imports with [`Shared`]'s services.
 
 use std::borrow::Cow;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -14,10 +15,11 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 use crate::body::{HostBody, ReadError};
 use crate::kv;
 use crate::limiter::Limiter;
-use crate::limits::{GuestLimits, MemoryCap};
+use crate::limits::{GuestLimits, LimitHit, MemoryCap};
+use crate::server::{ClientBody, Handler, REQUEST_ID, internal_error, json_error};
 use crate::metrics::{Metrics, Routed};
 use crate::preinit::{self, FunctionCache};
-use crate::upstream::Upstream;
+use crate::upstream::{Upstream, UpstreamError};
 
 wasmtime::component::bindgen!({
     path: "../wit",
@@ -421,9 +423,9 @@ impl http_client::Host for State {
         };
         let mut headers = request.headers;
         if let Some(id) = &self.request_id
-            && !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case(crate::server::REQUEST_ID))
+            && !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case(REQUEST_ID))
         {
-            headers.push((crate::server::REQUEST_ID.to_owned(), id.clone()));
+            headers.push((REQUEST_ID.to_owned(), id.clone()));
         }
         let (sent, waited) = timed(self.shared.upstream.send(&request.method, &request.url, headers, body, options.timeout_ms)).await;
         self.host_wait += waited;
@@ -436,23 +438,22 @@ impl http_client::Host for State {
                 Ok(types::Response { status: response.status, headers: response.headers, body })
             }
             Err(e) => {
-                self.shared.metrics.upstream_error(http_error_kind(&e));
-                Err(e)
+                self.shared.metrics.upstream_error(e.kind());
+                Err(wit_http_error(e))
             }
         })
     }
 }
 
-fn http_error_kind(e: &http_client::HttpError) -> &'static str {
-    use http_client::HttpError as E;
+fn wit_http_error(e: UpstreamError) -> http_client::HttpError {
+    use http_client::HttpError as Wit;
     match e {
-        E::InvalidUrl(_) => "invalid_url",
-        E::Denied(_) => "denied",
-        E::DnsError(_) => "dns_error",
-        E::ConnectionFailed(_) => "connection_failed",
-        E::Timeout => "timeout",
-        E::TlsError(_) => "tls_error",
-        E::ProtocolError(_) => "protocol_error",
+        UpstreamError::InvalidUrl(why) => Wit::InvalidUrl(why),
+        UpstreamError::DnsError(why) => Wit::DnsError(why),
+        UpstreamError::ConnectionFailed(why) => Wit::ConnectionFailed(why),
+        UpstreamError::Timeout => Wit::Timeout,
+        UpstreamError::TlsError(why) => Wit::TlsError(why),
+        UpstreamError::ProtocolError(why) => Wit::ProtocolError(why),
     }
 }
 
@@ -576,6 +577,53 @@ impl telemetry::Host for State {
     async fn routed(&mut self, route: u32, app: String) -> wasmtime::Result<()> {
         self.routed = Some(Routed { route, app });
         Ok(())
+    }
+}
+
+// The server's side of a request (server.rs knows nothing of the guest).
+impl Handler for Runtime {
+    type Body = HostBody;
+
+    async fn handle(&self, req: hyper::Request<ClientBody>, url: String, peer: SocketAddr) -> hyper::Response<HostBody> {
+        let (parts, body) = req.into_parts();
+        let headers = parts
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect();
+        let body = if hyper::body::Body::is_end_stream(&body) { None } else { Some(HostBody::from_stream(body)) };
+        let request_id = parts.headers.get(REQUEST_ID).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let request = GuestRequest { method: parts.method.to_string(), url: url.clone(), headers, body, client_ip: Some(peer.ip().to_string()), request_id };
+        match Runtime::handle(self, request).await {
+            Ok(r) => {
+                let mut builder = hyper::Response::builder().status(r.status);
+                if let Some(routed) = r.routed {
+                    builder = builder.extension(routed);
+                }
+                for (name, value) in &r.headers {
+                    builder = builder.header(name, value);
+                }
+                builder
+                    .body(r.body.unwrap_or_else(|| HostBody::from_bytes(Vec::new())))
+                    .unwrap_or_else(|e| internal_error(&format!("the app produced an invalid response: {e}")))
+            }
+            Err(trap) => guest_failure(&format!("{} {url}", parts.method), &trap),
+        }
+    }
+}
+
+/// What a client gets when its request's guest failed: a 503 naming the
+/// limit it hit, or a 500 for a trap (whose details go to the log only).
+pub fn guest_failure(request: &str, error: &anyhow::Error) -> hyper::Response<HostBody> {
+    match LimitHit::of(error) {
+        Some(hit) => {
+            eprintln!("edgeproxy: stopped {request}: {hit}");
+            json_error(503, hit.code(), &format!("{hit}; the request was stopped"))
+        }
+        None => {
+            eprintln!("edgeproxy: the component trapped on {request}: {error:?}");
+            internal_error("the proxy failed on this request")
+        }
     }
 }
 

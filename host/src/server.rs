@@ -17,7 +17,6 @@ use tokio::net::TcpListener;
 use crate::body::{BoxError, Counted, HostBody, IdleTimeout, Prefetched};
 use crate::metrics::{Metrics, Routed};
 use crate::framing::Watched;
-use crate::runtime::{GuestRequest, Runtime};
 
 pub struct ServerOptions {
     /// The scheme clients use to reach us: `https` when we terminate TLS,
@@ -392,52 +391,6 @@ fn request_url<B>(req: &hyper::Request<B>, scheme: &str) -> Result<String, hyper
     };
     let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
     Ok(format!("{scheme}://{authority}{path}"))
-}
-
-impl Handler for Runtime {
-    type Body = HostBody;
-
-    async fn handle(&self, req: hyper::Request<ClientBody>, url: String, peer: SocketAddr) -> hyper::Response<HostBody> {
-        let (parts, body) = req.into_parts();
-        let headers = parts
-            .headers
-            .iter()
-            .map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
-            .collect();
-        let body = if hyper::body::Body::is_end_stream(&body) { None } else { Some(HostBody::from_stream(body)) };
-        let request_id = parts.headers.get(REQUEST_ID).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let request = GuestRequest { method: parts.method.to_string(), url: url.clone(), headers, body, client_ip: Some(peer.ip().to_string()), request_id };
-        match Runtime::handle(self, request).await {
-            Ok(r) => {
-                let mut builder = hyper::Response::builder().status(r.status);
-                if let Some(routed) = r.routed {
-                    builder = builder.extension(routed);
-                }
-                for (name, value) in &r.headers {
-                    builder = builder.header(name, value);
-                }
-                builder
-                    .body(r.body.unwrap_or_else(|| HostBody::from_bytes(Vec::new())))
-                    .unwrap_or_else(|e| internal_error(&format!("the app produced an invalid response: {e}")))
-            }
-            Err(trap) => guest_failure(&format!("{} {url}", parts.method), &trap),
-        }
-    }
-}
-
-/// What a client gets when its request's guest failed: a 503 naming the
-/// limit it hit, or a 500 for a trap (whose details go to the log only).
-pub fn guest_failure(request: &str, error: &anyhow::Error) -> hyper::Response<HostBody> {
-    match crate::limits::LimitHit::of(error) {
-        Some(hit) => {
-            eprintln!("edgeproxy: stopped {request}: {hit}");
-            hit.response()
-        }
-        None => {
-            eprintln!("edgeproxy: the component trapped on {request}: {error:?}");
-            internal_error("the proxy failed on this request")
-        }
-    }
 }
 
 pub fn internal_error(message: &str) -> hyper::Response<HostBody> {

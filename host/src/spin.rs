@@ -142,7 +142,7 @@ impl Handler for SpinRuntime {
         }
         match self.call(req).await {
             Ok(response) => response.map(|body| body.map_err(|e| BoxError::from(format!("{e:?}"))).boxed_unsync()),
-            Err(e) => crate::server::guest_failure(&url, &e).map(|body| body.boxed_unsync()),
+            Err(e) => crate::runtime::guest_failure(&url, &e).map(|body| body.boxed_unsync()),
         }
     }
 }

@@ -4,7 +4,32 @@
 use std::time::Duration;
 
 use crate::body::{HostBody, IdleTimeout, error_chain};
-use crate::runtime::edgeproxy::platform::http_client::HttpError;
+
+/// Why an upstream request got no response: the WIT's `http-error` kinds
+/// (runtime.rs hands them to the guest), each with its details for the log.
+#[derive(Debug)]
+pub enum UpstreamError {
+    InvalidUrl(String),
+    DnsError(String),
+    ConnectionFailed(String),
+    Timeout,
+    TlsError(String),
+    ProtocolError(String),
+}
+
+impl UpstreamError {
+    /// Its label in `edgeproxy_upstream_errors_total`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            UpstreamError::InvalidUrl(_) => "invalid_url",
+            UpstreamError::DnsError(_) => "dns_error",
+            UpstreamError::ConnectionFailed(_) => "connection_failed",
+            UpstreamError::Timeout => "timeout",
+            UpstreamError::TlsError(_) => "tls_error",
+            UpstreamError::ProtocolError(_) => "protocol_error",
+        }
+    }
+}
 
 /// Time to wait for response headers when the guest names none.
 const DEFAULT_HEADERS_TIMEOUT: Duration = Duration::from_secs(30);
@@ -61,16 +86,16 @@ impl Upstream {
         headers: Vec<(String, String)>,
         body: Option<HostBody>,
         timeout_ms: Option<u32>,
-    ) -> Result<UpstreamResponse, HttpError> {
-        let url = reqwest::Url::parse(url).map_err(|e| HttpError::InvalidUrl(format!("{url}: {e}")))?;
+    ) -> Result<UpstreamResponse, UpstreamError> {
+        let url = reqwest::Url::parse(url).map_err(|e| UpstreamError::InvalidUrl(format!("{url}: {e}")))?;
         if !matches!(url.scheme(), "http" | "https") {
-            return Err(HttpError::InvalidUrl(format!("{url}: only http and https are supported")));
+            return Err(UpstreamError::InvalidUrl(format!("{url}: only http and https are supported")));
         }
-        let method = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| HttpError::ProtocolError(format!("method: {e}")))?;
+        let method = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| UpstreamError::ProtocolError(format!("method: {e}")))?;
         let mut header_map = reqwest::header::HeaderMap::with_capacity(headers.len());
         for (name, value) in headers {
-            let name = reqwest::header::HeaderName::from_bytes(name.as_bytes()).map_err(|e| HttpError::ProtocolError(format!("header {name:?}: {e}")))?;
-            let value = reqwest::header::HeaderValue::from_str(&value).map_err(|e| HttpError::ProtocolError(format!("header {name}: {e}")))?;
+            let name = reqwest::header::HeaderName::from_bytes(name.as_bytes()).map_err(|e| UpstreamError::ProtocolError(format!("header {name:?}: {e}")))?;
+            let value = reqwest::header::HeaderValue::from_str(&value).map_err(|e| UpstreamError::ProtocolError(format!("header {name}: {e}")))?;
             header_map.append(name, value);
         }
         let mut request = self.client().request(method, url).headers(header_map);
@@ -79,7 +104,7 @@ impl Upstream {
         }
         let timeout = timeout_ms.map_or(DEFAULT_HEADERS_TIMEOUT, |ms| Duration::from_millis(ms.into()));
         let response = match tokio::time::timeout(timeout, request.send()).await {
-            Err(_) => return Err(HttpError::Timeout),
+            Err(_) => return Err(UpstreamError::Timeout),
             Ok(Err(e)) => {
                 // The details stay in the operator's log; the client gets the kind only.
                 eprintln!("edgeproxy: upstream request failed: {}", error_chain(&e));
@@ -101,20 +126,20 @@ impl Upstream {
 /// The guest's error kind, from the types in the error's causes: a name
 /// that did not resolve is ours ([`NameNotResolved`]), a TLS failure is
 /// rustls's; reqwest says whether it was a timeout or the connection.
-fn classify(e: &reqwest::Error) -> HttpError {
+fn classify(e: &reqwest::Error) -> UpstreamError {
     let why = error_chain(e);
     if e.is_timeout() {
-        HttpError::Timeout
+        UpstreamError::Timeout
     } else if e.is_builder() {
-        HttpError::InvalidUrl(why)
+        UpstreamError::InvalidUrl(why)
     } else if caused_by::<NameNotResolved>(e) {
-        HttpError::DnsError(why)
+        UpstreamError::DnsError(why)
     } else if caused_by::<tokio_rustls::rustls::Error>(e) {
-        HttpError::TlsError(why)
+        UpstreamError::TlsError(why)
     } else if e.is_connect() {
-        HttpError::ConnectionFailed(why)
+        UpstreamError::ConnectionFailed(why)
     } else {
-        HttpError::ProtocolError(why)
+        UpstreamError::ProtocolError(why)
     }
 }
 
@@ -166,7 +191,7 @@ impl reqwest::dns::Resolve for SystemDns {
 mod tests {
     use super::*;
 
-    async fn failure(url: &str) -> HttpError {
+    async fn failure(url: &str) -> UpstreamError {
         match Upstream::new(Duration::from_secs(5)).unwrap().send("GET", url, Vec::new(), None, Some(10_000)).await {
             Ok(r) => panic!("{url} answered {}", r.status),
             Err(e) => e,
@@ -177,10 +202,10 @@ mod tests {
     #[tokio::test]
     async fn a_failure_is_classified_by_the_type_of_its_cause() {
         // RFC 2606: `.invalid` never resolves.
-        assert!(matches!(failure("http://edgeproxy-test.invalid/").await, HttpError::DnsError(_)));
+        assert!(matches!(failure("http://edgeproxy-test.invalid/").await, UpstreamError::DnsError(_)));
 
         let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-        assert!(matches!(failure(&format!("http://{closed}/")).await, HttpError::ConnectionFailed(_)));
+        assert!(matches!(failure(&format!("http://{closed}/")).await, UpstreamError::ConnectionFailed(_)));
 
         // TLS to a server that answers in plain HTTP.
         let plain = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -192,6 +217,6 @@ mod tests {
             }
         });
         let tls = failure(&format!("https://{address}/")).await;
-        assert!(matches!(tls, HttpError::TlsError(_)), "{tls:?}");
+        assert!(matches!(tls, UpstreamError::TlsError(_)), "{tls:?}");
     }
 }
