@@ -25,7 +25,7 @@ use apps::image_cache::ImageCache;
 use config::{App, DOCUMENT_KEY, DOCUMENT_VERSION_KEY, Document};
 use platform::{Platform, Request, Response};
 use proxy::phases::{self, Begun};
-use proxy::{Incoming, ProxyError, Session};
+use proxy::{ErrorCode, Incoming, ProxyError, Session};
 
 /// Answers one client request. Never panics on bad input: every failure is
 /// a JSON error response.
@@ -82,7 +82,7 @@ pub fn set_up<P: Platform>(platform: &P) -> Result<&'static Document, ProxyError
     // The problems name routes, hosts and upstreams: the operator's business,
     // not a client's. The wasmtime host refuses such a document at start and
     // on SIGHUP; `edgeproxy check` shows the problems on every host's behalf.
-    setup.document.as_ref().map_err(|_| ProxyError::new(500, "config_invalid", CONFIG_INVALID))
+    setup.document.as_ref().map_err(|_| ProxyError::new(ErrorCode::ConfigInvalid, CONFIG_INVALID))
 }
 
 /// What a client is told when the host's config document does not check.

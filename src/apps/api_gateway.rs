@@ -5,7 +5,7 @@ use serde::Deserialize;
 
 use crate::platform::{Body, Platform, ReadOutcome, Request, Response, read_up_to};
 use crate::proxy::cors::CorsOptions;
-use crate::proxy::{Peer, ProxyApp, ProxyError, Session, cache, headers, rate_limit};
+use crate::proxy::{ErrorCode, Peer, ProxyApp, ProxyError, Session, cache, headers, rate_limit};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -82,7 +82,7 @@ impl<P: Platform> ProxyApp<P> for ApiGateway<'_> {
     fn request_filter(&self, s: &Session<P>, ctx: &mut Ctx, req: &mut Request<P::Body>) -> Result<Option<Response<P::Body>>, ProxyError> {
         let o = self.options;
         if headers::block_size(&s.headers) > o.max_header_bytes {
-            return Err(ProxyError::new(431, "headers_too_large", format!("request headers exceed {} bytes", o.max_header_bytes)));
+            return Err(ProxyError::new(ErrorCode::HeadersTooLarge, format!("request headers exceed {} bytes", o.max_header_bytes)));
         }
         if let Some(cors) = &o.cors
             && let Some(answer) = cors.preflight(&s.method, &s.headers)
@@ -90,7 +90,7 @@ impl<P: Platform> ProxyApp<P> for ApiGateway<'_> {
             return answer.map(Some);
         }
         if !o.allowed_methods.contains(&s.method) {
-            return Err(ProxyError::new(405, "method_not_allowed", format!("method {} is not allowed here", s.method))
+            return Err(ProxyError::new(ErrorCode::MethodNotAllowed, format!("method {} is not allowed here", s.method))
                 .with_header("allow", o.allowed_methods.join(", ")));
         }
         if let Some(refusal) = o.cors.as_ref().and_then(|c| c.refuses(&s.method, &s.headers)) {
@@ -155,7 +155,7 @@ impl<P: Platform> ProxyApp<P> for ApiGateway<'_> {
 /// 413 for a declared or streamed body over `max`. A body without a length
 /// is read (at most `max` bytes, so bounded) to find out.
 fn limit_body<B: Body>(req: &mut Request<B>, max: u64) -> Result<(), ProxyError> {
-    let too_large = || ProxyError::new(413, "body_too_large", format!("request body exceeds {max} bytes"));
+    let too_large = || ProxyError::new(ErrorCode::BodyTooLarge, format!("request body exceeds {max} bytes"));
     if let Some(len) = req.header("content-length") {
         let len: u64 = len.trim().parse().map_err(|_| ProxyError::bad_request("invalid Content-Length"))?;
         return if len > max { Err(too_large()) } else { Ok(()) };

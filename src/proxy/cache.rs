@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::ProxyError;
 use super::headers::list_tokens;
 use crate::platform::{Body, Headers, Platform, ReadOutcome, Response, header, read_up_to};
+use crate::proxy::ErrorCode;
 
 /// Parsed `Cache-Control` directives, names lower-cased.
 pub struct CacheControl(Vec<(String, Option<String>)>);
@@ -127,7 +128,7 @@ pub fn store<P: Platform>(
             response.body = Some(P::Body::from_bytes(bytes));
         }
         Ok(ReadOutcome::TooLong(body)) => response.body = Some(body),
-        Err(e) => return Err(ProxyError::new(502, "bad_gateway", format!("upstream response failed: {e}"))),
+        Err(e) => return Err(ProxyError::new(ErrorCode::BadGateway, format!("upstream response failed: {e}"))),
     }
     Ok(response)
 }

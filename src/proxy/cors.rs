@@ -4,7 +4,7 @@
 
 use serde::Deserialize;
 
-use super::{ProxyError, headers};
+use super::{ErrorCode, ProxyError, headers};
 use crate::platform::{Body, Headers, Response, header};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -78,10 +78,10 @@ impl CorsOptions {
             return None;
         }
         if !self.allows(origin) {
-            return Some(Err(ProxyError::new(403, "cors_origin_refused", format!("origin {origin} is not allowed"))));
+            return Some(Err(ProxyError::new(ErrorCode::CorsOriginRefused, format!("origin {origin} is not allowed"))));
         }
         if !self.allowed_methods.iter().any(|m| m.eq_ignore_ascii_case(wanted_method)) {
-            return Some(Err(ProxyError::new(403, "cors_method_refused", format!("method {wanted_method} is not allowed"))));
+            return Some(Err(ProxyError::new(ErrorCode::CorsMethodRefused, format!("method {wanted_method} is not allowed"))));
         }
         // The origin, credentials and `Vary: Origin` come from `decorate`,
         // which runs on every response.
@@ -108,7 +108,7 @@ impl CorsOptions {
         let origin = header(request, "origin")?;
         let safe = matches!(method, "GET" | "HEAD" | "OPTIONS");
         (self.refuse_disallowed_origins && !safe && !self.allows(origin))
-            .then(|| ProxyError::new(403, "origin_refused", format!("requests from origin {origin} are not allowed")))
+            .then(|| ProxyError::new(ErrorCode::OriginRefused, format!("requests from origin {origin} are not allowed")))
     }
 
     /// Drops the origin server's own CORS headers, so the edge's policy is

@@ -4,7 +4,7 @@
 
 use percent_encoding::percent_decode_str;
 
-use super::ProxyError;
+use super::{ErrorCode, ProxyError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Incoming {
@@ -32,7 +32,7 @@ const SERVABLE_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
 /// hosts' to check: wasi:http hides it from components.)
 pub fn refuse_unservable_method(method: &str) -> Result<(), ProxyError> {
     match REFUSED_METHODS.iter().find(|(name, _)| method.eq_ignore_ascii_case(name)) {
-        Some((name, why)) => Err(ProxyError::new(405, "method_not_allowed", format!("{name} is not served: {why}")).with_header("allow", SERVABLE_METHODS)),
+        Some((name, why)) => Err(ProxyError::new(ErrorCode::MethodNotAllowed, format!("{name} is not served: {why}")).with_header("allow", SERVABLE_METHODS)),
         None => Ok(()),
     }
 }
@@ -142,7 +142,7 @@ mod tests {
     fn connect_and_trace_are_refused_with_405_and_allow_in_any_case() {
         for method in ["CONNECT", "TRACE", "connect", "Trace"] {
             let refused = refuse_unservable_method(method).unwrap_err();
-            assert_eq!((refused.status, refused.code), (405, "method_not_allowed"), "{method}");
+            assert_eq!((refused.status, refused.code), (405, ErrorCode::MethodNotAllowed), "{method}");
             assert!(refused.headers.iter().any(|(n, v)| n == "allow" && !v.contains("CONNECT") && !v.contains("TRACE")));
         }
         assert!(refuse_unservable_method("GET").is_ok());

@@ -11,7 +11,7 @@ pub mod incoming;
 pub mod phases;
 pub mod rate_limit;
 
-pub use error::ProxyError;
+pub use error::{ErrorCode, ProxyError};
 pub use incoming::{Incoming, refuse_unservable_method};
 pub use phases::{Peer, ProxyApp, Session};
 
@@ -66,7 +66,7 @@ pub fn rewrite_body<B: Body>(mut resp: Response<B>, limit: u64, edit: impl FnOnc
             resp.body = Some(B::from_bytes(bytes));
         }
         Ok(ReadOutcome::TooLong(body)) => resp.body = Some(body),
-        Err(e) => return Err(ProxyError::new(502, "bad_gateway", format!("upstream response failed: {e}"))),
+        Err(e) => return Err(ProxyError::new(ErrorCode::BadGateway, format!("upstream response failed: {e}"))),
     }
     Ok(resp)
 }

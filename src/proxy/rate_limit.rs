@@ -4,7 +4,7 @@
 
 use serde::Deserialize;
 
-use super::{ProxyError, Session};
+use super::{ErrorCode, ProxyError, Session};
 use crate::platform::Platform;
 
 /// `[route.<app>.rate_limit]`, the same keys in every app; what is left out
@@ -68,7 +68,7 @@ impl Policy<'_> {
         match s.platform.rate_limit(self.name, client, self.requests, self.period_seconds) {
             Ok(d) if !d.allowed => {
                 let retry = d.retry_after_seconds.max(1);
-                Err(ProxyError::new(429, "rate_limited", format!("too many requests; retry in {retry} s"))
+                Err(ProxyError::new(ErrorCode::RateLimited, format!("too many requests; retry in {retry} s"))
                     .with_header("retry-after", retry.to_string()))
             }
             // A limiter outage must not take the proxy down with it: fail open
@@ -136,7 +136,7 @@ mod tests {
             match (outcome, retry_after) {
                 (Ok(()), None) => {}
                 (Err(e), Some(retry)) => {
-                    assert_eq!((e.status, e.code), (429, "rate_limited"));
+                    assert_eq!((e.status, e.code), (429, ErrorCode::RateLimited));
                     assert_eq!(e.headers, vec![("retry-after".to_owned(), retry.to_string())]);
                 }
                 (outcome, _) => panic!("{answer:?}: {outcome:?}"),

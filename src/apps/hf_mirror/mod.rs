@@ -15,7 +15,7 @@ use serde::Deserialize;
 use crate::platform::{Headers, Platform, Request, Response, header};
 use crate::proxy::cors::{CorsOptions, HUB_METADATA};
 use crate::proxy::git::{self, GitRoute};
-use crate::proxy::{Peer, ProxyApp, ProxyError, Session, cache, check_base_url, headers, rate_limit};
+use crate::proxy::{ErrorCode, Peer, ProxyApp, ProxyError, Session, cache, check_base_url, headers, rate_limit};
 use hosts::{AllowList, HUB_HOSTS, Public, Upstream};
 use rewrite::Document;
 
@@ -235,7 +235,7 @@ impl<P: Platform> ProxyApp<P> for HfMirror<'_> {
     fn request_filter(&self, s: &Session<P>, ctx: &mut Ctx, _req: &mut Request<P::Body>) -> Result<Option<Response<P::Body>>, ProxyError> {
         let o = self.options;
         let (public, upstream, path) = hosts::route(&s.incoming.scheme, &s.incoming.authority, &s.incoming.path, &o.allow_list())
-            .map_err(|host| ProxyError::new(403, "upstream_not_allowed", format!("this mirror does not reach {host}; it serves the hub and its CDN hosts only")))?;
+            .map_err(|host| ProxyError::new(ErrorCode::UpstreamNotAllowed, format!("this mirror does not reach {host}; it serves the hub and its CDN hosts only")))?;
         let path = match &s.incoming.query {
             Some(q) => format!("{path}?{q}"),
             None => path,

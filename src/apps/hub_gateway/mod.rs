@@ -13,7 +13,7 @@ use serde::Deserialize;
 use crate::platform::{Body, Headers, Platform, Request, Response, header};
 use crate::proxy::cors::{CorsOptions, HUB_METADATA};
 use crate::proxy::git::{self, GitRoute};
-use crate::proxy::{Peer, ProxyApp, ProxyError, Session, check_base_url, headers, rate_limit};
+use crate::proxy::{ErrorCode, Peer, ProxyApp, ProxyError, Session, check_base_url, headers, rate_limit};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -197,7 +197,7 @@ impl<P: Platform> ProxyApp<P> for HubGateway<'_> {
             && let Some(len) = req.header("content-length").and_then(|l| l.trim().parse::<u64>().ok())
             && len > max
         {
-            return Err(ProxyError::new(413, "body_too_large", format!("request body exceeds this gateway's limit of {max} bytes")));
+            return Err(ProxyError::new(ErrorCode::BodyTooLarge, format!("request body exceeds this gateway's limit of {max} bytes")));
         }
         if let Destination::Ui(page) = &ctx.destination {
             return o.ui.serve_local(s, page);
@@ -282,7 +282,7 @@ impl HubGateway<'_> {
     fn challenge(&self, route: GitRoute) -> ProxyError {
         let realm = if self.options.auth_realm.is_empty() { "Hub" } else { &self.options.auth_realm };
         let name = if route == GitRoute::Lfs { "lfs-authenticate" } else { "www-authenticate" };
-        ProxyError::new(401, "authentication_required", "authentication required: this repository may be private, or the action needs a token")
+        ProxyError::new(ErrorCode::AuthenticationRequired, "authentication required: this repository may be private, or the action needs a token")
             .with_header(name, git::basic_challenge(realm))
     }
 
@@ -319,7 +319,7 @@ impl HubGateway<'_> {
                 let headers = vec![("content-type".into(), "application/json".into()), ("cache-control".into(), "no-store".into()), ("content-length".into(), body.len().to_string())];
                 Response { status: 200, headers, body: (s.method != "HEAD").then(|| P::Body::from_bytes(body)) }
             }
-            Err(why) => ProxyError::new(503, "backend_unhealthy", why).into_response(),
+            Err(why) => ProxyError::new(ErrorCode::BackendUnhealthy, why).into_response(),
         }
     }
 }

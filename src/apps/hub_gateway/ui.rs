@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::platform::{Body, Headers, Platform, ReadOutcome, Request, Response, header, read_up_to};
-use crate::proxy::{ProxyError, Session, blob_store, check_base_url, headers};
+use crate::proxy::{ErrorCode, ProxyError, Session, blob_store, check_base_url, headers};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -88,7 +88,7 @@ impl Options {
     /// the request to the frontend (`None`).
     pub fn serve_local<P: Platform>(&self, s: &Session<P>, page: &Page) -> Result<Option<Response<P::Body>>, ProxyError> {
         if !matches!(s.method.as_str(), "GET" | "HEAD") {
-            return Err(ProxyError::new(405, "method_not_allowed", format!("{} serves the web UI, which takes GET and HEAD only", s.incoming.path)).with_header("allow", "GET, HEAD"));
+            return Err(ProxyError::new(ErrorCode::MethodNotAllowed, format!("{} serves the web UI, which takes GET and HEAD only", s.incoming.path)).with_header("allow", "GET, HEAD"));
         }
         if self.kv {
             return self.serve_from_kv(s, page).map(Some);
@@ -108,9 +108,9 @@ impl Options {
         match resp.status {
             200..=299 | 304 => {}
             // Object stores answer 403 for a missing key when listing is off.
-            403 | 404 if page.fallback => return Err(ProxyError::new(502, "ui_missing", "the frontend has no index.html: publish the web UI there")),
+            403 | 404 if page.fallback => return Err(ProxyError::new(ErrorCode::UiMissing, "the frontend has no index.html: publish the web UI there")),
             403 | 404 => return Err(ProxyError::not_found(format!("the web UI has no file {}", page.file))),
-            status => return Err(ProxyError::new(502, "bad_gateway", format!("the frontend answered {status}"))),
+            status => return Err(ProxyError::new(ErrorCode::BadGateway, format!("the frontend answered {status}"))),
         }
         resp.headers.retain(|(n, _)| n != "set-cookie" && !n.starts_with("x-amz-"));
         let stored = resp.header("content-type").map(str::to_ascii_lowercase);
@@ -125,7 +125,7 @@ impl Options {
         let key = kv_key(&page.file);
         let Some(manifest) = blob_store::read_manifest::<P, FileMeta>(s.platform, &key) else {
             return Err(if page.fallback {
-                ProxyError::new(502, "ui_missing", "the web UI is not uploaded: run `cargo xtask ui-upload` (see README)")
+                ProxyError::new(ErrorCode::UiMissing, "the web UI is not uploaded: run `cargo xtask ui-upload` (see README)")
             } else {
                 ProxyError::not_found(format!("the web UI has no file {}", page.file))
             });
@@ -143,7 +143,7 @@ impl Options {
         if s.method == "HEAD" {
             return Ok(Response { status: 200, headers: out, body: None });
         }
-        let blob = blob_store::read_parts(s.platform, &key, manifest).ok_or_else(|| ProxyError::new(503, "ui_unavailable", "a web UI file in key-value is incomplete; upload it again"))?;
+        let blob = blob_store::read_parts(s.platform, &key, manifest).ok_or_else(|| ProxyError::new(ErrorCode::UiUnavailable, "a web UI file in key-value is incomplete; upload it again"))?;
         Ok(Response { status: 200, headers: out, body: Some(P::Body::from_bytes(blob.bytes)) })
     }
 
@@ -153,7 +153,7 @@ impl Options {
             return Err(ProxyError::not_found("web UI uploads are off here (set ui.kv and ui.upload_token)"));
         };
         if s.method != "PUT" {
-            return Err(ProxyError::new(405, "method_not_allowed", "upload a web UI file with PUT").with_header("allow", "PUT"));
+            return Err(ProxyError::new(ErrorCode::MethodNotAllowed, "upload a web UI file with PUT").with_header("allow", "PUT"));
         }
         let secret = s.platform.config(secret_name).ok().flatten().filter(|t| !t.is_empty());
         let Some(secret) = secret else {
@@ -161,13 +161,13 @@ impl Options {
         };
         let given = header(&s.headers, "authorization").and_then(|a| a.strip_prefix("Bearer ")).unwrap_or_default();
         if !constant_time_eq(given.as_bytes(), secret.as_bytes()) {
-            return Err(ProxyError::new(401, "unauthorized", "uploading the web UI needs Authorization: Bearer <upload token>").with_header("www-authenticate", "Bearer"));
+            return Err(ProxyError::new(ErrorCode::Unauthorized, "uploading the web UI needs Authorization: Bearer <upload token>").with_header("www-authenticate", "Bearer"));
         }
         let file = &s.incoming.path[UPLOAD_PREFIX.len()..];
         if file.len() < 2 {
             return Err(ProxyError::bad_request("PUT /_ui/<path of the file>"));
         }
-        let too_large = || ProxyError::new(413, "body_too_large", format!("a web UI file may be at most {} bytes (ui.max_file_bytes)", self.max_file_bytes));
+        let too_large = || ProxyError::new(ErrorCode::BodyTooLarge, format!("a web UI file may be at most {} bytes (ui.max_file_bytes)", self.max_file_bytes));
         let bytes = match req.body.take().map(|b| read_up_to(b, self.max_file_bytes)) {
             None => Vec::new(),
             Some(Ok(ReadOutcome::Complete(bytes))) => bytes,
@@ -177,7 +177,7 @@ impl Options {
         let given_type = header(&s.headers, "content-type").filter(|t| !t.starts_with("application/octet-stream"));
         let meta = FileMeta { content_type: given_type.map_or_else(|| content_type(file).to_owned(), str::to_owned) };
         let manifest = blob_store::write(s.platform, &kv_key(file), meta, &bytes, None)
-            .map_err(|e| ProxyError::new(503, "kv_unavailable", format!("the file could not be stored: {e:?}")))?;
+            .map_err(|e| ProxyError::new(ErrorCode::KvUnavailable, format!("the file could not be stored: {e:?}")))?;
         let json = serde_json::json!({ "path": file, "size": manifest.size, "sha256": manifest.sha256, "content_type": manifest.meta.content_type });
         let body = json.to_string().into_bytes();
         let headers = vec![("content-type".into(), "application/json".into()), ("content-length".into(), body.len().to_string())];

@@ -25,7 +25,7 @@ mod transform;
 use serde::Deserialize;
 
 use crate::platform::{Body, Headers, Platform, Response, header};
-use crate::proxy::{ProxyError, Session};
+use crate::proxy::{ErrorCode, ProxyError, Session};
 use codec::Kind;
 use options::{Fit, Format, Transform};
 pub use replicate::ReplicateOptions;
@@ -222,7 +222,7 @@ impl Original {
                 None => {
                     // Damaged: forget it, so that the next request generates it again.
                     let _ = p.kv_delete(&key);
-                    Err(ProxyError::new(503, "original_damaged", "the stored image was damaged and has been discarded; retry to generate it again").with_header("retry-after", "1"))
+                    Err(ProxyError::new(ErrorCode::OriginalDamaged, "the stored image was damaged and has been discarded; retry to generate it again").with_header("retry-after", "1"))
                 }
             },
         }
@@ -232,7 +232,7 @@ impl Original {
 impl ImageCache<'_> {
     pub fn serve<P: Platform>(&self, s: &Session<P>) -> Result<Response<P::Body>, ProxyError> {
         if !matches!(s.method.as_str(), "GET" | "HEAD") {
-            return Err(ProxyError::new(405, "method_not_allowed", format!("{} is not allowed here; use GET or HEAD", s.method)).with_header("allow", "GET, HEAD"));
+            return Err(ProxyError::new(ErrorCode::MethodNotAllowed, format!("{} is not allowed here; use GET or HEAD", s.method)).with_header("allow", "GET, HEAD"));
         }
         let prefix = self.prefix.trim_end_matches('/');
         let path = s.incoming.path.strip_prefix(prefix).filter(|p| p.is_empty() || p.starts_with('/')).unwrap_or(&s.incoming.path);
@@ -287,7 +287,7 @@ impl ImageCache<'_> {
                     return Ok(Original::Stored { key, manifest });
                 }
                 if s.platform.now_ms() > deadline {
-                    return Err(ProxyError::new(503, "generation_pending", "this image is still being generated; try again shortly").with_header("retry-after", "5"));
+                    return Err(ProxyError::new(ErrorCode::GenerationPending, "this image is still being generated; try again shortly").with_header("retry-after", "5"));
                 }
                 if s.platform.kv_get(&lease).ok().flatten().is_none() {
                     break;
@@ -320,13 +320,13 @@ impl ImageCache<'_> {
             None => None,
         };
         let Some(secret) = secret else {
-            return Err(ProxyError::new(403, "signature_required", format!("{why}; this route has no signing secret, so none can be made")));
+            return Err(ProxyError::new(ErrorCode::SignatureRequired, format!("{why}; this route has no signing secret, so none can be made")));
         };
         let now_s = s.platform.now_ms() / 1000;
         sign::verify(secret.as_bytes(), &placeholder.canonical(), query.expires.as_deref(), query.sig.as_deref(), now_s).map_err(|e| match e {
-            sign::SignatureError::Missing => ProxyError::new(403, "signature_required", format!("{why} (expires and sig in the query)")),
-            sign::SignatureError::Expired => ProxyError::new(403, "signature_expired", "the signature has expired; sign the URL again"),
-            sign::SignatureError::Malformed | sign::SignatureError::Wrong => ProxyError::new(403, "bad_signature", "the signature does not match this path and expiry"),
+            sign::SignatureError::Missing => ProxyError::new(ErrorCode::SignatureRequired, format!("{why} (expires and sig in the query)")),
+            sign::SignatureError::Expired => ProxyError::new(ErrorCode::SignatureExpired, "the signature has expired; sign the URL again"),
+            sign::SignatureError::Malformed | sign::SignatureError::Wrong => ProxyError::new(ErrorCode::BadSignature, "the signature does not match this path and expiry"),
         })
     }
 
@@ -384,11 +384,11 @@ impl ImageCache<'_> {
                 Ok(d) if d.allowed => {}
                 Ok(d) => {
                     let retry = d.retry_after_seconds.max(1);
-                    return Err(ProxyError::new(429, "generation_quota", format!("{whose} quota of new images is used up; stored images are still served; retry in {retry} s"))
+                    return Err(ProxyError::new(ErrorCode::GenerationQuota, format!("{whose} quota of new images is used up; stored images are still served; retry in {retry} s"))
                         .with_header("retry-after", retry.to_string()));
                 }
                 Err(_) if !costs_credit => return Ok(()),
-                Err(why) => return Err(ProxyError::new(503, "quota_unavailable", format!("the generation quota cannot be checked ({why}); try again later")).with_header("retry-after", "60")),
+                Err(why) => return Err(ProxyError::new(ErrorCode::QuotaUnavailable, format!("the generation quota cannot be checked ({why}); try again later")).with_header("retry-after", "60")),
             }
         }
         Ok(())
@@ -475,6 +475,6 @@ impl ImageCache<'_> {
 }
 
 fn bad_option(e: options::OptionError) -> ProxyError {
-    ProxyError::new(400, "bad_option", format!("option {}: {}", e.option, e.message)).with_header("x-bad-option", e.option)
+    ProxyError::new(ErrorCode::BadOption, format!("option {}: {}", e.option, e.message)).with_header("x-bad-option", e.option)
 }
 

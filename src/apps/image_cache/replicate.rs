@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use super::codec;
 use crate::platform::{Body, Platform, ReadOutcome, Request, Response, header, read_up_to};
-use crate::proxy::ProxyError;
+use crate::proxy::{ErrorCode, ProxyError};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -199,11 +199,11 @@ const MAX_JSON_BYTES: u64 = 1 << 20;
 const MAX_RETRY_WAIT_SECONDS: u64 = 30;
 
 fn failed(message: impl Into<String>) -> ProxyError {
-    ProxyError::new(502, "generation_failed", message)
+    ProxyError::new(ErrorCode::GenerationFailed, message)
 }
 
 fn timed_out() -> ProxyError {
-    ProxyError::new(504, "generation_timeout", "the image was not generated in time; try again later")
+    ProxyError::new(ErrorCode::GenerationTimeout, "the image was not generated in time; try again later")
 }
 
 /// Runs one prediction to completion and downloads its output.
@@ -310,7 +310,7 @@ fn wait_out_throttle<P: Platform, B: Body>(p: &P, job: &Job, response: Response<
     *throttled += 1;
     let remaining = remaining_ms(p, job)?;
     if *throttled > max_retries || wait * 1000 >= remaining {
-        return Err(ProxyError::new(503, "generation_throttled", "Replicate is throttling this account; try again later").with_header("retry-after", wait.to_string()));
+        return Err(ProxyError::new(ErrorCode::GenerationThrottled, "Replicate is throttling this account; try again later").with_header("retry-after", wait.to_string()));
     }
     p.sleep_ms((wait * 1000) as u32);
     Ok(())
@@ -353,7 +353,7 @@ fn cancel<P: Platform>(p: &P, api: &str, id: &str, token: &str) {
 /// The output file, checked to be an image within the caps. The token is
 /// not sent: output hosts serve without it, and it must not leave for them.
 fn download<P: Platform>(p: &P, url: &str, job: &Job) -> Result<(Vec<u8>, (u32, u32, bool)), ProxyError> {
-    let bad = |message: String| ProxyError::new(502, "bad_generated_image", message);
+    let bad = |message: String| ProxyError::new(ErrorCode::BadGeneratedImage, message);
     let remaining = remaining_ms(p, job)?;
     let response = p
         .send(Request { method: "GET".into(), url: url.to_owned(), headers: vec![("accept".into(), "image/*".into())], body: None }, Some(remaining.min(60_000) as u32))

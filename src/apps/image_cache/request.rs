@@ -8,7 +8,7 @@
 
 use super::Options;
 use super::options::{OptionError, Transform};
-use crate::proxy::ProxyError;
+use crate::proxy::{ErrorCode, ProxyError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Placeholder {
@@ -44,7 +44,7 @@ pub fn parse(path: &str, o: &Options) -> Result<Target, ProxyError> {
             }
             match source {
                 [size, slug] => Ok(Target::Placeholder(placeholder(size, slug, o)?, transform)),
-                _ => Err(ProxyError::new(400, "bad_source", "the source of /cdn-cgi/image/<options>/<source> must be a placeholder path on this site, /{W}x{H}/{slug}; remote images are not fetched")),
+                _ => Err(ProxyError::new(ErrorCode::BadSource, "the source of /cdn-cgi/image/<options>/<source> must be a placeholder path on this site, /{W}x{H}/{slug}; remote images are not fetched")),
             }
         }
         [size, slug] => Ok(Target::Placeholder(placeholder(size, slug, o)?, Transform::default())),
@@ -54,24 +54,21 @@ pub fn parse(path: &str, o: &Options) -> Result<Target, ProxyError> {
 
 fn placeholder(size: &str, slug: &str, o: &Options) -> Result<Placeholder, ProxyError> {
     let bad_size = || {
-        ProxyError::new(400, "bad_size", format!("size {size:?}: must be {{W}}x{{H}} in pixels, each from {} to {} (800x600)", o.min_size, o.max_size))
+        ProxyError::new(ErrorCode::BadSize, format!("size {size:?}: must be {{W}}x{{H}} in pixels, each from {} to {} (800x600)", o.min_size, o.max_size))
     };
     let (w, h) = size.to_ascii_lowercase().split_once('x').map(|(w, h)| (w.to_owned(), h.to_owned())).ok_or_else(bad_size)?;
     let number = |s: &str| s.bytes().all(|b| b.is_ascii_digit()).then(|| s.parse::<u32>().ok()).flatten().filter(|v| (o.min_size..=o.max_size).contains(v));
     let (Some(width), Some(height)) = (number(&w), number(&h)) else { return Err(bad_size()) };
     let slug = slug.to_ascii_lowercase();
     if slug.is_empty() || slug.len() > o.max_slug_bytes || !slug.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
-        return Err(ProxyError::new(
-            400,
-            "bad_slug",
-            format!("slug: must be 1 to {} characters of a-z, 0-9 and - (sunglasses-sloth)", o.max_slug_bytes),
+        return Err(ProxyError::new(ErrorCode::BadSlug, format!("slug: must be 1 to {} characters of a-z, 0-9 and - (sunglasses-sloth)", o.max_slug_bytes),
         ));
     }
     Ok(Placeholder { width, height, slug })
 }
 
 fn bad_option(e: OptionError) -> ProxyError {
-    ProxyError::new(400, "bad_option", format!("option {}: {}", e.option, e.message)).with_header("x-bad-option", e.option)
+    ProxyError::new(ErrorCode::BadOption, format!("option {}: {}", e.option, e.message)).with_header("x-bad-option", e.option)
 }
 
 /// The query string, split into the zoo's own parameters and options.
@@ -148,7 +145,7 @@ mod tests {
             ("/cdn-cgi/image//800x600/sloth", "bad_option"),
             ("/800x600/sloth/extra", "not_found"),
         ] {
-            assert_eq!(target(path).unwrap_err().code, code, "{path}");
+            assert_eq!(target(path).unwrap_err().code.as_str(), code, "{path}");
         }
     }
 
@@ -159,6 +156,6 @@ mod tests {
         assert_eq!((q.expires.as_deref(), q.sig.as_deref()), (Some("5"), Some("ab")));
         let t = q.transform().unwrap();
         assert_eq!((t.width, t.blur), (Some(200), Some(3.0)));
-        assert_eq!(Query::parse(Some("zoom=2")).transform().unwrap_err().code, "bad_option");
+        assert_eq!(Query::parse(Some("zoom=2")).transform().unwrap_err().code, ErrorCode::BadOption);
     }
 }
