@@ -112,7 +112,7 @@ async fn readiness(host: &Host) -> u16 {
 }
 
 /// Redis goes away: requests are still served (the cache misses, the limit
-/// fails open, counted and logged once), promptly, and `/readyz` says the store does not answer; when
+/// fails open, each counted and logged once), promptly, and `/readyz` says the store does not answer; when
 /// it is back, the hosts use it again.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_redis_outage_degrades_to_misses_and_recovers() {
@@ -142,6 +142,10 @@ async fn a_redis_outage_degrades_to_misses_and_recovers() {
     assert!(samples.get("edgeproxy_limiter_errors_total", &[("policy", "api")]).is_some_and(|n| n >= 2.0), "no limiter errors counted");
     let warnings = a.messages().into_iter().filter(|m| m.contains("the rate limiter could not answer for policy \"api\"")).count();
     assert_eq!(warnings, 1, "{:#?}", a.messages());
+    // So did the cache: counted per operation, and logged once per operation.
+    assert!(samples.get("edgeproxy_kv_errors_total", &[("operation", "get")]).is_some_and(|n| n >= 2.0), "no store errors counted");
+    let store_warnings = a.messages().into_iter().filter(|m| m.contains("the key-value store failed a get")).count();
+    assert_eq!(store_warnings, 1, "{:#?}", a.messages());
 
     redis.restart().await;
     let started = std::time::Instant::now();

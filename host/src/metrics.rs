@@ -141,8 +141,13 @@ impl Metrics {
         self.upstream_errors.get_or_create(&KindLabels { kind }).inc();
     }
 
-    pub fn kv_error(&self, operation: &'static str) {
-        self.kv_errors.get_or_create(&OperationLabels { operation }).inc();
+    /// A store operation that failed (the guest carries on without it: a
+    /// cache miss, no lease). Counted every time and logged the first time
+    /// per operation, as limiter errors are.
+    pub fn kv_error(&self, operation: &'static str, why: &str) {
+        if self.kv_errors.get_or_create(&OperationLabels { operation }).inc() == 0 {
+            eprintln!("edgeproxy: warning: the key-value store failed a {operation} ({why}); counted in edgeproxy_kv_errors_total, logged once per operation");
+        }
     }
 
     /// A check the limiter could not answer. Counted every time and logged

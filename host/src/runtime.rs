@@ -496,8 +496,8 @@ impl State {
         })
         .await;
         self.host_wait += waited;
-        if result.is_err() {
-            self.shared.metrics.kv_error(name);
+        if let Err(e) = &result {
+            self.shared.metrics.kv_error(name, &format!("{e:?}"));
         }
         result
     }

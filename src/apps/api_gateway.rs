@@ -5,6 +5,7 @@ use serde::Deserialize;
 
 use crate::platform::{Body, Platform, ReadOutcome, Request, Response, read_up_to};
 use crate::proxy::cors::CorsOptions;
+use crate::proxy::cache::Lookup;
 use crate::proxy::{ErrorCode, Peer, ProxyApp, ProxyError, Session, cache, headers, rate_limit};
 
 #[derive(Debug, Deserialize)]
@@ -103,21 +104,13 @@ impl<P: Platform> ProxyApp<P> for ApiGateway<'_> {
             limit_body(req, max)?;
         }
         if o.cache.is_some() && cache::may_lookup(&s.method, &s.headers) {
-            // The public scheme and authority are part of the key: they shape
-            // the response (X-Forwarded-Host, rewritten Location).
-            let key = format!(
-                "api-gateway:{}:{}://{}{}",
-                self.route_index,
-                s.incoming.scheme,
-                s.incoming.authority,
-                s.incoming.path_and_query()
-            );
-            if key.len() <= s.platform.kv_limits().max_key_bytes as usize {
-                if let Some(hit) = cache::lookup(s.platform, &key, &s.headers) {
+            match cache::look_up(s, "api-gateway", self.route_index) {
+                Lookup::Hit(hit) => {
                     ctx.cache_hit = true;
                     return Ok(Some(hit));
                 }
-                ctx.cache_key = Some(key);
+                Lookup::Miss(key) => ctx.cache_key = Some(key),
+                Lookup::Uncacheable => {}
             }
         }
         Ok(None)

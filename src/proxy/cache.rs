@@ -4,10 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::ProxyError;
 use super::headers::list_tokens;
+use super::{ErrorCode, ProxyError, Session};
 use crate::platform::{Body, Headers, Platform, ReadOutcome, Response, header, read_up_to};
-use crate::proxy::ErrorCode;
 
 /// Parsed `Cache-Control` directives, names lower-cased.
 pub struct CacheControl(Vec<(String, Option<String>)>);
@@ -56,9 +55,32 @@ pub fn may_lookup(method: &str, request: &Headers) -> bool {
     method == "GET" && !cc.has("no-cache") && !cc.has("no-store")
 }
 
+/// What the shared cache has for a request.
+pub enum Lookup<B> {
+    Hit(Response<B>),
+    /// Not cached: store the upstream's answer under this key.
+    Miss(String),
+    /// Its key is longer than the store takes: neither looked up nor stored.
+    Uncacheable,
+}
+
+/// Looks the request up under the route's key for its URL as the client
+/// addressed it: the public scheme and authority are part of the key, as
+/// they shape the response (`X-Forwarded-Host`, a rewritten `Location`).
+pub fn look_up<P: Platform>(s: &Session<P>, app: &str, route_index: usize) -> Lookup<P::Body> {
+    let key = format!("{app}:{route_index}:{}://{}{}", s.incoming.scheme, s.incoming.authority, s.incoming.path_and_query());
+    if key.len() > s.platform.kv_limits().max_key_bytes as usize {
+        return Lookup::Uncacheable;
+    }
+    match lookup(s.platform, &key, &s.headers) {
+        Some(hit) => Lookup::Hit(hit),
+        None => Lookup::Miss(key),
+    }
+}
+
 /// The cached response for `key`, if fresh and if it matches the request's
 /// `Vary` headers. A store failure is a miss, never an error.
-pub fn lookup<P: Platform>(platform: &P, key: &str, request: &Headers) -> Option<Response<P::Body>> {
+fn lookup<P: Platform>(platform: &P, key: &str, request: &Headers) -> Option<Response<P::Body>> {
     let raw = platform.kv_get(key).ok()??;
     let (meta, body) = decode(&raw)?;
     if meta.vary.iter().any(|(name, value)| header(request, name) != value.as_deref()) {

@@ -15,6 +15,7 @@ use serde::Deserialize;
 use crate::platform::{Headers, Platform, Request, Response, header};
 use crate::proxy::cors::{CorsOptions, HUB_METADATA};
 use crate::proxy::git::{self, GitRoute};
+use crate::proxy::cache::Lookup;
 use crate::proxy::{ErrorCode, Peer, ProxyApp, ProxyError, Session, cache, check_base_url, headers, rate_limit};
 use hosts::{AllowList, HUB_HOSTS, Public, Upstream};
 use rewrite::Document;
@@ -258,13 +259,13 @@ impl<P: Platform> ProxyApp<P> for HfMirror<'_> {
         }
         let target = ctx.target.as_ref().expect("set above");
         if o.cache.is_some() && target.upstream == Upstream::Hub && cache::may_lookup(&s.method, &s.headers) && is_immutable_metadata(&target.path) && !has_credentials(&s.headers) {
-            let key = format!("hf-mirror:{}:{}://{}{}", self.route_index, s.incoming.scheme, s.incoming.authority, s.incoming.path_and_query());
-            if key.len() <= s.platform.kv_limits().max_key_bytes as usize {
-                if let Some(hit) = cache::lookup(s.platform, &key, &s.headers) {
+            match cache::look_up(s, "hf-mirror", self.route_index) {
+                Lookup::Hit(hit) => {
                     ctx.cache_hit = true;
                     return Ok(Some(hit));
                 }
-                ctx.cache_key = Some(key);
+                Lookup::Miss(key) => ctx.cache_key = Some(key),
+                Lookup::Uncacheable => {}
             }
         }
         Ok(None)
