@@ -32,6 +32,29 @@ pub fn parse_url(url: &str) -> Result<url::Url, String> {
     url::Url::parse(url).map_err(|e| e.to_string())
 }
 
+/// Whether `pattern` matches the host name `host`: a name equal to it
+/// (without regard to case), or `*.suffix`, which matches every name under
+/// `suffix` (one label or more) but not `suffix` itself. The one wildcard
+/// rule of every allow-list in the config (hf-mirror's hosts, image-cache's
+/// output origins).
+pub fn host_matches(pattern: &str, host: &str) -> bool {
+    let host = host.as_bytes();
+    match pattern.strip_prefix("*.") {
+        Some(suffix) => {
+            let Some(stem_len) = host.len().checked_sub(suffix.len() + 1) else { return false };
+            stem_len > 0 && host[stem_len] == b'.' && host[stem_len + 1..].eq_ignore_ascii_case(suffix.as_bytes())
+        }
+        None => host.eq_ignore_ascii_case(pattern.as_bytes()),
+    }
+}
+
+/// A host name or a `*.suffix` pattern as [`host_matches`] takes them:
+/// letters, digits, `-` and `.`.
+pub fn is_host_pattern(pattern: &str) -> bool {
+    let name = pattern.strip_prefix("*.").unwrap_or(pattern);
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+}
+
 /// A page the edge serves itself (a home page, a gallery): HTML,
 /// revalidated on every visit (it changes with the config), with a body
 /// only for `GET` (a `HEAD` gets the same headers).
@@ -74,6 +97,29 @@ pub fn rewrite_body<B: Body>(mut resp: Response<B>, limit: u64, edit: impl FnOnc
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_wildcard_matches_names_under_its_suffix_and_nothing_else() {
+        // (pattern, host, matches)
+        let cases = [
+            ("cdn.example", "cdn.example", true),
+            ("cdn.example", "CDN.Example", true),
+            ("cdn.example", "x.cdn.example", false),
+            ("*.example", "cdn.example", true),
+            ("*.example", "a.b.Example", true),
+            ("*.example", "example", false),
+            ("*.example", ".example", false),
+            ("*.example", "evilexample", false),
+            ("*.example", "example.evil", false),
+            ("*.example", "é.example", true),
+            ("*.example", "xé", false),
+        ];
+        for (pattern, host, expected) in cases {
+            assert_eq!(super::host_matches(pattern, host), expected, "{pattern} against {host}");
+        }
+        assert!(super::is_host_pattern("*.hf.co") && super::is_host_pattern("cas-bridge.xethub.hf.co"));
+        assert!(!super::is_host_pattern("*.") && !super::is_host_pattern("a/b") && !super::is_host_pattern("*x.hf.co"));
+    }
+
     #[test]
     fn a_url_with_a_non_ascii_host_is_refused_however_its_slashes_are_written() {
         for url in ["http://exämple.com/", "http:/exämple.com", "https:\\\\exämple.com\\x", "http://RÕ.0/"] {

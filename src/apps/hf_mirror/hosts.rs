@@ -38,11 +38,7 @@ pub struct AllowList<'a>(pub &'a [String]);
 
 impl AllowList<'_> {
     pub fn allows(&self, host: &str) -> bool {
-        let host = host.to_ascii_lowercase();
-        self.0.iter().any(|pattern| match pattern.strip_prefix("*.") {
-            Some(suffix) => host.strip_suffix(suffix).is_some_and(|stem| stem.len() > 1 && stem.ends_with('.')),
-            None => pattern.eq_ignore_ascii_case(&host),
-        })
+        self.0.iter().any(|pattern| crate::proxy::host_matches(pattern, host))
     }
 }
 

@@ -198,8 +198,7 @@ impl Options {
 }
 
 fn valid_host_pattern(pattern: &str) -> bool {
-    let name = pattern.strip_prefix("*.").unwrap_or(pattern);
-    !name.is_empty() && name.contains('.') && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    crate::proxy::is_host_pattern(pattern) && pattern.contains('.')
 }
 
 pub struct HfMirror<'a> {

@@ -143,17 +143,13 @@ impl OriginPattern {
             Some((h, p)) => (h, Some(p.parse().ok()?)),
             None => (rest, None),
         };
-        let name = host.strip_prefix("*.").unwrap_or(host);
-        (!name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'))
+        crate::proxy::is_host_pattern(host)
             .then(|| OriginPattern { scheme: scheme.into(), host: host.to_ascii_lowercase(), port })
     }
 
     fn matches(&self, url: &url::Url) -> bool {
         let Some(host) = url.host_str() else { return false };
-        let host_ok = match self.host.strip_prefix("*.") {
-            Some(suffix) => host.len() > suffix.len() + 1 && host.ends_with(suffix) && host[..host.len() - suffix.len()].ends_with('.'),
-            None => host == self.host,
-        };
+        let host_ok = crate::proxy::host_matches(&self.host, host);
         let default_port = if self.scheme == "https" { 443 } else { 80 };
         url.scheme() == self.scheme && host_ok && url.port_or_known_default() == Some(self.port.unwrap_or(default_port)) && url.username().is_empty() && url.password().is_none()
     }
