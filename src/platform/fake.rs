@@ -14,11 +14,27 @@ pub struct Fake {
     pub document: Option<String>,
     /// What the limiter answers; `None`: every request allowed.
     pub limiter: Option<Result<Decision, String>>,
+    /// Another request holds every key ending in `:lease` until this time
+    /// (ms on `now`): `set_if_absent` loses and `get` sees it.
+    pub leases_held_until: Option<u64>,
+    /// `set_if_absent` fails as a store outage does.
+    pub set_if_absent_fails: bool,
+    /// Entries another request stores, each once `now` reaches its time.
+    pub arrivals: RefCell<Vec<(u64, String, Vec<u8>)>>,
 }
 
 impl Fake {
     pub fn new(max_value: u64) -> Fake {
-        Fake { kv: RefCell::default(), max_value, now: Cell::new(1_000_000), document: None, limiter: None }
+        Fake {
+            kv: RefCell::default(),
+            max_value,
+            now: Cell::new(1_000_000),
+            document: None,
+            limiter: None,
+            leases_held_until: None,
+            set_if_absent_fails: false,
+            arrivals: RefCell::default(),
+        }
     }
 
     pub fn with_document(document: &str) -> Fake {
@@ -50,6 +66,12 @@ impl Body for Bytes {
     }
 }
 
+impl Fake {
+    fn lease_held(&self, key: &str) -> bool {
+        key.ends_with(":lease") && self.leases_held_until.is_some_and(|until| self.now.get() < until)
+    }
+}
+
 impl Platform for Fake {
     type Body = Bytes;
     fn send(&self, _: Request<Bytes>, _: Option<u32>) -> Result<Response<Bytes>, HttpError> {
@@ -59,6 +81,9 @@ impl Platform for Fake {
         KvLimits { max_key_bytes: 256, max_value_bytes: self.max_value, min_ttl_seconds: 1 }
     }
     fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+        if self.lease_held(key) {
+            return Ok(Some(b"another request".to_vec()));
+        }
         Ok(self.kv.borrow().get(key).cloned())
     }
     fn kv_set(&self, key: &str, value: &[u8], _: Option<u32>) -> Result<(), KvError> {
@@ -73,7 +98,10 @@ impl Platform for Fake {
         Ok(())
     }
     fn kv_set_if_absent(&self, key: &str, value: &[u8], ttl: Option<u32>) -> Result<bool, KvError> {
-        if self.kv.borrow().contains_key(key) {
+        if self.set_if_absent_fails {
+            return Err(KvError::Unavailable("the fake store is down".into()));
+        }
+        if self.lease_held(key) || self.kv.borrow().contains_key(key) {
             return Ok(false);
         }
         self.kv_set(key, value, ttl).map(|()| true)
@@ -86,6 +114,10 @@ impl Platform for Fake {
     }
     fn sleep_ms(&self, ms: u32) {
         self.now.set(self.now.get() + u64::from(ms));
+        let now = self.now.get();
+        let (arrived, waiting) = self.arrivals.take().into_iter().partition(|(at, ..)| *at <= now);
+        *self.arrivals.borrow_mut() = waiting;
+        self.kv.borrow_mut().extend(arrived.into_iter().map(|(_, key, value): (u64, String, Vec<u8>)| (key, value)));
     }
     fn rate_limit(&self, _: &str, _: &str, _: u32, _: u32) -> Result<Decision, String> {
         self.limiter.clone().unwrap_or(Ok(Decision { allowed: true, retry_after_seconds: 0 }))

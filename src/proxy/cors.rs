@@ -135,3 +135,107 @@ impl CorsOptions {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::platform::fake::Bytes;
+
+    fn options(toml: &str) -> CorsOptions {
+        toml::from_str(toml).unwrap()
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> Headers {
+        pairs.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect()
+    }
+
+    const LISTED: &str = "allowed_origins = [\"https://app.test\"]";
+    const ANY: &str = "allowed_origins = [\"*\"]";
+    const CREDENTIALED: &str = "allowed_origins = [\"https://app.test\"]\nallow_credentials = true\nexpose_headers = [\"x-mine\"]";
+
+    #[test]
+    fn a_response_gets_cors_headers_only_for_an_allowed_origin() {
+        // (options, the request's Origin, headers the app exposes, the CORS headers expected besides Vary)
+        let cases: &[(&str, Option<&str>, &[&str], &[(&str, &str)])] = &[
+            (LISTED, Some("https://app.test"), &[], &[("access-control-allow-origin", "https://app.test")]),
+            (LISTED, Some("HTTPS://APP.TEST"), &[], &[("access-control-allow-origin", "HTTPS://APP.TEST")]),
+            (LISTED, Some("https://evil.test"), &["etag"], &[]),
+            (LISTED, None, &["etag"], &[]),
+            (ANY, Some("https://any.test"), &[], &[("access-control-allow-origin", "*")]),
+            (ANY, Some("https://any.test"), &["etag", "link"], &[("access-control-allow-origin", "*"), ("access-control-expose-headers", "etag, link")]),
+            (
+                CREDENTIALED,
+                Some("https://app.test"),
+                &["etag"],
+                &[
+                    ("access-control-allow-origin", "https://app.test"),
+                    ("access-control-allow-credentials", "true"),
+                    ("access-control-expose-headers", "etag, x-mine"),
+                ],
+            ),
+        ];
+        for (toml, origin, exposed, expected) in cases {
+            let mut out = Headers::new();
+            options(toml).decorate(*origin, exposed, &mut out);
+            assert!(out.contains(&("vary".into(), "Origin".into())), "{toml} {origin:?}: every answer varies by Origin: {out:?}");
+            out.retain(|(n, _)| n != "vary");
+            assert_eq!(out, headers(expected), "{toml} {origin:?} {exposed:?}");
+        }
+    }
+
+    #[test]
+    fn a_preflight_is_answered_at_the_edge_or_refused_with_the_reason() {
+        // (options, method, request headers, Ok(allowed headers) or Err(code); None: not a preflight)
+        let cases: &[(&str, &str, &[(&str, &str)], Option<Result<&str, ErrorCode>>)] = &[
+            (LISTED, "OPTIONS", &[("origin", "https://app.test"), ("access-control-request-method", "PUT"), ("access-control-request-headers", "x-a")], Some(Ok("x-a"))),
+            (LISTED, "OPTIONS", &[("origin", "https://evil.test"), ("access-control-request-method", "PUT")], Some(Err(ErrorCode::CorsOriginRefused))),
+            (
+                "allowed_origins = [\"https://app.test\"]\nallowed_methods = [\"GET\"]",
+                "OPTIONS",
+                &[("origin", "https://app.test"), ("access-control-request-method", "DELETE")],
+                Some(Err(ErrorCode::CorsMethodRefused)),
+            ),
+            (
+                "allowed_origins = [\"https://app.test\"]\nallowed_headers = [\"x-b\"]",
+                "OPTIONS",
+                &[("origin", "https://app.test"), ("access-control-request-method", "GET"), ("access-control-request-headers", "x-a")],
+                Some(Ok("x-b")),
+            ),
+            (LISTED, "OPTIONS", &[("origin", "https://app.test")], None),
+            (LISTED, "GET", &[("origin", "https://app.test"), ("access-control-request-method", "GET")], None),
+        ];
+        for (toml, method, request, expected) in cases {
+            let answer = options(toml).preflight::<Bytes>(method, &headers(request));
+            match (answer, expected) {
+                (None, None) => {}
+                (Some(Ok(r)), Some(Ok(allowed))) => {
+                    assert_eq!(r.status, 204);
+                    assert_eq!(header(&r.headers, "access-control-allow-headers"), Some(*allowed), "{toml} {request:?}");
+                }
+                (Some(Err(e)), Some(Err(code))) => assert_eq!(e.code, *code, "{toml} {request:?}"),
+                (answer, _) => panic!("{toml} {method} {request:?}: {:?}", answer.map(|a| a.map(|r| r.status))),
+            }
+        }
+    }
+
+    #[test]
+    fn only_state_changing_requests_from_a_disallowed_origin_are_refused() {
+        // (options, method, Origin, refused)
+        let cases = [
+            (LISTED, "POST", Some("https://evil.test"), true),
+            (LISTED, "DELETE", Some("https://evil.test"), true),
+            (LISTED, "GET", Some("https://evil.test"), false),
+            (LISTED, "POST", Some("https://app.test"), false),
+            (LISTED, "POST", None, false),
+            ("allowed_origins = [\"https://app.test\"]\nrefuse_disallowed_origins = false", "POST", Some("https://evil.test"), false),
+        ];
+        for (toml, method, origin, refused) in cases {
+            let request = headers(&origin.map(|o| ("origin", o)).into_iter().collect::<Vec<_>>());
+            let refusal = options(toml).refuses(method, &request);
+            assert_eq!(refusal.is_some(), refused, "{toml} {method} {origin:?}");
+            if let Some(e) = refusal {
+                assert_eq!((e.status, e.code), (403, ErrorCode::OriginRefused));
+            }
+        }
+    }
+}

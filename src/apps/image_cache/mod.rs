@@ -478,3 +478,55 @@ fn bad_option(e: options::OptionError) -> ProxyError {
     ProxyError::new(ErrorCode::BadOption, format!("option {}: {}", e.option, e.message)).with_header("x-bad-option", e.option)
 }
 
+
+#[cfg(test)]
+mod tests {
+    use crate::platform::fake::{Bytes, Fake};
+    use crate::platform::{Request, Response, header};
+
+    const ZOO: &str = "[[route]]\nhost = \"zoo.test\"\n[route.image-cache]\n";
+
+    fn get(p: &Fake) -> Response<Bytes> {
+        let request = Request { method: "GET".into(), url: "http://zoo.test/64x48/lease-sloth".into(), headers: Vec::new(), body: None };
+        crate::handle(p, request, Some("192.0.2.1"))
+    }
+
+    /// What a request that generates the image stores: what another request
+    /// would have written while this one waited.
+    fn stored_by_another_request() -> Vec<(String, Vec<u8>)> {
+        let p = Fake::with_document(ZOO);
+        assert_eq!(get(&p).status, 200);
+        p.kv.take().into_iter().collect()
+    }
+
+    #[test]
+    fn concurrent_first_requests_wait_for_the_lease_holder_take_over_from_a_lost_one_and_give_up_in_time() {
+        const FOREVER: u64 = u64::MAX;
+        // (lease held by another request for ms, the other request stores the image after ms,
+        //  the store fails set-if-absent, status, X-Image-Source)
+        let cases: [(Option<u64>, Option<u64>, bool, u16, Option<&str>); 5] = [
+            (None, None, false, 200, Some("generated")),
+            (Some(FOREVER), Some(2_500), false, 200, Some("stored")),
+            (Some(3_000), None, false, 200, Some("generated")),
+            (None, None, true, 200, Some("generated")),
+            (Some(FOREVER), None, false, 503, None),
+        ];
+        for (held_for, stored_after, store_fails, status, source) in cases {
+            let p = Fake::with_document(ZOO);
+            let start = p.now.get();
+            let p = Fake { leases_held_until: held_for.map(|ms| start.saturating_add(ms)), set_if_absent_fails: store_fails, ..p };
+            if let Some(after) = stored_after {
+                *p.arrivals.borrow_mut() = stored_by_another_request().into_iter().map(|(k, v)| (start + after, k, v)).collect();
+            }
+            let answer = get(&p);
+            let case = format!("held {held_for:?}, stored after {stored_after:?}, store fails {store_fails}");
+            assert_eq!(answer.status, status, "{case}: {:?}", answer.headers);
+            assert_eq!(answer.header("x-image-source"), source, "{case}");
+            if status == 503 {
+                assert_eq!(answer.header("x-error-code"), Some("generation_pending"), "{case}");
+                assert_eq!(header(&answer.headers, "retry-after"), Some("5"), "{case}");
+            }
+            assert!(!p.kv.borrow().keys().any(|k| k.ends_with(":lease")), "{case}: a lease this request took is let go");
+        }
+    }
+}
