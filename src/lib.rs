@@ -54,7 +54,7 @@ fn serve<'a, P: Platform>(platform: &'a P, request: Request<P::Body>, client_ip:
         .route(&incoming.authority, &incoming.path)
         .ok_or_else(|| ProxyError::not_found(format!("no route serves host {} and path {}", incoming.authority, incoming.path)))?;
     platform.routed(route_index as u32 + 1, route.app.name());
-    let session = Session { platform, incoming, method: request.method.clone(), headers: request.headers.clone(), client_ip: client_ip.map(str::to_owned) };
+    let session = Session { platform, incoming, method: proxy::Method::parse(&request.method), headers: request.headers.clone(), client_ip: client_ip.map(str::to_owned) };
     Ok(match &route.app {
         App::ApiGateway(options) => phases::begin(ApiGateway { options, route_index }, session, request),
         App::HfMirror(options) => phases::begin(HfMirror { options, route_index }, session, request),

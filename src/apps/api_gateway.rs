@@ -6,7 +6,7 @@ use serde::Deserialize;
 use crate::platform::{Body, Platform, ReadOutcome, Request, Response, read_up_to};
 use crate::proxy::cors::CorsOptions;
 use crate::proxy::cache::Lookup;
-use crate::proxy::{ErrorCode, Peer, ProxyApp, ProxyError, Session, cache, headers, rate_limit};
+use crate::proxy::{ErrorCode, Method, Peer, ProxyApp, ProxyError, Session, cache, headers, rate_limit};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -90,7 +90,7 @@ impl<P: Platform> ProxyApp<P> for ApiGateway<'_> {
         {
             return answer.map(Some);
         }
-        if !o.allowed_methods.contains(&s.method) {
+        if !o.allowed_methods.iter().any(|m| m == s.method.as_str()) {
             return Err(ProxyError::new(ErrorCode::MethodNotAllowed, format!("method {} is not allowed here", s.method))
                 .with_header("allow", o.allowed_methods.join(", ")));
         }
@@ -139,7 +139,7 @@ impl<P: Platform> ProxyApp<P> for ApiGateway<'_> {
         if let Some(cors) = &self.options.cors {
             cors.decorate(crate::platform::header(&s.headers, "origin"), &[], &mut resp.headers);
         }
-        if self.options.cache.is_some() && s.method == "GET" {
+        if self.options.cache.is_some() && s.method == Method::Get {
             headers::set(&mut resp.headers, "x-cache", if ctx.cache_hit { "HIT" } else { "MISS" });
         }
     }

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::headers::list_tokens;
-use super::{ErrorCode, ProxyError, Session};
+use super::{ErrorCode, Method, ProxyError, Session};
 use crate::platform::{Body, Headers, Platform, ReadOutcome, Response, header, read_up_to};
 
 /// Parsed `Cache-Control` directives, names lower-cased.
@@ -50,9 +50,9 @@ struct EntryMeta {
 }
 
 /// Whether the request may be answered from cache at all.
-pub fn may_lookup(method: &str, request: &Headers) -> bool {
+pub fn may_lookup(method: &Method, request: &Headers) -> bool {
     let cc = CacheControl::parse(request);
-    method == "GET" && !cc.has("no-cache") && !cc.has("no-store")
+    *method == Method::Get && !cc.has("no-cache") && !cc.has("no-store")
 }
 
 /// What the shared cache has for a request.
@@ -94,8 +94,8 @@ fn lookup<P: Platform>(platform: &P, key: &str, request: &Headers) -> Option<Res
 
 /// How long the response may be served from a shared cache, or `None` if
 /// it must not be stored.
-pub fn freshness(method: &str, request: &Headers, response: &Response<impl Body>) -> Option<u64> {
-    if method != "GET" || !matches!(response.status, 200 | 203 | 204) {
+pub fn freshness(method: &Method, request: &Headers, response: &Response<impl Body>) -> Option<u64> {
+    if *method != Method::Get || !matches!(response.status, 200 | 203 | 204) {
         return None;
     }
     let req_cc = CacheControl::parse(request);

@@ -4,7 +4,7 @@
 
 use serde::Deserialize;
 
-use super::{ErrorCode, ProxyError, headers};
+use super::{ErrorCode, Method, ProxyError, headers};
 use crate::platform::{Body, Headers, Response, header};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -71,10 +71,10 @@ impl CorsOptions {
 
     /// A preflight (`OPTIONS` with `Origin` and `Access-Control-Request-Method`)
     /// is answered here and never reaches the origin server.
-    pub fn preflight<B: Body>(&self, method: &str, request: &Headers) -> Option<Result<Response<B>, ProxyError>> {
+    pub fn preflight<B: Body>(&self, method: &Method, request: &Headers) -> Option<Result<Response<B>, ProxyError>> {
         let origin = header(request, "origin")?;
         let wanted_method = header(request, "access-control-request-method")?;
-        if method != "OPTIONS" {
+        if *method != Method::Options {
             return None;
         }
         if !self.allows(origin) {
@@ -104,9 +104,9 @@ impl CorsOptions {
     }
 
     /// Is this a state-changing request from an origin we do not allow?
-    pub fn refuses(&self, method: &str, request: &Headers) -> Option<ProxyError> {
+    pub fn refuses(&self, method: &Method, request: &Headers) -> Option<ProxyError> {
         let origin = header(request, "origin")?;
-        let safe = matches!(method, "GET" | "HEAD" | "OPTIONS");
+        let safe = method.reads() || *method == Method::Options;
         (self.refuse_disallowed_origins && !safe && !self.allows(origin))
             .then(|| ProxyError::new(ErrorCode::OriginRefused, format!("requests from origin {origin} are not allowed")))
     }
@@ -205,7 +205,7 @@ mod tests {
             (LISTED, "GET", &[("origin", "https://app.test"), ("access-control-request-method", "GET")], None),
         ];
         for (toml, method, request, expected) in cases {
-            let answer = options(toml).preflight::<Bytes>(method, &headers(request));
+            let answer = options(toml).preflight::<Bytes>(&Method::parse(method), &headers(request));
             match (answer, expected) {
                 (None, None) => {}
                 (Some(Ok(r)), Some(Ok(allowed))) => {
@@ -231,7 +231,7 @@ mod tests {
         ];
         for (toml, method, origin, refused) in cases {
             let request = headers(&origin.map(|o| ("origin", o)).into_iter().collect::<Vec<_>>());
-            let refusal = options(toml).refuses(method, &request);
+            let refusal = options(toml).refuses(&Method::parse(method), &request);
             assert_eq!(refusal.is_some(), refused, "{toml} {method} {origin:?}");
             if let Some(e) = refusal {
                 assert_eq!((e.status, e.code), (403, ErrorCode::OriginRefused));

@@ -8,11 +8,13 @@ pub mod error;
 pub mod git;
 pub mod headers;
 pub mod incoming;
+pub mod method;
 pub mod phases;
 pub mod rate_limit;
 
 pub use error::{ErrorCode, ProxyError};
 pub use incoming::{Incoming, refuse_unservable_method};
+pub use method::Method;
 pub use phases::{Peer, ProxyApp, Session};
 
 use crate::platform::{Body, ReadOutcome, Response, read_up_to};
@@ -58,13 +60,13 @@ pub fn is_host_pattern(pattern: &str) -> bool {
 /// A page the edge serves itself (a home page, a gallery): HTML,
 /// revalidated on every visit (it changes with the config), with a body
 /// only for `GET` (a `HEAD` gets the same headers).
-pub fn page<B: Body>(method: &str, html: String) -> Response<B> {
+pub fn page<B: Body>(method: &Method, html: String) -> Response<B> {
     let headers = vec![
         ("content-type".to_owned(), "text/html; charset=utf-8".to_owned()),
         ("content-length".to_owned(), html.len().to_string()),
         ("cache-control".to_owned(), "no-cache".to_owned()),
     ];
-    Response { status: 200, headers, body: (method == "GET").then(|| B::from_bytes(html.into_bytes())) }
+    Response { status: 200, headers, body: (*method == Method::Get).then(|| B::from_bytes(html.into_bytes())) }
 }
 
 /// An upstream base URL from the config: http or https, with a host, no

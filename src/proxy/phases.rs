@@ -20,14 +20,14 @@
 
 use std::borrow::Cow;
 
-use super::{Incoming, ProxyError, headers};
+use super::{Incoming, Method, ProxyError, headers};
 use crate::platform::{Headers, HttpError, Platform, Request, Response};
 
 /// What every phase may consult about the request being served.
 pub struct Session<'a, P: Platform> {
     pub platform: &'a P,
     pub incoming: Incoming,
-    pub method: String,
+    pub method: Method,
     /// The client's request headers, as received.
     pub headers: Headers,
     pub client_ip: Option<String>,

@@ -128,7 +128,7 @@ mod tests {
             let session = Session {
                 platform: &platform,
                 incoming: Incoming::parse("http://a.test/").unwrap(),
-                method: "GET".into(),
+                method: crate::proxy::Method::Get,
                 headers: Vec::new(),
                 client_ip: Some("192.0.2.1".into()),
             };

@@ -16,7 +16,7 @@ use crate::platform::{Headers, Platform, Request, Response, header};
 use crate::proxy::cors::{CorsOptions, HUB_METADATA};
 use crate::proxy::git::{self, GitRoute};
 use crate::proxy::cache::Lookup;
-use crate::proxy::{ErrorCode, Peer, ProxyApp, ProxyError, Session, cache, check_base_url, headers, rate_limit};
+use crate::proxy::{ErrorCode, Method, Peer, ProxyApp, ProxyError, Session, cache, check_base_url, headers, rate_limit};
 use hosts::{AllowList, HUB_HOSTS, Public, Upstream};
 use rewrite::Document;
 
@@ -241,7 +241,7 @@ impl<P: Platform> ProxyApp<P> for HfMirror<'_> {
             None => path,
         };
         let document = document_for(&s.method, &upstream, &path, o.xet);
-        let is_home = upstream == Upstream::Hub && path == "/" && matches!(s.method.as_str(), "GET" | "HEAD");
+        let is_home = upstream == Upstream::Hub && path == "/" && s.method.reads();
         let home = is_home.then(|| home_page(&public));
         ctx.git = GitRoute::of(&s.incoming.path).filter(|_| upstream == Upstream::Hub);
         ctx.target = Some(Target { public, upstream, path, document });
@@ -285,7 +285,7 @@ impl<P: Platform> ProxyApp<P> for HfMirror<'_> {
 
     fn upstream_request_filter(&self, s: &Session<P>, ctx: &mut Ctx, out: &mut Headers) {
         let target = ctx.target.as_ref().expect("routed in request_filter");
-        if s.method == "HEAD" || target.document != Document::None || is_resolve(&target.path) {
+        if s.method == Method::Head || target.document != Document::None || is_resolve(&target.path) {
             // Lengths and hashes must be the file's own, and JSON must be
             // readable to be rewritten.
             headers::set(out, "accept-encoding", "identity");
@@ -302,7 +302,7 @@ impl<P: Platform> ProxyApp<P> for HfMirror<'_> {
             git::finish_response(&mut resp);
             git::ensure_retry_after(&mut resp);
         }
-        if s.method == "HEAD" && self.redirects_to_cdn_on_one_host(target, &resp) {
+        if s.method == Method::Head && self.redirects_to_cdn_on_one_host(target, &resp) {
             metadata_answer(&mut resp);
         }
         let public = |url: &str| self.public_url(&target.public, url);
@@ -376,11 +376,11 @@ impl HfMirror<'_> {
 }
 
 /// The JSON document a request's response carries, if it has URLs to rewrite.
-fn document_for(method: &str, upstream: &Upstream, path: &str, xet: bool) -> Document {
+fn document_for(method: &Method, upstream: &Upstream, path: &str, xet: bool) -> Document {
     let path = path.split('?').next().unwrap_or_default();
     match upstream {
         Upstream::Hub if path.starts_with("/api/") && (path.contains("/xet-read-token/") || path.contains("/xet-write-token/")) => Document::XetToken,
-        Upstream::Hub if method == "POST" && path.ends_with("/info/lfs/objects/batch") => Document::LfsBatch,
+        Upstream::Hub if *method == Method::Post && path.ends_with("/info/lfs/objects/batch") => Document::LfsBatch,
         Upstream::Hub if !xet && path.starts_with("/api/") && (path.contains("/tree/") || path.contains("/paths-info/")) => Document::ListingWithoutXet,
         Upstream::Host(_) if path.starts_with("/v1/reconstructions/") || path.starts_with("/v2/reconstructions/") => Document::Reconstruction,
         _ => Document::None,
@@ -488,10 +488,10 @@ mod tests {
     #[test]
     fn json_documents_are_recognised_by_path() {
         let hub = Upstream::Hub;
-        assert_eq!(document_for("GET", &hub, "/api/models/a/b/xet-read-token/main", true), Document::XetToken);
-        assert_eq!(document_for("POST", &hub, "/a/b.git/info/lfs/objects/batch", true), Document::LfsBatch);
-        assert_eq!(document_for("GET", &hub, "/api/models/a/b/tree/main?recursive=1", false), Document::ListingWithoutXet);
-        assert_eq!(document_for("GET", &hub, "/api/models/a/b/tree/main", true), Document::None);
-        assert_eq!(document_for("GET", &Upstream::Host("cas-server.xethub.hf.co".into()), "/v2/reconstructions/h", true), Document::Reconstruction);
+        assert_eq!(document_for(&Method::parse("GET"), &hub, "/api/models/a/b/xet-read-token/main", true), Document::XetToken);
+        assert_eq!(document_for(&Method::parse("POST"), &hub, "/a/b.git/info/lfs/objects/batch", true), Document::LfsBatch);
+        assert_eq!(document_for(&Method::parse("GET"), &hub, "/api/models/a/b/tree/main?recursive=1", false), Document::ListingWithoutXet);
+        assert_eq!(document_for(&Method::parse("GET"), &hub, "/api/models/a/b/tree/main", true), Document::None);
+        assert_eq!(document_for(&Method::parse("GET"), &Upstream::Host("cas-server.xethub.hf.co".into()), "/v2/reconstructions/h", true), Document::Reconstruction);
     }
 }

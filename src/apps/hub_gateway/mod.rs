@@ -13,7 +13,7 @@ use serde::Deserialize;
 use crate::platform::{Body, Headers, Platform, Request, Response, header};
 use crate::proxy::cors::{CorsOptions, HUB_METADATA};
 use crate::proxy::git::{self, GitRoute};
-use crate::proxy::{ErrorCode, Peer, ProxyApp, ProxyError, Session, check_base_url, headers, rate_limit};
+use crate::proxy::{ErrorCode, Method, Peer, ProxyApp, ProxyError, Session, check_base_url, headers, rate_limit};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -317,7 +317,7 @@ impl HubGateway<'_> {
             Ok(()) => {
                 let body = br#"{"status":"ok","backend":"ok"}"#.to_vec();
                 let headers = vec![("content-type".into(), "application/json".into()), ("cache-control".into(), "no-store".into()), ("content-length".into(), body.len().to_string())];
-                Response { status: 200, headers, body: (s.method != "HEAD").then(|| P::Body::from_bytes(body)) }
+                Response { status: 200, headers, body: (s.method != Method::Head).then(|| P::Body::from_bytes(body)) }
             }
             Err(why) => ProxyError::new(ErrorCode::BackendUnhealthy, why).into_response(),
         }

@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::platform::{Body, Headers, Platform, ReadOutcome, Request, Response, header, read_up_to};
-use crate::proxy::{ErrorCode, ProxyError, Session, blob_store, check_base_url, headers};
+use crate::proxy::{ErrorCode, Method, ProxyError, Session, blob_store, check_base_url, headers};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -87,7 +87,7 @@ impl Options {
     /// Answers from key-value, refuses what the UI never serves, or leaves
     /// the request to the frontend (`None`).
     pub fn serve_local<P: Platform>(&self, s: &Session<P>, page: &Page) -> Result<Option<Response<P::Body>>, ProxyError> {
-        if !matches!(s.method.as_str(), "GET" | "HEAD") {
+        if !s.method.reads() {
             return Err(ProxyError::new(ErrorCode::MethodNotAllowed, format!("{} serves the web UI, which takes GET and HEAD only", s.incoming.path)).with_header("allow", "GET, HEAD"));
         }
         if self.kv {
@@ -140,7 +140,7 @@ impl Options {
             return Ok(Response { status: 304, headers: out, body: None });
         }
         out.push(("content-length".into(), manifest.size.to_string()));
-        if s.method == "HEAD" {
+        if s.method == Method::Head {
             return Ok(Response { status: 200, headers: out, body: None });
         }
         let blob = blob_store::read_parts(s.platform, &key, manifest).ok_or_else(|| ProxyError::new(ErrorCode::UiUnavailable, "a web UI file in key-value is incomplete; upload it again"))?;
@@ -152,7 +152,7 @@ impl Options {
         let Some(secret_name) = self.upload_token.as_deref().filter(|_| self.kv) else {
             return Err(ProxyError::not_found("web UI uploads are off here (set ui.kv and ui.upload_token)"));
         };
-        if s.method != "PUT" {
+        if s.method != Method::Put {
             return Err(ProxyError::new(ErrorCode::MethodNotAllowed, "upload a web UI file with PUT").with_header("allow", "PUT"));
         }
         let secret = s.platform.config(secret_name).ok().flatten().filter(|t| !t.is_empty());

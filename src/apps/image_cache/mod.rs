@@ -25,7 +25,7 @@ mod transform;
 use serde::Deserialize;
 
 use crate::platform::{Body, Headers, Platform, Response, header};
-use crate::proxy::{ErrorCode, ProxyError, Session};
+use crate::proxy::{ErrorCode, Method, ProxyError, Session};
 use codec::Kind;
 use options::{Fit, Format, Transform};
 pub use replicate::ReplicateOptions;
@@ -231,7 +231,7 @@ impl Original {
 
 impl ImageCache<'_> {
     pub fn serve<P: Platform>(&self, s: &Session<P>) -> Result<Response<P::Body>, ProxyError> {
-        if !matches!(s.method.as_str(), "GET" | "HEAD") {
+        if !s.method.reads() {
             return Err(ProxyError::new(ErrorCode::MethodNotAllowed, format!("{} is not allowed here; use GET or HEAD", s.method)).with_header("allow", "GET, HEAD"));
         }
         let prefix = self.prefix.trim_end_matches('/');
@@ -447,7 +447,7 @@ impl ImageCache<'_> {
         let mime = codec::sniff(&bytes).map_or("application/octet-stream", Kind::mime);
         headers.push(("content-type".into(), mime.into()));
         headers.push(("content-length".into(), bytes.len().to_string()));
-        let body = (s.method == "GET").then(|| P::Body::from_bytes(bytes));
+        let body = (s.method == Method::Get).then(|| P::Body::from_bytes(bytes));
         Ok(Response { status: 200, headers, body })
     }
 
