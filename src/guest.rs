@@ -61,6 +61,15 @@ fn may_wait() -> bool {
 
 const WOULD_WAIT: &str = "an import that waits, in a stepwise call";
 
+/// `call` an import that may wait, or fail with `refused` when it must not.
+fn waiting<T, E>(refused: impl FnOnce(String) -> E, call: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+    if may_wait() {
+        call()
+    } else {
+        Err(refused(WOULD_WAIT.into()))
+    }
+}
+
 impl handler::Guest for Component {
     fn handle(request: types::Request, client_ip: Option<String>) -> types::Response {
         one_call(|| crate::handle(&WitHost, request.into(), client_ip.as_deref()).into())
@@ -171,12 +180,11 @@ impl platform::Body for body::Body {
     }
 
     fn read(&mut self, max: u32) -> Result<Option<Vec<u8>>, BodyError> {
-        if !may_wait() {
-            return Err(BodyError::Broken(WOULD_WAIT.into()));
-        }
-        body::Body::read(self, max).map_err(|e| match e {
-            body::BodyError::Broken(why) => BodyError::Broken(why),
-            body::BodyError::Timeout => BodyError::Timeout,
+        waiting(BodyError::Broken, || {
+            body::Body::read(self, max).map_err(|e| match e {
+                body::BodyError::Broken(why) => BodyError::Broken(why),
+                body::BodyError::Timeout => BodyError::Timeout,
+            })
         })
     }
 
@@ -195,10 +203,9 @@ impl Platform for WitHost {
     type Body = body::Body;
 
     fn send(&self, request: platform::Request<body::Body>, timeout_ms: Option<u32>) -> Result<platform::Response<body::Body>, HttpError> {
-        if !may_wait() {
-            return Err(HttpError::ConnectionFailed(WOULD_WAIT.into()));
-        }
-        http_client::send(request.into(), http_client::SendOptions { timeout_ms }).map(Into::into).map_err(Into::into)
+        waiting(HttpError::ConnectionFailed, || {
+            http_client::send(request.into(), http_client::SendOptions { timeout_ms }).map(Into::into).map_err(Into::into)
+        })
     }
 
     fn kv_limits(&self) -> KvLimits {
@@ -207,31 +214,19 @@ impl Platform for WitHost {
     }
 
     fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
-        if !may_wait() {
-            return Err(KvError::Unavailable(WOULD_WAIT.into()));
-        }
-        kv::get(key).map_err(kv_error)
+        waiting(KvError::Unavailable, || kv::get(key).map_err(kv_error))
     }
 
     fn kv_set(&self, key: &str, value: &[u8], ttl_seconds: Option<u32>) -> Result<(), KvError> {
-        if !may_wait() {
-            return Err(KvError::Unavailable(WOULD_WAIT.into()));
-        }
-        kv::set(key, value, ttl_seconds).map_err(kv_error)
+        waiting(KvError::Unavailable, || kv::set(key, value, ttl_seconds).map_err(kv_error))
     }
 
     fn kv_delete(&self, key: &str) -> Result<(), KvError> {
-        if !may_wait() {
-            return Err(KvError::Unavailable(WOULD_WAIT.into()));
-        }
-        kv::delete(key).map_err(kv_error)
+        waiting(KvError::Unavailable, || kv::delete(key).map_err(kv_error))
     }
 
     fn kv_set_if_absent(&self, key: &str, value: &[u8], ttl_seconds: Option<u32>) -> Result<bool, KvError> {
-        if !may_wait() {
-            return Err(KvError::Unavailable(WOULD_WAIT.into()));
-        }
-        kv::set_if_absent(key, value, ttl_seconds).map_err(kv_error)
+        waiting(KvError::Unavailable, || kv::set_if_absent(key, value, ttl_seconds).map_err(kv_error))
     }
 
     fn config(&self, key: &str) -> Result<Option<String>, String> {
@@ -249,14 +244,11 @@ impl Platform for WitHost {
     }
 
     fn rate_limit(&self, policy: &str, key: &str, limit: u32, period_seconds: u32) -> Result<Decision, String> {
-        if !may_wait() {
-            return Err(WOULD_WAIT.into());
-        }
-        match limiter::check(policy, key, limit, period_seconds) {
+        waiting(String::from, || match limiter::check(policy, key, limit, period_seconds) {
             Ok(d) => Ok(Decision { allowed: d.allowed, retry_after_seconds: d.retry_after_seconds }),
             Err(limiter::LimiterError::UnknownPolicy(p)) => Err(format!("the host has no rate limiter named {p:?}")),
             Err(limiter::LimiterError::Unavailable(why)) => Err(why),
-        }
+        })
     }
 
     fn routed(&self, route: u32, app: &str) {
