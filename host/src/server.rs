@@ -89,11 +89,12 @@ pub async fn serve<H: Handler>(listener: TcpListener, handler: Arc<H>, options: 
         let (hand_over, handed) = tokio::sync::mpsc::unbounded_channel();
         let (handler, options) = (handler.clone(), options.clone());
         let (done, on_done) = tokio::sync::oneshot::channel();
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().on_thread_park(access_log::flush).build()?;
         std::thread::Builder::new().name(format!("edgeproxy-serve-{index}")).spawn(move || {
             let gave_up = runtime.block_on(serve_handed(handed, handler, options));
             // Dropping the runtime cuts off what is still open.
             drop(runtime);
+            access_log::flush();
             let _ = done.send(gave_up);
         })?;
         serving.push((hand_over, Arc::new(std::sync::atomic::AtomicUsize::new(0))));
@@ -256,6 +257,46 @@ async fn refuse_connection(mut stream: tokio::net::TcpStream) {
     }
 }
 
+/// The access log, written per serving thread: lines gather in the thread's
+/// buffer and go to stdout in one write when the thread runs out of work
+/// (its runtime parks) or the buffer fills. A write per line was a system
+/// call per request; this way a busy thread writes once per batch, and an
+/// idle one at once. One batch is written under stdout's lock, so lines from
+/// two threads never interleave.
+mod access_log {
+    use std::cell::RefCell;
+    use std::io::Write;
+
+    /// Written out when it reaches this, even while the thread is busy.
+    const FLUSH_AT: usize = 32 << 10;
+
+    thread_local! {
+        static PENDING: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    }
+
+    pub fn line(line: std::fmt::Arguments) {
+        PENDING.with_borrow_mut(|pending| {
+            let _ = writeln!(pending, "{line}");
+            if pending.len() >= FLUSH_AT {
+                write_out(pending);
+            }
+        });
+    }
+
+    /// Writes out this thread's pending lines.
+    pub fn flush() {
+        PENDING.with_borrow_mut(write_out);
+    }
+
+    fn write_out(pending: &mut Vec<u8>) {
+        if !pending.is_empty() {
+            // A closed stdout loses the log, not the request.
+            let _ = std::io::stdout().lock().write_all(pending);
+            pending.clear();
+        }
+    }
+}
+
 /// One access-log line per request, whichever handler answered. Each
 /// request carries an id (`X-Request-Id`: the client's when it sent a
 /// usable one, else a new one) to the handler, to every upstream request
@@ -284,14 +325,14 @@ async fn logged<H: Handler>(handler: Arc<H>, options: Arc<ServerOptions>, peer: 
     options.metrics.answered(response.extensions().get::<Routed>(), status, took);
     let took_ms = took.as_secs_f64() * 1000.0;
     match options.log_format {
-        LogFormat::Line => println!("{} \"{method} {url}\" {status} {took_ms:.1}ms", peer.ip()),
+        LogFormat::Line => access_log::line(format_args!("{} \"{method} {url}\" {status} {took_ms:.1}ms", peer.ip())),
         LogFormat::Json => {
             let time_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
             let line = serde_json::json!({
                 "time_ms": time_ms, "client": peer.ip().to_string(), "method": method.as_str(), "url": url,
                 "status": status, "duration_ms": (took_ms * 10.0).round() / 10.0, "request_id": request_id,
             });
-            println!("{line}");
+            access_log::line(format_args!("{line}"));
         }
     }
     Ok(response.map(|body| Counted::new(body, options.metrics.sent_bytes.clone())))
