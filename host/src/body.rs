@@ -241,7 +241,7 @@ fn with_bytes_before(mut hint: SizeHint, n: u64) -> SizeHint {
     hint
 }
 
-/// An error with its causes, which is where hyper and reqwest put the reason.
+/// An error with its causes, which is where hyper puts the reason.
 pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
     let mut source = e.source();

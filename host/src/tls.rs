@@ -51,7 +51,7 @@ fn server_config(cert: &Path, key: &Path) -> anyhow::Result<ServerConfig> {
         .with_context(|| format!("cannot read the certificate chain {} (PEM)", cert.display()))?;
     anyhow::ensure!(!chain.is_empty(), "{} holds no PEM certificate", cert.display());
     let key_der = PrivateKeyDer::from_pem_file(key).with_context(|| format!("cannot read the private key {} (PEM: PKCS#8, PKCS#1 or SEC1)", key.display()))?;
-    // ring, the provider reqwest's rustls already builds, not a second one.
+    // ring, the provider the outbound client (upstream.rs) uses, not a second one.
     let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?

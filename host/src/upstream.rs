@@ -1,7 +1,16 @@
-//! Outbound HTTP for the guest: reqwest with redirects off, no decoding, no
-//! proxy from the environment, bodies streamed both ways.
+//! Outbound HTTP for the guest: hyper's client (HTTP/1.1, rustls with the
+//! webpki roots), redirects not followed, bodies neither decoded nor
+//! buffered, no proxy from the environment.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use bytes::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::dns::Name;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio_rustls::rustls;
 
 use crate::body::{HostBody, IdleTimeout, error_chain};
 
@@ -46,25 +55,38 @@ pub struct UpstreamResponse {
     pub body: Option<HostBody>,
 }
 
+/// hyper's client directly, not reqwest over it: reqwest re-parsed every URL
+/// (with IDNA), cloned the header map and went through a retry layer, about
+/// 6% of the host's CPU on a small proxied request (BENCHMARKS.md, issue 24).
+type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector<SystemDns>>, HostBody>;
+
 thread_local! {
     /// A client, and so a keep-alive pool, per thread: a serving thread's
     /// upstream connections are driven by its own runtime (server.rs), so a
     /// request never waits on another thread.
-    static CLIENT: std::cell::OnceCell<reqwest::Client> = const { std::cell::OnceCell::new() };
+    static CLIENT: std::cell::OnceCell<HttpClient> = const { std::cell::OnceCell::new() };
 }
 
-fn build_client() -> reqwest::Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .dns_resolver(std::sync::Arc::new(SystemDns))
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(10))
+fn build_client() -> Result<HttpClient, rustls::Error> {
+    let mut http = HttpConnector::new_with_resolver(SystemDns);
+    // The scheme is checked per request (`send`); TLS is the wrapper's.
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(Duration::from_secs(10)));
+    // ring, the provider `serve`'s TLS uses (tls.rs), not a second one.
+    let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let https = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
         .pool_idle_timeout(Duration::from_secs(60))
         // Enough for steady load; a burst's surplus connections close
         // instead of holding descriptors for the idle timeout.
         .pool_max_idle_per_host(64)
-        .build()
+        .build(https))
 }
 
 impl Upstream {
@@ -75,7 +97,7 @@ impl Upstream {
         Ok(Upstream { body_idle_timeout })
     }
 
-    fn client(&self) -> reqwest::Client {
+    fn client(&self) -> HttpClient {
         CLIENT.with(|client| client.get_or_init(|| build_client().expect("the client was built at start")).clone())
     }
 
@@ -87,23 +109,23 @@ impl Upstream {
         body: Option<HostBody>,
         timeout_ms: Option<u32>,
     ) -> Result<UpstreamResponse, UpstreamError> {
-        let url = reqwest::Url::parse(url).map_err(|e| UpstreamError::InvalidUrl(format!("{url}: {e}")))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(UpstreamError::InvalidUrl(format!("{url}: only http and https are supported")));
+        let uri = http::Uri::try_from(url).map_err(|e| UpstreamError::InvalidUrl(format!("{url}: {e}")))?;
+        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none_or(str::is_empty) {
+            return Err(UpstreamError::InvalidUrl(format!("{url}: only absolute http and https URLs are supported")));
         }
-        let method = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| UpstreamError::ProtocolError(format!("method: {e}")))?;
-        let mut header_map = reqwest::header::HeaderMap::with_capacity(headers.len());
+        let method = http::Method::from_bytes(method.as_bytes()).map_err(|e| UpstreamError::ProtocolError(format!("method: {e}")))?;
+        let mut request = http::Request::new(body.unwrap_or_else(|| HostBody::from_bytes(Bytes::new())));
+        *request.method_mut() = method;
+        *request.uri_mut() = uri;
+        let header_map = request.headers_mut();
+        header_map.reserve(headers.len());
         for (name, value) in headers {
-            let name = reqwest::header::HeaderName::from_bytes(name.as_bytes()).map_err(|e| UpstreamError::ProtocolError(format!("header {name:?}: {e}")))?;
-            let value = reqwest::header::HeaderValue::from_str(&value).map_err(|e| UpstreamError::ProtocolError(format!("header {name}: {e}")))?;
+            let name = http::HeaderName::from_bytes(name.as_bytes()).map_err(|e| UpstreamError::ProtocolError(format!("header {name:?}: {e}")))?;
+            let value = http::HeaderValue::from_str(&value).map_err(|e| UpstreamError::ProtocolError(format!("header {name}: {e}")))?;
             header_map.append(name, value);
         }
-        let mut request = self.client().request(method, url).headers(header_map);
-        if let Some(body) = body {
-            request = request.body(reqwest::Body::wrap(body));
-        }
         let timeout = timeout_ms.map_or(DEFAULT_HEADERS_TIMEOUT, |ms| Duration::from_millis(ms.into()));
-        let response = match tokio::time::timeout(timeout, request.send()).await {
+        let response = match tokio::time::timeout(timeout, self.client().request(request)).await {
             Err(_) => return Err(UpstreamError::Timeout),
             Ok(Err(e)) => {
                 // The details stay in the operator's log; the client gets the kind only.
@@ -112,30 +134,24 @@ impl Upstream {
             }
             Ok(Ok(r)) => r,
         };
-        let status = response.status().as_u16();
-        let headers = response
-            .headers()
-            .iter()
-            .map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
-            .collect();
-        let body = http::Response::from(response).into_body();
-        Ok(UpstreamResponse { status, headers, body: Some(HostBody::from_stream(IdleTimeout::new(body, self.body_idle_timeout))) })
+        let (head, body) = response.into_parts();
+        let headers = head.headers.iter().map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned())).collect();
+        Ok(UpstreamResponse { status: head.status.as_u16(), headers, body: Some(HostBody::from_stream(IdleTimeout::new(body, self.body_idle_timeout))) })
     }
 }
 
 /// The guest's error kind, from the types in the error's causes: a name
 /// that did not resolve is ours ([`NameNotResolved`]), a TLS failure is
-/// rustls's; reqwest says whether it was a timeout or the connection.
-fn classify(e: &reqwest::Error) -> UpstreamError {
+/// rustls's, a connect timeout an `io::Error` of its kind; hyper says
+/// whether the connection failed.
+fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamError {
     let why = error_chain(e);
-    if e.is_timeout() {
-        UpstreamError::Timeout
-    } else if e.is_builder() {
-        UpstreamError::InvalidUrl(why)
-    } else if caused_by::<NameNotResolved>(e) {
+    if caused_by::<NameNotResolved>(e) {
         UpstreamError::DnsError(why)
-    } else if caused_by::<tokio_rustls::rustls::Error>(e) {
+    } else if caused_by::<rustls::Error>(e) {
         UpstreamError::TlsError(why)
+    } else if timed_out(e) {
+        UpstreamError::Timeout
     } else if e.is_connect() {
         UpstreamError::ConnectionFailed(why)
     } else {
@@ -151,8 +167,15 @@ fn caused_by<T: std::error::Error + 'static>(e: &(dyn std::error::Error + 'stati
     })
 }
 
-/// The system's resolver (getaddrinfo, as reqwest's default), with its
+/// Whether an `io::Error` of kind `TimedOut` is among `e`'s causes (the
+/// connector's connect timeout).
+fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(e), |e| e.source()).any(|e| e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut))
+}
+
+/// The system's resolver (getaddrinfo, as hyper's default), with its
 /// failures typed, so that [`classify`] need not read error messages.
+#[derive(Clone)]
 struct SystemDns;
 
 #[derive(Debug)]
@@ -173,16 +196,21 @@ impl std::error::Error for NameNotResolved {
     }
 }
 
-impl reqwest::dns::Resolve for SystemDns {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+impl tower_service::Service<Name> for SystemDns {
+    type Response = std::vec::IntoIter<std::net::SocketAddr>;
+    type Error = NameNotResolved;
+    type Future = std::pin::Pin<Box<dyn Future<Output = Result<Self::Response, NameNotResolved>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), NameNotResolved>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
         let name = name.as_str().to_owned();
         Box::pin(async move {
             // The port is the connector's to set.
-            let found = tokio::net::lookup_host((name.as_str(), 0)).await.map(|addresses| addresses.collect::<Vec<_>>());
-            match found {
-                Ok(addresses) => Ok(Box::new(addresses.into_iter()) as reqwest::dns::Addrs),
-                Err(cause) => Err(Box::new(NameNotResolved { name, cause }) as Box<dyn std::error::Error + Send + Sync>),
-            }
+            let found = tokio::net::lookup_host((name.as_str(), 0)).await.map(|addresses| addresses.collect::<Vec<_>>().into_iter());
+            found.map_err(|cause| NameNotResolved { name, cause })
         })
     }
 }
