@@ -72,6 +72,12 @@ struct Load {
 }
 
 impl Load {
+    fn mean(loads: &[Load]) -> Load {
+        let mean = |f: &dyn Fn(&Load) -> f64| loads.iter().map(f).sum::<f64>() / loads.len() as f64;
+        let cpu_us = loads.iter().map(|l| l.cpu_us).collect::<Option<Vec<f64>>>().map(|cpu| cpu.iter().sum::<f64>() / cpu.len() as f64);
+        Load { rps: mean(&|l| l.rps), p50_ms: mean(&|l| l.p50_ms), p99_ms: mean(&|l| l.p99_ms), cpu_us }
+    }
+
     fn cpu(&self) -> String {
         self.cpu_us.map_or("–".to_owned(), |us| format!("{us:.0} µs"))
     }
@@ -131,11 +137,9 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
         wait_until_up(&format!("{}/small", t.base)).with_context(|| format!("{} did not come up", t.name))?;
     }
 
-    let mut loads = Vec::new();
-    for t in &targets {
-        eprintln!("bench: wrk {} ...", t.name);
-        loads.push((t.name, wrk_warmed(&format!("{}/small", t.base), t.host, t.cpu_of)?));
-    }
+    eprintln!("bench: wrk, side by side: {} ...", targets.iter().map(|t| t.name).collect::<Vec<_>>().join(", "));
+    let sides: Vec<Side> = targets.iter().map(|t| Side { url: format!("{}/small", t.base), host: t.host, cpu_of: t.cpu_of }).collect();
+    let loads: Vec<(&str, Load)> = targets.iter().map(|t| t.name).zip(wrk_side_by_side(&sides)?).collect();
     let mut streams = Vec::new();
     for t in targets.iter().filter(|t| t.host != Some("hf.test")) {
         eprintln!("bench: streaming {} GiB each way through {} ...", STREAM_BYTES >> 30, t.name);
@@ -172,7 +176,7 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
     let (_, nginx) = &loads[1];
     let (_, direct) = &loads[0];
     let mut report = format!(
-        "Run on {} ({} cores), {}.\n\nSmall requests (`GET /small`, 5-byte body; wrk, 1 thread, {WRK_CONNECTIONS} connections, {WRK_SECONDS} s; all on loopback, sharing the cores). \
+        "Run on {} ({} cores), {}.\n\nSmall requests (`GET /small`, 5-byte body; wrk, 1 thread, {WRK_CONNECTIONS} connections, {WRK_SECONDS} s; all on loopback, sharing the cores; what is compared is measured side by side: one warm-up run each, then {ROUNDS} rounds taking each in turn, figures the rounds' mean). \
          CPU per request is the serving process's user and system time (with its children: nginx's workers) over the run, divided by the requests; \
          for the direct upstream it is the harness process that serves it:\n\n\
          | target | requests/s | p50 | p99 | vs nginx | vs direct | server CPU per request |\n|---|---:|---:|---:|---:|---:|---:|\n",
@@ -347,16 +351,21 @@ fn document_size(root: &Path, work: &Path, origin: &str) -> anyhow::Result<Vec<(
     let one = edgeproxy_testkit::many_routes(origin, 1);
     let many = edgeproxy_testkit::many_routes(origin, MANY_ROUTES);
     let mut runs = Vec::new();
-    let mut wasmtime = Vec::new();
+    let mut servers = Vec::new();
+    let mut sides = Vec::new();
     for (name, document) in [("one", &one), ("many", &many)] {
         let config = work.join(format!("document-{name}.toml"));
         std::fs::write(&config, document)?;
         let port = free_port()?;
         let proxy = serve(root, port, &config, &work.join(format!("data-{name}")))?;
-        wait_until_up(&format!("http://127.0.0.1:{port}/small"))?;
-        wasmtime.push(wrk_warmed(&format!("http://127.0.0.1:{port}/small"), None, Some(proxy.0.id()))?);
+        let url = format!("http://127.0.0.1:{port}/small");
+        wait_until_up(&url)?;
+        sides.push(Side { url, host: None, cpu_of: Some(proxy.0.id()) });
+        servers.push(proxy);
     }
-    runs.push(("wasmtime (`edgeproxy serve`)", wasmtime[0].clone(), wasmtime[1].clone()));
+    let [one_route, many_routes] = <[Load; 2]>::try_from(wrk_side_by_side(&sides)?).map_err(|_| anyhow::anyhow!("two sides, two loads"))?;
+    drop(servers);
+    runs.push(("wasmtime (`edgeproxy serve`)", one_route, many_routes));
     let (one, many) = baselines::workers_document_size(root, work, &one, &many)?;
     runs.push(("workerd (our Worker)", one, many));
     Ok(runs)
@@ -416,10 +425,33 @@ fn wrk(url: &str, host: Option<&str>, cpu_of: Option<u32>) -> anyhow::Result<Loa
     Ok(Load { rps, p50_ms: p50, p99_ms: p99, cpu_us: spent.map(|s| s * 1e6 / requests) })
 }
 
-/// A warm-up run of wrk (connections made, code paths warm), then the measured one.
-fn wrk_warmed(url: &str, host: Option<&str>, cpu_of: Option<u32>) -> anyhow::Result<Load> {
-    wrk(url, host, None)?;
-    wrk(url, host, cpu_of)
+/// One side of a side-by-side measurement: the URL, its Host header and
+/// the serving process whose CPU is counted.
+struct Side<'a> {
+    url: String,
+    host: Option<&'a str>,
+    cpu_of: Option<u32>,
+}
+
+/// Measured rounds per side in [`wrk_side_by_side`].
+const ROUNDS: usize = 2;
+
+/// `sides` measured side by side: each warmed by one wrk run (connections
+/// made, code paths warm), then [`ROUNDS`] rounds in which each is measured
+/// in turn; each side's figures are its rounds' mean. This machine's speed
+/// drifts by more than a floor's margin from one minute to the next, so what
+/// is compared is measured in alternation, not one after the other.
+fn wrk_side_by_side(sides: &[Side]) -> anyhow::Result<Vec<Load>> {
+    for side in sides {
+        wrk(&side.url, side.host, None)?;
+    }
+    let mut rounds: Vec<Vec<Load>> = sides.iter().map(|_| Vec::new()).collect();
+    for _ in 0..ROUNDS {
+        for (side, loads) in sides.iter().zip(&mut rounds) {
+            loads.push(wrk(&side.url, side.host, side.cpu_of)?);
+        }
+    }
+    Ok(rounds.iter().map(|loads| Load::mean(loads)).collect())
 }
 
 /// User and system CPU of `pid` and all its descendants so far, in seconds

@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, ensure};
 
-use super::{Killed, Load, free_port, wait_until_up, wrk_warmed};
+use super::{Killed, Load, Side, free_port, wait_until_up, wrk_side_by_side};
 
 pub struct Row {
     name: String,
@@ -89,12 +89,9 @@ pub fn workers(root: &Path, work: &Path, origin: &str, document: &str) -> anyhow
         runs.push(("edgeproxy api-gateway (our Worker)", url(0), Some("api.test"), None));
         runs.push(("edgeproxy hf-mirror (our Worker)", url(0), Some("hf.test"), None));
     }
-    let mut rows = Vec::new();
-    for (name, url, host, baseline) in runs {
-        eprintln!("bench: wrk {name} ...");
-        rows.push(Row { name: name.into(), load: wrk_warmed(&url, host, Some(pid))?, baseline });
-    }
-    Ok(rows)
+    let sides: Vec<Side> = runs.iter().map(|(_, url, host, _)| Side { url: url.clone(), host: *host, cpu_of: Some(pid) }).collect();
+    let loads = wrk_side_by_side(&sides)?;
+    Ok(runs.into_iter().zip(loads).map(|((name, _, _, baseline), load)| Row { name: name.into(), load, baseline }).collect())
 }
 
 /// The HuggingfaceProxy Worker copied to `to`, with the substitutions its
@@ -168,14 +165,23 @@ pub fn spin(root: &Path, work: &Path, origin: &str, config: &Path, ours: &Path, 
         let port = free_port()?;
         let mut up = edgeproxy_testkit::host::spin_up(binary, &dir.join("spin.toml"), &format!("127.0.0.1:{port}"), &dir.join("state"));
         let up = Killed(up.env("SPIN_VARIABLE_ORIGIN", origin).stdout(Stdio::null()).spawn().context("start spin up")?);
-        rows.push(Row { name: "plain spin-sdk proxy on real `spin up`".into(), load: measure(&format!("http://127.0.0.1:{port}"), None, up.0.id())?, baseline: None });
-        let ours = measure(ours_base, Some("api.test"), ours_pid)?;
+        let plain_base = format!("http://127.0.0.1:{port}");
+        wait_until_up(&format!("{plain_base}/small"))?;
+        let sides = [
+            Side { url: format!("{plain_base}/small"), host: None, cpu_of: Some(up.0.id()) },
+            Side { url: format!("{ours_base}/small"), host: Some("api.test"), cpu_of: Some(ours_pid) },
+        ];
+        let [plain_load, ours] = <[Load; 2]>::try_from(wrk_side_by_side(&sides)?).map_err(|_| anyhow::anyhow!("two sides, two loads"))?;
+        rows.push(Row { name: "plain spin-sdk proxy on real `spin up`".into(), load: plain_load, baseline: None });
         rows.push(Row { name: "edgeproxy api-gateway on real `spin up`".into(), load: ours, baseline: Some(rows.len() - 1) });
     }
     let binary = root.join("target/release/edgeproxy");
-    for (name, component, host) in [
-        ("plain spin-sdk proxy on `edgeproxy spin`", plain.clone(), None),
-        ("edgeproxy api-gateway on `edgeproxy spin`", ours.to_path_buf(), Some("api.test")),
+    let mut servers = Vec::new();
+    let mut sides = Vec::new();
+    let mut names = Vec::new();
+    for (name, component, host, data) in [
+        ("plain spin-sdk proxy on `edgeproxy spin`", plain.clone(), None, "spin-data-plain"),
+        ("edgeproxy api-gateway on `edgeproxy spin`", ours.to_path_buf(), Some("api.test"), "spin-data-ours"),
     ] {
         let port = free_port()?;
         let server = Killed(
@@ -185,22 +191,23 @@ pub fn spin(root: &Path, work: &Path, origin: &str, config: &Path, ours: &Path, 
                 .arg("--config")
                 .arg(config)
                 .arg("--data-dir")
-                .arg(work.join("spin-data"))
+                .arg(work.join(data))
                 .env("SPIN_VARIABLE_ORIGIN", origin)
                 .stdout(Stdio::null())
                 .spawn()
                 .context("start edgeproxy spin")?,
         );
-        let baseline = host.map(|_| rows.len() - 1);
-        rows.push(Row { name: name.into(), load: measure(&format!("http://127.0.0.1:{port}"), host, server.0.id())?, baseline });
+        let url = format!("http://127.0.0.1:{port}/small");
+        wait_until_up(&url)?;
+        sides.push(Side { url, host, cpu_of: Some(server.0.id()) });
+        names.push(name);
+        servers.push(server);
+    }
+    for (name, load) in names.into_iter().zip(wrk_side_by_side(&sides)?) {
+        let baseline = name.starts_with("edgeproxy").then(|| rows.len() - 1);
+        rows.push(Row { name: name.into(), load, baseline });
     }
     Ok(rows)
-}
-
-/// Up, then measured (warmed) with the CPU of `pid` and its children.
-fn measure(base: &str, host: Option<&str>, pid: u32) -> anyhow::Result<Load> {
-    wait_until_up(&format!("{base}/small"))?;
-    wrk_warmed(&format!("{base}/small"), host, Some(pid))
 }
 
 fn table(rows: &[Row], first_column: &str, cpu_column: &str) -> String {
@@ -247,14 +254,15 @@ pub fn workers_document_size(root: &Path, work: &Path, one: &str, many: &str) ->
     let workerd = Killed(
         Command::new(root.join("node_modules/.bin/workerd")).args(["serve", "config.capnp"]).current_dir(&dir).stdout(Stdio::null()).stderr(log).spawn().context("start workerd")?,
     );
-    let mut loads = Vec::new();
+    let mut sides = Vec::new();
     for port in &ports {
         let url = format!("http://127.0.0.1:{port}/small");
         wait_until_up(&url).with_context(|| format!("workerd did not come up: see {}", dir.join("workerd.log").display()))?;
-        loads.push(wrk_warmed(&url, None, Some(workerd.0.id()))?);
+        sides.push(Side { url, host: None, cpu_of: Some(workerd.0.id()) });
     }
-    let many = loads.pop().expect("two runs");
-    Ok((loads.pop().expect("two runs"), many))
+    let mut loads = wrk_side_by_side(&sides)?;
+    let many = loads.pop().expect("two sides");
+    Ok((loads.pop().expect("two sides"), many))
 }
 
 pub fn workers_table(rows: &[Row]) -> String {
