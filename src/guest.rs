@@ -122,25 +122,25 @@ fn not_begun() -> types::Response {
 
 impl From<types::Request> for platform::Request<body::Body> {
     fn from(r: types::Request) -> Self {
-        platform::Request { method: r.method, url: r.url, headers: r.headers, body: r.body }
+        platform::Request { method: r.method, url: r.url, headers: platform::typed_headers(r.headers), body: r.body }
     }
 }
 
 impl From<platform::Request<body::Body>> for types::Request {
     fn from(r: platform::Request<body::Body>) -> Self {
-        types::Request { method: r.method, url: r.url, headers: r.headers, body: r.body }
+        types::Request { method: r.method, url: r.url, headers: platform::untyped_headers(r.headers), body: r.body }
     }
 }
 
 impl From<types::Response> for platform::Response<body::Body> {
     fn from(r: types::Response) -> Self {
-        platform::Response { status: r.status, headers: r.headers, body: r.body }
+        platform::Response { status: r.status, headers: platform::typed_headers(r.headers), body: r.body }
     }
 }
 
 impl From<platform::Response<body::Body>> for types::Response {
     fn from(r: platform::Response<body::Body>) -> Self {
-        types::Response { status: r.status, headers: r.headers, body: r.body }
+        types::Response { status: r.status, headers: platform::untyped_headers(r.headers), body: r.body }
     }
 }
 

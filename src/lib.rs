@@ -94,7 +94,8 @@ mod tests {
     use platform::fake::{Bytes, Fake};
 
     const DOCUMENT: &str = "[[route]]\nhost = \"api.test\"\n[route.api-gateway]\norigin = \"http://origin.test\"\n\n\
-                            [[route]]\nhost = \"zoo.test\"\n[route.image-cache]\n";
+                            [[route]]\nhost = \"zoo.test\"\n[route.image-cache]\n\n\
+                            [[route]]\nhost = \"hub.test\"\n[route.hub-gateway]\nbackend = \"http://backend.test\"\n";
 
     fn get(url: &str) -> Request<Bytes> {
         Request { method: "GET".into(), url: url.into(), headers: Vec::new(), body: None }
@@ -115,7 +116,7 @@ mod tests {
         let p = Fake::with_document(DOCUMENT);
         let mut request = get("http://api.test/x?q=1");
         request.headers = [("connection", "x-drop"), ("x-drop", "1"), ("keep-alive", "5"), ("authorization", "Bearer t"), ("x-kept", "2")]
-            .map(|(n, v)| (n.to_owned(), v.to_owned()))
+            .map(|(n, v)| (n.into(), v.to_owned()))
             .to_vec();
         let Begun::Sending { request, rest, .. } = begin(&p, request, Some("192.0.2.7")) else { panic!("a proxied request stops at send") };
         assert_eq!(request.url, "http://origin.test/x?q=1", "the peer's base and the client's path");
@@ -126,7 +127,7 @@ mod tests {
         for kept in ["authorization", "x-kept", "x-forwarded-for"] {
             assert!(names.contains(&kept), "{kept} did not reach the upstream: {names:?}");
         }
-        let upstream = Response { status: 200, headers: [("connection", "x-hop"), ("x-hop", "1"), ("transfer-encoding", "chunked"), ("x-app", "a")].map(|(n, v)| (n.to_owned(), v.to_owned())).to_vec(), body: None };
+        let upstream = Response { status: 200, headers: [("connection", "x-hop"), ("x-hop", "1"), ("transfer-encoding", "chunked"), ("x-app", "a")].map(|(n, v)| (n.into(), v.to_owned())).to_vec(), body: None };
         let answer = rest.resume(Ok(upstream));
         let names: Vec<&str> = answer.headers.iter().map(|(n, _)| n.as_str()).collect();
         assert!(names.contains(&"x-app") && !names.iter().any(|n| ["connection", "x-hop", "transfer-encoding"].contains(n)), "{names:?}");
@@ -143,5 +144,28 @@ mod tests {
         assert_eq!((first.status, &first.headers, &first.body), (second.status, &second.headers, &second.body));
         assert_eq!((first.status, first.header("x-from"), &first.body), (201, Some("origin"), &Some(Bytes(b"made".to_vec()))));
         assert_eq!(rest.resume(Err(platform::HttpError::Timeout)).status, 504, "a failed send is the app's error, as in handle");
+    }
+
+    #[test]
+    fn a_failure_is_answered_in_the_form_its_client_reads() {
+        // git shows only a text/plain error body (as `remote:` lines); git-lfs
+        // and everything else read the JSON contract.
+        let p = Fake::with_document(DOCUMENT);
+        let cases = [
+            ("GET", "http://hub.test/alice/m.git/info/refs?service=git-upload-pack", "text/plain; charset=utf-8"),
+            ("POST", "http://hub.test/alice/m.git/git-upload-pack", "text/plain; charset=utf-8"),
+            ("POST", "http://hub.test/alice/m.git/info/lfs/objects/batch", "application/json"),
+            ("GET", "http://hub.test/api/models/alice/m", "application/json"),
+            ("GET", "http://api.test/x", "application/json"),
+        ];
+        for (method, url, content_type) in cases {
+            let request = Request { method: method.into(), url: url.into(), headers: Vec::new(), body: None };
+            let Begun::Sending { rest, .. } = begin(&p, request, None) else { panic!("{url}: a proxied request stops at send") };
+            let answer = rest.resume(Err(platform::HttpError::ConnectionFailed("refused".into())));
+            assert_eq!((answer.status, answer.header("content-type"), answer.header("x-error-code")), (502, Some(content_type), Some("bad_gateway")), "{method} {url}");
+            let body = String::from_utf8(answer.body.expect("an error has a body").0).unwrap();
+            let readable = if content_type.starts_with("text/plain") { body.starts_with("bad_gateway: ") } else { body.contains("\"error\":\"bad_gateway\"") };
+            assert!(readable, "{url}: {body}");
+        }
     }
 }

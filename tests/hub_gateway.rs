@@ -370,7 +370,7 @@ async fn browsers_on_allowed_origins_call_the_api_with_credentials_and_others_ge
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn backend_failures_are_json_errors_and_a_reset_mid_pack_breaks_the_clone() {
+async fn backend_failures_are_json_errors_git_shows_why_and_a_reset_mid_pack_breaks_the_clone() {
     let hub = FakeKohaku::start(&[]).await;
     let host = gateway(&hub, "git_timeout_ms = 1500\nmax_body_bytes = 1000").await;
     let client = http();
@@ -394,6 +394,10 @@ async fn backend_failures_are_json_errors_and_a_reset_mid_pack_breaks_the_clone(
     assert_eq!(header(&r, "content-type"), Some("application/json"));
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"], "bad_gateway");
+    // git shows a text/plain error body, and only that, as `remote:` lines.
+    let work = tempdir::Dir::new("down");
+    let refused = Git::new().run(&["clone", &down.url("/alice/m.git"), "repo"], work.path()).unwrap_err();
+    assert!(refused.contains("remote: bad_gateway: could not connect to the upstream"), "git does not say why: {refused}");
     let health = client.get(down.url("/health")).send().await.unwrap();
     assert_eq!((health.status().as_u16(), header(&health, "x-error-code")), (503, Some("backend_unhealthy")));
 }

@@ -8,7 +8,87 @@ use std::fmt;
 pub mod fake;
 
 /// Header list as it travels: lower-case names, repeated names repeated.
-pub type Headers = Vec<(String, String)>;
+pub type Headers = Vec<(HeaderName, String)>;
+
+/// A header name, lower-case by construction, so that comparing names is
+/// comparing strings: `name == "content-type"` cannot miss a `Content-Type`
+/// a host passed on as it came.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(from = "String", into = "String")]
+pub struct HeaderName(String);
+
+impl From<HeaderName> for String {
+    fn from(name: HeaderName) -> String {
+        name.0
+    }
+}
+
+impl HeaderName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+}
+
+impl From<String> for HeaderName {
+    fn from(mut name: String) -> Self {
+        // Hosts give lower-case names (the WIT's rule); this costs nothing then.
+        if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            name.make_ascii_lowercase();
+        }
+        HeaderName(name)
+    }
+}
+
+impl From<&str> for HeaderName {
+    fn from(name: &str) -> Self {
+        HeaderName::from(name.to_owned())
+    }
+}
+
+impl std::ops::Deref for HeaderName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<str> for HeaderName {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for HeaderName {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+impl fmt::Display for HeaderName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// `headers` with their names typed (a host's list, in place).
+pub fn typed_headers(headers: Vec<(String, String)>) -> Headers {
+    headers.into_iter().map(|(name, value)| (HeaderName::from(name), value)).collect()
+}
+
+#[cfg(test)]
+#[test]
+fn a_header_name_is_lower_case_whatever_the_host_sent() {
+    let headers = typed_headers(vec![("Content-Type".into(), "text/plain".into()), ("x-kept".into(), "1".into())]);
+    assert_eq!(header(&headers, "content-type"), Some("text/plain"));
+    assert!(headers[0].0 == "content-type" && headers[1].0 == "x-kept");
+    assert_eq!(untyped_headers(headers)[0].0, "content-type");
+}
+
+/// `headers` as a host takes them (in place).
+pub fn untyped_headers(headers: Headers) -> Vec<(String, String)> {
+    headers.into_iter().map(|(name, value)| (name.into(), value)).collect()
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BodyError {

@@ -179,7 +179,7 @@ pub fn decode_for_fuzzing(raw: &[u8]) -> Option<(u16, &[u8])> {
 /// An entry as `store` writes it, for the fuzz target's seed.
 #[cfg(any(test, feature = "fuzzing"))]
 pub fn encode_for_fuzzing(status: u16, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
-    let headers = headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+    let headers = headers.iter().map(|(n, v)| ((*n).into(), v.to_string())).collect();
     encode(&EntryMeta { status, headers, stored_at_ms: 0, initial_age: 0, vary: Vec::new() }, body)
 }
 

@@ -146,7 +146,7 @@ mod tests {
     }
 
     fn headers(pairs: &[(&str, &str)]) -> Headers {
-        pairs.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect()
+        pairs.iter().map(|(n, v)| ((*n).into(), v.to_string())).collect()
     }
 
     const LISTED: &str = "allowed_origins = [\"https://app.test\"]";

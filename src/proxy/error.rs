@@ -22,7 +22,7 @@ impl ProxyError {
     }
 
     pub fn with_header(mut self, name: &str, value: impl Into<String>) -> Self {
-        self.headers.push((name.to_owned(), value.into()));
+        self.headers.push((name.into(), value.into()));
         self
     }
 
@@ -56,12 +56,24 @@ impl ProxyError {
 
     pub fn into_response<B: Body>(self) -> Response<B> {
         let json = serde_json::json!({ "error": self.code.as_str(), "message": self.message });
+        self.answer("application/json", json.to_string())
+    }
+
+    /// The same answer with a `text/plain` body, `code: message`, for a
+    /// client that shows only such a body: git prints it as `remote:` lines
+    /// (remote-curl, since git 1.8.3) and nothing of any other type.
+    pub fn into_plain_response<B: Body>(self) -> Response<B> {
+        let text = format!("{}: {}\n", self.code.as_str(), self.message);
+        self.answer("text/plain; charset=utf-8", text)
+    }
+
+    fn answer<B: Body>(self, content_type: &str, body: String) -> Response<B> {
         let mut headers = self.headers;
         headers.push(("x-error-code".into(), self.code.as_str().to_owned()));
         headers.push(("x-error-message".into(), header_safe(&self.message)));
-        headers.push(("content-type".into(), "application/json".into()));
+        headers.push(("content-type".into(), content_type.to_owned()));
         headers.push(("cache-control".into(), "no-store".into()));
-        Response { status: self.status, headers, body: Some(B::from_bytes(json.to_string().into_bytes())) }
+        Response { status: self.status, headers, body: Some(B::from_bytes(body.into_bytes())) }
     }
 }
 

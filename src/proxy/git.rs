@@ -7,8 +7,8 @@
 use base64::Engine;
 use serde_json::Value;
 
-use super::headers;
-use crate::platform::{Headers, Response, header};
+use super::{ProxyError, headers};
+use crate::platform::{Body, Headers, Response, header};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GitRoute {
@@ -41,6 +41,16 @@ impl GitRoute {
     /// Whether a push is asked for: git asks for auth on these.
     pub fn is_push(self, query: Option<&str>) -> bool {
         self == GitRoute::ReceivePack || (self == GitRoute::InfoRefs && query.is_some_and(|q| q.split('&').any(|p| p == "service=git-receive-pack")))
+    }
+}
+
+/// An error as this route's client reads it: git shows a `text/plain` body
+/// (as `remote:` lines) and nothing else, so its smart-HTTP routes answer
+/// errors in plain text; git-lfs reads the JSON `message`.
+pub fn error_response<B: Body>(route: GitRoute, e: ProxyError) -> Response<B> {
+    match route {
+        GitRoute::Lfs => e.into_response(),
+        _ => e.into_plain_response(),
     }
 }
 
@@ -129,7 +139,7 @@ mod tests {
     fn basic_credentials_become_a_bearer_token() {
         let mut h: Headers = vec![("authorization".into(), "Basic YWxpY2U6a2h1Yl90b2tlbg==".into())];
         basic_as_bearer(&mut h);
-        assert_eq!(h, vec![("authorization".to_owned(), "Bearer khub_token".to_owned())]);
+        assert_eq!(h, vec![("authorization".into(), "Bearer khub_token".to_owned())]);
         let mut bearer: Headers = vec![("authorization".into(), "Bearer x".into())];
         basic_as_bearer(&mut bearer);
         assert_eq!(bearer[0].1, "Bearer x");

@@ -33,7 +33,7 @@ const PLATFORM: &[&str] = &[
 /// Removes hop-by-hop headers, and any header the `connection` header names.
 pub fn remove_hop_by_hop(headers: &mut Headers) {
     let named = list_tokens(headers, "connection");
-    headers.retain(|(n, _)| !HOP_BY_HOP.contains(&n.as_str()) && !named.contains(n));
+    headers.retain(|(n, _)| !HOP_BY_HOP.contains(&n.as_str()) && !named.iter().any(|token| n == token.as_str()));
 }
 
 fn is_platform(name: &str) -> bool {
@@ -76,7 +76,7 @@ pub fn not_modified(request: &Headers, etag: &str) -> bool {
 
 pub fn set(headers: &mut Headers, name: &str, value: impl Into<String>) {
     headers.retain(|(n, _)| n != name);
-    headers.push((name.to_owned(), value.into()));
+    headers.push((name.into(), value.into()));
 }
 
 /// The lower-cased tokens of a comma-separated list header (`connection`,
@@ -94,7 +94,7 @@ pub fn list_tokens(headers: &Headers, name: &str) -> Vec<String> {
 /// Adds `token` to a comma-separated header such as `vary`, once.
 pub fn append_token(headers: &mut Headers, name: &str, token: &str) {
     if !list_tokens(headers, name).iter().any(|t| t.eq_ignore_ascii_case(token)) {
-        headers.push((name.to_owned(), token.to_owned()));
+        headers.push((name.into(), token.to_owned()));
     }
 }
 
@@ -121,7 +121,7 @@ mod tests {
     use super::*;
 
     fn h(pairs: &[(&str, &str)]) -> Headers {
-        pairs.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect()
+        pairs.iter().map(|(n, v)| ((*n).into(), v.to_string())).collect()
     }
 
     #[test]

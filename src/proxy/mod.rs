@@ -62,9 +62,9 @@ pub fn is_host_pattern(pattern: &str) -> bool {
 /// only for `GET` (a `HEAD` gets the same headers).
 pub fn page<B: Body>(method: &Method, html: String) -> Response<B> {
     let headers = vec![
-        ("content-type".to_owned(), "text/html; charset=utf-8".to_owned()),
-        ("content-length".to_owned(), html.len().to_string()),
-        ("cache-control".to_owned(), "no-cache".to_owned()),
+        ("content-type".into(), "text/html; charset=utf-8".to_owned()),
+        ("content-length".into(), html.len().to_string()),
+        ("cache-control".into(), "no-cache".to_owned()),
     ];
     Response { status: 200, headers, body: (*method == Method::Get).then(|| B::from_bytes(html.into_bytes())) }
 }

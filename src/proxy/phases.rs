@@ -4,12 +4,12 @@
 //! does it itself, see `wit/edgeproxy.wit`, `stepwise`).
 //!
 //! ```text
-//! request_filter ──early answer──────────────────────────────────────────┐
-//!      │                                                                  │
-//! upstream_peer → (hygiene) upstream_request_filter → send               │
-//!                                                      │                  │
-//!                  (hygiene) upstream_response_filter ◀┘ error → JSON ────┤
-//!                                                            response_filter → client
+//! request_filter ──early answer──────────────────────────────────────────────────┐
+//!      │                                                                          │
+//! upstream_peer → (hygiene) upstream_request_filter → send                       │
+//!                                                      │                          │
+//!                  (hygiene) upstream_response_filter ◀┘ error → fail_to_proxy ───┤
+//!                                                                    response_filter → client
 //! ```
 //!
 //! The runner owns the hygiene every proxy needs, so no app can forget it:
@@ -53,6 +53,13 @@ pub trait ProxyApp<P: Platform> {
     /// The upstream's response, before it is returned (rewrite, cache).
     fn upstream_response_filter(&self, _s: &Session<P>, _ctx: &mut Self::Ctx, resp: Response<P::Body>) -> Result<Response<P::Body>, ProxyError> {
         Ok(resp)
+    }
+
+    /// The answer to an error from any phase or from `send`: JSON (the
+    /// client contract, `ProxyError::into_response`) unless the client
+    /// reads errors in another form.
+    fn fail_to_proxy(&self, _s: &Session<P>, _ctx: &mut Self::Ctx, e: ProxyError) -> Response<P::Body> {
+        e.into_response()
     }
 
     /// Every response, whatever produced it: early answer, upstream or error.
@@ -142,7 +149,7 @@ impl<P: Platform, A: ProxyApp<P>> Resume<P> for Pending<'_, P, A> {
 }
 
 fn respond<P: Platform, A: ProxyApp<P>>(app: &A, s: &Session<P>, ctx: &mut A::Ctx, outcome: Result<Response<P::Body>, ProxyError>) -> Response<P::Body> {
-    let mut resp = outcome.unwrap_or_else(ProxyError::into_response);
+    let mut resp = outcome.unwrap_or_else(|e| app.fail_to_proxy(s, ctx, e));
     app.response_filter(s, ctx, &mut resp);
     resp
 }

@@ -137,7 +137,7 @@ mod tests {
                 (Ok(()), None) => {}
                 (Err(e), Some(retry)) => {
                     assert_eq!((e.status, e.code), (429, ErrorCode::RateLimited));
-                    assert_eq!(e.headers, vec![("retry-after".to_owned(), retry.to_string())]);
+                    assert_eq!(e.headers, vec![("retry-after".into(), retry.to_string())]);
                 }
                 (outcome, _) => panic!("{answer:?}: {outcome:?}"),
             }

@@ -217,6 +217,14 @@ pub struct Ctx {
     git: Option<GitRoute>,
 }
 
+impl Ctx {
+    /// Where request_filter routed the request; the phases after it run only
+    /// on a routed request, so an error here is the runner's bug, answered.
+    fn routed(&self) -> Result<&Target, ProxyError> {
+        self.target.as_ref().ok_or_else(|| ProxyError::internal("hf-mirror: a phase ran before the request was routed"))
+    }
+}
+
 #[derive(Clone)]
 struct Target {
     public: Public,
@@ -244,6 +252,7 @@ impl<P: Platform> ProxyApp<P> for HfMirror<'_> {
         let is_home = upstream == Upstream::Hub && path == "/" && s.method.reads();
         let home = is_home.then(|| home_page(&public));
         ctx.git = GitRoute::of(&s.incoming.path).filter(|_| upstream == Upstream::Hub);
+        let immutable_metadata = upstream == Upstream::Hub && is_immutable_metadata(&path);
         ctx.target = Some(Target { public, upstream, path, document });
         if let Some(cors) = &o.cors
             && let Some(answer) = cors.preflight(&s.method, &s.headers)
@@ -256,8 +265,7 @@ impl<P: Platform> ProxyApp<P> for HfMirror<'_> {
         if let Some(rl) = &o.rate_limit {
             rl.policy(&RATE_LIMIT).check(s)?;
         }
-        let target = ctx.target.as_ref().expect("set above");
-        if o.cache.is_some() && target.upstream == Upstream::Hub && cache::may_lookup(&s.method, &s.headers) && is_immutable_metadata(&target.path) && !has_credentials(&s.headers) {
+        if o.cache.is_some() && immutable_metadata && cache::may_lookup(&s.method, &s.headers) && !has_credentials(&s.headers) {
             match cache::look_up(s, "hf-mirror", self.route_index) {
                 Lookup::Hit(hit) => {
                     ctx.cache_hit = true;
@@ -272,7 +280,7 @@ impl<P: Platform> ProxyApp<P> for HfMirror<'_> {
 
     fn upstream_peer(&self, _s: &Session<P>, ctx: &mut Ctx) -> Result<Peer<'_>, ProxyError> {
         let o = self.options;
-        let target = ctx.target.as_ref().expect("routed in request_filter");
+        let target = ctx.routed()?;
         Ok(Peer {
             base: o.upstream_base(&target.upstream),
             path: target.path.clone(),
@@ -284,7 +292,7 @@ impl<P: Platform> ProxyApp<P> for HfMirror<'_> {
     }
 
     fn upstream_request_filter(&self, s: &Session<P>, ctx: &mut Ctx, out: &mut Headers) {
-        let target = ctx.target.as_ref().expect("routed in request_filter");
+        let Some(target) = &ctx.target else { return };
         if s.method == Method::Head || target.document != Document::None || is_resolve(&target.path) {
             // Lengths and hashes must be the file's own, and JSON must be
             // readable to be rewritten.
@@ -294,7 +302,7 @@ impl<P: Platform> ProxyApp<P> for HfMirror<'_> {
 
     fn upstream_response_filter(&self, s: &Session<P>, ctx: &mut Ctx, mut resp: Response<P::Body>) -> Result<Response<P::Body>, ProxyError> {
         let o = self.options;
-        let target = ctx.target.as_ref().expect("routed in request_filter");
+        let target = ctx.routed()?;
         if let Some(cors) = &o.cors {
             cors.strip_upstream(&mut resp.headers);
         }
@@ -318,6 +326,13 @@ impl<P: Platform> ProxyApp<P> for HfMirror<'_> {
             return cache::store(s.platform, key, &s.headers, resp, u64::from(cache.ttl_seconds), cache.max_entry_bytes);
         }
         Ok(resp)
+    }
+
+    fn fail_to_proxy(&self, _s: &Session<P>, ctx: &mut Ctx, e: ProxyError) -> Response<P::Body> {
+        match ctx.git {
+            Some(route) => git::error_response(route, e),
+            None => e.into_response(),
+        }
     }
 
     fn response_filter(&self, s: &Session<P>, ctx: &mut Ctx, resp: &mut Response<P::Body>) {
@@ -371,7 +386,7 @@ impl HfMirror<'_> {
             }
             xet || !name.starts_with("x-xet-")
         });
-        out.extend(links.into_iter().map(|l| ("link".to_owned(), l)));
+        out.extend(links.into_iter().map(|l| ("link".into(), l)));
     }
 }
 

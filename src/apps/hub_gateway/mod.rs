@@ -262,6 +262,13 @@ impl<P: Platform> ProxyApp<P> for HubGateway<'_> {
         Ok(resp)
     }
 
+    fn fail_to_proxy(&self, _s: &Session<P>, ctx: &mut Ctx, e: ProxyError) -> Response<P::Body> {
+        match ctx.destination {
+            Destination::Git(route) => git::error_response(route, e),
+            _ => e.into_response(),
+        }
+    }
+
     fn response_filter(&self, s: &Session<P>, ctx: &mut Ctx, resp: &mut Response<P::Body>) {
         if matches!(ctx.destination, Destination::Git(_) | Destination::Objects) {
             git::finish_response(resp);

@@ -220,13 +220,13 @@ pub fn generate<P: Platform>(p: &P, o: &ReplicateOptions, token: &str, job: &Job
         let remaining_s = remaining_ms(p, job)?.div_ceil(1000);
         let wait = u64::from(o.wait_seconds).min(remaining_s).max(1);
         let headers = vec![
-            ("authorization".to_owned(), format!("Bearer {token}")),
-            ("content-type".to_owned(), "application/json".to_owned()),
+            ("authorization".into(), format!("Bearer {token}")),
+            ("content-type".into(), "application/json".to_owned()),
             // wasi:http sends a body without it chunked.
-            ("content-length".to_owned(), body.len().to_string()),
-            ("prefer".to_owned(), format!("wait={wait}")),
-            ("cancel-after".to_owned(), format!("{}s", o.cancel_after_seconds)),
-            ("user-agent".to_owned(), "edgeproxy-image-cache".to_owned()),
+            ("content-length".into(), body.len().to_string()),
+            ("prefer".into(), format!("wait={wait}")),
+            ("cancel-after".into(), format!("{}s", o.cancel_after_seconds)),
+            ("user-agent".into(), "edgeproxy-image-cache".to_owned()),
         ];
         let request = Request { method: "POST".into(), url: create_url.clone(), headers, body: Some(P::Body::from_bytes(body.clone().into_bytes())) };
         let timeout = ((wait + 15) * 1000).min(remaining_ms(p, job)? + 1000) as u32;
@@ -266,7 +266,7 @@ pub fn generate<P: Platform>(p: &P, o: &ReplicateOptions, token: &str, job: &Job
         };
         p.sleep_ms(backoff_ms.min(remaining) as u32);
         backoff_ms = (backoff_ms * 2).min(2000);
-        let headers = vec![("authorization".to_owned(), format!("Bearer {token}"))];
+        let headers = vec![("authorization".into(), format!("Bearer {token}"))];
         let request = Request { method: "GET".into(), url: poll_url.clone(), headers, body: None };
         let response = match p.send(request, Some(30_000)) {
             Ok(r) => r,
@@ -342,7 +342,7 @@ fn truncate(text: &str, max: usize) -> String {
 
 /// Best effort: a prediction we stopped waiting for should stop costing.
 fn cancel<P: Platform>(p: &P, api: &str, id: &str, token: &str) {
-    let headers = vec![("authorization".to_owned(), format!("Bearer {token}"))];
+    let headers = vec![("authorization".into(), format!("Bearer {token}"))];
     let _ = p.send(Request { method: "POST".into(), url: format!("{api}/v1/predictions/{id}/cancel"), headers, body: None }, Some(5_000));
 }
 
