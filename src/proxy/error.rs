@@ -1,5 +1,6 @@
 //! Every refusal and failure becomes a status with a JSON body
-//! `{"error": code, "message": text}`, and the same two as `X-Error-Code` and
+//! `{"error": code, "message": text}` (plain text for git, which shows no
+//! other kind: `into_plain_response`), and the same two as `X-Error-Code` and
 //! `X-Error-Message` headers (where huggingface_hub and other clients that
 //! never read an error body look for them, HEAD answers included); nothing traps.
 
