@@ -351,20 +351,18 @@ fn document_size(root: &Path, work: &Path, origin: &str) -> anyhow::Result<Vec<(
     let one = edgeproxy_testkit::many_routes(origin, 1);
     let many = edgeproxy_testkit::many_routes(origin, MANY_ROUTES);
     let mut runs = Vec::new();
-    let mut servers = Vec::new();
-    let mut sides = Vec::new();
-    for (name, document) in [("one", &one), ("many", &many)] {
+    let up = |name: &str, document: &str| -> anyhow::Result<(Killed, Side<'static>)> {
         let config = work.join(format!("document-{name}.toml"));
         std::fs::write(&config, document)?;
         let port = free_port()?;
         let proxy = serve(root, port, &config, &work.join(format!("data-{name}")))?;
         let url = format!("http://127.0.0.1:{port}/small");
         wait_until_up(&url)?;
-        sides.push(Side { url, host: None, cpu_of: Some(proxy.0.id()) });
-        servers.push(proxy);
-    }
-    let [one_route, many_routes] = <[Load; 2]>::try_from(wrk_side_by_side(&sides)?).map_err(|_| anyhow::anyhow!("two sides, two loads"))?;
-    drop(servers);
+        let side = Side { url, host: None, cpu_of: Some(proxy.0.id()) };
+        Ok((proxy, side))
+    };
+    let ((_one_server, one_side), (_many_server, many_side)) = (up("one", &one)?, up("many", &many)?);
+    let (one_route, many_routes) = wrk_pair([one_side, many_side])?;
     runs.push(("wasmtime (`edgeproxy serve`)", one_route, many_routes));
     let (one, many) = baselines::workers_document_size(root, work, &one, &many)?;
     runs.push(("workerd (our Worker)", one, many));
@@ -452,6 +450,12 @@ fn wrk_side_by_side(sides: &[Side]) -> anyhow::Result<Vec<Load>> {
         }
     }
     Ok(rounds.iter().map(|loads| Load::mean(loads)).collect())
+}
+
+/// [`wrk_side_by_side`] of two sides.
+fn wrk_pair(sides: [Side; 2]) -> anyhow::Result<(Load, Load)> {
+    let [first, second]: [Load; 2] = wrk_side_by_side(&sides)?.try_into().map_err(|_| anyhow::anyhow!("a load per side"))?;
+    Ok((first, second))
 }
 
 /// User and system CPU of `pid` and all its descendants so far, in seconds

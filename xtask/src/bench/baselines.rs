@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, ensure};
 
-use super::{Killed, Load, Side, free_port, wait_until_up, wrk_side_by_side};
+use super::{Killed, Load, Side, free_port, wait_until_up, wrk_pair, wrk_side_by_side};
 
 pub struct Row {
     name: String,
@@ -171,7 +171,7 @@ pub fn spin(root: &Path, work: &Path, origin: &str, config: &Path, ours: &Path, 
             Side { url: format!("{plain_base}/small"), host: None, cpu_of: Some(up.0.id()) },
             Side { url: format!("{ours_base}/small"), host: Some("api.test"), cpu_of: Some(ours_pid) },
         ];
-        let [plain_load, ours] = <[Load; 2]>::try_from(wrk_side_by_side(&sides)?).map_err(|_| anyhow::anyhow!("two sides, two loads"))?;
+        let (plain_load, ours) = wrk_pair(sides)?;
         rows.push(Row { name: "plain spin-sdk proxy on real `spin up`".into(), load: plain_load, baseline: None });
         rows.push(Row { name: "edgeproxy api-gateway on real `spin up`".into(), load: ours, baseline: Some(rows.len() - 1) });
     }
@@ -254,15 +254,12 @@ pub fn workers_document_size(root: &Path, work: &Path, one: &str, many: &str) ->
     let workerd = Killed(
         Command::new(root.join("node_modules/.bin/workerd")).args(["serve", "config.capnp"]).current_dir(&dir).stdout(Stdio::null()).stderr(log).spawn().context("start workerd")?,
     );
-    let mut sides = Vec::new();
-    for port in &ports {
+    let side = |port: u16| -> anyhow::Result<Side<'static>> {
         let url = format!("http://127.0.0.1:{port}/small");
         wait_until_up(&url).with_context(|| format!("workerd did not come up: see {}", dir.join("workerd.log").display()))?;
-        sides.push(Side { url, host: None, cpu_of: Some(workerd.0.id()) });
-    }
-    let mut loads = wrk_side_by_side(&sides)?;
-    let many = loads.pop().expect("two sides");
-    Ok((loads.pop().expect("two sides"), many))
+        Ok(Side { url, host: None, cpu_of: Some(workerd.0.id()) })
+    };
+    wrk_pair([side(ports[0])?, side(ports[1])?])
 }
 
 pub fn workers_table(rows: &[Row]) -> String {
