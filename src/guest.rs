@@ -254,6 +254,10 @@ impl Platform for WitHost {
     fn routed(&self, route: u32, app: &str) {
         telemetry::routed(route, app);
     }
+
+    fn answered(&self, error_code: Option<&str>, cache: Option<&str>) {
+        telemetry::answered(error_code, cache);
+    }
 }
 
 fn kv_error(e: kv::KvError) -> KvError {

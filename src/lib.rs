@@ -24,6 +24,7 @@ use apps::hub_gateway::HubGateway;
 use apps::image_cache::ImageCache;
 use config::{App, DOCUMENT_KEY, DOCUMENT_VERSION_KEY, Document};
 use platform::{Platform, Request, Response};
+use proxy::cache::CacheResult;
 use proxy::phases::{self, Begun};
 use proxy::{ErrorCode, Incoming, ProxyError, Session};
 
@@ -42,7 +43,10 @@ pub fn handle<P: Platform>(platform: &P, request: Request<P::Body>, client_ip: O
 pub fn begin<'a, P: Platform>(platform: &'a P, request: Request<P::Body>, client_ip: Option<&str>) -> Begun<'a, P> {
     match serve(platform, request, client_ip) {
         Ok(begun) => begun,
-        Err(e) => Begun::Answered(e.into_response()),
+        Err(e) => {
+            platform.answered(Some(e.code.as_str()), None);
+            Begun::Answered(e.into_response())
+        }
     }
 }
 
@@ -60,7 +64,14 @@ fn serve<'a, P: Platform>(platform: &'a P, request: Request<P::Body>, client_ip:
         App::HfMirror(options) => phases::begin(HfMirror { options, route_index }, session, request),
         App::HubGateway(options) => phases::begin(HubGateway { options }, session, request),
         // An origin, not a proxy: it answers every request itself.
-        App::ImageCache(options) => Begun::Whole(Box::new(move || ImageCache { options, prefix: &route.path }.serve(&session).unwrap_or_else(ProxyError::into_response))),
+        App::ImageCache(options) => Begun::Whole(Box::new(move || {
+            let served = ImageCache { options, prefix: &route.path }.serve(&session);
+            // The logging phase, as the runner's: its error code, and its variant store's part.
+            let error = served.as_ref().err().map(|e| e.code.as_str());
+            let cache = served.as_ref().ok().and_then(|r| r.header("x-cache")).and_then(CacheResult::from_header).map(CacheResult::label);
+            platform.answered(error, cache);
+            served.unwrap_or_else(ProxyError::into_response)
+        })),
     })
 }
 
@@ -167,5 +178,30 @@ mod tests {
             let readable = if content_type.starts_with("text/plain") { body.starts_with("bad_gateway: ") } else { body.contains("\"error\":\"bad_gateway\"") };
             assert!(readable, "{url}: {body}");
         }
+    }
+
+    #[test]
+    fn the_logging_phase_tells_the_host_how_each_request_was_answered() {
+        let p = Fake::with_document(DOCUMENT);
+        let Begun::Sending { rest, .. } = begin(&p, get("http://api.test/x"), None) else { panic!("a proxied request stops at send") };
+        rest.resume(Ok(Response { status: 503, headers: vec![("x-error-code".into(), "theirs".into())], body: None }));
+        rest.resume(Err(platform::HttpError::Timeout));
+        handle(&p, get("http://elsewhere.test/"), None);
+        handle(&p, get("http://zoo.test/64x48/logged-sloth?format=png"), None);
+        handle(&p, get("http://zoo.test/64x48/logged-sloth?format=png"), None);
+        handle(&p, get("http://zoo.test/64x48/BAD_SLUG"), None);
+        let answered = p.answered.borrow();
+        let reported: Vec<(Option<&str>, Option<&str>)> = answered.iter().map(|(e, c)| (e.as_deref(), c.as_deref())).collect();
+        assert_eq!(
+            reported,
+            [
+                (None, None),                  // an upstream's error code is not the core's
+                (Some("gateway_timeout"), None),
+                (Some("not_found"), None),     // no route
+                (None, Some("miss")),          // image-cache's variant, made
+                (None, Some("hit")),           // and stored
+                (Some("bad_slug"), None),
+            ]
+        );
     }
 }

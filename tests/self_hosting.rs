@@ -248,11 +248,16 @@ async fn json_access_logs_name_the_request_id_the_origin_and_client_saw() {
         }
         ids.push(returned);
     }
+    // One the core refuses: its error code is logged (the logging phase).
+    let refused = client.request(reqwest::Method::TRACE, host.url("/echo/logged")).send().await.unwrap();
+    assert_eq!(refused.status(), 405);
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let lines: Vec<serde_json::Value> = host.log().iter().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?} is not JSON: {e}"))).collect();
-    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert_eq!((lines[2]["method"].as_str(), lines[2]["status"].as_u64(), lines[2]["error"].as_str()), (Some("TRACE"), Some(405), Some("method_not_allowed")));
     for (line, id) in lines.iter().zip(&ids) {
         assert_eq!(line["request_id"], id.as_str());
+        assert!(line["error"].is_null(), "{line}");
         assert_eq!((line["method"].as_str(), line["status"].as_u64(), line["client"].as_str()), (Some("GET"), Some(200), Some("127.0.0.1")));
         assert!(line["url"].as_str().unwrap().ends_with("/echo/logged"), "{line}");
         assert!(line["duration_ms"].as_f64().is_some() && line["time_ms"].as_u64().unwrap() > 1_700_000_000_000, "{line}");
@@ -490,6 +495,10 @@ async fn metrics_count_known_traffic_and_readiness_follows_the_drain() {
     assert_eq!(requests("2", "image-cache", "200"), Some(1.0));
     assert_eq!(requests("3", "api-gateway", "502"), Some(1.0));
     assert_eq!(requests("none", "none", "404"), Some(1.0));
+    // The core's own errors by code (its logging phase); the upstream's 503s are not among them.
+    let errors = |route: &str, app: &str, code: &str| samples.get("edgeproxy_errors_total", &[("route", route), ("app", app), ("code", code)]);
+    assert_eq!((errors("3", "api-gateway", "bad_gateway"), errors("none", "none", "not_found")), (Some(1.0), Some(1.0)));
+    assert_eq!(samples.get("edgeproxy_errors_total", &[("route", "1"), ("app", "api-gateway"), ("code", "bad_gateway")]), None);
     assert_eq!(samples.get("edgeproxy_upstream_errors_total", &[("kind", "connection_failed")]), Some(1.0));
     assert!(samples.get("edgeproxy_kv_errors_total", &[("operation", "get")]).unwrap_or(0.0) >= 1.0, "image-cache's failed store reads are counted");
     let api = [("route", "1"), ("app", "api-gateway")];

@@ -283,6 +283,7 @@ function imports(slot) {
     // own analytics, so the name is not needed here.
     "edgeproxy:platform/telemetry": {
       routed() {},
+      answered() {},
     },
   };
 }

@@ -32,6 +32,20 @@ pub struct RouteLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub route: String,
+    pub app: String,
+    pub code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabels {
+    pub route: String,
+    pub app: String,
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub route: String,
     pub app: String,
@@ -58,6 +72,8 @@ type Histograms = Family<RouteLabels, Histogram, fn() -> Histogram>;
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
+    errors: Family<ErrorLabels, Counter>,
+    cache: Family<CacheLabels, Counter>,
     duration: Histograms,
     guest_time: Histograms,
     upstream_errors: Family<KindLabels, Counter>,
@@ -75,6 +91,16 @@ pub struct Metrics {
 pub struct Routed {
     pub route: u32,
     pub app: String,
+}
+
+/// How the core answered a request (the `telemetry.answered` import, its
+/// logging phase), carried like [`Routed`].
+#[derive(Clone, Debug, Default)]
+pub struct Answered {
+    /// The code of an error the core answered itself (README, "Errors").
+    pub error_code: Option<String>,
+    /// What the app's cache did: `hit` or `miss`.
+    pub cache: Option<String>,
 }
 
 impl Routed {
@@ -101,6 +127,10 @@ impl Metrics {
         let mut registry = Registry::with_prefix("edgeproxy");
         let requests = Family::default();
         registry.register("requests", "Requests answered, by route, app and status", requests.clone());
+        let errors = Family::default();
+        registry.register("errors", "Errors the core answered itself, by route, app and code (README, Errors)", errors.clone());
+        let cache = Family::default();
+        registry.register("cache", "Answers an app's cache took part in, by route, app and result (hit, miss)", cache.clone());
         let duration: Histograms = Family::new_with_constructor(latency_buckets);
         registry.register("request_duration_seconds", "Time from a request's arrival to its response head, by route and app", duration.clone());
         let guest_time: Histograms = Family::new_with_constructor(guest_buckets);
@@ -123,13 +153,19 @@ impl Metrics {
         registry.register("received_bytes", "Request body bytes received from clients", received_bytes.clone());
         let sent_bytes = Counter::default();
         registry.register("sent_bytes", "Response body bytes sent to clients", sent_bytes.clone());
-        Metrics { registry, requests, duration, guest_time, upstream_errors, kv_errors, limiter_errors, received_bytes, sent_bytes, draining: AtomicBool::new(false) }
+        Metrics { registry, requests, errors, cache, duration, guest_time, upstream_errors, kv_errors, limiter_errors, received_bytes, sent_bytes, draining: AtomicBool::new(false) }
     }
 
     /// One answered request.
-    pub fn answered(&self, routed: Option<&Routed>, status: u16, took: Duration) {
+    pub fn answered(&self, routed: Option<&Routed>, answered: Option<&Answered>, status: u16, took: Duration) {
         let route = Routed::labels(routed);
         self.duration.get_or_create(&route).observe(took.as_secs_f64());
+        if let Some(code) = answered.and_then(|a| a.error_code.clone()) {
+            self.errors.get_or_create(&ErrorLabels { route: route.route.clone(), app: route.app.clone(), code }).inc();
+        }
+        if let Some(result) = answered.and_then(|a| a.cache.clone()) {
+            self.cache.get_or_create(&CacheLabels { route: route.route.clone(), app: route.app.clone(), result }).inc();
+        }
         self.requests.get_or_create(&RequestLabels { route: route.route, app: route.app, status }).inc();
     }
 

@@ -17,7 +17,7 @@ use crate::kv;
 use crate::limiter::Limiter;
 use crate::limits::{GuestLimits, LimitHit, MemoryCap};
 use crate::server::{ClientBody, Handler, REQUEST_ID, internal_error, json_error};
-use crate::metrics::{Metrics, Routed};
+use crate::metrics::{Answered, Metrics, Routed};
 use crate::preinit::{self, FunctionCache};
 use crate::upstream::{Upstream, UpstreamError};
 
@@ -104,6 +104,8 @@ pub struct State {
     memory: MemoryCap,
     /// The route the core named (`telemetry.routed`), for the metrics.
     routed: Option<Routed>,
+    /// How the core answered (`telemetry.answered`), for the metrics and the log.
+    answered: Option<Answered>,
     /// Time the guest spent blocked on host operations (upstreams, the
     /// store, the limiter, bodies, sleeps): not the guest's own time.
     host_wait: Duration,
@@ -170,6 +172,7 @@ pub struct GuestResponse {
     pub headers: Vec<(String, String)>,
     pub body: Option<HostBody>,
     pub routed: Option<Routed>,
+    pub answered: Option<Answered>,
 }
 
 impl Pool {
@@ -246,7 +249,7 @@ async fn snapshot_in(engine: &Engine, component: &[u8], document: &Document, sha
 
 impl State {
     fn new_store(engine: &Engine, shared: Arc<Shared>, document: Document, limits: GuestLimits) -> Store<State> {
-        let mut store = Store::new(engine, State { table: ResourceTable::new(), shared, document, request_id: None, memory: limits.memory_cap(), routed: None, host_wait: Duration::ZERO });
+        let mut store = Store::new(engine, State { table: ResourceTable::new(), shared, document, request_id: None, memory: limits.memory_cap(), routed: None, answered: None, host_wait: Duration::ZERO });
         limits.arm(&mut store, |state| &mut state.memory);
         store
     }
@@ -372,7 +375,7 @@ impl Runtime {
         };
         let state = store.data_mut();
         self.shared.metrics.guest_ran(state.routed.as_ref(), started.elapsed().saturating_sub(state.host_wait));
-        Ok(GuestResponse { status: response.status, headers: response.headers, body, routed: state.routed.take() })
+        Ok(GuestResponse { status: response.status, headers: response.headers, body, routed: state.routed.take(), answered: state.answered.take() })
     }
 }
 
@@ -578,6 +581,11 @@ impl telemetry::Host for State {
         self.routed = Some(Routed { route, app });
         Ok(())
     }
+
+    async fn answered(&mut self, error_code: Option<String>, cache: Option<String>) -> wasmtime::Result<()> {
+        self.answered = Some(Answered { error_code, cache });
+        Ok(())
+    }
 }
 
 // The server's side of a request (server.rs knows nothing of the guest).
@@ -599,6 +607,9 @@ impl Handler for Runtime {
                 let mut builder = hyper::Response::builder().status(r.status);
                 if let Some(routed) = r.routed {
                     builder = builder.extension(routed);
+                }
+                if let Some(answered) = r.answered {
+                    builder = builder.extension(answered);
                 }
                 for (name, value) in &r.headers {
                     builder = builder.header(name, value);

@@ -15,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 
 use crate::body::{BoxError, Counted, HostBody, IdleTimeout, Prefetched};
-use crate::metrics::{Metrics, Routed};
+use crate::metrics::{Answered, Metrics, Routed};
 use crate::framing::Watched;
 
 pub struct ServerOptions {
@@ -322,7 +322,8 @@ async fn logged<H: Handler>(handler: Arc<H>, options: Arc<ServerOptions>, peer: 
     response.headers_mut().insert(REQUEST_ID, id_header);
     let status = response.status().as_u16();
     let took = started.elapsed();
-    options.metrics.answered(response.extensions().get::<Routed>(), status, took);
+    let answered = response.extensions().get::<Answered>();
+    options.metrics.answered(response.extensions().get::<Routed>(), answered, status, took);
     let took_ms = took.as_secs_f64() * 1000.0;
     match options.log_format {
         LogFormat::Line => access_log::line(format_args!("{} \"{method} {url}\" {status} {took_ms:.1}ms", peer.ip())),
@@ -331,6 +332,7 @@ async fn logged<H: Handler>(handler: Arc<H>, options: Arc<ServerOptions>, peer: 
             let line = serde_json::json!({
                 "time_ms": time_ms, "client": peer.ip().to_string(), "method": method.as_str(), "url": url,
                 "status": status, "duration_ms": (took_ms * 10.0).round() / 10.0, "request_id": request_id,
+                "error": answered.and_then(|a| a.error_code.as_deref()), "cache": answered.and_then(|a| a.cache.as_deref()),
             });
             access_log::line(format_args!("{line}"));
         }

@@ -5,7 +5,7 @@ use serde::Deserialize;
 
 use crate::platform::{Body, Platform, ReadOutcome, Request, Response, read_up_to};
 use crate::proxy::cors::CorsOptions;
-use crate::proxy::cache::Lookup;
+use crate::proxy::cache::{CacheResult, Lookup};
 use crate::proxy::{ErrorCode, Method, Peer, ProxyApp, ProxyError, Session, cache, headers, rate_limit};
 
 #[derive(Debug, Deserialize)]
@@ -139,9 +139,20 @@ impl<P: Platform> ProxyApp<P> for ApiGateway<'_> {
         if let Some(cors) = &self.options.cors {
             cors.decorate(crate::platform::header(&s.headers, "origin"), &[], &mut resp.headers);
         }
-        if self.options.cache.is_some() && s.method == Method::Get {
-            headers::set(&mut resp.headers, "x-cache", if ctx.cache_hit { "HIT" } else { "MISS" });
+        if let Some(result) = self.cache_result(s, ctx) {
+            headers::set(&mut resp.headers, "x-cache", result.header());
         }
+    }
+
+    fn logging(&self, s: &Session<P>, ctx: &Ctx, error: Option<ErrorCode>) {
+        s.platform.answered(error.map(ErrorCode::as_str), self.cache_result(s, ctx).map(CacheResult::label));
+    }
+}
+
+impl ApiGateway<'_> {
+    /// Every GET on a route with a cache is a hit or a miss.
+    fn cache_result<P: Platform>(&self, s: &Session<P>, ctx: &Ctx) -> Option<CacheResult> {
+        (self.options.cache.is_some() && s.method == Method::Get).then(|| CacheResult::of(ctx.cache_hit))
     }
 }
 

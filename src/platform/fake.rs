@@ -21,6 +21,8 @@ pub struct Fake {
     pub set_if_absent_fails: bool,
     /// Entries another request stores, each once `now` reaches its time.
     pub arrivals: RefCell<Vec<(u64, String, Vec<u8>)>>,
+    /// What the logging phase reported (`answered`): error code, cache.
+    pub answered: RefCell<Vec<(Option<String>, Option<String>)>>,
 }
 
 impl Fake {
@@ -34,6 +36,7 @@ impl Fake {
             leases_held_until: None,
             set_if_absent_fails: false,
             arrivals: RefCell::default(),
+            answered: RefCell::default(),
         }
     }
 
@@ -121,5 +124,8 @@ impl Platform for Fake {
     }
     fn rate_limit(&self, _: &str, _: &str, _: u32, _: u32) -> Result<Decision, String> {
         self.limiter.clone().unwrap_or(Ok(Decision { allowed: true, retry_after_seconds: 0 }))
+    }
+    fn answered(&self, error_code: Option<&str>, cache: Option<&str>) {
+        self.answered.borrow_mut().push((error_code.map(str::to_owned), cache.map(str::to_owned)));
     }
 }

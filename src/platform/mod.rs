@@ -230,4 +230,8 @@ pub trait Platform {
     /// Tells the host which route (numbered from 1) and app answer this
     /// request, for its metrics. Only the WIT host has a use for it.
     fn routed(&self, _route: u32, _app: &str) {}
+
+    /// Tells the host how the request was answered: the core's own error
+    /// code, and the app's cache result (`telemetry.answered`).
+    fn answered(&self, _error_code: Option<&str>, _cache: Option<&str>) {}
 }

@@ -8,6 +8,39 @@ use super::headers::list_tokens;
 use super::{ErrorCode, Method, ProxyError, Session};
 use crate::platform::{Body, Headers, Platform, ReadOutcome, Response, header, read_up_to};
 
+/// What a cache did for a request: the `X-Cache` header, and the `cache`
+/// the logging phase reports (`telemetry.answered`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheResult {
+    Hit,
+    Miss,
+}
+
+impl CacheResult {
+    pub fn of(hit: bool) -> Self {
+        if hit { CacheResult::Hit } else { CacheResult::Miss }
+    }
+
+    /// The result an `X-Cache` value the core set names.
+    pub fn from_header(value: &str) -> Option<Self> {
+        [CacheResult::Hit, CacheResult::Miss].into_iter().find(|r| r.header() == value)
+    }
+
+    pub fn header(self) -> &'static str {
+        match self {
+            CacheResult::Hit => "HIT",
+            CacheResult::Miss => "MISS",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            CacheResult::Hit => "hit",
+            CacheResult::Miss => "miss",
+        }
+    }
+}
+
 /// Parsed `Cache-Control` directives, names lower-cased.
 pub struct CacheControl(Vec<(String, Option<String>)>);
 

@@ -20,7 +20,7 @@
 
 use std::borrow::Cow;
 
-use super::{Incoming, Method, ProxyError, headers};
+use super::{ErrorCode, Incoming, Method, ProxyError, headers};
 use crate::platform::{Headers, HttpError, Platform, Request, Response};
 
 /// What every phase may consult about the request being served.
@@ -64,6 +64,13 @@ pub trait ProxyApp<P: Platform> {
 
     /// Every response, whatever produced it: early answer, upstream or error.
     fn response_filter(&self, _s: &Session<P>, _ctx: &mut Self::Ctx, _resp: &mut Response<P::Body>) {}
+
+    /// Last: how the request was answered, for the host's metrics and log
+    /// (`telemetry.answered`). `error` is the code of an error the core
+    /// answered; an app with a cache adds what its cache did.
+    fn logging(&self, s: &Session<P>, _ctx: &Self::Ctx, error: Option<ErrorCode>) {
+        s.platform.answered(error.map(ErrorCode::as_str), None);
+    }
 }
 
 /// Where the routing phase sends a request (see the module's comment).
@@ -149,7 +156,9 @@ impl<P: Platform, A: ProxyApp<P>> Resume<P> for Pending<'_, P, A> {
 }
 
 fn respond<P: Platform, A: ProxyApp<P>>(app: &A, s: &Session<P>, ctx: &mut A::Ctx, outcome: Result<Response<P::Body>, ProxyError>) -> Response<P::Body> {
+    let error = outcome.as_ref().err().map(|e| e.code);
     let mut resp = outcome.unwrap_or_else(|e| app.fail_to_proxy(s, ctx, e));
     app.response_filter(s, ctx, &mut resp);
+    app.logging(s, ctx, error);
     resp
 }

@@ -70,6 +70,7 @@ impl config::Guest for Services {
 /// The route name is for the wasmtime host's metrics; Spin has none to label.
 impl telemetry::Guest for Services {
     fn routed(_route: u32, _app: String) {}
+    fn answered(_error_code: Option<String>, _cache: Option<String>) {}
 }
 
 pub fn spin_variable_name(key: &str) -> String {

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use crate::platform::{Headers, Platform, Request, Response, header};
 use crate::proxy::cors::{CorsOptions, HUB_METADATA};
 use crate::proxy::git::{self, GitRoute};
-use crate::proxy::cache::Lookup;
+use crate::proxy::cache::{CacheResult, Lookup};
 use crate::proxy::{ErrorCode, Method, Peer, ProxyApp, ProxyError, Session, cache, check_base_url, headers, rate_limit};
 use hosts::{AllowList, HUB_HOSTS, Public, Upstream};
 use rewrite::Document;
@@ -218,6 +218,11 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// A request the cache looked up is a hit or a miss.
+    fn cache_result(&self) -> Option<CacheResult> {
+        (self.cache_key.is_some() || self.cache_hit).then(|| CacheResult::of(self.cache_hit))
+    }
+
     /// Where request_filter routed the request; the phases after it run only
     /// on a routed request, so an error here is the runner's bug, answered.
     fn routed(&self) -> Result<&Target, ProxyError> {
@@ -339,9 +344,13 @@ impl<P: Platform> ProxyApp<P> for HfMirror<'_> {
         if let Some(cors) = self.options.cors.as_ref().filter(|_| ctx.git.is_none()) {
             cors.decorate(header(&s.headers, "origin"), HUB_METADATA, &mut resp.headers);
         }
-        if ctx.cache_key.is_some() || ctx.cache_hit {
-            headers::set(&mut resp.headers, "x-cache", if ctx.cache_hit { "HIT" } else { "MISS" });
+        if let Some(result) = ctx.cache_result() {
+            headers::set(&mut resp.headers, "x-cache", result.header());
         }
+    }
+
+    fn logging(&self, s: &Session<P>, ctx: &Ctx, error: Option<ErrorCode>) {
+        s.platform.answered(error.map(ErrorCode::as_str), ctx.cache_result().map(CacheResult::label));
     }
 }
 

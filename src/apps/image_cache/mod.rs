@@ -25,6 +25,7 @@ mod transform;
 use serde::Deserialize;
 
 use crate::platform::{Body, Headers, Platform, Response, header};
+use crate::proxy::cache::CacheResult;
 use crate::proxy::{ErrorCode, Method, ProxyError, Session};
 use codec::Kind;
 use options::{Fit, Format, Transform};
@@ -430,19 +431,19 @@ impl ImageCache<'_> {
         } else {
             let key = store::key("variant", &name);
             match store::read::<_, Meta>(s.platform, &key) {
-                Some(hit) => (hit.bytes, Some("HIT")),
+                Some(hit) => (hit.bytes, Some(CacheResult::Hit)),
                 None => {
                     let bytes = self.render(&original.bytes(s.platform)?, &base, transform, kind)?;
                     if bytes.len() as u64 <= o.variants.max_bytes {
                         let meta = Meta { content_type: kind.mime().into(), model, created_ms: s.platform.now_ms(), ..Meta::default() };
                         let _ = store::write(s.platform, &key, meta, &bytes, Some(o.variants.ttl_seconds));
                     }
-                    (bytes, Some("MISS"))
+                    (bytes, Some(CacheResult::Miss))
                 }
             }
         };
         if let Some(cache) = cache {
-            headers.push(("x-cache".into(), cache.into()));
+            headers.push(("x-cache".into(), cache.header().into()));
         }
         let mime = codec::sniff(&bytes).map_or("application/octet-stream", Kind::mime);
         headers.push(("content-type".into(), mime.into()));
