@@ -45,6 +45,7 @@ const mf = new Miniflare({
   // The newest date Miniflare 4's bundled workerd accepts; JSPI needs no flag.
   compatibilityDate: "2026-07-01",
   kvNamespaces: ["EDGEPROXY_KV"],
+  r2Buckets: ["EDGEPROXY_BLOBS"],
   ratelimits,
   bindings,
 });

@@ -25,6 +25,12 @@ const KV_MAX_KEY_BYTES = 512;
 const KV_MAX_VALUE_BYTES = 25 * 1024 * 1024;
 const KV_MIN_TTL_SECONDS = 60;
 
+// The blob store is an R2 bucket bound as EDGEPROXY_BLOBS:
+// https://developers.cloudflare.com/r2/platform/limits/ (one put of a
+// stream: at most 5 GiB less 5 MiB).
+const BLOB_MAX_KEY_BYTES = 512;
+const BLOB_MAX_PUT_BYTES = 5 * 1024 ** 3 - 5 * 1024 ** 2;
+
 /** A WIT error result: jco turns a thrown `{ payload }` into `err(payload)`. */
 function err(tag, val) {
   return Object.assign(new Error(`${tag}: ${val ?? ""}`), { payload: val === undefined ? { tag } : { tag, val } });
@@ -219,6 +225,16 @@ function imports(slot) {
       },
     },
     "edgeproxy:platform/http-client": { send: sendUpstream },
+    "edgeproxy:platform/blob": {
+      limits: () => ({ maxObjectBytes: BigInt(BLOB_MAX_PUT_BYTES), maxKeyBytes: BLOB_MAX_KEY_BYTES }),
+      put: (key, content, size, sha256, metadata) => blobPut(blobBucket(slot.env, key), key, content, Number(size), sha256, metadata),
+      get: (key, range) => blobGet(blobBucket(slot.env, key), key, range),
+      head: async (key) => {
+        const object = await r2(() => blobBucket(slot.env, key).head(key));
+        return object === null ? undefined : blobObject(object);
+      },
+      delete: (key) => r2(() => blobBucket(slot.env, key).delete(key)),
+    },
     "edgeproxy:platform/kv": {
       limits: () => ({ maxKeyBytes: KV_MAX_KEY_BYTES, maxValueBytes: BigInt(KV_MAX_VALUE_BYTES), minTtlSeconds: KV_MIN_TTL_SECONDS }),
       get: (key) => kvGet(slot.env.EDGEPROXY_KV, key),
@@ -311,6 +327,111 @@ async function kvSet(kv, key, value, ttlSeconds) {
   } catch (e) {
     throw err("unavailable", String(e?.message ?? e));
   }
+}
+
+function blobBucket(env, key) {
+  const bytes = new TextEncoder().encode(key).length;
+  if (bytes === 0 || bytes > BLOB_MAX_KEY_BYTES || !/^[A-Za-z0-9._\/-]+$/.test(key)) {
+    throw err("invalid-key", `a blob key is 1 to ${BLOB_MAX_KEY_BYTES} bytes of a-z, A-Z, 0-9 and ._/-`);
+  }
+  if (!env.EDGEPROXY_BLOBS) throw err("unavailable", "no EDGEPROXY_BLOBS binding (an R2 bucket)");
+  return env.EDGEPROXY_BLOBS;
+}
+
+/** An R2 call whose failure is the store's. */
+async function r2(call) {
+  try {
+    return await call();
+  } catch (e) {
+    throw err("unavailable", String(e?.message ?? e));
+  }
+}
+
+function blobObject(object) {
+  const metadata = object.customMetadata?.edgeproxy;
+  return { size: BigInt(object.size), metadata: metadata ? JSON.parse(metadata) : [] };
+}
+
+/** R2 stores nothing from a put that fails, so the body goes to it as it
+ * comes, through a count (a body that breaks off, or is shorter or longer
+ * than `size`, fails the put) and, when `sha256` is given, R2's own check of
+ * it; a failed put is the body's fault (`mismatch`) when the count or our
+ * own digest of what passed says so, the store's otherwise. */
+async function blobPut(bucket, key, content, size, sha256, metadata) {
+  if (size > BLOB_MAX_PUT_BYTES) throw err("too-large", BigInt(BLOB_MAX_PUT_BYTES));
+  const source = content.toPlatform();
+  const stream = source instanceof Uint8Array ? new Blob([source]).stream() : source;
+  const reader = stream.getReader();
+  let passed = 0;
+  let problem = null; // what was wrong with the body, if anything
+  const refuse = (controller, why) => {
+    problem = why;
+    controller.error(new Error(why));
+  };
+  const counted = new ReadableStream({
+    async pull(controller) {
+      let next;
+      try {
+        next = await reader.read();
+      } catch (e) {
+        return refuse(controller, `the body broke off after ${passed} bytes: ${e?.message ?? e}`);
+      }
+      if (next.done) {
+        if (passed < size) refuse(controller, `the body has ${passed} bytes, not ${size}`);
+        else controller.close();
+        return;
+      }
+      passed += next.value.byteLength;
+      if (passed > size) {
+        reader.cancel().catch(() => {});
+        return refuse(controller, `the body is longer than ${size} bytes`);
+      }
+      controller.enqueue(next.value);
+    },
+    cancel: (reason) => reader.cancel(reason),
+  });
+  let toR2 = counted;
+  let digest = null;
+  if (sha256) {
+    const [a, b] = counted.tee();
+    toR2 = a;
+    const hashing = new crypto.DigestStream("SHA-256");
+    digest = b.pipeTo(hashing).then(() => hashing.digest, () => null);
+  }
+  const fixed = new FixedLengthStream(size);
+  const copied = toR2.pipeTo(fixed.writable).catch(() => {});
+  const options = { customMetadata: { edgeproxy: JSON.stringify(metadata) } };
+  if (sha256) options.sha256 = sha256;
+  try {
+    await bucket.put(key, fixed.readable, options);
+  } catch (e) {
+    await copied;
+    if (problem) throw err("mismatch", problem);
+    const actual = digest ? hex(await digest) : null;
+    if (actual && actual !== sha256.toLowerCase()) throw err("mismatch", `the body's sha256 is ${actual}, not ${sha256}`);
+    throw err("unavailable", String(e?.message ?? e));
+  }
+}
+
+/** `range`: the first byte and the number of bytes, clamped to the object's end. */
+async function blobGet(bucket, key, range) {
+  let options;
+  if (range) {
+    const head = await r2(() => bucket.head(key));
+    if (head === null) return undefined;
+    const first = Math.min(Number(range[0]), head.size);
+    const length = Math.min(Number(range[1]), head.size - first);
+    if (length === 0) return [blobObject(head), new Body(new Uint8Array(0))];
+    options = { range: { offset: first, length } };
+  }
+  const object = await r2(() => bucket.get(key, options));
+  if (object === null) return undefined;
+  const length = object.range ? object.range.length ?? object.size - (object.range.offset ?? 0) : object.size;
+  return [blobObject(object), Body.fromStream(object.body, length)];
+}
+
+function hex(buffer) {
+  return [...new Uint8Array(buffer)].map((b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 function checkKey(key) {

@@ -106,6 +106,45 @@ impl Body for HostBody {
     }
 }
 
+/// A stream of `length` bytes, which says so (a stored blob): its exact
+/// size is what `known-length` and a client's `Content-Length` come from.
+pub struct KnownLength<B> {
+    inner: B,
+    left: u64,
+}
+
+impl<B> KnownLength<B> {
+    pub fn new(inner: B, length: u64) -> Self {
+        KnownLength { inner, left: length }
+    }
+}
+
+impl<B> Body for KnownLength<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            self.left = self.left.saturating_sub(data.len() as u64);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.left == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.left)
+    }
+}
+
 /// A body that fails with [`Stalled`] when no bytes come for `idle`, so that
 /// a stalled client or upstream cannot hold a request open forever.
 pub struct IdleTimeout<B> {

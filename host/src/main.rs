@@ -4,6 +4,7 @@
 
 // The host in layers: a module uses only modules in layers below its own
 // (`the_host_imports_only_downwards` checks it). ARCHITECTURE.md, "host/".
+mod blob;
 mod body;
 mod framing;
 mod kv;
@@ -224,7 +225,7 @@ fn main() -> anyhow::Result<()> {
 
 /// What requests share, with the store in `data_dir` and limits in memory.
 fn shared(data_dir: &std::path::Path, upstream_body_timeout: Duration) -> anyhow::Result<runtime::Shared> {
-    shared_with(local_state(data_dir)?, upstream_body_timeout)
+    shared_with(local_state(data_dir)?, data_dir, upstream_body_timeout)
 }
 
 /// The default store and limiter: a redb file in `data_dir`, buckets in memory.
@@ -232,8 +233,9 @@ fn local_state(data_dir: &std::path::Path) -> anyhow::Result<(kv::Store, limiter
     Ok((kv::Store::Local(Arc::new(kv::Kv::open(data_dir)?)), limiter::Limiter::Local(limiter::Buckets::new())))
 }
 
-fn shared_with((kv, limiter): (kv::Store, limiter::Limiter), upstream_body_timeout: Duration) -> anyhow::Result<runtime::Shared> {
+fn shared_with((kv, limiter): (kv::Store, limiter::Limiter), data_dir: &std::path::Path, upstream_body_timeout: Duration) -> anyhow::Result<runtime::Shared> {
     Ok(runtime::Shared {
+        blobs: blob::Store::open(data_dir).with_context(|| format!("cannot make the blob store in {}", data_dir.display()))?,
         kv,
         kv_fault: None,
         limiter,
@@ -254,7 +256,7 @@ async fn serve_shared(args: &ServeArgs) -> anyhow::Result<runtime::Shared> {
             (kv::Store::Redis(redis.clone()), limiter::Limiter::Redis(redis))
         }
     };
-    Ok(runtime::Shared { kv_fault: args.kv_fault, ..shared_with(state, args.limits.upstream_body_timeout())? })
+    Ok(runtime::Shared { kv_fault: args.kv_fault, ..shared_with(state, &args.data_dir, args.limits.upstream_body_timeout())? })
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -447,7 +449,7 @@ const LAYERS: &[&[&str]] = &[
     // snapshot, Redis's connection, the guest's bounds, the metrics.
     &["body", "framing", "tls", "preinit", "redis", "limits", "metrics"],
     // Services the guest's imports are made of; nothing of wasmtime or HTTP serving.
-    &["kv", "limiter", "upstream"],
+    &["kv", "limiter", "upstream", "blob"],
     // The HTTP server: connections, threads, drain, request URLs and ids, the log; nothing of the guest.
     &["server"],
     // The engine: the component's bindings, its pool and compile cache, the imports (`serve`).

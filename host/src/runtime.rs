@@ -12,6 +12,7 @@ use anyhow::Context as _;
 use wasmtime::component::{Component, HasSelf, Linker, Resource, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 
+use crate::blob::{self, BlobError};
 use crate::body::{HostBody, ReadError};
 use crate::kv;
 use crate::limiter::Limiter;
@@ -29,7 +30,7 @@ wasmtime::component::bindgen!({
     with: { "edgeproxy:platform/body.body": crate::body::HostBody },
 });
 
-use edgeproxy::platform::{body, clock, config, http_client, kv as wit_kv, limiter, telemetry, types};
+use edgeproxy::platform::{blob as wit_blob, body, clock, config, http_client, kv as wit_kv, limiter, telemetry, types};
 
 /// Bytes of each instance's linear memory kept resident between requests:
 /// the set-up snapshot's memory (the core's initial memory, set in
@@ -66,6 +67,7 @@ impl ComponentSource {
 
 /// What every request's store shares.
 pub struct Shared {
+    pub blobs: blob::Store,
     pub kv: kv::Store,
     pub kv_fault: Option<kv::KvFault>,
     pub limiter: Limiter,
@@ -573,6 +575,65 @@ impl limiter::Host for State {
                 Err(limiter::LimiterError::Unavailable(why))
             }
         })
+    }
+}
+
+impl wit_blob::Host for State {
+    async fn limits(&mut self) -> wasmtime::Result<wit_blob::BlobLimits> {
+        Ok(wit_blob::BlobLimits { max_object_bytes: blob::MAX_OBJECT_BYTES, max_key_bytes: blob::MAX_KEY_BYTES })
+    }
+
+    async fn put(
+        &mut self,
+        key: String,
+        content: Resource<HostBody>,
+        size: u64,
+        sha256: Option<String>,
+        metadata: Vec<(String, String)>,
+    ) -> wasmtime::Result<Result<(), wit_blob::BlobError>> {
+        let content = self.table.delete(content)?;
+        let shared = self.shared.clone();
+        let (put, waited) = timed(shared.blobs.put(&key, content, size, sha256.as_deref(), metadata)).await;
+        self.host_wait += waited;
+        Ok(put.map_err(wit_blob_error))
+    }
+
+    async fn get(&mut self, key: String, range: Option<(u64, u64)>) -> wasmtime::Result<Result<Option<(wit_blob::Object, Resource<HostBody>)>, wit_blob::BlobError>> {
+        let shared = self.shared.clone();
+        let (got, waited) = timed(shared.blobs.get(&key, range)).await;
+        self.host_wait += waited;
+        Ok(match got {
+            Ok(Some((object, body))) => Ok(Some((wit_object(object), self.table.push(body)?))),
+            Ok(None) => Ok(None),
+            Err(e) => Err(wit_blob_error(e)),
+        })
+    }
+
+    async fn head(&mut self, key: String) -> wasmtime::Result<Result<Option<wit_blob::Object>, wit_blob::BlobError>> {
+        let shared = self.shared.clone();
+        let (head, waited) = timed(shared.blobs.head(&key)).await;
+        self.host_wait += waited;
+        Ok(head.map(|o| o.map(wit_object)).map_err(wit_blob_error))
+    }
+
+    async fn delete(&mut self, key: String) -> wasmtime::Result<Result<(), wit_blob::BlobError>> {
+        let shared = self.shared.clone();
+        let (deleted, waited) = timed(shared.blobs.delete(&key)).await;
+        self.host_wait += waited;
+        Ok(deleted.map_err(wit_blob_error))
+    }
+}
+
+fn wit_object(object: blob::Object) -> wit_blob::Object {
+    wit_blob::Object { size: object.size, metadata: object.metadata }
+}
+
+fn wit_blob_error(e: BlobError) -> wit_blob::BlobError {
+    match e {
+        BlobError::InvalidKey(why) => wit_blob::BlobError::InvalidKey(why),
+        BlobError::Mismatch(why) => wit_blob::BlobError::Mismatch(why),
+        BlobError::TooLarge(max) => wit_blob::BlobError::TooLarge(max),
+        BlobError::Unavailable(why) => wit_blob::BlobError::Unavailable(why),
     }
 }
 

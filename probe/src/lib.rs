@@ -14,7 +14,7 @@ wit_bindgen::generate!({
     world: "edgeproxy",
 });
 
-use edgeproxy::platform::{body::Body, body::BodyError, clock, config, http_client, kv, limiter, types};
+use edgeproxy::platform::{blob, body::Body, body::BodyError, clock, config, http_client, kv, limiter, types};
 use http_client::HttpError;
 use exports::edgeproxy::platform::{checker, handler, stepwise};
 
@@ -131,6 +131,61 @@ const RULES: &[(&str, Check)] = &[
         expect(matches!(kv::set(&k, &vec![0; max as usize + 1], None), Err(kv::KvError::TooLarge(n)) if n == max), "a value one byte over max-value-bytes")?;
         expect(matches!(kv::get(&k), Ok(None)), "nothing stored")
     }),
+    ("blob.absent-is-none", |_| {
+        let k = blob_key("absent");
+        expect(matches!(blob::get(&k, None), Ok(None)), "get of a key never put")?;
+        expect(matches!(blob::head(&k), Ok(None)), "head of a key never put")
+    }),
+    ("blob.put-then-get", |_| {
+        let k = blob_key("put");
+        blob::put(&k, Body::new(b"an older object"), 15, None, &[]).map_err(debug)?;
+        let metadata = vec![("etag".to_owned(), "\"e1\"".to_owned()), ("x-linked-size".to_owned(), BLOB_LEN.to_string())];
+        blob::put(&k, Body::new(&blob_bytes()), BLOB_LEN, Some(BLOB_SHA256), &metadata).map_err(|e| format!("a put with the right size and sha256: {e:?}"))?;
+        let (object, body) = blob::get(&k, None).map_err(debug)?.ok_or("get after put: none")?;
+        expect(object.size == BLOB_LEN && object.metadata == metadata, &format!("the object as put, not {object:?}"))?;
+        expect(body.known_length() == Some(BLOB_LEN), "the body's known length is the object's size")?;
+        expect(read_all(Some(body))? == blob_bytes(), "the bytes as put (the second put replaced the first)")?;
+        blob::delete(&k).map_err(debug)
+    }),
+    ("blob.mismatch-stores-nothing", |f| {
+        let k = blob_key("mismatch");
+        expect(matches!(blob::put(&k, Body::new(b"short"), 6, None, &[]), Err(blob::BlobError::Mismatch(_))), "a body shorter than its size")?;
+        expect(matches!(blob::put(&k, Body::new(b"longer"), 5, None, &[]), Err(blob::BlobError::Mismatch(_))), "a body longer than its size")?;
+        let wrong = "0".repeat(64);
+        expect(matches!(blob::put(&k, Body::new(&blob_bytes()), BLOB_LEN, Some(&wrong), &[]), Err(blob::BlobError::Mismatch(_))), "a body with another sha256")?;
+        let broken = send("GET", &f.broken, Vec::new(), None, None).map_err(debug)?;
+        let length = header(&broken.headers, "content-length").and_then(|l| l.parse().ok()).ok_or("the broken fixture declares its length")?;
+        let body = broken.body.ok_or("the broken fixture has a body")?;
+        expect(matches!(blob::put(&k, body, length, None, &[]), Err(blob::BlobError::Mismatch(_))), "a body that breaks off")?;
+        expect(matches!(blob::head(&k), Ok(None)), "nothing stored")
+    }),
+    ("blob.range", |_| {
+        let k = blob_key("range");
+        blob::put(&k, Body::new(&blob_bytes()), BLOB_LEN, None, &[]).map_err(debug)?;
+        let range = |first: u64, count: u64| -> Result<(u64, Vec<u8>), String> {
+            let (object, body) = blob::get(&k, Some((first, count))).map_err(debug)?.ok_or("get of a range: none")?;
+            Ok((object.size, read_all(Some(body))?))
+        };
+        let bytes = blob_bytes();
+        expect(range(1000, 20)? == (BLOB_LEN, bytes[1000..1020].to_vec()), "20 bytes from 1000, and the object's whole size")?;
+        expect(range(BLOB_LEN - 5, 100)?.1 == bytes[bytes.len() - 5..], "a range past the end is clamped to it")?;
+        blob::delete(&k).map_err(debug)
+    }),
+    ("blob.head", |_| {
+        let k = blob_key("head");
+        let metadata = vec![("x-repo-commit".to_owned(), "abc".to_owned())];
+        blob::put(&k, Body::new(b"twelve bytes"), 12, None, &metadata).map_err(debug)?;
+        let object = blob::head(&k).map_err(debug)?.ok_or("head after put: none")?;
+        expect(object.size == 12 && object.metadata == metadata, &format!("the object as put, not {object:?}"))?;
+        blob::delete(&k).map_err(debug)
+    }),
+    ("blob.delete", |_| {
+        let k = blob_key("delete");
+        blob::delete(&k).map_err(|e| format!("deleting an absent key: {e:?}"))?;
+        blob::put(&k, Body::new(b"x"), 1, None, &[]).map_err(debug)?;
+        blob::delete(&k).map_err(debug)?;
+        expect(matches!(blob::get(&k, None), Ok(None)), "get after delete")
+    }),
     ("http.response", |f| {
         let body = Body::new(b"sent");
         let resp = send("POST", &format!("{}/echo/probe", f.upstream), vec![("x-probe".into(), "1".into())], Some(body), None).map_err(debug)?;
@@ -236,6 +291,19 @@ fn expect(holds: bool, what: &str) -> Result<(), String> {
 
 fn debug(e: impl std::fmt::Debug) -> String {
     format!("{e:?}")
+}
+
+/// A blob key of this run's own.
+fn blob_key(name: &str) -> String {
+    format!("probe/{}/{name}", clock::now_ms())
+}
+
+/// The probe's test object: 300,000 bytes, `i % 251`, and their sha256.
+const BLOB_LEN: u64 = 300_000;
+const BLOB_SHA256: &str = "3c65ea93424a9c362fec0e3a69ea36031e8a358441479dd665cc6110eabe7b08";
+
+fn blob_bytes() -> Vec<u8> {
+    (0..BLOB_LEN).map(|i| (i % 251) as u8).collect()
 }
 
 /// A key of this run's own: the store may outlive the host process.

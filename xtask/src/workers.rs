@@ -25,6 +25,10 @@ pub const ASYNC_IMPORTS: &[(&str, &str)] = &[
     ("edgeproxy:platform/kv@0.1.0", "set-if-absent"),
     ("edgeproxy:platform/clock@0.1.0", "sleep-ms"),
     ("edgeproxy:platform/limiter@0.1.0", "check"),
+    ("edgeproxy:platform/blob@0.1.0", "put"),
+    ("edgeproxy:platform/blob@0.1.0", "get"),
+    ("edgeproxy:platform/blob@0.1.0", "head"),
+    ("edgeproxy:platform/blob@0.1.0", "delete"),
 ];
 /// Exports that may suspend; `stepwise`'s `begin` and `resume` never do, so
 /// they are called without the stack JSPI allocates for each such call.
