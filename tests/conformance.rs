@@ -27,18 +27,8 @@ const EXCEPTIONS: &[(&str, &str, &str)] = &[
         "Spin refuses a host that `allowed_outbound_hosts` does not list before resolving it (denied); the manifest lists only \
          the document's upstreams (the test's: loopback), so a name outside it is denied, never looked up",
     ),
-    ("spin", "blob.absent-is-none", SPIN_HAS_NO_BLOB_STORE_YET),
-    ("spin", "blob.put-then-get", SPIN_HAS_NO_BLOB_STORE_YET),
-    ("spin", "blob.mismatch-stores-nothing", SPIN_HAS_NO_BLOB_STORE_YET),
-    ("spin", "blob.range", SPIN_HAS_NO_BLOB_STORE_YET),
-    ("spin", "blob.head", SPIN_HAS_NO_BLOB_STORE_YET),
-    ("spin", "blob.delete", SPIN_HAS_NO_BLOB_STORE_YET),
 ];
 
-/// Not a difference of Spin's but work in progress (issue 26): the blob store
-/// on Spin is to be its key-value store in parts; until then every call is
-/// `unavailable`, which the core treats as no store.
-const SPIN_HAS_NO_BLOB_STORE_YET: &str = "the Spin adapter has no blob store yet (issue 26): every call is unavailable";
 
 const DOCUMENT: &str = "# the probe reads this document, not the core\n[[route]]\nhost = \"*\"\n[route.api-gateway]\norigin = \"http://127.0.0.1:9\"\n";
 

@@ -168,6 +168,7 @@ const RULES: &[(&str, Check)] = &[
         };
         let bytes = blob_bytes();
         expect(range(1000, 20)? == (BLOB_LEN, bytes[1000..1020].to_vec()), "20 bytes from 1000, and the object's whole size")?;
+        expect(range(999_990, 1_000_000)?.1 == bytes[999_990..1_999_990], "a megabyte from the middle")?;
         expect(range(BLOB_LEN - 5, 100)?.1 == bytes[bytes.len() - 5..], "a range past the end is clamped to it")?;
         blob::delete(&k).map_err(debug)
     }),
@@ -298,9 +299,11 @@ fn blob_key(name: &str) -> String {
     format!("probe/{}/{name}", clock::now_ms())
 }
 
-/// The probe's test object: 300,000 bytes, `i % 251`, and their sha256.
-const BLOB_LEN: u64 = 300_000;
-const BLOB_SHA256: &str = "3c65ea93424a9c362fec0e3a69ea36031e8a358441479dd665cc6110eabe7b08";
+/// The probe's test object: 2,000,000 bytes, `i % 251`, and their sha256.
+/// Larger than a value of Spin's key-value store (1 MB), so that a host
+/// storing objects in parts is tested across them.
+const BLOB_LEN: u64 = 2_000_000;
+const BLOB_SHA256: &str = "82fa05417c03925cb7e8fd2bc2e9f2e2a1c8c421427ccdba1ab0091261e3a840";
 
 fn blob_bytes() -> Vec<u8> {
     (0..BLOB_LEN).map(|i| (i % 251) as u8).collect()

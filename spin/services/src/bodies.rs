@@ -23,8 +23,46 @@ pub enum Source {
     Bytes { bytes: Vec<u8>, at: usize },
     Stream(WasiStream),
     Chain(Box<Source>, Box<Source>),
+    /// A stored blob's bytes, read from its key-value parts as they are wanted (blob.rs).
+    Parts(Parts),
     /// A stream that could not be opened: every read fails, nothing is lost silently.
     Broken(String),
+}
+
+/// `remaining` bytes of a stored blob from byte `skip` of part `next`.
+pub struct Parts {
+    key: String,
+    generation: u64,
+    next: u64,
+    skip: usize,
+    remaining: u64,
+    part: Vec<u8>,
+    at: usize,
+}
+
+impl Parts {
+    pub fn new(key: String, generation: u64, first: u64, count: u64) -> Parts {
+        let part_bytes = crate::blob::PART_BYTES as u64;
+        Parts { key, generation, next: first / part_bytes, skip: (first % part_bytes) as usize, remaining: count, part: Vec::new(), at: 0 }
+    }
+
+    fn read(&mut self, max: usize) -> Result<Option<Vec<u8>>, BodyError> {
+        if self.remaining == 0 {
+            return Ok(None);
+        }
+        if self.at >= self.part.len() {
+            let key = crate::blob::part_key(&self.key, self.generation, self.next);
+            let part = crate::kv::with_bucket(|b| b.get(&key)).map_err(BodyError::Broken)?;
+            self.part = part.ok_or_else(|| BodyError::Broken("a part of the stored object is gone (replaced or deleted while read)".into()))?;
+            self.at = std::mem::take(&mut self.skip).min(self.part.len());
+            self.next += 1;
+        }
+        let n = max.min(self.part.len() - self.at).min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+        let chunk = self.part[self.at..self.at + n].to_vec();
+        self.at += n;
+        self.remaining -= n as u64;
+        Ok(Some(chunk))
+    }
 }
 
 /// An input stream with the resources it is a child of. Field order is drop
@@ -55,7 +93,7 @@ impl HostBody {
 }
 
 impl Source {
-    fn read(&mut self, max: usize) -> Result<Option<Vec<u8>>, BodyError> {
+    pub fn read(&mut self, max: usize) -> Result<Option<Vec<u8>>, BodyError> {
         match self {
             Source::Bytes { bytes, at } => {
                 if *at >= bytes.len() {
@@ -78,6 +116,7 @@ impl Source {
                 Some(chunk) => Ok(Some(chunk)),
                 None => tail.read(max),
             },
+            Source::Parts(parts) => parts.read(max),
             Source::Broken(why) => Err(BodyError::Broken(why.clone())),
         }
     }
@@ -87,6 +126,7 @@ impl Source {
             Source::Bytes { bytes, at } => Some((bytes.len() - at) as u64),
             Source::Stream(s) => s.known_length,
             Source::Chain(head, tail) => Some(head.known_length()? + tail.known_length()?),
+            Source::Parts(parts) => Some(parts.remaining),
             Source::Broken(_) => None,
         }
     }
@@ -116,6 +156,11 @@ impl Source {
                     Err(StreamError::LastOperationFailed(e)) => return Err(BodyError::Broken(e.to_debug_string())),
                 }
             },
+            Source::Parts(mut parts) => {
+                while let Some(chunk) = parts.read(SPLICE_BYTES as usize)? {
+                    write_all(out, &chunk)?;
+                }
+            }
             Source::Broken(why) => return Err(BodyError::Broken(why)),
         }
         match out.blocking_flush() {

@@ -4,6 +4,7 @@
 //! variables (spin-sdk's `variables::get`), rate limits as compare-and-swap counters in the store.
 //! See spin/wit/adapter.wit for how this component is wired to the others.
 
+mod blob;
 mod bodies;
 mod http_client;
 mod kv;
@@ -27,7 +28,7 @@ mod bindings {
     });
 }
 
-use bindings::exports::edgeproxy::platform::{blob, clock, config, telemetry};
+use bindings::exports::edgeproxy::platform::{clock, config, telemetry};
 use spin_sdk::variables;
 
 struct Services;
@@ -71,31 +72,6 @@ impl config::Guest for Services {
 impl telemetry::Guest for Services {
     fn routed(_route: u32, _app: String) {}
     fn answered(_error_code: Option<String>, _cache: Option<String>) {}
-}
-
-/// Not yet on Spin (issue 26: the blob store in key-value parts, as
-/// image-cache stores its images); every call says so, and the core carries
-/// on without a blob store, as it does when one fails.
-impl blob::Guest for Services {
-    fn limits() -> blob::BlobLimits {
-        blob::BlobLimits { max_object_bytes: 0, max_key_bytes: 512 }
-    }
-    fn put(_key: String, _content: blob::Body, _size: u64, _sha256: Option<String>, _metadata: Vec<(String, String)>) -> Result<(), blob::BlobError> {
-        Err(no_blob_store())
-    }
-    fn get(_key: String, _range: Option<(u64, u64)>) -> Result<Option<(blob::Object, blob::Body)>, blob::BlobError> {
-        Err(no_blob_store())
-    }
-    fn head(_key: String) -> Result<Option<blob::Object>, blob::BlobError> {
-        Err(no_blob_store())
-    }
-    fn delete(_key: String) -> Result<(), blob::BlobError> {
-        Err(no_blob_store())
-    }
-}
-
-fn no_blob_store() -> blob::BlobError {
-    blob::BlobError::Unavailable("the Spin adapter has no blob store yet".into())
 }
 
 pub fn spin_variable_name(key: &str) -> String {

@@ -1,0 +1,187 @@
+//! `blob` over Spin's `default` key-value store, the one store Spin 4.0.x
+//! gives a component: an object is its parts (each under the store's 1 MB
+//! per value) and a manifest written last, so a reader sees a whole object
+//! or none. Parts carry the put's random generation in their keys, so a put
+//! over an object never mixes with the parts of the one it replaces, and
+//! are deleted once the new manifest is in place. Keys are hashed (Spin's
+//! keys are at most 256 bytes; ours up to 512).
+
+use sha2::{Digest, Sha256};
+
+use crate::Services;
+use crate::bindings::exports::edgeproxy::platform::blob::{self, BlobError, BlobLimits, Object};
+use crate::bindings::exports::edgeproxy::platform::body::BodyError;
+use crate::bodies::{HostBody, Parts, Source};
+use crate::kv::with_bucket;
+
+const MAX_KEY_BYTES: u32 = 512;
+/// Bytes per part: under Spin's 1 MB per value.
+pub const PART_BYTES: usize = 960_000;
+/// The largest object: 10,000 parts.
+const MAX_OBJECT_BYTES: u64 = 10_000 * PART_BYTES as u64;
+
+/// What a manifest says of its object.
+struct Manifest {
+    size: u64,
+    generation: u64,
+    metadata: Vec<(String, String)>,
+}
+
+impl Manifest {
+    fn parts(&self) -> u64 {
+        self.size.div_ceil(PART_BYTES as u64)
+    }
+
+    /// Size and generation little-endian, then each metadata name and value, length-prefixed.
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(&self.size.to_le_bytes());
+        out.extend_from_slice(&self.generation.to_le_bytes());
+        for (name, value) in &self.metadata {
+            for text in [name, value] {
+                out.extend_from_slice(&(text.len() as u32).to_le_bytes());
+                out.extend_from_slice(text.as_bytes());
+            }
+        }
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Manifest> {
+        let u64_at = |at: usize| Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?));
+        let (size, generation) = (u64_at(0)?, u64_at(8)?);
+        let mut rest = bytes.get(16..)?;
+        let mut metadata = Vec::new();
+        while !rest.is_empty() {
+            let (name, after) = take_text(rest)?;
+            let (value, after) = take_text(after)?;
+            metadata.push((name, value));
+            rest = after;
+        }
+        Some(Manifest { size, generation, metadata })
+    }
+}
+
+/// A length-prefixed string, and what follows it.
+fn take_text(bytes: &[u8]) -> Option<(String, &[u8])> {
+    let len = u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
+    let text = String::from_utf8(bytes.get(4..4 + len)?.to_vec()).ok()?;
+    Some((text, &bytes[4 + len..]))
+}
+
+/// The store key of `key`'s manifest; its parts are `{this}:{generation}:{n}`.
+fn manifest_key(key: &str) -> Result<String, BlobError> {
+    let valid = !key.is_empty() && key.len() <= MAX_KEY_BYTES as usize && key.bytes().all(|b| b.is_ascii_alphanumeric() || b"._/-".contains(&b));
+    if !valid {
+        return Err(BlobError::InvalidKey(format!("a blob key is 1 to {MAX_KEY_BYTES} bytes of a-z, A-Z, 0-9 and ._/-")));
+    }
+    let hash: String = Sha256::digest(key.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    Ok(format!("blob:{hash}"))
+}
+
+pub fn part_key(manifest_key: &str, generation: u64, n: u64) -> String {
+    format!("{manifest_key}:{generation:x}:{n}")
+}
+
+fn read_manifest(key: &str) -> Result<Option<Manifest>, BlobError> {
+    let stored = with_bucket(|b| b.get(key)).map_err(BlobError::Unavailable)?;
+    Ok(stored.and_then(|bytes| Manifest::decode(&bytes)))
+}
+
+fn delete_parts(key: &str, manifest: &Manifest) {
+    for n in 0..manifest.parts() {
+        let _ = with_bucket(|b| b.delete(&part_key(key, manifest.generation, n)));
+    }
+}
+
+impl blob::Guest for Services {
+    fn limits() -> BlobLimits {
+        BlobLimits { max_object_bytes: MAX_OBJECT_BYTES, max_key_bytes: MAX_KEY_BYTES }
+    }
+
+    fn put(key: String, content: blob::Body, size: u64, sha256: Option<String>, metadata: Vec<(String, String)>) -> Result<(), BlobError> {
+        let key = manifest_key(&key)?;
+        if size > MAX_OBJECT_BYTES {
+            return Err(BlobError::TooLarge(MAX_OBJECT_BYTES));
+        }
+        let new = Manifest { size, generation: wasi::random::random::get_random_u64(), metadata };
+        let mut source = HostBody::into_source(content);
+        let mut hash = Sha256::new();
+        let mut received = 0u64;
+        let mut written = 0u64;
+        let mut part = Vec::with_capacity(PART_BYTES);
+        let stored = loop {
+            let chunk = match source.read(PART_BYTES - part.len()) {
+                Ok(chunk) => chunk,
+                Err(BodyError::Broken(why)) => break Err(BlobError::Mismatch(format!("the body broke off after {received} bytes: {why}"))),
+                Err(BodyError::Timeout) => break Err(BlobError::Mismatch(format!("the body stalled after {received} bytes"))),
+            };
+            let end = chunk.is_none();
+            if let Some(chunk) = chunk {
+                received += chunk.len() as u64;
+                if received > size {
+                    break Err(BlobError::Mismatch(format!("the body is longer than {size} bytes")));
+                }
+                hash.update(&chunk);
+                part.extend_from_slice(&chunk);
+            }
+            if part.len() == PART_BYTES || (end && !part.is_empty()) {
+                if let Err(why) = with_bucket(|b| b.set(&part_key(&key, new.generation, written), &part)) {
+                    break Err(BlobError::Unavailable(why));
+                }
+                written += 1;
+                part.clear();
+            }
+            if end {
+                break Ok(());
+            }
+        };
+        let checked = stored.and_then(|()| {
+            if received != size {
+                return Err(BlobError::Mismatch(format!("the body has {received} bytes, not {size}")));
+            }
+            let actual: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
+            match sha256 {
+                Some(expected) if !expected.eq_ignore_ascii_case(&actual) => Err(BlobError::Mismatch(format!("the body's sha256 is {actual}, not {expected}"))),
+                _ => Ok(()),
+            }
+        });
+        let old = read_manifest(&key).ok().flatten();
+        let placed = checked.and_then(|()| with_bucket(|b| b.set(&key, &new.encode())).map_err(BlobError::Unavailable));
+        match placed {
+            Ok(()) => {
+                if let Some(old) = old {
+                    delete_parts(&key, &old);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                delete_parts(&key, &Manifest { size: written * PART_BYTES as u64, ..new });
+                Err(e)
+            }
+        }
+    }
+
+    fn get(key: String, range: Option<(u64, u64)>) -> Result<Option<(Object, blob::Body)>, BlobError> {
+        let key = manifest_key(&key)?;
+        let Some(manifest) = read_manifest(&key)? else { return Ok(None) };
+        let (first, count) = match range {
+            Some((first, count)) => (first.min(manifest.size), count.min(manifest.size - first.min(manifest.size))),
+            None => (0, manifest.size),
+        };
+        let parts = Parts::new(key, manifest.generation, first, count);
+        Ok(Some((Object { size: manifest.size, metadata: manifest.metadata }, HostBody::from_source(Source::Parts(parts)))))
+    }
+
+    fn head(key: String) -> Result<Option<Object>, BlobError> {
+        Ok(read_manifest(&manifest_key(&key)?)?.map(|m| Object { size: m.size, metadata: m.metadata }))
+    }
+
+    fn delete(key: String) -> Result<(), BlobError> {
+        let key = manifest_key(&key)?;
+        if let Some(manifest) = read_manifest(&key)? {
+            with_bucket(|b| b.delete(&key)).map_err(BlobError::Unavailable)?;
+            delete_parts(&key, &manifest);
+        }
+        Ok(())
+    }
+}
