@@ -106,6 +106,14 @@ impl Body for HostBody {
     }
 }
 
+/// The length of the data frame a poll gave, if it gave one.
+fn data_len<E>(polled: &Poll<Option<Result<Frame<Bytes>, E>>>) -> Option<u64> {
+    match polled {
+        Poll::Ready(Some(Ok(frame))) => frame.data_ref().map(|data| data.len() as u64),
+        _ => None,
+    }
+}
+
 /// A stream of `length` bytes, which says so (a stored blob): its exact
 /// size is what `known-length` and a client's `Content-Length` come from.
 pub struct KnownLength<B> {
@@ -128,10 +136,8 @@ where
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled
-            && let Some(data) = frame.data_ref()
-        {
-            self.left = self.left.saturating_sub(data.len() as u64);
+        if let Some(n) = data_len(&polled) {
+            self.left = self.left.saturating_sub(n);
         }
         polled
     }
@@ -219,10 +225,8 @@ impl<B: Body<Data = Bytes> + Unpin> Body for Counted<B> {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled
-            && let Some(data) = frame.data_ref()
-        {
-            self.counter.inc_by(data.len() as u64);
+        if let Some(n) = data_len(&polled) {
+            self.counter.inc_by(n);
         }
         polled
     }
