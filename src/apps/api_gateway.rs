@@ -135,23 +135,14 @@ impl<P: Platform> ProxyApp<P> for ApiGateway<'_> {
         Ok(resp)
     }
 
-    fn response_filter(&self, s: &Session<P>, ctx: &mut Ctx, resp: &mut Response<P::Body>) {
+    fn response_filter(&self, s: &Session<P>, _ctx: &mut Ctx, resp: &mut Response<P::Body>) {
         if let Some(cors) = &self.options.cors {
             cors.decorate(crate::platform::header(&s.headers, "origin"), &[], &mut resp.headers);
         }
-        if let Some(result) = self.cache_result(s, ctx) {
-            headers::set(&mut resp.headers, "x-cache", result.header());
-        }
     }
 
-    fn logging(&self, s: &Session<P>, ctx: &Ctx, error: Option<ErrorCode>) {
-        s.platform.answered(error.map(ErrorCode::as_str), self.cache_result(s, ctx).map(CacheResult::label));
-    }
-}
-
-impl ApiGateway<'_> {
     /// Every GET on a route with a cache is a hit or a miss.
-    fn cache_result<P: Platform>(&self, s: &Session<P>, ctx: &Ctx) -> Option<CacheResult> {
+    fn cache_result(&self, s: &Session<P>, ctx: &Ctx) -> Option<CacheResult> {
         (self.options.cache.is_some() && s.method == Method::Get).then(|| CacheResult::of(ctx.cache_hit))
     }
 }

@@ -20,6 +20,7 @@
 
 use std::borrow::Cow;
 
+use super::cache::CacheResult;
 use super::{ErrorCode, Incoming, Method, ProxyError, headers};
 use crate::platform::{Headers, HttpError, Platform, Request, Response};
 
@@ -65,11 +66,17 @@ pub trait ProxyApp<P: Platform> {
     /// Every response, whatever produced it: early answer, upstream or error.
     fn response_filter(&self, _s: &Session<P>, _ctx: &mut Self::Ctx, _resp: &mut Response<P::Body>) {}
 
+    /// What the app's cache did for this request, if it took part: the
+    /// runner sets `X-Cache` from it and reports it in `logging`.
+    fn cache_result(&self, _s: &Session<P>, _ctx: &Self::Ctx) -> Option<CacheResult> {
+        None
+    }
+
     /// Last: how the request was answered, for the host's metrics and log
-    /// (`telemetry.answered`). `error` is the code of an error the core
-    /// answered; an app with a cache adds what its cache did.
-    fn logging(&self, s: &Session<P>, _ctx: &Self::Ctx, error: Option<ErrorCode>) {
-        s.platform.answered(error.map(ErrorCode::as_str), None);
+    /// (`telemetry.answered`): the code of an error the core answered, and
+    /// what the app's cache did.
+    fn logging(&self, s: &Session<P>, ctx: &Self::Ctx, error: Option<ErrorCode>) {
+        s.platform.answered(error.map(ErrorCode::as_str), self.cache_result(s, ctx).map(CacheResult::label));
     }
 }
 
@@ -159,6 +166,9 @@ fn respond<P: Platform, A: ProxyApp<P>>(app: &A, s: &Session<P>, ctx: &mut A::Ct
     let error = outcome.as_ref().err().map(|e| e.code);
     let mut resp = outcome.unwrap_or_else(|e| app.fail_to_proxy(s, ctx, e));
     app.response_filter(s, ctx, &mut resp);
+    if let Some(result) = app.cache_result(s, ctx) {
+        headers::set(&mut resp.headers, "x-cache", result.header());
+    }
     app.logging(s, ctx, error);
     resp
 }

@@ -218,11 +218,6 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    /// A request the cache looked up is a hit or a miss.
-    fn cache_result(&self) -> Option<CacheResult> {
-        (self.cache_key.is_some() || self.cache_hit).then(|| CacheResult::of(self.cache_hit))
-    }
-
     /// Where request_filter routed the request; the phases after it run only
     /// on a routed request, so an error here is the runner's bug, answered.
     fn routed(&self) -> Result<&Target, ProxyError> {
@@ -344,13 +339,11 @@ impl<P: Platform> ProxyApp<P> for HfMirror<'_> {
         if let Some(cors) = self.options.cors.as_ref().filter(|_| ctx.git.is_none()) {
             cors.decorate(header(&s.headers, "origin"), HUB_METADATA, &mut resp.headers);
         }
-        if let Some(result) = ctx.cache_result() {
-            headers::set(&mut resp.headers, "x-cache", result.header());
-        }
     }
 
-    fn logging(&self, s: &Session<P>, ctx: &Ctx, error: Option<ErrorCode>) {
-        s.platform.answered(error.map(ErrorCode::as_str), ctx.cache_result().map(CacheResult::label));
+    /// A request the cache looked up is a hit or a miss.
+    fn cache_result(&self, _s: &Session<P>, ctx: &Ctx) -> Option<CacheResult> {
+        (ctx.cache_key.is_some() || ctx.cache_hit).then(|| CacheResult::of(ctx.cache_hit))
     }
 }
 
