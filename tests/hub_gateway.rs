@@ -170,9 +170,7 @@ async fn lfs_push_and_pull_of_100_mib_through_the_gateway_in_bounded_memory() {
     assert!(store.iter().any(|r| r["method"] == "PUT") && store.iter().any(|r| r["method"] == "GET"), "{store:?}");
     assert!(store.iter().all(|r| logged(r, "x-forwarded-host").is_some()), "every object went through the gateway");
     credentials_only_at_the_backend(&log);
-    let peak = host.peak_rss_kib();
-    eprintln!("100 MiB LFS push and pull through {}: host peak RSS {} MiB", Host::kind(), peak / 1024);
-    assert!(peak < 100 * 1024, "host memory stays bounded: peak RSS {peak} KiB");
+    host.assert_bounded_memory("100 MiB LFS push and pull");
 }
 
 #[tokio::test(flavor = "multi_thread")]

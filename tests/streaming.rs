@@ -5,12 +5,6 @@ use edgeproxy_testkit::{Host, Upstream, pattern_matches, pattern_stream};
 use futures_util::StreamExt;
 
 const TWO_GIB: u64 = 2 << 30;
-/// The host's whole process while moving 2 GiB: the wasmtime server, or the
-/// workerd process (which idles at about 60 MiB).
-fn peak_rss_limit_kib() -> u64 {
-    if Host::kind() == "workerd" { 160 * 1024 } else { 100 * 1024 }
-}
-
 async fn proxy(upstream: &Upstream) -> Host {
     Host::start(&format!("[[route]]\nhost = \"*\"\n[route.api-gateway]\norigin = \"{}\"\n", upstream.url())).await
 }
@@ -35,9 +29,7 @@ async fn a_2_gib_download_streams_through_in_bounded_memory() {
     }
     assert_eq!(received, TWO_GIB);
     assert!(intact, "every byte arrives as sent");
-    let peak = host.peak_rss_kib();
-    eprintln!("download: host peak RSS {} MiB", peak / 1024);
-    assert!(peak < peak_rss_limit_kib(), "host peak RSS {peak} KiB");
+    host.assert_bounded_memory("a 2 GiB download");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -55,9 +47,7 @@ async fn a_2_gib_upload_streams_through_in_bounded_memory() {
     let seen: serde_json::Value = response.json().await.unwrap();
     assert_eq!(seen["bytes"], TWO_GIB);
     assert_eq!(seen["pattern_ok"], true);
-    let peak = host.peak_rss_kib();
-    eprintln!("upload: host peak RSS {} MiB", peak / 1024);
-    assert!(peak < peak_rss_limit_kib(), "host peak RSS {peak} KiB");
+    host.assert_bounded_memory("a 2 GiB upload");
 }
 
 /// curl's verdict on a download: (exit code, bytes received).

@@ -34,6 +34,8 @@ pub struct Host {
     secrets: Arc<Mutex<Arc<Vec<String>>>>,
     /// Where a configured secret was seen: a log line, or bytes sent to a client.
     leaks: Arc<Mutex<Vec<String>>>,
+    /// Resident memory of the serving process once it announced itself.
+    rss_at_start_kib: u64,
 }
 
 impl Drop for Host {
@@ -270,7 +272,14 @@ impl Host {
                 }
             });
         }
-        Host { child, base, dir, log, messages, leaks, secrets }
+        let mut host = Host { child, base, dir, log, messages, leaks, secrets, rss_at_start_kib: 0 };
+        // What a test bounds is the memory serving takes, so it is measured
+        // from here: start-up alone (Spin compiling its components on a
+        // machine without its cache) can leave 100 MiB resident.
+        let pid = host.serving_pid();
+        reset_peak_rss_of(pid);
+        host.rss_at_start_kib = rss_kib_of(pid).unwrap_or(0);
+        host
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -282,12 +291,24 @@ impl Host {
         self.log.lock().unwrap().clone()
     }
 
-    /// Peak resident memory of the process that serves requests, so far
-    /// (Linux `VmHWM`): the edgeproxy server, the workerd process under
+    /// Peak resident memory of the process that serves requests since it
+    /// started serving (Linux `VmHWM`, reset once the host announced itself): the edgeproxy server, the workerd process under
     /// Miniflare's Node, or the `spin trigger http` process that `spin up`
     /// starts.
     pub fn peak_rss_kib(&self) -> u64 {
         peak_rss_kib_of(self.serving_pid()).expect("VmHWM in /proc status")
+    }
+
+    /// Asserts that what the host did since it started serving (moving
+    /// `what`) took memory bounded independently of the body's size: its
+    /// peak grew less than 64 MiB over its resident memory at start (each
+    /// host grows by 2-15 MiB moving 2 GiB).
+    pub fn assert_bounded_memory(&self, what: &str) {
+        let peak = self.peak_rss_kib();
+        let grown = peak.saturating_sub(self.rss_at_start_kib);
+        let limit = 64 * 1024;
+        eprintln!("{what} through {}: host RSS {} MiB at start, peak {} MiB", Self::kind(), self.rss_at_start_kib / 1024, peak / 1024);
+        assert!(grown < limit, "{what}: the host's memory grew by {grown} KiB (limit {limit} KiB) from {} KiB at start", self.rss_at_start_kib);
     }
 
     /// Resident memory of the process that serves requests, now (`VmRSS`).
@@ -446,6 +467,14 @@ fn rate_limit_policies(document: &str) -> Vec<(String, i64, i64)> {
 /// Peak resident memory of process `pid` (Linux `VmHWM`), if it is running.
 pub fn peak_rss_kib_of(pid: u32) -> Option<u64> {
     proc_status_kib(pid, "VmHWM:")
+}
+
+/// Starts `pid`'s peak resident memory again from its resident memory now
+/// (`5` to `/proc/PID/clear_refs`; Linux 4.0 and later).
+fn reset_peak_rss_of(pid: u32) {
+    if let Err(e) = std::fs::write(format!("/proc/{pid}/clear_refs"), "5") {
+        eprintln!("WARNING: the host's peak RSS includes its start-up: {e}");
+    }
 }
 
 /// Resident memory of `pid` now (Linux `VmRSS`).
