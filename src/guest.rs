@@ -256,7 +256,11 @@ impl Platform for WitHost {
     }
 
     fn answered(&self, error_code: Option<&str>, cache: Option<&str>) {
-        telemetry::answered(error_code, cache);
+        // Nothing to count, no call: on Workers each import call is work
+        // jco does per request (the hosts count only what is reported).
+        if error_code.is_some() || cache.is_some() {
+            telemetry::answered(error_code, cache);
+        }
     }
 }
 
