@@ -2,14 +2,14 @@
 //! [`Platform`] and exports the handler and the config check. Nothing else
 //! belongs here.
 
-use crate::platform::{self, BodyError, Decision, HttpError, KvError, KvLimits, Platform};
+use crate::platform::{self, BlobError, BlobObject, BodyError, Decision, HttpError, KvError, KvLimits, Platform};
 
 wit_bindgen::generate!({
     path: "wit",
     world: "edgeproxy",
 });
 
-use edgeproxy::platform::{body, clock, config, http_client, kv, limiter, telemetry, types};
+use edgeproxy::platform::{blob, body, clock, config, http_client, kv, limiter, telemetry, types};
 use exports::edgeproxy::platform::{checker, handler, stepwise};
 
 use crate::proxy::phases::{Begun, Resume};
@@ -197,6 +197,19 @@ impl platform::Body for body::Body {
     }
 }
 
+fn blob_error(e: blob::BlobError) -> BlobError {
+    match e {
+        blob::BlobError::InvalidKey(m) => BlobError::InvalidKey(m),
+        blob::BlobError::Mismatch(m) => BlobError::Mismatch(m),
+        blob::BlobError::TooLarge(n) => BlobError::TooLarge(n),
+        blob::BlobError::Unavailable(m) => BlobError::Unavailable(m),
+    }
+}
+
+fn blob_object(o: blob::Object) -> BlobObject {
+    BlobObject { size: o.size, metadata: o.metadata }
+}
+
 struct WitHost;
 
 impl Platform for WitHost {
@@ -227,6 +240,23 @@ impl Platform for WitHost {
 
     fn kv_set_if_absent(&self, key: &str, value: &[u8], ttl_seconds: Option<u32>) -> Result<bool, KvError> {
         waiting(KvError::Unavailable, || kv::set_if_absent(key, value, ttl_seconds).map_err(kv_error))
+    }
+
+    fn blob_put(&self, key: &str, content: body::Body, size: u64, sha256: Option<&str>, metadata: &[(String, String)]) -> Result<(), BlobError> {
+        waiting(BlobError::Unavailable, || blob::put(key, content, size, sha256, metadata).map_err(blob_error))
+    }
+
+    fn blob_get(&self, key: &str, range: Option<(u64, u64)>) -> Result<Option<(BlobObject, body::Body)>, BlobError> {
+        waiting(BlobError::Unavailable, || Ok(blob::get(key, range).map_err(blob_error)?.map(|(object, body)| (blob_object(object), body))))
+    }
+
+    fn blob_head(&self, key: &str) -> Result<Option<BlobObject>, BlobError> {
+        waiting(BlobError::Unavailable, || Ok(blob::head(key).map_err(blob_error)?.map(blob_object)))
+    }
+
+    fn blob_put_through(&self, key: &str, content: body::Body, size: u64, sha256: Option<&str>, metadata: &[(String, String)]) -> body::Body {
+        // Never waits: the store fills as the body is read, after the guest.
+        blob::put_through(key, content, size, sha256, metadata)
     }
 
     fn config(&self, key: &str) -> Result<Option<String>, String> {

@@ -466,3 +466,101 @@ impl StaticPage {
         StaticPage { url, task }
     }
 }
+
+/// A mirror that keeps what it fetches, asking the hub again about `main`
+/// on every request (so that the hub's part in each run shows).
+async fn keeping_mirror(hub: &FakeHub) -> Host {
+    mirror(hub, "\n[route.hf-mirror.store]\nrevalidate_seconds = 0\n").await
+}
+
+fn cdn_file_downloads(log: &[Value]) -> Vec<&Value> {
+    cdn_requests(log).into_iter().filter(|r| r["method"] == "GET" && r["status"] == 200).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_snapshot_is_fetched_once_and_still_downloads_with_the_hub_down() {
+    let mut hub = FakeHub::start(SMALL_LFS).await;
+    let host = keeping_mirror(&hub).await;
+    let [one_host, subdomains] = endpoints(&host);
+    let no_xet = [("HF_HUB_DISABLE_XET", "1")];
+    let snapshot = |endpoint: String| async move {
+        let home = tempdir::Dir::new("hf-home");
+        let result = hf::client(&endpoint, home.path(), &["snapshot", "org/small"], &no_xet).await.unwrap_or_else(|e| panic!("snapshot via {endpoint}: {e}"));
+        assert_cache_layout(home.path(), "org/small", &["README.md", "files/f000.txt", "model.bin"]);
+        result
+    };
+
+    let first = snapshot(one_host.clone()).await;
+    assert_eq!(cdn_file_downloads(&hub.log().await).len(), 1, "the LFS file came from the CDN once");
+
+    hub.reset_log().await;
+    let second = snapshot(subdomains.clone()).await;
+    assert_eq!(second["sha256"], first["sha256"], "every file byte-identical");
+    let log = hub.log().await;
+    assert!(cdn_requests(&log).is_empty(), "the CDN received nothing: {:?}", cdn_requests(&log));
+    let asked: Vec<&str> = log.iter().map(|r| r["path"].as_str().unwrap_or_default()).collect();
+    assert_eq!(asked, ["/api/models/org/small/revision/main"], "only `main` was asked again; answers at the commit are kept");
+
+    let response = http().get(format!("{subdomains}/org/small/resolve/main/model.bin")).header("range", "bytes=10-19").send().await.unwrap();
+    assert_eq!((response.status().as_u16(), header(&response, "x-cache")), (206, Some("HIT")));
+    assert_eq!(header(&response, "content-range"), Some(format!("bytes 10-19/{SMALL_LFS}").as_str()));
+    assert!(pattern_matches(10, &response.bytes().await.unwrap()), "a range of the kept file");
+
+    hub.stop().await;
+    let offline = snapshot(one_host.clone()).await;
+    assert_eq!(offline["sha256"], first["sha256"], "the hub down, the same files from the mirror");
+    let info = http().get(format!("{one_host}/api/models/org/small/revision/main")).send().await.unwrap();
+    assert_eq!((info.status().as_u16(), header(&info, "x-cache")), (200, Some("STALE")));
+    let never_kept = http().get(format!("{one_host}/api/models/org/legacy/revision/main")).send().await.unwrap();
+    assert_eq!(never_kept.status(), 502, "what was never kept fails as the hub does");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_corrupt_or_cut_file_is_never_kept_and_the_next_request_fetches_again() {
+    let hub = FakeHub::start(SMALL_LFS).await;
+    let host = keeping_mirror(&hub).await;
+    let url = host.url("/org/small/resolve/main/model.bin");
+    for fault in ["flip", "cut"] {
+        hub.cdn_fault(Some(fault)).await;
+        let response = http().get(&url).send().await.unwrap();
+        assert_eq!((response.status().as_u16(), header(&response, "x-cache")), (200, Some("MISS")), "{fault}");
+        let body = response.bytes().await;
+        match fault {
+            "flip" => assert!(!pattern_matches(0, &body.unwrap()), "the client gets what the CDN sent, as without a mirror"),
+            _ => assert!(body.is_err(), "a cut body is a broken transfer for the client: {:?}", body.map(|b| b.len())),
+        }
+    }
+    hub.cdn_fault(None).await;
+    hub.reset_log().await;
+    let response = http().get(&url).send().await.unwrap();
+    assert_eq!(header(&response, "x-cache"), Some("MISS"), "nothing was kept from the faulty bodies");
+    let body = response.bytes().await.unwrap();
+    assert_eq!(body.len() as u64, SMALL_LFS);
+    assert!(pattern_matches(0, &body));
+    assert_eq!(cdn_file_downloads(&hub.log().await).len(), 1);
+    let again = http().get(&url).send().await.unwrap();
+    assert_eq!(header(&again, "x-cache"), Some("HIT"), "the intact body was kept");
+    assert!(pattern_matches(0, &again.bytes().await.unwrap()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn offline_the_mirror_answers_what_it_kept_and_never_contacts_the_hub() {
+    let hub = FakeHub::start(SMALL_LFS).await;
+    // Two routes on one store (answers are kept by hub and URL): an offline
+    // one for `offline.localhost`, an online one for every other host.
+    let offline_route = format!("[[route]]\nhost = \"offline.localhost\"\n\n[route.hf-mirror]\nhub = \"{}\"\n\n[route.hf-mirror.store]\noffline = true\n\n", hub.hub);
+    let host = Host::start(&(offline_route + &hub.document("\n[route.hf-mirror.store]\n"))).await;
+    let offline = format!("http://offline.localhost:{}", host.base.rsplit(':').next().unwrap());
+    let no_xet = [("HF_HUB_DISABLE_XET", "1")];
+    let online = hf::client(&host.base, tempdir::Dir::new("hf-home").path(), &["download", "org/small", "model.bin"], &no_xet).await.unwrap();
+    hub.reset_log().await;
+
+    let kept = hf::client(&offline, tempdir::Dir::new("hf-home").path(), &["download", "org/small", "model.bin"], &no_xet).await.unwrap();
+    assert_eq!(kept["sha256"], online["sha256"], "a file kept online is downloaded offline");
+    let missing = http_for(&["offline.localhost"]).get(format!("{offline}/org/small/resolve/main/config.json")).send().await.unwrap();
+    assert_eq!(missing.status(), 504);
+    assert_eq!(header(&missing, "x-error-code"), Some("not_stored_offline"));
+    let elsewhere = http_for(&["offline.localhost"]).get(format!("{offline}/_cdn/cdn-lfs.hf.co/repos/x")).send().await.unwrap();
+    assert_eq!(header(&elsewhere, "x-error-code"), Some("not_stored_offline"), "nor is a CDN host reached");
+    assert!(hub.log().await.is_empty(), "nothing reached the hub or its CDN: {:?}", hub.log().await);
+}

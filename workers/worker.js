@@ -228,6 +228,13 @@ function imports(slot) {
     "edgeproxy:platform/blob": {
       limits: () => ({ maxObjectBytes: BigInt(BLOB_MAX_PUT_BYTES), maxKeyBytes: BLOB_MAX_KEY_BYTES }),
       put: (key, content, size, sha256, metadata) => blobPut(blobBucket(slot.env, key), key, content, Number(size), sha256, metadata),
+      putThrough: (key, content, size, sha256, metadata) => {
+        try {
+          return blobPutThrough(blobBucket(slot.env, key), slot.ctx, key, content, Number(size), sha256, metadata);
+        } catch {
+          return content; // a store that cannot take it: the body passes on all the same
+        }
+      },
       get: (key, range) => blobGet(blobBucket(slot.env, key), key, range),
       head: async (key) => {
         const object = await r2(() => blobBucket(slot.env, key).head(key));
@@ -359,9 +366,7 @@ function blobObject(object) {
  * own digest of what passed says so, the store's otherwise. */
 async function blobPut(bucket, key, content, size, sha256, metadata) {
   if (size > BLOB_MAX_PUT_BYTES) throw err("too-large", BigInt(BLOB_MAX_PUT_BYTES));
-  const source = content.toPlatform();
-  const stream = source instanceof Uint8Array ? new Blob([source]).stream() : source;
-  const reader = stream.getReader();
+  const reader = platformStream(content).getReader();
   let passed = 0;
   let problem = null; // what was wrong with the body, if anything
   const refuse = (controller, why) => {
@@ -411,6 +416,79 @@ async function blobPut(bucket, key, content, size, sha256, metadata) {
     if (actual && actual !== sha256.toLowerCase()) throw err("mismatch", `the body's sha256 is ${actual}, not ${sha256}`);
     throw err("unavailable", String(e?.message ?? e));
   }
+}
+
+/** `put-through`: the content passed on at its reader's pace, each chunk
+ * handed to R2's put before it is passed on, so neither side buffers more
+ * than a chunk (a tee would hold what the slower side has not taken).
+ * R2 stores nothing unless the put's stream ends at `size` bytes with the
+ * given sha256; the last read waits for the put, so the object is there
+ * once the end was read. A failing store does not fail the body. */
+function blobPutThrough(bucket, ctx, key, content, size, sha256, metadata) {
+  if (size > BLOB_MAX_PUT_BYTES) throw err("too-large", BigInt(BLOB_MAX_PUT_BYTES));
+  const length = content.knownLength();
+  const reader = platformStream(content).getReader();
+  const fixed = new FixedLengthStream(size);
+  const writer = fixed.writable.getWriter();
+  const options = { customMetadata: { edgeproxy: JSON.stringify(metadata) } };
+  if (sha256) options.sha256 = sha256;
+  const stored = bucket.put(key, fixed.readable, options).catch(() => null);
+  ctx?.waitUntil(stored);
+  let storing = true;
+  let passed = 0;
+  const abandon = (reason) => {
+    if (storing) writer.abort(reason).catch(() => {});
+    storing = false;
+  };
+  const through = new ReadableStream({
+    async pull(controller) {
+      let next;
+      try {
+        next = await reader.read();
+      } catch (e) {
+        abandon(e);
+        controller.error(e);
+        return;
+      }
+      if (next.done) {
+        // A stream that ends short of its known length broke off (workerd's
+        // reader may say done where the connection closed early).
+        if (length !== undefined && passed < Number(length)) {
+          const broken = new Error(`the body ended after ${passed} of ${length} bytes`);
+          abandon(broken);
+          controller.error(broken);
+          return;
+        }
+        if (storing) await writer.close().then(() => stored, () => null);
+        controller.close();
+        return;
+      }
+      if (storing) await writer.write(next.value).catch(() => (storing = false));
+      passed += next.value.byteLength;
+      // Placed with its last byte: the response may not be read past it.
+      if (storing && passed === size) {
+        storing = false;
+        await writer.close().then(() => stored, () => null);
+      }
+      controller.enqueue(next.value);
+    },
+    cancel(reason) {
+      abandon(reason);
+      return reader.cancel(reason);
+    },
+  });
+  if (length === undefined) return Body.fromStream(through, undefined);
+  // A stream of known length, so that the client is sent a Content-Length
+  // and sees a body that breaks off as broken.
+  const sized = new FixedLengthStream(Number(length));
+  through.pipeTo(sized.writable).catch(() => {});
+  return Body.fromStream(sized.readable, Number(length));
+}
+
+/** A body's bytes as a ReadableStream. */
+function platformStream(content) {
+  const source = content.toPlatform();
+  return source instanceof Uint8Array ? new Blob([source]).stream() : source;
 }
 
 /** `range`: the first byte and the number of bytes, clamped to the object's end. */
@@ -506,9 +584,10 @@ async function serve(component, request, clientIp) {
 }
 
 export default {
-  async fetch(request, env) {
+  async fetch(request, env, ctx) {
     const instance = takeIdle() ?? (await newInstance(env));
     instance.slot.env = env;
+    instance.slot.ctx = ctx;
     const wasmRequest = {
       method: request.method,
       url: request.url,
@@ -528,6 +607,7 @@ export default {
     // body it passed on is the platform's stream, and one it rewrote was read
     // whole and handed back as bytes. So the instance is free now.
     instance.slot.env = undefined;
+    instance.slot.ctx = undefined;
     release(instance);
     const nullBody = request.method === "HEAD" || [101, 204, 205, 304].includes(response.status);
     return new Response(nullBody || !response.body ? null : response.body.toPlatform(), {

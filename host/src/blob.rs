@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
-use crate::body::{HostBody, KnownLength, ReadError};
+use futures_util::future::OptionFuture;
+
+use crate::body::{BoxError, HostBody, KnownLength, ReadError, Stalled};
 
 /// The longest key, in bytes.
 pub const MAX_KEY_BYTES: u32 = 512;
@@ -51,58 +53,75 @@ impl Store {
     }
 
     pub async fn put(&self, key: &str, mut content: HostBody, size: u64, sha256: Option<&str>, metadata: Vec<(String, String)>) -> Result<(), BlobError> {
+        let mut filling = self.start_filling(key, size, sha256, metadata).await?;
+        loop {
+            match content.read(CHUNK).await {
+                Ok(Some(chunk)) => filling.write(&chunk).await?,
+                Ok(None) => return filling.finish().await,
+                Err(e) => return Err(filling.broken(&e)),
+            }
+        }
+    }
+
+    /// `content` passed on as it is read, and stored as by [`Store::put`]
+    /// once it was read to its end; a body dropped before it stores nothing.
+    /// A store that cannot take it passes the body on all the same.
+    pub async fn put_through(&self, key: &str, content: HostBody, size: u64, sha256: Option<&str>, metadata: Vec<(String, String)>) -> HostBody {
+        let filling = match self.start_filling(key, size, sha256, metadata).await {
+            Ok(filling) => filling,
+            Err(e) => {
+                eprintln!("edgeproxy: an object passed on was not stored: {e:?}");
+                return content;
+            }
+        };
+        let length = content.known_length();
+        let chunks = futures_util::stream::try_unfold((content, Some(filling)), |(mut content, mut filling)| async move {
+            match content.read(CHUNK).await {
+                Ok(Some(chunk)) => {
+                    if let Some(f) = filling.as_mut()
+                        && let Err(e) = f.write(&chunk).await
+                    {
+                        eprintln!("edgeproxy: an object passed on was not stored: {e:?}");
+                        filling = None;
+                    }
+                    // Placed with its last byte: a body of known length is
+                    // not polled again once that byte went out.
+                    if filling.as_ref().is_some_and(|f| f.received == f.size)
+                        && let Some(Err(e)) = OptionFuture::from(filling.take().map(Filling::finish)).await
+                    {
+                        eprintln!("edgeproxy: an object passed on was not stored: {e:?}");
+                    }
+                    Ok(Some((http_body::Frame::data(chunk), (content, filling))))
+                }
+                Ok(None) => {
+                    if let Some(Err(e)) = OptionFuture::from(filling.map(Filling::finish)).await {
+                        eprintln!("edgeproxy: an object passed on was not stored: {e:?}");
+                    }
+                    Ok(None)
+                }
+                Err(ReadError::Timeout) => Err(BoxError::from(Stalled(std::time::Duration::ZERO))),
+                Err(ReadError::Broken(why)) => Err(BoxError::from(why)),
+            }
+        });
+        let stream = http_body_util::StreamBody::new(Box::pin(chunks));
+        match length {
+            Some(length) => HostBody::from_stream(KnownLength::new(stream, length)),
+            None => HostBody::from_stream(stream),
+        }
+    }
+
+    /// An object being written, under a name no other put uses in the
+    /// store's own directory (so that the rename into place is atomic).
+    async fn start_filling(&self, key: &str, size: u64, sha256: Option<&str>, metadata: Vec<(String, String)>) -> Result<Filling, BlobError> {
         let path = self.path(key)?;
         if size > MAX_OBJECT_BYTES {
             return Err(BlobError::TooLarge(MAX_OBJECT_BYTES));
         }
-        let header = header(&Object { size, metadata });
-        // A name no other put uses, in the store's own directory, so that
-        // the rename is atomic.
         let partial = self.dir.join("partial").join(format!("{}-{}", file_name(key), random_suffix()));
-        let written = async {
-            let mut file = tokio::fs::File::create(&partial).await.map_err(unavailable)?;
-            file.write_all(&header).await.map_err(unavailable)?;
-            let mut hash = Sha256::new();
-            let mut received = 0u64;
-            loop {
-                let chunk = match content.read(CHUNK).await {
-                    Ok(Some(chunk)) => chunk,
-                    Ok(None) => break,
-                    Err(ReadError::Broken(why)) => return Err(BlobError::Mismatch(format!("the body broke off after {received} bytes: {why}"))),
-                    Err(ReadError::Timeout) => return Err(BlobError::Mismatch(format!("the body stalled after {received} bytes"))),
-                };
-                received += chunk.len() as u64;
-                if received > size {
-                    return Err(BlobError::Mismatch(format!("the body is longer than {size} bytes")));
-                }
-                hash.update(&chunk);
-                file.write_all(&chunk).await.map_err(unavailable)?;
-            }
-            if received != size {
-                return Err(BlobError::Mismatch(format!("the body has {received} bytes, not {size}")));
-            }
-            let actual = hex(&hash.finalize());
-            if let Some(expected) = sha256
-                && !expected.eq_ignore_ascii_case(&actual)
-            {
-                return Err(BlobError::Mismatch(format!("the body's sha256 is {actual}, not {expected}")));
-            }
-            file.flush().await.map_err(unavailable)?;
-            Ok(())
-        }
-        .await;
-        let placed = match written {
-            Ok(()) => async {
-                tokio::fs::create_dir_all(path.parent().expect("an object's path has a directory")).await.map_err(unavailable)?;
-                tokio::fs::rename(&partial, &path).await.map_err(unavailable)
-            }
-            .await,
-            Err(e) => Err(e),
-        };
-        if placed.is_err() {
-            let _ = tokio::fs::remove_file(&partial).await;
-        }
-        placed
+        let file = tokio::fs::File::create(&partial).await.map_err(unavailable)?;
+        let mut filling = Filling { file, partial, path, size, sha256: sha256.map(str::to_ascii_lowercase), hash: Sha256::new(), received: 0, placed: false };
+        filling.file.write_all(&header(&Object { size, metadata })).await.map_err(unavailable)?;
+        Ok(filling)
     }
 
     /// `range`: the first byte and the number of bytes, clamped to the end.
@@ -145,6 +164,61 @@ impl Store {
         check_key(key)?;
         let name = file_name(key);
         Ok(self.dir.join(&name[..2]).join(name))
+    }
+}
+
+/// An object on its way into the store: its partial file, removed unless
+/// the object was placed.
+struct Filling {
+    file: tokio::fs::File,
+    partial: PathBuf,
+    path: PathBuf,
+    size: u64,
+    sha256: Option<String>,
+    hash: Sha256,
+    received: u64,
+    placed: bool,
+}
+
+impl Filling {
+    async fn write(&mut self, chunk: &[u8]) -> Result<(), BlobError> {
+        self.received += chunk.len() as u64;
+        if self.received > self.size {
+            return Err(BlobError::Mismatch(format!("the body is longer than {} bytes", self.size)));
+        }
+        self.hash.update(chunk);
+        self.file.write_all(chunk).await.map_err(unavailable)
+    }
+
+    fn broken(&self, e: &ReadError) -> BlobError {
+        match e {
+            ReadError::Broken(why) => BlobError::Mismatch(format!("the body broke off after {} bytes: {why}", self.received)),
+            ReadError::Timeout => BlobError::Mismatch(format!("the body stalled after {} bytes", self.received)),
+        }
+    }
+
+    /// Places the object if it is the one it was said to be.
+    async fn finish(mut self) -> Result<(), BlobError> {
+        if self.received != self.size {
+            return Err(BlobError::Mismatch(format!("the body has {} bytes, not {}", self.received, self.size)));
+        }
+        let actual = hex(&std::mem::take(&mut self.hash).finalize());
+        if let Some(expected) = self.sha256.as_deref().filter(|expected| *expected != actual) {
+            return Err(BlobError::Mismatch(format!("the body's sha256 is {actual}, not {expected}")));
+        }
+        self.file.flush().await.map_err(unavailable)?;
+        tokio::fs::create_dir_all(self.path.parent().expect("an object's path has a directory")).await.map_err(unavailable)?;
+        tokio::fs::rename(&self.partial, &self.path).await.map_err(unavailable)?;
+        self.placed = true;
+        Ok(())
+    }
+}
+
+impl Drop for Filling {
+    fn drop(&mut self) {
+        if !self.placed {
+            let _ = std::fs::remove_file(&self.partial);
+        }
     }
 }
 

@@ -598,6 +598,21 @@ impl wit_blob::Host for State {
         Ok(put.map_err(wit_blob_error))
     }
 
+    async fn put_through(
+        &mut self,
+        key: String,
+        content: Resource<HostBody>,
+        size: u64,
+        sha256: Option<String>,
+        metadata: Vec<(String, String)>,
+    ) -> wasmtime::Result<Resource<HostBody>> {
+        let content = self.table.delete(content)?;
+        let shared = self.shared.clone();
+        let (passed, waited) = timed(shared.blobs.put_through(&key, content, size, sha256.as_deref(), metadata)).await;
+        self.host_wait += waited;
+        Ok(self.table.push(passed)?)
+    }
+
     async fn get(&mut self, key: String, range: Option<(u64, u64)>) -> wasmtime::Result<Result<Option<(wit_blob::Object, Resource<HostBody>)>, wit_blob::BlobError>> {
         let shared = self.shared.clone();
         let (got, waited) = timed(shared.blobs.get(&key, range)).await;

@@ -159,6 +159,32 @@ const RULES: &[(&str, Check)] = &[
         expect(matches!(blob::put(&k, body, length, None, &[]), Err(blob::BlobError::Mismatch(_))), "a body that breaks off")?;
         expect(matches!(blob::head(&k), Ok(None)), "nothing stored")
     }),
+    ("blob.put-through", |f| {
+        let k = blob_key("through");
+        let passed = blob::put_through(&k, Body::new(&blob_bytes()), BLOB_LEN, Some(BLOB_SHA256), &[]);
+        expect(passed.known_length() == Some(BLOB_LEN), "the body passed on keeps its known length")?;
+        expect(matches!(blob::head(&k), Ok(None)), "nothing visible before the body passed on is read")?;
+        expect(read_all(Some(passed))? == blob_bytes(), "the body passed on is the content")?;
+        let (object, body) = blob::get(&k, None).map_err(debug)?.ok_or("get once the body passed on was read to its end: none")?;
+        expect(object.size == BLOB_LEN && read_all(Some(body))? == blob_bytes(), "the object as passed on")?;
+        blob::delete(&k).map_err(debug)?;
+
+        let wrong = "0".repeat(64);
+        let passed = blob::put_through(&k, Body::new(&blob_bytes()), BLOB_LEN, Some(&wrong), &[]);
+        expect(read_all(Some(passed))? == blob_bytes(), "a body that does not match still passes on whole")?;
+        expect(matches!(blob::head(&k), Ok(None)), "a body with another sha256 stores nothing")?;
+        let passed = blob::put_through(&k, Body::new(&blob_bytes()), BLOB_LEN, None, &[]);
+        expect(matches!(passed.read(1000), Ok(Some(_))), "a first read")?;
+        drop(passed);
+        expect(matches!(blob::head(&k), Ok(None)), "a body not read to its end stores nothing")?;
+        let broken = send("GET", &f.broken, Vec::new(), None, None).map_err(debug)?;
+        let length = header(&broken.headers, "content-length").and_then(|l| l.parse().ok()).ok_or("the broken fixture declares its length")?;
+        let passed = blob::put_through(&k, broken.body.ok_or("the broken fixture has a body")?, length, None, &[]);
+        expect(read_all(Some(passed)).is_err(), "a body that breaks off breaks off where it is passed on")?;
+        expect(matches!(blob::head(&k), Ok(None)), "a body that breaks off stores nothing")?;
+        let passed = blob::put_through("an invalid key", Body::new(b"still passed on"), 15, None, &[]);
+        expect(read_all(Some(passed))? == b"still passed on", "a body the store cannot take passes on all the same")
+    }),
     ("blob.range", |_| {
         let k = blob_key("range");
         blob::put(&k, Body::new(&blob_bytes()), BLOB_LEN, None, &[]).map_err(debug)?;

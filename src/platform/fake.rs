@@ -23,6 +23,8 @@ pub struct Fake {
     pub arrivals: RefCell<Vec<(u64, String, Vec<u8>)>>,
     /// What the logging phase reported (`answered`): error code, cache.
     pub answered: RefCell<Vec<(Option<String>, Option<String>)>>,
+    /// The blob store: each object with its bytes.
+    pub blobs: RefCell<BTreeMap<String, (BlobObject, Vec<u8>)>>,
 }
 
 impl Fake {
@@ -37,6 +39,7 @@ impl Fake {
             set_if_absent_fails: false,
             arrivals: RefCell::default(),
             answered: RefCell::default(),
+            blobs: RefCell::default(),
         }
     }
 
@@ -108,6 +111,31 @@ impl Platform for Fake {
             return Ok(false);
         }
         self.kv_set(key, value, ttl).map(|()| true)
+    }
+    fn blob_put(&self, key: &str, mut content: Bytes, size: u64, sha256: Option<&str>, metadata: &[(String, String)]) -> Result<(), BlobError> {
+        let bytes = std::mem::take(&mut content.0);
+        let matches = bytes.len() as u64 == size && sha256.is_none_or(|h| crate::proxy::blob_store::sha256_hex(&bytes) == h);
+        if !matches {
+            return Err(BlobError::Mismatch("not the object it was said to be".into()));
+        }
+        self.blobs.borrow_mut().insert(key.into(), (BlobObject { size, metadata: metadata.to_vec() }, bytes));
+        Ok(())
+    }
+    fn blob_get(&self, key: &str, range: Option<(u64, u64)>) -> Result<Option<(BlobObject, Bytes)>, BlobError> {
+        Ok(self.blobs.borrow().get(key).map(|(object, bytes)| {
+            let (first, count) = range.unwrap_or((0, object.size));
+            let first = first.min(object.size) as usize;
+            let end = first + (count as usize).min(bytes.len() - first);
+            (object.clone(), Bytes(bytes[first..end].to_vec()))
+        }))
+    }
+    fn blob_head(&self, key: &str) -> Result<Option<BlobObject>, BlobError> {
+        Ok(self.blobs.borrow().get(key).map(|(object, _)| object.clone()))
+    }
+    fn blob_put_through(&self, key: &str, content: Bytes, size: u64, sha256: Option<&str>, metadata: &[(String, String)]) -> Bytes {
+        // A test's body is read whole at once: stored as soon as passed on.
+        let _ = self.blob_put(key, content.clone(), size, sha256, metadata);
+        content
     }
     fn config(&self, key: &str) -> Result<Option<String>, String> {
         Ok(if key == crate::config::DOCUMENT_KEY { self.document.clone() } else { None })

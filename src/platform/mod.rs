@@ -200,6 +200,21 @@ pub struct KvLimits {
     pub min_ttl_seconds: u32,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlobError {
+    InvalidKey(String),
+    Mismatch(String),
+    TooLarge(u64),
+    Unavailable(String),
+}
+
+/// A stored object: its size, and what was stored with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobObject {
+    pub size: u64,
+    pub metadata: Vec<(String, String)>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decision {
     pub allowed: bool,
@@ -218,6 +233,15 @@ pub trait Platform {
     fn kv_delete(&self, key: &str) -> Result<(), KvError>;
     /// `true` if this call set `key` (it held no live value): a lease.
     fn kv_set_if_absent(&self, key: &str, value: &[u8], ttl_seconds: Option<u32>) -> Result<bool, KvError>;
+
+    /// The blob store (WIT `blob`): whole objects, streamed in and out.
+    fn blob_put(&self, key: &str, content: Self::Body, size: u64, sha256: Option<&str>, metadata: &[(String, String)]) -> Result<(), BlobError>;
+    /// `range`: the first byte and the number of bytes.
+    fn blob_get(&self, key: &str, range: Option<(u64, u64)>) -> Result<Option<(BlobObject, Self::Body)>, BlobError>;
+    fn blob_head(&self, key: &str) -> Result<Option<BlobObject>, BlobError>;
+    /// `content` passed on, and stored once it was read to its end, whole
+    /// and matching.
+    fn blob_put_through(&self, key: &str, content: Self::Body, size: u64, sha256: Option<&str>, metadata: &[(String, String)]) -> Self::Body;
 
     /// `Err` carries the host's reason; `Ok(None)` means not set.
     fn config(&self, key: &str) -> Result<Option<String>, String>;

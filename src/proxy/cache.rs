@@ -14,6 +14,8 @@ use crate::platform::{Body, Headers, Platform, ReadOutcome, Response, header, re
 pub enum CacheResult {
     Hit,
     Miss,
+    /// A stored answer past its time, served because the upstream failed.
+    Stale,
 }
 
 impl CacheResult {
@@ -23,13 +25,14 @@ impl CacheResult {
 
     /// The result an `X-Cache` value the core set names.
     pub fn from_header(value: &str) -> Option<Self> {
-        [CacheResult::Hit, CacheResult::Miss].into_iter().find(|r| r.header() == value)
+        [CacheResult::Hit, CacheResult::Miss, CacheResult::Stale].into_iter().find(|r| r.header() == value)
     }
 
     pub fn header(self) -> &'static str {
         match self {
             CacheResult::Hit => "HIT",
             CacheResult::Miss => "MISS",
+            CacheResult::Stale => "STALE",
         }
     }
 
@@ -37,6 +40,7 @@ impl CacheResult {
         match self {
             CacheResult::Hit => "hit",
             CacheResult::Miss => "miss",
+            CacheResult::Stale => "stale",
         }
     }
 }

@@ -153,6 +153,8 @@ pub enum ErrorCode {
     GatewayTimeout,
     /// 504: the image generator did not finish in time.
     GenerationTimeout,
+    /// 504: the mirror is offline (`offline = true`) and has not stored what was asked for.
+    NotStoredOffline,
 }
 
 impl ErrorCode {
@@ -193,6 +195,7 @@ impl ErrorCode {
         (ErrorCode::UiUnavailable, "ui_unavailable", 503, "a web UI file in key-value is incomplete; upload it again"),
         (ErrorCode::GatewayTimeout, "gateway_timeout", 504, "the upstream did not answer in time"),
         (ErrorCode::GenerationTimeout, "generation_timeout", 504, "the image generator did not finish in time"),
+        (ErrorCode::NotStoredOffline, "not_stored_offline", 504, "the mirror is offline (`offline = true`) and has not stored what was asked for"),
     ];
 
     fn entry(self) -> &'static (ErrorCode, &'static str, u16, &'static str) {

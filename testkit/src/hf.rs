@@ -32,7 +32,7 @@ pub struct FakeHub {
     pub hub: String,
     /// The CDN server's base URL; host H lives under `{cdn}/H`.
     pub cdn: String,
-    _child: Child,
+    child: Child,
     _state: tempdir::Dir,
 }
 
@@ -42,7 +42,7 @@ impl FakeHub {
         let state = tempdir::Dir::new("hf-state");
         let state_dir = state.path().to_string_lossy().into_owned();
         let (child, ready) = crate::fixture::spawn("hf/fake_hub.py", &["--state", &state_dir, "--lfs-size", &lfs_size.to_string()]).await;
-        FakeHub { hub: crate::fixture::url(&ready, "hub"), cdn: crate::fixture::url(&ready, "cdn"), _child: child, _state: state }
+        FakeHub { hub: crate::fixture::url(&ready, "hub"), cdn: crate::fixture::url(&ready, "cdn"), child, _state: state }
     }
 
     /// A config document with one hf-mirror route for every host name,
@@ -56,6 +56,18 @@ impl FakeHub {
     pub async fn log(&self) -> Vec<Value> {
         let log: Value = reqwest::Client::builder().no_proxy().build().unwrap().get(format!("{}/_test/log", self.hub)).send().await.unwrap().json().await.unwrap();
         log.as_array().cloned().unwrap_or_default()
+    }
+
+    /// The CDN's file bodies from now on: `Some("flip")` (a byte changed),
+    /// `Some("cut")` (half, then the connection closed), `None` (intact).
+    pub async fn cdn_fault(&self, fault: Option<&str>) {
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        client.post(format!("{}/_test/cdn-fault", self.hub)).json(&serde_json::json!({ "fault": fault })).send().await.unwrap();
+    }
+
+    /// Stops the hub and every CDN and Xet host with it: huggingface.co down.
+    pub async fn stop(&mut self) {
+        self.child.kill().await.expect("stop the fake hub");
     }
 
     pub async fn reset_log(&self) {

@@ -93,72 +93,116 @@ fn delete_parts(key: &str, manifest: &Manifest) {
     }
 }
 
+/// An object on its way into the store: the parts written so far are
+/// deleted unless its manifest was placed.
+pub struct Filling {
+    key: String,
+    new: Manifest,
+    sha256: Option<String>,
+    hash: Sha256,
+    received: u64,
+    written: u64,
+    part: Vec<u8>,
+    placed: bool,
+}
+
+impl Filling {
+    pub fn start(key: &str, size: u64, sha256: Option<String>, metadata: Vec<(String, String)>) -> Result<Filling, BlobError> {
+        let key = manifest_key(key)?;
+        if size > MAX_OBJECT_BYTES {
+            return Err(BlobError::TooLarge(MAX_OBJECT_BYTES));
+        }
+        let new = Manifest { size, generation: wasi::random::random::get_random_u64(), metadata };
+        Ok(Filling { key, new, sha256, hash: Sha256::new(), received: 0, written: 0, part: Vec::with_capacity(PART_BYTES), placed: false })
+    }
+
+    pub fn write(&mut self, mut chunk: &[u8]) -> Result<(), BlobError> {
+        self.received += chunk.len() as u64;
+        if self.received > self.new.size {
+            return Err(BlobError::Mismatch(format!("the body is longer than {} bytes", self.new.size)));
+        }
+        self.hash.update(chunk);
+        while !chunk.is_empty() {
+            let n = chunk.len().min(PART_BYTES - self.part.len());
+            self.part.extend_from_slice(&chunk[..n]);
+            chunk = &chunk[n..];
+            if self.part.len() == PART_BYTES {
+                self.write_part()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// All of the object's bytes have arrived.
+    pub fn is_whole(&self) -> bool {
+        self.received == self.new.size
+    }
+
+    fn write_part(&mut self) -> Result<(), BlobError> {
+        with_bucket(|b| b.set(&part_key(&self.key, self.new.generation, self.written), &self.part)).map_err(BlobError::Unavailable)?;
+        self.written += 1;
+        self.part.clear();
+        Ok(())
+    }
+
+    pub fn broken(&self, e: &BodyError) -> BlobError {
+        match e {
+            BodyError::Broken(why) => BlobError::Mismatch(format!("the body broke off after {} bytes: {why}", self.received)),
+            BodyError::Timeout => BlobError::Mismatch(format!("the body stalled after {} bytes", self.received)),
+        }
+    }
+
+    /// Places the object if it is the one it was said to be, then deletes
+    /// the parts of the one it replaced.
+    pub fn finish(mut self) -> Result<(), BlobError> {
+        if !self.part.is_empty() {
+            self.write_part()?;
+        }
+        if self.received != self.new.size {
+            return Err(BlobError::Mismatch(format!("the body has {} bytes, not {}", self.received, self.new.size)));
+        }
+        let actual: String = std::mem::take(&mut self.hash).finalize().iter().map(|b| format!("{b:02x}")).collect();
+        if let Some(expected) = self.sha256.as_deref().filter(|expected| !expected.eq_ignore_ascii_case(&actual)) {
+            return Err(BlobError::Mismatch(format!("the body's sha256 is {actual}, not {expected}")));
+        }
+        let old = read_manifest(&self.key).ok().flatten();
+        with_bucket(|b| b.set(&self.key, &self.new.encode())).map_err(BlobError::Unavailable)?;
+        self.placed = true;
+        if let Some(old) = old {
+            delete_parts(&self.key, &old);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Filling {
+    fn drop(&mut self) {
+        if !self.placed {
+            delete_parts(&self.key, &Manifest { size: self.written * PART_BYTES as u64, generation: self.new.generation, metadata: Vec::new() });
+        }
+    }
+}
+
 impl blob::Guest for Services {
     fn limits() -> BlobLimits {
         BlobLimits { max_object_bytes: MAX_OBJECT_BYTES, max_key_bytes: MAX_KEY_BYTES }
     }
 
     fn put(key: String, content: blob::Body, size: u64, sha256: Option<String>, metadata: Vec<(String, String)>) -> Result<(), BlobError> {
-        let key = manifest_key(&key)?;
-        if size > MAX_OBJECT_BYTES {
-            return Err(BlobError::TooLarge(MAX_OBJECT_BYTES));
-        }
-        let new = Manifest { size, generation: wasi::random::random::get_random_u64(), metadata };
+        let mut filling = Filling::start(&key, size, sha256, metadata)?;
         let mut source = HostBody::into_source(content);
-        let mut hash = Sha256::new();
-        let mut received = 0u64;
-        let mut written = 0u64;
-        let mut part = Vec::with_capacity(PART_BYTES);
-        let stored = loop {
-            let chunk = match source.read(PART_BYTES - part.len()) {
-                Ok(chunk) => chunk,
-                Err(BodyError::Broken(why)) => break Err(BlobError::Mismatch(format!("the body broke off after {received} bytes: {why}"))),
-                Err(BodyError::Timeout) => break Err(BlobError::Mismatch(format!("the body stalled after {received} bytes"))),
-            };
-            let end = chunk.is_none();
-            if let Some(chunk) = chunk {
-                received += chunk.len() as u64;
-                if received > size {
-                    break Err(BlobError::Mismatch(format!("the body is longer than {size} bytes")));
-                }
-                hash.update(&chunk);
-                part.extend_from_slice(&chunk);
-            }
-            if part.len() == PART_BYTES || (end && !part.is_empty()) {
-                if let Err(why) = with_bucket(|b| b.set(&part_key(&key, new.generation, written), &part)) {
-                    break Err(BlobError::Unavailable(why));
-                }
-                written += 1;
-                part.clear();
-            }
-            if end {
-                break Ok(());
-            }
-        };
-        let checked = stored.and_then(|()| {
-            if received != size {
-                return Err(BlobError::Mismatch(format!("the body has {received} bytes, not {size}")));
-            }
-            let actual: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
-            match sha256 {
-                Some(expected) if !expected.eq_ignore_ascii_case(&actual) => Err(BlobError::Mismatch(format!("the body's sha256 is {actual}, not {expected}"))),
-                _ => Ok(()),
-            }
-        });
-        let old = read_manifest(&key).ok().flatten();
-        let placed = checked.and_then(|()| with_bucket(|b| b.set(&key, &new.encode())).map_err(BlobError::Unavailable));
-        match placed {
-            Ok(()) => {
-                if let Some(old) = old {
-                    delete_parts(&key, &old);
-                }
-                Ok(())
-            }
-            Err(e) => {
-                delete_parts(&key, &Manifest { size: written * PART_BYTES as u64, ..new });
-                Err(e)
+        loop {
+            match source.read(PART_BYTES) {
+                Ok(Some(chunk)) => filling.write(&chunk)?,
+                Ok(None) => return filling.finish(),
+                Err(e) => return Err(filling.broken(&e)),
             }
         }
+    }
+
+    fn put_through(key: String, content: blob::Body, size: u64, sha256: Option<String>, metadata: Vec<(String, String)>) -> blob::Body {
+        let filling = Filling::start(&key, size, sha256, metadata).ok();
+        HostBody::from_source(Source::Through(Box::new(HostBody::into_source(content)), filling.map(Box::new)))
     }
 
     fn get(key: String, range: Option<(u64, u64)>) -> Result<Option<(Object, blob::Body)>, BlobError> {

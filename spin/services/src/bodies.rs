@@ -25,6 +25,9 @@ pub enum Source {
     Chain(Box<Source>, Box<Source>),
     /// A stored blob's bytes, read from its key-value parts as they are wanted (blob.rs).
     Parts(Parts),
+    /// `put-through`: the source's bytes as read, stored as they pass
+    /// (blob.rs); the store is given up on its first failure, the body not.
+    Through(Box<Source>, Option<Box<crate::blob::Filling>>),
     /// A stream that could not be opened: every read fails, nothing is lost silently.
     Broken(String),
 }
@@ -117,6 +120,24 @@ impl Source {
                 None => tail.read(max),
             },
             Source::Parts(parts) => parts.read(max),
+            Source::Through(source, filling) => {
+                let read = source.read(max);
+                match (&read, filling.as_mut()) {
+                    (Ok(Some(chunk)), Some(f)) => {
+                        if f.write(chunk).is_err() {
+                            *filling = None;
+                        } else if f.is_whole() {
+                            // Placed with its last byte: the reader may stop there.
+                            let _ = filling.take().map(|f| f.finish());
+                        }
+                    }
+                    (Ok(None), Some(_)) => {
+                        let _ = filling.take().map(|f| f.finish());
+                    }
+                    _ => *filling = None,
+                }
+                read
+            }
             Source::Broken(why) => Err(BodyError::Broken(why.clone())),
         }
     }
@@ -127,6 +148,7 @@ impl Source {
             Source::Stream(s) => s.known_length,
             Source::Chain(head, tail) => Some(head.known_length()? + tail.known_length()?),
             Source::Parts(parts) => Some(parts.remaining),
+            Source::Through(source, _) => source.known_length(),
             Source::Broken(_) => None,
         }
     }
@@ -156,8 +178,8 @@ impl Source {
                     Err(StreamError::LastOperationFailed(e)) => return Err(BodyError::Broken(e.to_debug_string())),
                 }
             },
-            Source::Parts(mut parts) => {
-                while let Some(chunk) = parts.read(SPLICE_BYTES as usize)? {
+            mut read_by_chunks @ (Source::Parts(_) | Source::Through(..)) => {
+                while let Some(chunk) = read_by_chunks.read(SPLICE_BYTES as usize)? {
                     write_all(out, &chunk)?;
                 }
             }

@@ -6,6 +6,7 @@
 
 pub(crate) mod hosts;
 pub(crate) mod rewrite;
+pub(crate) mod store;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -13,6 +14,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use crate::platform::{Headers, Platform, Request, Response, header};
+use store::{Kept, LinkedFile, StoreOptions};
 use crate::proxy::cors::{CorsOptions, HUB_METADATA};
 use crate::proxy::git::{self, GitRoute};
 use crate::proxy::cache::{CacheResult, Lookup};
@@ -56,6 +58,8 @@ pub struct Options {
     pub cors: Option<CorsOptions>,
     pub rate_limit: Option<rate_limit::RateLimitOptions>,
     pub cache: Option<CacheOptions>,
+    /// Keeps the hub's answers and files in the host's blob store ([`store`]).
+    pub store: Option<StoreOptions>,
     /// Built by [`Options::checked`] at set-up, not per request.
     #[serde(skip)]
     derived: Derived,
@@ -213,6 +217,10 @@ pub struct Ctx {
     target: Option<Target>,
     cache_key: Option<String>,
     cache_hit: bool,
+    /// A request whose answer the store keeps.
+    keeping: Option<Keeping>,
+    /// What the store did for it.
+    kept_result: Option<CacheResult>,
     /// A git or LFS request: no CORS, never cached.
     git: Option<GitRoute>,
 }
@@ -223,6 +231,13 @@ impl Ctx {
     fn routed(&self) -> Result<&Target, ProxyError> {
         self.target.as_ref().ok_or_else(|| ProxyError::internal("hf-mirror: a phase ran before the request was routed"))
     }
+}
+
+/// A request to the hub whose answer is kept ([`store`]), and what is kept for it now.
+#[derive(Clone)]
+struct Keeping {
+    key: String,
+    kept: Option<Kept>,
 }
 
 #[derive(Clone)]
@@ -265,6 +280,11 @@ impl<P: Platform> ProxyApp<P> for HfMirror<'_> {
         if let Some(rl) = &o.rate_limit {
             rl.policy(&RATE_LIMIT).check(s)?;
         }
+        if let Some(store) = &o.store {
+            if let Some(answer) = self.from_store(s, ctx, store)? {
+                return Ok(Some(answer));
+            }
+        }
         if o.cache.is_some() && immutable_metadata && cache::may_lookup(&s.method, &s.headers) && !has_credentials(&s.headers) {
             match cache::look_up(s, "hf-mirror", self.route_index) {
                 Lookup::Hit(hit) => {
@@ -293,16 +313,71 @@ impl<P: Platform> ProxyApp<P> for HfMirror<'_> {
 
     fn upstream_request_filter(&self, s: &Session<P>, ctx: &mut Ctx, out: &mut Headers) {
         let Some(target) = &ctx.target else { return };
-        if s.method == Method::Head || target.document != Document::None || is_resolve(&target.path) {
-            // Lengths and hashes must be the file's own, and JSON must be
-            // readable to be rewritten.
+        if s.method == Method::Head || target.document != Document::None || is_resolve(&target.path) || ctx.keeping.is_some() {
+            // Lengths and hashes must be the file's own, JSON must be
+            // readable to be rewritten, and what is kept must suit any client.
             headers::set(out, "accept-encoding", "identity");
         }
     }
 
-    fn upstream_response_filter(&self, s: &Session<P>, ctx: &mut Ctx, mut resp: Response<P::Body>) -> Result<Response<P::Body>, ProxyError> {
+    fn upstream_response_filter(&self, s: &Session<P>, ctx: &mut Ctx, resp: Response<P::Body>) -> Result<Response<P::Body>, ProxyError> {
+        if let Some(keeping) = ctx.keeping.clone() {
+            if resp.status >= 500
+                && let Some(stale) = self.answer_kept(s, ctx, CacheResult::Stale)
+            {
+                return stale;
+            }
+            let resp = store::keep(s.platform, &keeping.key, &s.method, resp, keeping.kept.as_ref());
+            ctx.kept_result = Some(CacheResult::Miss);
+            return self.finish(s, ctx, resp);
+        }
+        self.finish(s, ctx, resp)
+    }
+
+    fn fail_to_proxy(&self, s: &Session<P>, ctx: &mut Ctx, e: ProxyError) -> Response<P::Body> {
+        // The hub unreachable or too slow: what is kept stands in for it.
+        if matches!(e.code, ErrorCode::BadGateway | ErrorCode::GatewayTimeout)
+            && let Some(Ok(stale)) = self.answer_kept(s, ctx, CacheResult::Stale)
+        {
+            return stale;
+        }
+        match ctx.git {
+            Some(route) => git::error_response(route, e),
+            None => e.into_response(),
+        }
+    }
+
+    fn response_filter(&self, s: &Session<P>, ctx: &mut Ctx, resp: &mut Response<P::Body>) {
+        if let Some(cors) = self.options.cors.as_ref().filter(|_| ctx.git.is_none()) {
+            cors.decorate(header(&s.headers, "origin"), HUB_METADATA, &mut resp.headers);
+        }
+    }
+
+    /// A request the cache looked up is a hit or a miss; one the store
+    /// answered or kept, what the store did.
+    fn cache_result(&self, _s: &Session<P>, ctx: &Ctx) -> Option<CacheResult> {
+        ctx.kept_result.or_else(|| (ctx.cache_key.is_some() || ctx.cache_hit).then(|| CacheResult::of(ctx.cache_hit)))
+    }
+}
+
+impl HfMirror<'_> {
+    /// An upstream's answer (or one the store kept) made the client's: a
+    /// file the hub redirects to fetched and kept, URLs rewritten to lead
+    /// back through the mirror, JSON documents rewritten, metadata cached.
+    fn finish<P: Platform>(&self, s: &Session<P>, ctx: &mut Ctx, mut resp: Response<P::Body>) -> Result<Response<P::Body>, ProxyError> {
         let o = self.options;
         let target = ctx.routed()?;
+        if let Some(store) = &o.store
+            && s.method == Method::Get
+            && let Some(file) = LinkedFile::of(&resp)
+            && let Some((answer, result)) = self.file_answer(s, store, &file, &resp)?
+        {
+            // The file's part is what the client sees, unless the hub's answer was stale.
+            if ctx.kept_result != Some(CacheResult::Stale) {
+                ctx.kept_result = Some(result);
+            }
+            return Ok(answer);
+        }
         if let Some(cors) = &o.cors {
             cors.strip_upstream(&mut resp.headers);
         }
@@ -310,7 +385,7 @@ impl<P: Platform> ProxyApp<P> for HfMirror<'_> {
             git::finish_response(&mut resp);
             git::ensure_retry_after(&mut resp);
         }
-        if s.method == Method::Head && self.redirects_to_cdn_on_one_host(target, &resp) {
+        if s.method == Method::Head && self.answers_head_with_metadata(target, &resp) {
             metadata_answer(&mut resp);
         }
         let public = |url: &str| self.public_url(&target.public, url);
@@ -328,44 +403,104 @@ impl<P: Platform> ProxyApp<P> for HfMirror<'_> {
         Ok(resp)
     }
 
-    fn fail_to_proxy(&self, _s: &Session<P>, ctx: &mut Ctx, e: ProxyError) -> Response<P::Body> {
-        match ctx.git {
-            Some(route) => git::error_response(route, e),
-            None => e.into_response(),
-        }
-    }
-
-    fn response_filter(&self, s: &Session<P>, ctx: &mut Ctx, resp: &mut Response<P::Body>) {
-        if let Some(cors) = self.options.cors.as_ref().filter(|_| ctx.git.is_none()) {
-            cors.decorate(header(&s.headers, "origin"), HUB_METADATA, &mut resp.headers);
-        }
-    }
-
-    /// A request the cache looked up is a hit or a miss.
-    fn cache_result(&self, _s: &Session<P>, ctx: &Ctx) -> Option<CacheResult> {
-        (ctx.cache_key.is_some() || ctx.cache_hit).then(|| CacheResult::of(ctx.cache_hit))
-    }
-}
-
-impl HfMirror<'_> {
     /// The public form of an upstream URL, if the mirror serves it.
     fn public_url(&self, public: &Public, url: &str) -> Option<String> {
         let (upstream, rest) = self.options.locate(url)?;
         Some(format!("{}{rest}", public.base(&upstream)))
     }
 
-    /// A hub redirect to a CDN host, for a client of the single-host scheme.
-    /// huggingface_hub (1.3x) follows a HEAD's redirects that stay on the
-    /// endpoint's host name, whatever the port or path
+    /// Whether a HEAD's redirect to a CDN host is answered with the `200`
+    /// it describes ([`metadata_answer`]): for a client of the single-host
+    /// scheme, because huggingface_hub (1.3x) follows a HEAD's redirects
+    /// that stay on the endpoint's host name, whatever the port or path
     /// (`utils/_http.py` `_httpx_follow_hub_redirects_with_backoff`), and
-    /// then reads the file's metadata off the CDN's answer, which has none.
-    fn redirects_to_cdn_on_one_host<B>(&self, target: &Target, resp: &Response<B>) -> bool {
+    /// then reads the file's metadata off the CDN's answer, which has none;
+    /// and with a store, so that the client's GET comes to `resolve`, where
+    /// the file is kept, and not to the CDN.
+    fn answers_head_with_metadata<B>(&self, target: &Target, resp: &Response<B>) -> bool {
         let to_cdn = resp.header("location").and_then(|l| self.options.locate(l)).is_some_and(|(up, _)| up != Upstream::Hub);
-        target.public.scheme == hosts::Scheme::PathPrefix
+        (target.public.scheme == hosts::Scheme::PathPrefix || self.options.store.is_some())
             && target.upstream == Upstream::Hub
             && (300..400).contains(&resp.status)
             && to_cdn
             && resp.header("x-linked-size").is_some()
+    }
+
+    /// With a store: a request whose answer is kept is answered from it
+    /// while the kept answer stands (or always, offline), and otherwise
+    /// noted so that the hub's answer is kept. Offline, nothing else is
+    /// answered. Requests with credentials are neither (a private repo's
+    /// answers are never kept).
+    fn from_store<P: Platform>(&self, s: &Session<P>, ctx: &mut Ctx, store: &StoreOptions) -> Result<Option<Response<P::Body>>, ProxyError> {
+        let target = ctx.routed()?;
+        let offline = || ProxyError::new(ErrorCode::NotStoredOffline, "this mirror is offline and has not stored what was asked for");
+        let lifetime = store::lifetime(&target.path).filter(|_| target.upstream == Upstream::Hub && s.method.reads() && !has_credentials(&s.headers));
+        let Some(lifetime) = lifetime else {
+            return if store.offline { Err(offline()) } else { Ok(None) };
+        };
+        let key = store::answer_key(&self.options.hub, &target.path);
+        let kept = store::look_up(s.platform, &key).filter(|k| k.answers(&s.method));
+        let stands = kept.as_ref().is_some_and(|k| store.offline || (k.stands(lifetime, s.platform.now_ms(), store.revalidate_seconds) && self.file_kept_for(s, k)));
+        ctx.keeping = Some(Keeping { key, kept });
+        if stands && let Some(answer) = self.answer_kept(s, ctx, CacheResult::Hit) {
+            return answer.map(Some);
+        }
+        if store.offline { Err(offline()) } else { Ok(None) }
+    }
+
+    /// Whether a kept answer can be given without the hub: a GET's
+    /// redirect to a file only once the file is kept (its signed URL has
+    /// expired by now; the hub signs a new one).
+    fn file_kept_for<P: Platform>(&self, s: &Session<P>, kept: &Kept) -> bool {
+        let redirect = Response::<P::Body> { status: kept.status, headers: kept.headers.clone(), body: None };
+        match LinkedFile::of(&redirect).filter(|_| s.method == Method::Get) {
+            Some(file) => matches!(s.platform.blob_head(&store::file_key(&file.sha256)), Ok(Some(_))),
+            None => true,
+        }
+    }
+
+    /// The kept answer, made the client's as a live one is; `None` if
+    /// nothing is kept or the store fails.
+    fn answer_kept<P: Platform>(&self, s: &Session<P>, ctx: &mut Ctx, result: CacheResult) -> Option<Result<Response<P::Body>, ProxyError>> {
+        let keeping = ctx.keeping.as_ref()?;
+        let kept = keeping.kept.as_ref()?;
+        let resp = store::open(s.platform, &keeping.key, kept, &s.method)?;
+        ctx.kept_result = Some(result);
+        Some(self.finish(s, ctx, resp))
+    }
+
+    /// A GET the hub redirects to a file it names by sha256, answered by
+    /// the mirror: from the store (a range as a 206), or fetched from the
+    /// CDN and kept as it passes to the client. `None`: the redirect goes
+    /// to the client as it is (a range of a file not kept, one too large).
+    fn file_answer<P: Platform>(&self, s: &Session<P>, store: &StoreOptions, file: &LinkedFile, redirect: &Response<P::Body>) -> Result<Option<(Response<P::Body>, CacheResult)>, ProxyError> {
+        let key = store::file_key(&file.sha256);
+        let range = match store::byte_range(header(&s.headers, "range"), file.size) {
+            Some(Err(())) => return Ok(Some((unsatisfiable(file.size), CacheResult::Hit))),
+            Some(Ok(range)) => Some(range),
+            None => None,
+        };
+        if let Ok(Some((object, body))) = s.platform.blob_get(&key, range) {
+            return Ok(Some((store::file_response(&redirect.headers, &object.metadata, object.size, range, Some(body)), CacheResult::Hit)));
+        }
+        if store.offline {
+            return Err(ProxyError::new(ErrorCode::NotStoredOffline, "this mirror is offline and has not stored this file"));
+        }
+        if range.is_some() || file.size > store.max_file_bytes {
+            return Ok(None);
+        }
+        let Some((upstream, rest)) = redirect.header("location").and_then(|l| self.options.locate(l)) else { return Ok(None) };
+        let url = format!("{}{rest}", self.options.upstream_base(&upstream));
+        let request = Request { method: "GET".into(), url, headers: vec![("accept-encoding".into(), "identity".into())], body: None };
+        let cdn = s.platform.send(request, Some(self.options.timeout_ms)).map_err(|e| ProxyError::upstream(&e))?;
+        let whole = cdn.status == 200 && cdn.header("content-length").and_then(|l| l.parse().ok()) == Some(file.size);
+        let Some(body) = cdn.body.filter(|_| whole) else {
+            // The CDN's refusal (an expired signature, say) is for the client to see, from the redirect.
+            return Ok(None);
+        };
+        let metadata = store::file_metadata(&cdn.headers);
+        let body = s.platform.blob_put_through(&key, body, file.size, Some(&file.sha256), &metadata);
+        Ok(Some((store::file_response(&redirect.headers, &metadata, file.size, None, Some(body)), CacheResult::Miss)))
     }
 
     fn rewrite_headers(&self, target: &Target, out: &mut crate::platform::Headers, public: &dyn Fn(&str) -> Option<String>) {
@@ -445,6 +580,11 @@ fn metadata_answer<B>(resp: &mut Response<B>) {
     resp.headers.retain(|(n, _)| n != "location");
     headers::set(&mut resp.headers, "content-length", size);
     resp.body = None;
+}
+
+/// `416` for a range past a file's end.
+fn unsatisfiable<B>(size: u64) -> Response<B> {
+    Response { status: 416, headers: vec![("content-range".into(), format!("bytes */{size}"))], body: None }
 }
 
 /// The home page: how to use this mirror, with its own addresses filled in.

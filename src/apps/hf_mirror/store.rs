@@ -1,0 +1,292 @@
+//! What hf-mirror keeps in the host's blob store (`[route.hf-mirror.store]`,
+//! olah's idea at the edge): the hub's answers to what `huggingface_hub`
+//! asks before it downloads (repo info, listings, each file's `resolve`
+//! metadata), served again while they stand and whenever the hub fails;
+//! and files by their sha256, so a team downloads each one once.
+//!
+//! An answer is kept as the hub gave it (status, headers, body) and goes
+//! through the same rewriting as a live one when it is served, so it fits
+//! whichever address the client came in on.
+
+use serde::Deserialize;
+
+use crate::platform::{BlobObject, Body, Headers, Platform, Response, header};
+use crate::proxy::Method;
+use crate::proxy::blob_store::sha256_hex;
+use crate::proxy::headers;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreOptions {
+    /// How long an answer for a branch or tag (`main`) is served before
+    /// the hub is asked again; answers at a commit hash never change.
+    #[serde(default = "default_revalidate_seconds")]
+    pub revalidate_seconds: u32,
+    /// Never contact the hub or its CDN: serve what is stored, and
+    /// `not_stored_offline` for anything else.
+    #[serde(default)]
+    pub offline: bool,
+    /// The largest file kept; a larger one passes through unkept.
+    #[serde(default = "default_max_file_bytes")]
+    pub max_file_bytes: u64,
+}
+
+fn default_revalidate_seconds() -> u32 {
+    300
+}
+fn default_max_file_bytes() -> u64 {
+    // What huggingface_hub downloads over plain HTTP at most (MAX_HTTP_DOWNLOAD_SIZE).
+    50_000_000_000
+}
+
+/// How long a kept answer stands without asking the hub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lifetime {
+    /// At a commit hash (or the resolve cache, which names one): for ever.
+    Immutable,
+    /// At a branch or tag: `revalidate_seconds`.
+    Revalidated,
+}
+
+/// Whether the hub's answer to `path` (with its query) is kept, and how
+/// long it stands: repo info and listings by revision, a file's `resolve`
+/// metadata, and the resolve cache that serves small files.
+pub fn lifetime(path: &str) -> Option<Lifetime> {
+    let path = path.split('?').next().unwrap_or_default();
+    if path.starts_with("/api/resolve-cache/") {
+        return Some(Lifetime::Immutable);
+    }
+    let segments: Vec<&str> = path.split('/').collect();
+    let api = segments.get(1) == Some(&"api");
+    let names = if api { ["revision", "tree"].as_slice() } else { ["resolve"].as_slice() };
+    let typed = !api || matches!(segments.get(2), Some(&("models" | "datasets" | "spaces")));
+    let revision = segments.windows(2).skip(if api { 3 } else { 2 }).find(|w| names.contains(&w[0])).map(|w| w[1]);
+    let revision = revision.filter(|r| !r.is_empty() && typed)?;
+    if !api && !path.split("/resolve/").nth(1).is_some_and(|rest| rest.contains('/')) {
+        return None; // a resolve URL names a file after its revision
+    }
+    Some(if is_commit(revision) { Lifetime::Immutable } else { Lifetime::Revalidated })
+}
+
+fn is_commit(revision: &str) -> bool {
+    revision.len() == 40 && revision.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Where the hub's answer to `path` is kept: one key per hub and URL.
+pub fn answer_key(hub: &str, path: &str) -> String {
+    format!("hf-mirror/answer/{}", sha256_hex(format!("{hub}{path}").as_bytes()))
+}
+
+/// Where a file is kept: by its sha256, whichever repo or revision names it.
+pub fn file_key(sha256: &str) -> String {
+    format!("hf-mirror/sha256/{sha256}")
+}
+
+/// A kept answer, as its metadata describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kept {
+    pub status: u16,
+    pub headers: Headers,
+    pub stored_ms: u64,
+    /// Kept with its body (a GET's), or headers only (a HEAD's, a redirect's).
+    pub has_body: bool,
+}
+
+const STATUS: &str = ":status";
+const STORED_MS: &str = ":stored-ms";
+const HAS_BODY: &str = ":has-body";
+
+impl Kept {
+    fn from_object(object: BlobObject) -> Option<Kept> {
+        let field = |name: &str| object.metadata.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+        let status = field(STATUS)?.parse().ok()?;
+        let stored_ms = field(STORED_MS)?.parse().ok()?;
+        let has_body = field(HAS_BODY)? == "1";
+        let headers = object.metadata.iter().filter(|(n, _)| !n.starts_with(':')).map(|(n, v)| (n.as_str().into(), v.clone())).collect();
+        Some(Kept { status, headers, stored_ms, has_body })
+    }
+
+    fn metadata(&self) -> Vec<(String, String)> {
+        let mut metadata = vec![(STATUS.into(), self.status.to_string()), (STORED_MS.into(), self.stored_ms.to_string()), (HAS_BODY.into(), if self.has_body { "1" } else { "0" }.into())];
+        metadata.extend(self.headers.iter().map(|(n, v)| (n.to_string(), v.clone())));
+        metadata
+    }
+
+    /// Whether it answers `method`: a HEAD from any kept answer, a GET
+    /// from one kept with its body or from a redirect (which has none).
+    pub fn answers(&self, method: &Method) -> bool {
+        *method == Method::Head || self.has_body || (300..400).contains(&self.status)
+    }
+
+    pub fn stands(&self, lifetime: Lifetime, now_ms: u64, revalidate_seconds: u32) -> bool {
+        lifetime == Lifetime::Immutable || now_ms.saturating_sub(self.stored_ms) < u64::from(revalidate_seconds) * 1000
+    }
+}
+
+/// The answer kept under `key`, if any. A store that fails is a miss.
+pub fn look_up<P: Platform>(p: &P, key: &str) -> Option<Kept> {
+    p.blob_head(key).ok().flatten().and_then(Kept::from_object)
+}
+
+/// The kept answer as a response, its body read from the store as sent.
+pub fn open<P: Platform>(p: &P, key: &str, kept: &Kept, method: &Method) -> Option<Response<P::Body>> {
+    let body = match (*method == Method::Get && kept.has_body).then(|| p.blob_get(key, None)) {
+        Some(Ok(Some((_, body)))) => Some(body),
+        Some(_) => return None,
+        None => None,
+    };
+    Some(Response { status: kept.status, headers: kept.headers.clone(), body })
+}
+
+/// Keeps the hub's answer to `method` under `key` (unless the hub marks it
+/// private, or it sets a cookie) and gives it back to be sent: a redirect's
+/// or a HEAD's headers now, a GET's body as it passes on. `replaces` is
+/// what was kept before: a HEAD never replaces an answer kept with its body.
+pub fn keep<P: Platform>(p: &P, key: &str, method: &Method, mut resp: Response<P::Body>, replaces: Option<&Kept>) -> Response<P::Body> {
+    let cc = crate::proxy::cache::CacheControl::parse(&resp.headers);
+    let private = ["no-store", "private"].iter().any(|d| cc.has(d)) || resp.header("set-cookie").is_some();
+    let redirect = (300..400).contains(&resp.status);
+    if private || !(resp.status == 200 || redirect) {
+        return resp;
+    }
+    let mut kept = Kept { status: resp.status, headers: resp.headers.clone(), stored_ms: p.now_ms(), has_body: false };
+    if *method == Method::Head || redirect {
+        if replaces.is_some_and(|old| old.has_body) && !redirect {
+            return resp;
+        }
+        let _ = p.blob_put(key, P::Body::from_bytes(Vec::new()), 0, None, &kept.metadata());
+        return resp;
+    }
+    let length = resp.header("content-length").and_then(|l| l.parse::<u64>().ok());
+    if let (Some(length), Some(body)) = (length, resp.body.take()) {
+        kept.has_body = true;
+        resp.body = Some(p.blob_put_through(key, body, length, None, &kept.metadata()));
+    }
+    resp
+}
+
+/// A file the hub redirects to, as its metadata names it: LFS and Xet files
+/// carry their sha256 as `X-Linked-Etag` and their size as `X-Linked-Size`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkedFile {
+    pub sha256: String,
+    pub size: u64,
+}
+
+impl LinkedFile {
+    pub fn of<B>(resp: &Response<B>) -> Option<LinkedFile> {
+        if !(300..400).contains(&resp.status) {
+            return None;
+        }
+        let etag = resp.header("x-linked-etag")?;
+        let sha256 = etag.trim_start_matches("W/").trim_matches('"').to_ascii_lowercase();
+        let size = resp.header("x-linked-size")?.parse().ok()?;
+        (sha256.len() == 64 && sha256.bytes().all(|b| b.is_ascii_hexdigit())).then_some(LinkedFile { sha256, size })
+    }
+}
+
+/// The headers of the hub's redirect that describe the file (what
+/// `huggingface_hub` reads off a `resolve` answer), for the file's own answer.
+const FILE_METADATA: &[&str] = &["x-repo-commit", "x-linked-etag", "x-linked-size", "etag", "x-xet-hash", "link"];
+
+/// What is kept with a file: the CDN's description of its bytes.
+const FILE_HEADERS: &[&str] = &["content-type", "content-disposition"];
+
+pub fn file_metadata(cdn: &Headers) -> Vec<(String, String)> {
+    cdn.iter().filter(|(n, _)| FILE_HEADERS.contains(&n.as_str())).map(|(n, v)| (n.to_string(), v.clone())).collect()
+}
+
+/// The file's answer: the hub's metadata for it, the stored description,
+/// and its bytes (`range`: first byte and count, a 206).
+pub fn file_response<B>(redirect: &Headers, stored: &[(String, String)], size: u64, range: Option<(u64, u64)>, body: Option<B>) -> Response<B> {
+    let mut out: Headers = redirect.iter().filter(|(n, _)| FILE_METADATA.contains(&n.as_str())).cloned().collect();
+    out.extend(stored.iter().map(|(n, v)| (n.as_str().into(), v.clone())));
+    if header(&out, "content-type").is_none() {
+        headers::set(&mut out, "content-type", "application/octet-stream");
+    }
+    headers::set(&mut out, "accept-ranges", "bytes");
+    let status = match range {
+        Some((first, count)) => {
+            headers::set(&mut out, "content-range", format!("bytes {first}-{}/{size}", first + count - 1));
+            headers::set(&mut out, "content-length", count.to_string());
+            206
+        }
+        None => {
+            headers::set(&mut out, "content-length", size.to_string());
+            200
+        }
+    };
+    Response { status, headers: out, body }
+}
+
+/// A request's single `Range: bytes=` range of an object of `size` bytes,
+/// as its first byte and count; `Some(Err(()))` if none of it exists.
+/// Several ranges, or a form this does not read, are answered whole (as
+/// RFC 9110 allows a server to).
+pub fn byte_range(value: Option<&str>, size: u64) -> Option<Result<(u64, u64), ()>> {
+    let spec = value?.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None;
+    }
+    let (first, last) = spec.split_once('-')?;
+    let (first, last) = (first.trim(), last.trim());
+    let (first, end) = if first.is_empty() {
+        let suffix: u64 = last.parse().ok()?;
+        (size.saturating_sub(suffix), size)
+    } else {
+        let first: u64 = first.parse().ok()?;
+        let end = if last.is_empty() { size } else { last.parse::<u64>().ok()?.saturating_add(1).min(size) };
+        if end < first {
+            return None;
+        }
+        (first, end)
+    };
+    if first >= size || end == first {
+        return Some(Err(()));
+    }
+    Some(Ok((first, end - first)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
+
+    #[test]
+    fn answers_before_a_download_are_kept_and_those_at_a_commit_stand_for_ever() {
+        assert_eq!(lifetime("/api/models/org/repo/revision/main"), Some(Lifetime::Revalidated));
+        assert_eq!(lifetime(&format!("/api/models/org/repo/revision/{SHA}")), Some(Lifetime::Immutable));
+        assert_eq!(lifetime(&format!("/api/datasets/org/d/tree/{SHA}/sub?recursive=True")), Some(Lifetime::Immutable));
+        assert_eq!(lifetime("/api/models/gpt2/tree/main"), Some(Lifetime::Revalidated));
+        assert_eq!(lifetime("/org/repo/resolve/main/config.json"), Some(Lifetime::Revalidated));
+        assert_eq!(lifetime(&format!("/datasets/org/d/resolve/{SHA}/data/train.parquet")), Some(Lifetime::Immutable));
+        assert_eq!(lifetime(&format!("/api/resolve-cache/models/org/repo/{SHA}/README.md?x=&etag=%22e%22")), Some(Lifetime::Immutable));
+        assert_eq!(lifetime("/api/models/org/repo"), None);
+        assert_eq!(lifetime("/api/models/org/repo/xet-read-token/main"), None, "a token is never kept");
+        assert_eq!(lifetime("/org/repo/resolve/main"), None);
+        assert_eq!(lifetime("/org/repo.git/info/refs"), None);
+    }
+
+    #[test]
+    fn a_single_byte_range_is_read_and_anything_else_is_answered_whole() {
+        assert_eq!(byte_range(Some("bytes=0-99"), 1000), Some(Ok((0, 100))));
+        assert_eq!(byte_range(Some("bytes=900-"), 1000), Some(Ok((900, 100))));
+        assert_eq!(byte_range(Some("bytes=-10"), 1000), Some(Ok((990, 10))));
+        assert_eq!(byte_range(Some("bytes=990-2000"), 1000), Some(Ok((990, 10))));
+        assert_eq!(byte_range(Some("bytes=1000-"), 1000), Some(Err(())));
+        assert_eq!(byte_range(Some("bytes=0-1,5-9"), 1000), None);
+        assert_eq!(byte_range(Some("items=0-1"), 1000), None);
+        assert_eq!(byte_range(None, 1000), None);
+    }
+
+    #[test]
+    fn a_kept_answer_reads_back_as_it_was_kept() {
+        let kept = Kept { status: 302, headers: vec![("x-repo-commit".into(), SHA.into())], stored_ms: 42, has_body: false };
+        let object = BlobObject { size: 0, metadata: kept.metadata() };
+        assert_eq!(Kept::from_object(object), Some(kept.clone()));
+        assert!(kept.answers(&Method::Get), "a redirect answers a GET without a body");
+        assert!(kept.stands(Lifetime::Revalidated, 42 + 299_999, 300) && !kept.stands(Lifetime::Revalidated, 42 + 300_000, 300));
+        assert!(kept.stands(Lifetime::Immutable, u64::MAX, 300));
+    }
+}
