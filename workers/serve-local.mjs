@@ -1,10 +1,13 @@
 // Serves the Worker in real workerd (through Miniflare) on loopback, the way
 // the test suite and `npm run serve` need it: the config document from a
-// file, an in-memory KV namespace, rate-limit bindings, secrets from
-// EDGEPROXY_SECRET_* variables. Prints the same start-up line as the
-// wasmtime host.
+// file, a KV namespace and an R2 bucket (EDGEPROXY_BLOBS), rate-limit
+// bindings, secrets from EDGEPROXY_SECRET_* variables. Prints the same
+// start-up line as the wasmtime host.
 //
-//   node workers/serve-local.mjs --config FILE [--port 0] [--ratelimit NAME=LIMIT/PERIOD]... [--worker-dir DIR]
+//   node workers/serve-local.mjs --config FILE [--port 0] [--ratelimit NAME=LIMIT/PERIOD]... [--worker-dir DIR] [--r2-dir DIR]
+//
+// --r2-dir keeps the bucket's objects in files under DIR, as R2 keeps them
+// off the Worker; without it Miniflare holds them in workerd's memory.
 //
 // --worker-dir serves another build laid out as workers/ is (worker.js and
 // build/): the conformance probe's (target/probe/workers).
@@ -46,6 +49,7 @@ const mf = new Miniflare({
   compatibilityDate: "2026-07-01",
   kvNamespaces: ["EDGEPROXY_KV"],
   r2Buckets: ["EDGEPROXY_BLOBS"],
+  r2Persist: flag("--r2-dir")[0] ?? false,
   ratelimits,
   bindings,
 });

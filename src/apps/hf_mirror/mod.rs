@@ -489,6 +489,22 @@ impl HfMirror<'_> {
         if range.is_some() || file.size > store.max_file_bytes {
             return Ok(None);
         }
+        // One fetch per file: a request that finds another one fetching it
+        // waits for it to be kept. A store that cannot take the lease still
+        // lets this request fetch: one extra download beats none.
+        let (lease, lease_seconds) = store::fill_lease(&file.sha256, file.size);
+        if !s.platform.kv_set_if_absent(&lease, b"fetching", Some(lease_seconds)).unwrap_or(true) {
+            let deadline = s.platform.now_ms() + u64::from(store.fill_wait_ms);
+            let mut pause = 100;
+            while s.platform.now_ms() < deadline {
+                s.platform.sleep_ms(pause);
+                pause = (pause * 2).min(1000);
+                if let Ok(Some((object, body))) = s.platform.blob_get(&key, None) {
+                    return Ok(Some((store::file_response(&redirect.headers, &object.metadata, object.size, None, Some(body)), CacheResult::Hit)));
+                }
+            }
+            return Ok(None);
+        }
         let Some((upstream, rest)) = redirect.header("location").and_then(|l| self.options.locate(l)) else { return Ok(None) };
         let url = format!("{}{rest}", self.options.upstream_base(&upstream));
         let request = Request { method: "GET".into(), url, headers: vec![("accept-encoding".into(), "identity".into())], body: None };

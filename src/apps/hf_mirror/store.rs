@@ -29,6 +29,15 @@ pub struct StoreOptions {
     /// The largest file kept; a larger one passes through unkept.
     #[serde(default = "default_max_file_bytes")]
     pub max_file_bytes: u64,
+    /// How long a request for a file another request is fetching waits for
+    /// it to be kept, before it is sent to the CDN itself (unkept). Under
+    /// huggingface_hub's 10 s read timeout (`HF_HUB_DOWNLOAD_TIMEOUT`).
+    #[serde(default = "default_fill_wait_ms")]
+    pub fill_wait_ms: u32,
+}
+
+fn default_fill_wait_ms() -> u32 {
+    8_000
 }
 
 fn default_revalidate_seconds() -> u32 {
@@ -80,6 +89,15 @@ pub fn answer_key(hub: &str, path: &str) -> String {
 /// Where a file is kept: by its sha256, whichever repo or revision names it.
 pub fn file_key(sha256: &str) -> String {
     format!("hf-mirror/sha256/{sha256}")
+}
+
+/// The key-value lease of the request fetching a file (one fetch per
+/// file), and how long it is held: the time to fetch `size` bytes at a
+/// slow 10 MB/s, and a margin. The fetching request cannot let go of it
+/// (the body goes on after the guest is done), so it runs out.
+pub fn fill_lease(sha256: &str, size: u64) -> (String, u32) {
+    let seconds = size / 10_000_000 + 30;
+    (format!("hf-mirror:fill:{sha256}"), u32::try_from(seconds).unwrap_or(u32::MAX))
 }
 
 /// A kept answer, as its metadata describes it.
