@@ -518,7 +518,9 @@ async fn a_snapshot_is_fetched_once_and_still_downloads_with_the_hub_down() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_corrupt_or_cut_file_is_never_kept_and_the_next_request_fetches_again() {
     let hub = FakeHub::start(SMALL_LFS).await;
-    let host = keeping_mirror(&hub).await;
+    // Each faulty fetch holds its lease until it runs out: the next request
+    // waits this long for the file, then fetches it.
+    let host = mirror(&hub, "\n[route.hf-mirror.store]\nfill_wait_ms = 300\n").await;
     let url = host.url("/org/small/resolve/main/model.bin");
     for fault in ["flip", "cut"] {
         hub.cdn_fault(Some(fault)).await;
@@ -604,4 +606,59 @@ async fn eight_concurrent_first_downloads_of_one_file_fetch_it_once() {
     // of 512 MiB after them +26).
     let limit_mib = if Host::kind() == "workerd" { 320 } else { 8 * 20 };
     host.assert_memory_grew_less_than("eight concurrent 256 MiB downloads (2 GiB)", limit_mib << 10);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn repos_the_route_refuses_are_neither_served_nor_kept() {
+    let hub = FakeHub::start(SMALL_LFS).await;
+    let host = mirror(&hub, "repos = { deny = [\"org/legacy\"] }\n\n[route.hf-mirror.store]\nrepos = { allow = [\"org/*\"], deny = [\"org/small\"] }\n").await;
+    let refused = http().get(host.url("/api/models/org/legacy/revision/main")).send().await.unwrap();
+    assert_eq!((refused.status().as_u16(), header(&refused, "x-error-code")), (403, Some("repo_not_allowed")));
+    let clone = std::process::Command::new("git").args(["ls-remote", &host.url("/org/legacy.git")]).output().unwrap();
+    assert!(!clone.status.success() && String::from_utf8_lossy(&clone.stderr).contains("does not serve org/legacy"), "git shows why: {}", String::from_utf8_lossy(&clone.stderr));
+    assert!(hub_requests(&hub.log().await, "org/legacy").is_empty(), "nothing of a refused repo reached the hub");
+
+    for _ in 0..2 {
+        let unkept = http().get(host.url("/org/small/resolve/main/model.bin")).send().await.unwrap();
+        assert_eq!((unkept.status().as_u16(), header(&unkept, "x-cache")), (302, None), "served as without a store");
+    }
+    let first = http().get(host.url("/api/models/org/xet/revision/main")).send().await.unwrap();
+    assert_eq!(header(&first, "x-cache"), Some("MISS"));
+    first.bytes().await.unwrap(); // kept once it has passed whole
+    let again = http().get(host.url("/api/models/org/xet/revision/main")).send().await.unwrap();
+    assert_eq!(header(&again, "x-cache"), Some("HIT"), "an admitted repo is kept");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_private_file_is_kept_only_where_the_route_says_and_served_only_after_the_hub_says_yes() {
+    let hub = FakeHub::start(SMALL_LFS).await;
+    // `private.localhost` keeps private files; every other host does not.
+    let private_route = format!("[[route]]\nhost = \"private.localhost\"\n\n{}", hub.document("\n[route.hf-mirror.store]\nprivate_files = true\n").trim_start_matches("[[route]]\nhost = \"*\"\n"));
+    let host = Host::start(&format!("{private_route}\n{}", hub.document("\n[route.hf-mirror.store]\n"))).await;
+    let port = host.base.rsplit(':').next().unwrap();
+    let client = http_for(&["private.localhost"]);
+    let secret = |base: &str, token: Option<&str>| {
+        let request = client.get(format!("{base}/org/private/resolve/main/secret.bin"));
+        match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+        .send()
+    };
+
+    let default_route = secret(&host.base, Some(TOKEN)).await.unwrap();
+    assert_eq!((default_route.status().as_u16(), header(&default_route, "x-cache")), (302, None), "not kept by default: the redirect, as without a store");
+    let public = client.get(host.url("/org/small/resolve/main/model.bin")).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!((public.status().as_u16(), header(&public, "x-cache")), (200, Some("MISS")), "a public file asked for with a token is kept");
+
+    let private = format!("http://private.localhost:{port}");
+    let first = secret(&private, Some(TOKEN)).await.unwrap();
+    assert_eq!((first.status().as_u16(), header(&first, "x-cache")), (200, Some("MISS")));
+    assert_eq!(first.bytes().await.unwrap().len(), 128 * 1024);
+    let second = secret(&private, Some(TOKEN)).await.unwrap();
+    assert_eq!((second.status().as_u16(), header(&second, "x-cache")), (200, Some("HIT")), "kept, and served after the hub's redirect");
+    let anonymous = secret(&private, None).await.unwrap();
+    assert_eq!(anonymous.status(), 401, "without a token the hub says no, and so does the mirror");
+    let wrong = secret(&private, Some("hf_wrong")).await.unwrap();
+    assert!(wrong.status().is_client_error(), "a token the hub refuses gets nothing: {}", wrong.status());
 }

@@ -111,6 +111,8 @@ pub enum ErrorCode {
     SignatureRequired,
     /// 403: the mirror may not reach the host this URL names.
     UpstreamNotAllowed,
+    /// 403: the mirror does not serve this repo (`repos` in its route).
+    RepoNotAllowed,
     /// 404: no route serves the host and path, or the app has no such thing.
     NotFound,
     /// 405: the route does not take this method; `Allow` says which it does.
@@ -174,6 +176,7 @@ impl ErrorCode {
         (ErrorCode::SignatureExpired, "signature_expired", 403, "a signed image URL is past its expiry"),
         (ErrorCode::SignatureRequired, "signature_required", 403, "this image route takes signed URLs only"),
         (ErrorCode::UpstreamNotAllowed, "upstream_not_allowed", 403, "the mirror may not reach the host this URL names"),
+        (ErrorCode::RepoNotAllowed, "repo_not_allowed", 403, "the mirror does not serve this repo (`repos` in its route)"),
         (ErrorCode::NotFound, "not_found", 404, "no route serves the host and path, or the app has no such thing"),
         (ErrorCode::MethodNotAllowed, "method_not_allowed", 405, "the route does not take this method; `Allow` says which it does"),
         (ErrorCode::BodyTooLarge, "body_too_large", 413, "the request body is over the route's limit"),

@@ -5,6 +5,7 @@
 //! and JSON are rewritten to lead back through it ([`rewrite`]).
 
 pub(crate) mod hosts;
+pub(crate) mod policy;
 pub(crate) mod rewrite;
 pub(crate) mod store;
 
@@ -60,6 +61,8 @@ pub struct Options {
     pub cache: Option<CacheOptions>,
     /// Keeps the hub's answers and files in the host's blob store ([`store`]).
     pub store: Option<StoreOptions>,
+    /// The repos the mirror serves ([`policy`]); every repo if absent.
+    pub repos: Option<policy::RepoRules>,
     /// Built by [`Options::checked`] at set-up, not per request.
     #[serde(skip)]
     derived: Derived,
@@ -238,6 +241,10 @@ impl Ctx {
 struct Keeping {
     key: String,
     kept: Option<Kept>,
+    /// Whether the hub's answer is kept: for requests without credentials,
+    /// of repos the store's rules admit (any request may be given a kept
+    /// answer, which was the hub's to anyone).
+    keep: bool,
 }
 
 #[derive(Clone)]
@@ -279,6 +286,12 @@ impl<P: Platform> ProxyApp<P> for HfMirror<'_> {
         }
         if let Some(rl) = &o.rate_limit {
             rl.policy(&RATE_LIMIT).check(s)?;
+        }
+        if let Some(rules) = &o.repos
+            && let Some(repo) = self.repo(ctx)
+            && !rules.admits(&repo)
+        {
+            return Err(ProxyError::new(ErrorCode::RepoNotAllowed, format!("this mirror does not serve {repo}")));
         }
         if let Some(store) = &o.store {
             if let Some(answer) = self.from_store(s, ctx, store)? {
@@ -327,6 +340,9 @@ impl<P: Platform> ProxyApp<P> for HfMirror<'_> {
             {
                 return stale;
             }
+            if !keeping.keep {
+                return self.finish(s, ctx, resp);
+            }
             let resp = store::keep(s.platform, &keeping.key, &s.method, resp, keeping.kept.as_ref());
             ctx.kept_result = Some(CacheResult::Miss);
             return self.finish(s, ctx, resp);
@@ -370,7 +386,7 @@ impl HfMirror<'_> {
         if let Some(store) = &o.store
             && s.method == Method::Get
             && let Some(file) = LinkedFile::of(&resp)
-            && let Some((answer, result)) = self.file_answer(s, store, &file, &resp)?
+            && let Some((answer, result)) = self.file_answer(s, store, &file, &resp, &target.path)?
         {
             // The file's part is what the client sees, unless the hub's answer was stale.
             if ctx.kept_result != Some(CacheResult::Stale) {
@@ -434,18 +450,39 @@ impl HfMirror<'_> {
     fn from_store<P: Platform>(&self, s: &Session<P>, ctx: &mut Ctx, store: &StoreOptions) -> Result<Option<Response<P::Body>>, ProxyError> {
         let target = ctx.routed()?;
         let offline = || ProxyError::new(ErrorCode::NotStoredOffline, "this mirror is offline and has not stored what was asked for");
-        let lifetime = store::lifetime(&target.path).filter(|_| target.upstream == Upstream::Hub && s.method.reads() && !has_credentials(&s.headers));
+        let lifetime = store::lifetime(&target.path).filter(|_| target.upstream == Upstream::Hub && s.method.reads());
         let Some(lifetime) = lifetime else {
             return if store.offline { Err(offline()) } else { Ok(None) };
         };
         let key = store::answer_key(&self.options.hub, &target.path);
         let kept = store::look_up(s.platform, &key).filter(|k| k.answers(&s.method));
         let stands = kept.as_ref().is_some_and(|k| store.offline || (k.stands(lifetime, s.platform.now_ms(), store.revalidate_seconds) && self.file_kept_for(s, k)));
-        ctx.keeping = Some(Keeping { key, kept });
+        let keep = !has_credentials(&s.headers) && self.keeps_repo_of(&target.path);
+        ctx.keeping = Some(Keeping { key, kept, keep });
         if stands && let Some(answer) = self.answer_kept(s, ctx, CacheResult::Hit) {
             return answer.map(Some);
         }
         if store.offline { Err(offline()) } else { Ok(None) }
+    }
+
+    /// The repo a hub request names, if any.
+    fn repo(&self, ctx: &Ctx) -> Option<String> {
+        ctx.target.as_ref().filter(|t| t.upstream == Upstream::Hub).and_then(|t| policy::repo_of(&t.path))
+    }
+
+    /// Whether the store's rules let it keep what the hub's `path` is for.
+    fn keeps_repo_of(&self, path: &str) -> bool {
+        let rules = self.options.store.as_ref().and_then(|st| st.repos.as_ref());
+        rules.is_none_or(|rules| policy::repo_of(path).is_none_or(|repo| rules.admits(&repo)))
+    }
+
+    /// Whether the hub answers this request's `resolve` without credentials
+    /// too (a public repo's file).
+    fn readable_by_anyone<P: Platform>(&self, s: &Session<P>, path: &str) -> Result<bool, ProxyError> {
+        let url = format!("{}{path}", self.options.upstream_base(&Upstream::Hub));
+        let request = Request { method: "HEAD".into(), url, headers: vec![("accept-encoding".into(), "identity".into())], body: None };
+        let answer = s.platform.send(request, Some(self.options.timeout_ms)).map_err(|e| ProxyError::upstream(&e))?;
+        Ok((200..400).contains(&answer.status))
     }
 
     /// Whether a kept answer can be given without the hub: a GET's
@@ -473,7 +510,7 @@ impl HfMirror<'_> {
     /// the mirror: from the store (a range as a 206), or fetched from the
     /// CDN and kept as it passes to the client. `None`: the redirect goes
     /// to the client as it is (a range of a file not kept, one too large).
-    fn file_answer<P: Platform>(&self, s: &Session<P>, store: &StoreOptions, file: &LinkedFile, redirect: &Response<P::Body>) -> Result<Option<(Response<P::Body>, CacheResult)>, ProxyError> {
+    fn file_answer<P: Platform>(&self, s: &Session<P>, store: &StoreOptions, file: &LinkedFile, redirect: &Response<P::Body>, path: &str) -> Result<Option<(Response<P::Body>, CacheResult)>, ProxyError> {
         let key = store::file_key(&file.sha256);
         let range = match store::byte_range(header(&s.headers, "range"), file.size) {
             Some(Err(())) => return Ok(Some((unsatisfiable(file.size), CacheResult::Hit))),
@@ -486,7 +523,13 @@ impl HfMirror<'_> {
         if store.offline {
             return Err(ProxyError::new(ErrorCode::NotStoredOffline, "this mirror is offline and has not stored this file"));
         }
-        if range.is_some() || file.size > store.max_file_bytes {
+        if range.is_some() || file.size > store.max_file_bytes || !self.keeps_repo_of(path) {
+            return Ok(None);
+        }
+        // A private or gated repo's file is kept only if the route says so;
+        // a request with credentials is for one unless the hub answers the
+        // same question without them.
+        if has_credentials(&s.headers) && !store.private_files && !self.readable_by_anyone(s, path)? {
             return Ok(None);
         }
         // One fetch per file: a request that finds another one fetching it
@@ -503,7 +546,9 @@ impl HfMirror<'_> {
                     return Ok(Some((store::file_response(&redirect.headers, &object.metadata, object.size, None, Some(body)), CacheResult::Hit)));
                 }
             }
-            return Ok(None);
+            // Still not kept (the other fetch is slow, or failed and cannot
+            // let go of its lease): fetch it here, and keep it too; a second
+            // copy of the same bytes replaces the first harmlessly.
         }
         let Some((upstream, rest)) = redirect.header("location").and_then(|l| self.options.locate(l)) else { return Ok(None) };
         let url = format!("{}{rest}", self.options.upstream_base(&upstream));

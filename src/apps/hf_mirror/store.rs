@@ -30,10 +30,17 @@ pub struct StoreOptions {
     #[serde(default = "default_max_file_bytes")]
     pub max_file_bytes: u64,
     /// How long a request for a file another request is fetching waits for
-    /// it to be kept, before it is sent to the CDN itself (unkept). Under
+    /// it to be kept, before it fetches (and keeps) the file itself. Under
     /// huggingface_hub's 10 s read timeout (`HF_HUB_DOWNLOAD_TIMEOUT`).
     #[serde(default = "default_fill_wait_ms")]
     pub fill_wait_ms: u32,
+    /// Keep the files of private and gated repos too. Each is still served
+    /// only to a request the hub has just answered with its redirect (so
+    /// the requester's token may read it), never from a kept answer.
+    #[serde(default)]
+    pub private_files: bool,
+    /// The repos whose files and answers are kept; every repo if absent.
+    pub repos: Option<super::policy::RepoRules>,
 }
 
 fn default_fill_wait_ms() -> u32 {
