@@ -662,3 +662,34 @@ async fn a_private_file_is_kept_only_where_the_route_says_and_served_only_after_
     let wrong = secret(&private, Some("hf_wrong")).await.unwrap();
     assert!(wrong.status().is_client_error(), "a token the hub refuses gets nothing: {}", wrong.status());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_hf_xet_a_snapshot_is_fetched_once_and_still_downloads_with_the_hub_down() {
+    let mut hub = FakeHub::start(SMALL_LFS).await;
+    let host = keeping_mirror(&hub).await;
+    // One host: hf_xet resolves names itself, and `*.localhost` is not loopback to it here.
+    let endpoint = host.base.clone();
+    let snapshot = |endpoint: String| async move {
+        // A new home each time, hf_xet's own chunk cache in it.
+        let home = tempdir::Dir::new("hf-home");
+        let xet_cache = home.path().join("xet");
+        let env = [("HF_XET_CACHE", xet_cache.to_str().unwrap())];
+        let result = hf::client(&endpoint, home.path(), &["snapshot", "org/xet"], &env).await.unwrap_or_else(|e| panic!("snapshot via {endpoint}: {e}"));
+        let weights = std::fs::read(Path::new(result["path"].as_str().unwrap()).join("weights.bin")).unwrap();
+        assert!(weights.len() == 256 * 1024 && pattern_matches(0, &weights), "hf_xet reassembled the file");
+    };
+    let at = |log: &[Value], server: &str| log.iter().filter(|r| r["server"] == server).count();
+
+    snapshot(endpoint.clone()).await;
+    let log = hub.log().await;
+    assert!(at(&log, "transfer.xethub.hf.co") > 0 && at(&log, "cas-bridge.xethub.hf.co") == 0, "the Xet path: {log:?}");
+
+    hub.reset_log().await;
+    snapshot(endpoint.clone()).await;
+    let log = hub.log().await;
+    assert_eq!(at(&log, "transfer.xethub.hf.co"), 0, "every xorb range came from the store");
+    assert!(at(&log, "cas-server.xethub.hf.co") > 0, "reconstructions name signed URLs, so they are asked for while the CAS answers");
+
+    hub.stop().await;
+    snapshot(endpoint).await;
+}

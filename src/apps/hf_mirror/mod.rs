@@ -450,14 +450,21 @@ impl HfMirror<'_> {
     fn from_store<P: Platform>(&self, s: &Session<P>, ctx: &mut Ctx, store: &StoreOptions) -> Result<Option<Response<P::Body>>, ProxyError> {
         let target = ctx.routed()?;
         let offline = || ProxyError::new(ErrorCode::NotStoredOffline, "this mirror is offline and has not stored what was asked for");
-        let lifetime = store::lifetime(&target.path).filter(|_| target.upstream == Upstream::Hub && s.method.reads());
-        let Some(lifetime) = lifetime else {
+        let kept_as = match &target.upstream {
+            Upstream::Hub => store::lifetime(&target.path).map(|lifetime| (lifetime, store::answer_key(&self.options.hub, &target.path))),
+            Upstream::Host(host) => store::xet_answer(host, &target.path, header(&s.headers, "range")),
+        };
+        let Some((lifetime, key)) = kept_as.filter(|_| s.method.reads()) else {
             return if store.offline { Err(offline()) } else { Ok(None) };
         };
-        let key = store::answer_key(&self.options.hub, &target.path);
         let kept = store::look_up(s.platform, &key).filter(|k| k.answers(&s.method));
         let stands = kept.as_ref().is_some_and(|k| store.offline || (k.stands(lifetime, s.platform.now_ms(), store.revalidate_seconds) && self.file_kept_for(s, k)));
-        let keep = !has_credentials(&s.headers) && self.keeps_repo_of(&target.path);
+        // The Xet token a CAS server is sent is the one its reconstruction is
+        // for (the hub's answer without credentials gave it), not the user's.
+        let anonymous = !has_credentials(&s.headers) || self.options.sends_credentials(&target.upstream) && target.upstream != Upstream::Hub;
+        // A partial answer is kept only under a key that names its range (Xet's).
+        let whole = target.upstream != Upstream::Hub || header(&s.headers, "range").is_none();
+        let keep = anonymous && whole && self.keeps_repo_of(&target.path);
         ctx.keeping = Some(Keeping { key, kept, keep });
         if stands && let Some(answer) = self.answer_kept(s, ctx, CacheResult::Hit) {
             return answer.map(Some);

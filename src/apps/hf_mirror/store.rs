@@ -62,6 +62,9 @@ pub enum Lifetime {
     Immutable,
     /// At a branch or tag: `revalidate_seconds`.
     Revalidated,
+    /// Only when the upstream fails (or offline): an answer that names
+    /// signed URLs or a token, which expire (Xet's token and reconstructions).
+    StaleOnly,
 }
 
 /// Whether the hub's answer to `path` (with its query) is kept, and how
@@ -71,6 +74,9 @@ pub fn lifetime(path: &str) -> Option<Lifetime> {
     let path = path.split('?').next().unwrap_or_default();
     if path.starts_with("/api/resolve-cache/") {
         return Some(Lifetime::Immutable);
+    }
+    if path.starts_with("/api/") && path.contains("/xet-read-token/") {
+        return Some(Lifetime::StaleOnly);
     }
     let segments: Vec<&str> = path.split('/').collect();
     let api = segments.get(1) == Some(&"api");
@@ -91,6 +97,23 @@ fn is_commit(revision: &str) -> bool {
 /// Where the hub's answer to `path` is kept: one key per hub and URL.
 pub fn answer_key(hub: &str, path: &str) -> String {
     format!("hf-mirror/answer/{}", sha256_hex(format!("{hub}{path}").as_bytes()))
+}
+
+/// Xet's answers that are kept, by the host that gives them (a CAS server
+/// or a transfer host), its `path` and the request's `Range`: a file's
+/// reconstruction (by file hash; it names signed URLs, so only stale), and
+/// a xorb's bytes (by xorb hash, content-addressed: for ever; the signed
+/// query is not part of the key).
+pub fn xet_answer(host: &str, path: &str, range: Option<&str>) -> Option<(Lifetime, String)> {
+    let bare = path.split('?').next().unwrap_or_default();
+    let range = range.unwrap_or_default();
+    let hash = |s: &str| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let segments: Vec<&str> = bare.split('/').collect();
+    match segments.as_slice() {
+        ["", "v1" | "v2", "reconstructions", file] if hash(file) => Some((Lifetime::StaleOnly, answer_key(&format!("{host}|{range}"), bare))),
+        ["", "xorbs", _, xorb] if hash(xorb) => Some((Lifetime::Immutable, format!("hf-mirror/xorb/{xorb}/{}", sha256_hex(range.as_bytes())))),
+        _ => None,
+    }
 }
 
 /// Where a file is kept: by its sha256, whichever repo or revision names it.
@@ -144,7 +167,11 @@ impl Kept {
     }
 
     pub fn stands(&self, lifetime: Lifetime, now_ms: u64, revalidate_seconds: u32) -> bool {
-        lifetime == Lifetime::Immutable || now_ms.saturating_sub(self.stored_ms) < u64::from(revalidate_seconds) * 1000
+        match lifetime {
+            Lifetime::Immutable => true,
+            Lifetime::Revalidated => now_ms.saturating_sub(self.stored_ms) < u64::from(revalidate_seconds) * 1000,
+            Lifetime::StaleOnly => false,
+        }
     }
 }
 
@@ -171,7 +198,8 @@ pub fn keep<P: Platform>(p: &P, key: &str, method: &Method, mut resp: Response<P
     let cc = crate::proxy::cache::CacheControl::parse(&resp.headers);
     let private = ["no-store", "private"].iter().any(|d| cc.has(d)) || resp.header("set-cookie").is_some();
     let redirect = (300..400).contains(&resp.status);
-    if private || !(resp.status == 200 || redirect) {
+    // A 206 only where the key names the range (Xet's xorbs).
+    if private || !(matches!(resp.status, 200 | 206) || redirect) {
         return resp;
     }
     let mut kept = Kept { status: resp.status, headers: resp.headers.clone(), stored_ms: p.now_ms(), has_body: false };
@@ -288,9 +316,21 @@ mod tests {
         assert_eq!(lifetime(&format!("/datasets/org/d/resolve/{SHA}/data/train.parquet")), Some(Lifetime::Immutable));
         assert_eq!(lifetime(&format!("/api/resolve-cache/models/org/repo/{SHA}/README.md?x=&etag=%22e%22")), Some(Lifetime::Immutable));
         assert_eq!(lifetime("/api/models/org/repo"), None);
-        assert_eq!(lifetime("/api/models/org/repo/xet-read-token/main"), None, "a token is never kept");
+        assert_eq!(lifetime("/api/models/org/repo/xet-read-token/main"), Some(Lifetime::StaleOnly), "a token stands in only when the hub fails");
         assert_eq!(lifetime("/org/repo/resolve/main"), None);
         assert_eq!(lifetime("/org/repo.git/info/refs"), None);
+    }
+
+    #[test]
+    fn xet_reconstructions_are_kept_stale_only_and_xorbs_by_hash_and_range() {
+        let h = "a".repeat(64);
+        let (lifetime, key) = xet_answer("cas", &format!("/v1/reconstructions/{h}"), Some("bytes=0-99")).unwrap();
+        assert_eq!(lifetime, Lifetime::StaleOnly);
+        assert_ne!(key, xet_answer("cas", &format!("/v1/reconstructions/{h}"), None).unwrap().1, "each range its own");
+        let (lifetime, key) = xet_answer("transfer", &format!("/xorbs/default/{h}?X-Xet-Signed-Range=bytes%3D0-9&Signature=s"), Some("bytes=0-9")).unwrap();
+        assert_eq!(lifetime, Lifetime::Immutable);
+        assert_eq!(key, xet_answer("other-transfer", &format!("/xorbs/default/{h}?Signature=t"), Some("bytes=0-9")).unwrap().1, "by content, not by signed URL");
+        assert_eq!(xet_answer("cas", "/v1/chunks/x", None), None);
     }
 
     #[test]
