@@ -693,3 +693,31 @@ async fn with_hf_xet_a_snapshot_is_fetched_once_and_still_downloads_with_the_hub
     hub.stop().await;
     snapshot(endpoint).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn over_its_cap_the_hosts_store_evicts_and_counts_what_it_did() {
+    use edgeproxy_testkit::metrics::{Samples, admin_url};
+    if !edgeproxy_testkit::skip::only_on("wasmtime", "a cap with eviction is the wasmtime host's --blob-max-bytes (R2 has lifecycle rules; Spin's store, none)") {
+        return;
+    }
+    let hub = FakeHub::start(SMALL_LFS).await;
+    // The first fetch's lease outlives its file here: the second waits only briefly.
+    let host = Host::start_built_in(&hub.document("\n[route.hf-mirror.store]\nfill_wait_ms = 100\n"), &["--admin-listen", "127.0.0.1:0", "--blob-max-bytes", "1M"]).await;
+    let admin = admin_url(&host).await;
+    let metric = |samples: &Samples, name: &str| samples.get(name, &[]).unwrap_or(0.0);
+    let url = host.url("/org/small/resolve/main/model.bin");
+    for round in 1..=2 {
+        let response = http().get(&url).send().await.unwrap();
+        assert_eq!(header(&response, "x-cache"), Some("MISS"), "round {round}: a 4 MiB file is evicted from a 1 MiB store once kept");
+        assert_eq!(response.bytes().await.unwrap().len() as u64, SMALL_LFS);
+        let started = std::time::Instant::now();
+        while metric(&Samples::scrape(&admin).await, "edgeproxy_blob_evictions_total") < f64::from(round) {
+            assert!(started.elapsed().as_secs() < 10, "no eviction");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    let samples = Samples::scrape(&admin).await;
+    assert!(metric(&samples, "edgeproxy_blob_stored_bytes_total") >= 2.0 * SMALL_LFS as f64, "both copies were kept, then evicted");
+    assert!(metric(&samples, "edgeproxy_blob_evicted_bytes_total") >= SMALL_LFS as f64);
+    assert!(metric(&samples, "edgeproxy_blob_bytes") <= 0.9 * 1048576.0, "the store is under 90% of its cap");
+}

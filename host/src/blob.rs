@@ -4,9 +4,15 @@
 //! streams into a temporary file beside it and renames it into place only
 //! once the whole body arrived with the size and hash it was said to have,
 //! so a reader sees a whole object or none.
+//!
+//! With a cap (`--blob-max-bytes`), objects least recently used go first
+//! once a put takes the store over it: a read marks its object used (the
+//! file's modification time, at most once a minute), and eviction removes
+//! by that time, oldest first, down to 90% of the cap.
 
 use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -16,6 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use futures_util::future::OptionFuture;
 
 use crate::body::{BoxError, HostBody, KnownLength, ReadError, Stalled};
+use crate::metrics::BlobMetrics;
 
 /// The longest key, in bytes.
 pub const MAX_KEY_BYTES: u32 = 512;
@@ -42,22 +49,30 @@ pub struct Object {
 
 pub struct Store {
     dir: PathBuf,
+    /// The most bytes its objects may hold.
+    cap: Option<u64>,
+    metrics: BlobMetrics,
+    /// One eviction at a time.
+    evicting: std::sync::Mutex<()>,
 }
 
 impl Store {
-    /// The store in `data_dir/blobs`, made if missing.
-    pub fn open(data_dir: &Path) -> std::io::Result<Store> {
+    /// The store in `data_dir/blobs`, made if missing (what it holds is
+    /// counted once, here), holding at most `cap` bytes.
+    pub fn open(data_dir: &Path, cap: Option<u64>, metrics: BlobMetrics) -> std::io::Result<Store> {
         let dir = data_dir.join("blobs");
         std::fs::create_dir_all(dir.join("partial"))?;
-        Ok(Store { dir })
+        let held: u64 = objects(&dir).iter().map(|o| o.bytes).sum();
+        metrics.bytes.set(i64::try_from(held).unwrap_or(i64::MAX));
+        Ok(Store { dir, cap, metrics, evicting: std::sync::Mutex::new(()) })
     }
 
-    pub async fn put(&self, key: &str, mut content: HostBody, size: u64, sha256: Option<&str>, metadata: Vec<(String, String)>) -> Result<(), BlobError> {
+    pub async fn put(self: &Arc<Self>, key: &str, mut content: HostBody, size: u64, sha256: Option<&str>, metadata: Vec<(String, String)>) -> Result<(), BlobError> {
         let mut filling = self.start_filling(key, size, sha256, metadata).await?;
         loop {
             match content.read(CHUNK).await {
                 Ok(Some(chunk)) => filling.write(&chunk).await?,
-                Ok(None) => return filling.finish().await,
+                Ok(None) => return self.placed(filling.finish().await),
                 Err(e) => return Err(filling.broken(&e)),
             }
         }
@@ -66,7 +81,7 @@ impl Store {
     /// `content` passed on as it is read, and stored as by [`Store::put`]
     /// once it was read to its end; a body dropped before it stores nothing.
     /// A store that cannot take it passes the body on all the same.
-    pub async fn put_through(&self, key: &str, content: HostBody, size: u64, sha256: Option<&str>, metadata: Vec<(String, String)>) -> HostBody {
+    pub async fn put_through(self: &Arc<Self>, key: &str, content: HostBody, size: u64, sha256: Option<&str>, metadata: Vec<(String, String)>) -> HostBody {
         let filling = match self.start_filling(key, size, sha256, metadata).await {
             Ok(filling) => filling,
             Err(e) => {
@@ -75,7 +90,10 @@ impl Store {
             }
         };
         let length = content.known_length();
-        let chunks = futures_util::stream::try_unfold((content, Some(filling)), |(mut content, mut filling)| async move {
+        let store = self.clone();
+        let chunks = futures_util::stream::try_unfold((content, Some(filling)), move |(mut content, mut filling)| {
+            let store = store.clone();
+            async move {
             match content.read(CHUNK).await {
                 Ok(Some(chunk)) => {
                     if let Some(f) = filling.as_mut()
@@ -87,20 +105,21 @@ impl Store {
                     // Placed with its last byte: a body of known length is
                     // not polled again once that byte went out.
                     if filling.as_ref().is_some_and(|f| f.received == f.size)
-                        && let Some(Err(e)) = OptionFuture::from(filling.take().map(Filling::finish)).await
+                        && let Some(placed) = OptionFuture::from(filling.take().map(Filling::finish)).await
                     {
-                        eprintln!("edgeproxy: an object passed on was not stored: {e:?}");
+                        store.placed(placed).ok();
                     }
                     Ok(Some((http_body::Frame::data(chunk), (content, filling))))
                 }
                 Ok(None) => {
-                    if let Some(Err(e)) = OptionFuture::from(filling.map(Filling::finish)).await {
-                        eprintln!("edgeproxy: an object passed on was not stored: {e:?}");
+                    if let Some(placed) = OptionFuture::from(filling.map(Filling::finish)).await {
+                        store.placed(placed).ok();
                     }
                     Ok(None)
                 }
                 Err(ReadError::Timeout) => Err(BoxError::from(Stalled(std::time::Duration::ZERO))),
                 Err(ReadError::Broken(why)) => Err(BoxError::from(why)),
+            }
             }
         });
         let stream = http_body_util::StreamBody::new(Box::pin(chunks));
@@ -124,6 +143,44 @@ impl Store {
         Ok(filling)
     }
 
+    /// Counts an object placed, and makes room under the cap; a failed
+    /// one is logged (the guest that passed it on is gone).
+    fn placed(self: &Arc<Self>, placed: Result<Placed, BlobError>) -> Result<(), BlobError> {
+        let placed = placed.inspect_err(|e| eprintln!("edgeproxy: an object passed on was not stored: {e:?}"))?;
+        self.metrics.stored_bytes.inc_by(placed.size);
+        let held = self.metrics.bytes.inc_by(as_i64(placed.bytes)) + as_i64(placed.bytes);
+        self.metrics.bytes.dec_by(as_i64(placed.replaced));
+        if let Some(cap) = self.cap
+            && held - as_i64(placed.replaced) > as_i64(cap)
+        {
+            let store = self.clone();
+            tokio::task::spawn_blocking(move || store.evict(cap));
+        }
+        Ok(())
+    }
+
+    /// Removes objects, least recently used first, down to 90% of `cap`.
+    fn evict(&self, cap: u64) {
+        let Ok(_one_at_a_time) = self.evicting.try_lock() else { return };
+        let mut files = objects(&self.dir);
+        let mut held: u64 = files.iter().map(|f| f.bytes).sum();
+        files.sort_by_key(|f| f.used);
+        let (mut evicted, mut evicted_bytes) = (0, 0);
+        for file in files {
+            if held <= cap / 10 * 9 {
+                break;
+            }
+            if std::fs::remove_file(&file.path).is_ok() {
+                held -= file.bytes;
+                evicted += 1;
+                evicted_bytes += file.bytes;
+            }
+        }
+        self.metrics.bytes.set(as_i64(held));
+        self.metrics.evictions.inc_by(evicted);
+        self.metrics.evicted_bytes.inc_by(evicted_bytes);
+    }
+
     /// `range`: the first byte and the number of bytes, clamped to the end.
     pub async fn get(&self, key: &str, range: Option<(u64, u64)>) -> Result<Option<(Object, HostBody)>, BlobError> {
         let Some((object, mut file, data_start)) = self.open_object(key).await? else { return Ok(None) };
@@ -132,6 +189,7 @@ impl Store {
             None => (0, object.size),
         };
         file.seek(SeekFrom::Start(data_start + first)).await.map_err(unavailable)?;
+        self.metrics.read_bytes.inc_by(count);
         Ok(Some((object, file_body(file, count))))
     }
 
@@ -148,7 +206,8 @@ impl Store {
 
     /// The object's description, and its file positioned at its first byte's offset.
     async fn open_object(&self, key: &str) -> Result<Option<(Object, tokio::fs::File, u64)>, BlobError> {
-        let mut file = match tokio::fs::File::open(self.path(key)?).await {
+        let path = self.path(key)?;
+        let mut file = match tokio::fs::File::open(&path).await {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(unavailable(e)),
@@ -157,6 +216,7 @@ impl Store {
         let mut json = vec![0; length as usize];
         file.read_exact(&mut json).await.map_err(unavailable)?;
         let object = serde_json::from_slice(&json).map_err(|e| BlobError::Unavailable(format!("a stored object's header is damaged: {e}")))?;
+        mark_used(&file, path).await;
         Ok(Some((object, file, 4 + u64::from(length))))
     }
 
@@ -198,7 +258,7 @@ impl Filling {
     }
 
     /// Places the object if it is the one it was said to be.
-    async fn finish(mut self) -> Result<(), BlobError> {
+    async fn finish(mut self) -> Result<Placed, BlobError> {
         if self.received != self.size {
             return Err(BlobError::Mismatch(format!("the body has {} bytes, not {}", self.received, self.size)));
         }
@@ -207,11 +267,40 @@ impl Filling {
             return Err(BlobError::Mismatch(format!("the body's sha256 is {actual}, not {expected}")));
         }
         self.file.flush().await.map_err(unavailable)?;
+        let bytes = self.file.metadata().await.map_err(unavailable)?.len();
+        let replaced = tokio::fs::metadata(&self.path).await.map(|m| m.len()).unwrap_or(0);
         tokio::fs::create_dir_all(self.path.parent().expect("an object's path has a directory")).await.map_err(unavailable)?;
         tokio::fs::rename(&self.partial, &self.path).await.map_err(unavailable)?;
         self.placed = true;
-        Ok(())
+        Ok(Placed { size: self.size, bytes, replaced })
     }
+}
+
+/// An object just placed: its size, its file's bytes, and those of the
+/// file it replaced (0 if none).
+struct Placed {
+    size: u64,
+    bytes: u64,
+    replaced: u64,
+}
+
+/// An object's file as eviction sees it.
+struct ObjectFile {
+    path: PathBuf,
+    bytes: u64,
+    used: std::time::SystemTime,
+}
+
+/// Every object's file in the store's directory (not partial ones).
+fn objects(dir: &Path) -> Vec<ObjectFile> {
+    let subdirs = std::fs::read_dir(dir).into_iter().flatten().flatten().filter(|e| e.file_name() != "partial");
+    let files = subdirs.flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten().flatten());
+    files
+        .filter_map(|f| {
+            let meta = f.metadata().ok().filter(std::fs::Metadata::is_file)?;
+            Some(ObjectFile { path: f.path(), bytes: meta.len(), used: meta.modified().ok()? })
+        })
+        .collect()
 }
 
 impl Drop for Filling {
@@ -220,6 +309,20 @@ impl Drop for Filling {
             let _ = std::fs::remove_file(&self.partial);
         }
     }
+}
+
+/// Marks an object used now, for eviction: its file's modification time,
+/// set at most once a minute so that reads rarely write.
+async fn mark_used(file: &tokio::fs::File, path: PathBuf) {
+    let now = std::time::SystemTime::now();
+    let stale = file.metadata().await.ok().and_then(|m| m.modified().ok()).is_none_or(|t| now.duration_since(t).unwrap_or_default().as_secs() >= 60);
+    if stale {
+        tokio::task::spawn_blocking(move || std::fs::File::open(path).and_then(|f| f.set_modified(now)));
+    }
+}
+
+fn as_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// Keys of 1 to [`MAX_KEY_BYTES`] bytes of `[a-zA-Z0-9._/-]` (the WIT's rule).
@@ -283,9 +386,44 @@ mod tests {
         out
     }
 
-    fn store() -> (Store, PathBuf) {
+    fn store_capped(cap: Option<u64>) -> (Arc<Store>, PathBuf, BlobMetrics) {
         let dir = std::env::temp_dir().join(format!("edgeproxy-blob-test-{}", random_suffix()));
-        (Store::open(&dir).unwrap(), dir)
+        let metrics = BlobMetrics::default();
+        (Arc::new(Store::open(&dir, cap, metrics.clone()).unwrap()), dir, metrics)
+    }
+
+    fn store() -> (Arc<Store>, PathBuf) {
+        let (store, dir, _) = store_capped(None);
+        (store, dir)
+    }
+
+    /// Makes `key`'s object look last used `seconds` ago.
+    fn last_used(store: &Store, key: &str, seconds: u64) {
+        let file = std::fs::File::options().append(true).open(store.path(key).unwrap()).unwrap();
+        file.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(seconds)).unwrap();
+    }
+
+    #[tokio::test]
+    async fn over_its_cap_the_store_removes_what_was_used_least_recently() {
+        let (store, dir, metrics) = store_capped(Some(3200));
+        let object = || HostBody::from_bytes(vec![7u8; 1000]);
+        for (key, age) in [("a", 300), ("b", 200), ("c", 100)] {
+            store.put(key, object(), 1000, None, Vec::new()).await.unwrap();
+            last_used(&store, key, age);
+        }
+        assert!(store.get("a", None).await.unwrap().is_some(), "a read marks `a` used now");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        store.put("d", object(), 1000, None, Vec::new()).await.unwrap();
+        for _ in 0..50 {
+            if metrics.evictions.get() > 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let held: Vec<bool> = futures_util::future::join_all(["a", "b", "c", "d"].map(|k| store.head(k))).await.into_iter().map(|h| h.unwrap().is_some()).collect();
+        assert_eq!(held, [true, false, false, true], "b then c went (under 90% of the cap), a was read, d is new");
+        assert_eq!((metrics.evictions.get(), metrics.bytes.get() <= 2880), (2, true));
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[tokio::test]

@@ -103,9 +103,14 @@ struct ServeArgs {
     /// Serve this component file instead of the one built into the binary.
     #[arg(long)]
     component: Option<PathBuf>,
-    /// Where the key-value store keeps its file (without --kv).
+    /// Where the key-value store keeps its file (without --kv), and the
+    /// blob store its objects (`blobs/`).
     #[arg(long, default_value = ".edgeproxy")]
     data_dir: PathBuf,
+    /// The most the blob store holds (bytes, or with K, M, G or T: 1024s);
+    /// past it, objects least recently used are removed. Unbounded without it.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    blob_max_bytes: Option<u64>,
     /// Put the key-value store and the rate limiter on Redis,
     /// redis://[:PASSWORD@]HOST[:PORT][/DB], so that every instance pointed
     /// at it shares the cache, stored images and leases, and the limits.
@@ -204,6 +209,21 @@ struct SpinArgs {
     limits: LimitArgs,
 }
 
+/// `1048576`, `512M`, `50G`: bytes, or K, M, G, T of 1024s.
+fn parse_size(text: &str) -> Result<u64, String> {
+    let (digits, unit) = text.trim().split_at(text.trim().find(|c: char| !c.is_ascii_digit()).unwrap_or(text.trim().len()));
+    let shift = match unit.trim().to_ascii_uppercase().trim_end_matches("IB").trim_end_matches('B') {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => return Err(format!("{text:?}: a size is bytes, or a number with K, M, G or T")),
+    };
+    let n: u64 = digits.parse().map_err(|_| format!("{text:?}: a size starts with a number"))?;
+    n.checked_mul(1 << shift).ok_or_else(|| format!("{text:?} is too large"))
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -225,7 +245,7 @@ fn main() -> anyhow::Result<()> {
 
 /// What requests share, with the store in `data_dir` and limits in memory.
 fn shared(data_dir: &std::path::Path, upstream_body_timeout: Duration) -> anyhow::Result<runtime::Shared> {
-    shared_with(local_state(data_dir)?, data_dir, upstream_body_timeout)
+    shared_with(local_state(data_dir)?, data_dir, None, upstream_body_timeout)
 }
 
 /// The default store and limiter: a redb file in `data_dir`, buckets in memory.
@@ -233,14 +253,15 @@ fn local_state(data_dir: &std::path::Path) -> anyhow::Result<(kv::Store, limiter
     Ok((kv::Store::Local(Arc::new(kv::Kv::open(data_dir)?)), limiter::Limiter::Local(limiter::Buckets::new())))
 }
 
-fn shared_with((kv, limiter): (kv::Store, limiter::Limiter), data_dir: &std::path::Path, upstream_body_timeout: Duration) -> anyhow::Result<runtime::Shared> {
+fn shared_with((kv, limiter): (kv::Store, limiter::Limiter), data_dir: &std::path::Path, blob_max_bytes: Option<u64>, upstream_body_timeout: Duration) -> anyhow::Result<runtime::Shared> {
+    let metrics = Arc::new(metrics::Metrics::new());
     Ok(runtime::Shared {
-        blobs: blob::Store::open(data_dir).with_context(|| format!("cannot make the blob store in {}", data_dir.display()))?,
+        blobs: Arc::new(blob::Store::open(data_dir, blob_max_bytes, metrics.blobs.clone()).with_context(|| format!("cannot make the blob store in {}", data_dir.display()))?),
         kv,
         kv_fault: None,
         limiter,
         upstream: upstream::Upstream::new(upstream_body_timeout)?,
-        metrics: Arc::new(metrics::Metrics::new()),
+        metrics,
     })
 }
 
@@ -256,7 +277,7 @@ async fn serve_shared(args: &ServeArgs) -> anyhow::Result<runtime::Shared> {
             (kv::Store::Redis(redis.clone()), limiter::Limiter::Redis(redis))
         }
     };
-    Ok(runtime::Shared { kv_fault: args.kv_fault, ..shared_with(state, &args.data_dir, args.limits.upstream_body_timeout())? })
+    Ok(runtime::Shared { kv_fault: args.kv_fault, ..shared_with(state, &args.data_dir, args.blob_max_bytes, args.limits.upstream_body_timeout())? })
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -460,6 +481,13 @@ const LAYERS: &[&[&str]] = &[
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn sizes_are_bytes_or_binary_multiples() {
+        assert_eq!(super::parse_size("1048576"), Ok(1 << 20));
+        assert_eq!((super::parse_size("512M"), super::parse_size("50GiB"), super::parse_size("2t")), (Ok(512 << 20), Ok(50 << 30), Ok(2 << 40)));
+        assert!(super::parse_size("lots").is_err() && super::parse_size("5X").is_err() && super::parse_size("99999999999T").is_err());
+    }
+
     #[test]
     fn the_host_imports_only_downwards() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");

@@ -19,6 +19,7 @@ use hyper_util::rt::TokioIo;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -81,8 +82,23 @@ pub struct Metrics {
     limiter_errors: Family<PolicyLabels, Counter>,
     pub received_bytes: Counter,
     pub sent_bytes: Counter,
+    /// The blob store's (`<data-dir>/blobs`): what it holds and did.
+    pub blobs: BlobMetrics,
     /// Set when SIGTERM/SIGINT starts the drain: `/readyz` turns 503.
     pub draining: AtomicBool,
+}
+
+/// What the blob store counts (blob.rs): clones share the values.
+#[derive(Clone, Default)]
+pub struct BlobMetrics {
+    /// Bytes of the objects it holds now.
+    pub bytes: Gauge,
+    /// Bytes of objects placed, and of objects read back out.
+    pub stored_bytes: Counter,
+    pub read_bytes: Counter,
+    /// Objects removed to stay under `--blob-max-bytes`, and their bytes.
+    pub evictions: Counter,
+    pub evicted_bytes: Counter,
 }
 
 /// The route the core named for a request (the `telemetry.routed` import),
@@ -153,7 +169,13 @@ impl Metrics {
         registry.register("received_bytes", "Request body bytes received from clients", received_bytes.clone());
         let sent_bytes = Counter::default();
         registry.register("sent_bytes", "Response body bytes sent to clients", sent_bytes.clone());
-        Metrics { registry, requests, errors, cache, duration, guest_time, upstream_errors, kv_errors, limiter_errors, received_bytes, sent_bytes, draining: AtomicBool::new(false) }
+        let blobs = BlobMetrics::default();
+        registry.register("blob_bytes", "Bytes of the objects the blob store holds", blobs.bytes.clone());
+        registry.register("blob_stored_bytes", "Bytes of objects placed in the blob store (kept as they passed, or put)", blobs.stored_bytes.clone());
+        registry.register("blob_read_bytes", "Bytes read out of the blob store (answers from it)", blobs.read_bytes.clone());
+        registry.register("blob_evictions", "Objects the blob store removed, least recently used first, to stay under --blob-max-bytes", blobs.evictions.clone());
+        registry.register("blob_evicted_bytes", "Bytes of the objects evicted", blobs.evicted_bytes.clone());
+        Metrics { registry, requests, errors, cache, duration, guest_time, upstream_errors, kv_errors, limiter_errors, received_bytes, sent_bytes, blobs, draining: AtomicBool::new(false) }
     }
 
     /// One answered request.

@@ -67,7 +67,7 @@ impl ComponentSource {
 
 /// What every request's store shares.
 pub struct Shared {
-    pub blobs: blob::Store,
+    pub blobs: Arc<blob::Store>,
     pub kv: kv::Store,
     pub kv_fault: Option<kv::KvFault>,
     pub limiter: Limiter,
