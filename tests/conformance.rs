@@ -34,18 +34,7 @@ const DOCUMENT: &str = "# the probe reads this document, not the core\n[[route]]
 
 #[tokio::test]
 async fn every_rule_of_the_wit_holds_on_this_host_or_is_a_declared_exception() {
-    let upstream = Upstream::start().await;
-    // Its own server: the fixture breaks a response only on a connection's
-    // first request, and the host may pool connections to `upstream`.
-    let broken = Upstream::start().await;
-    // A port nothing listens on: bound, then let go.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let host = Host::start_probe(DOCUMENT, &[("probe-secret", "probe-secret-value")]).await;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
-    let url = host.url(&format!("/probe?upstream={}&closed=http://{closed}&broken={}/die/100000&now={now}", upstream.url(), broken.url()));
-    let response = reqwest::get(&url).await.unwrap();
-    assert_eq!(response.status(), 200, "the probe answers: {:?}", response.text().await);
-    let results: Vec<serde_json::Value> = response.json().await.unwrap();
+    let results = probe_results(&[]).await;
 
     let kind = Host::kind();
     let rules = probe::wit_rules();
@@ -67,4 +56,38 @@ async fn every_rule_of_the_wit_holds_on_this_host_or_is_a_declared_exception() {
         }
     }
     assert!(problems.is_empty(), "on {kind}:\n{}", problems.join("\n"));
+}
+
+/// The wasmtime host's blob store on S3 (`--blob-store`, here moto's) is
+/// held to the same `blob.*` rules as its directory.
+#[tokio::test]
+async fn the_blob_rules_hold_on_the_s3_backend_too() {
+    if !edgeproxy_testkit::skip::only_on("wasmtime", "--blob-store s3:// is the wasmtime host's") {
+        return;
+    }
+    let s3 = edgeproxy_testkit::s3::S3::start("probe").await;
+    let mut env: Vec<(&str, String)> = s3.env();
+    env.push(("EDGEPROXY_BLOB_STORE", "s3://probe/blobs".into()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let results = probe_results(&env).await;
+    let blob: Vec<&serde_json::Value> = results.iter().filter(|r| r["rule"].as_str().unwrap_or_default().starts_with("blob.")).collect();
+    assert!(blob.len() >= 7, "{results:?}");
+    let failed: Vec<_> = blob.iter().filter(|r| r["ok"] != true).collect();
+    assert!(failed.is_empty(), "on S3: {failed:?}");
+}
+
+/// The probe's answer on the suite's host, started with `env` besides its secret.
+async fn probe_results(env: &[(&str, &str)]) -> Vec<serde_json::Value> {
+    let upstream = Upstream::start().await;
+    // Its own server: the fixture breaks a response only on a connection's
+    // first request, and the host may pool connections to `upstream`.
+    let broken = Upstream::start().await;
+    // A port nothing listens on: bound, then let go.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let host = Host::start_probe_with_env(DOCUMENT, &[("probe-secret", "probe-secret-value")], env).await;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
+    let url = host.url(&format!("/probe?upstream={}&closed=http://{closed}&broken={}/die/100000&now={now}", upstream.url(), broken.url()));
+    let response = reqwest::get(&url).await.unwrap();
+    assert_eq!(response.status(), 200, "the probe answers: {:?}", response.text().await);
+    response.json().await.unwrap()
 }

@@ -721,3 +721,32 @@ async fn over_its_cap_the_hosts_store_evicts_and_counts_what_it_did() {
     assert!(metric(&samples, "edgeproxy_blob_evicted_bytes_total") >= SMALL_LFS as f64);
     assert!(metric(&samples, "edgeproxy_blob_bytes") <= 0.9 * 1048576.0, "the store is under 90% of its cap");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_hosts_on_one_s3_bucket_share_what_they_keep() {
+    if !edgeproxy_testkit::skip::only_on("wasmtime", "--blob-store s3:// is the wasmtime host's (Workers keep an R2 bucket, Spin its key-value store)") {
+        return;
+    }
+    let s3 = edgeproxy_testkit::s3::S3::start("edgeproxy").await;
+    let hub = FakeHub::start(SMALL_LFS).await;
+    let env = s3.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let document = hub.document("\n[route.hf-mirror.store]\n");
+    let args = ["--blob-store", "s3://edgeproxy/mirror"];
+    let (one, two) = (Host::start_built_in_with_env(&document, &args, &env).await, Host::start_built_in_with_env(&document, &args, &env).await);
+
+    let fetched = http().get(one.url("/org/small/resolve/main/model.bin")).send().await.unwrap();
+    assert_eq!(header(&fetched, "x-cache"), Some("MISS"));
+    let body = fetched.bytes().await.unwrap();
+    assert!(body.len() as u64 == SMALL_LFS && pattern_matches(0, &body));
+    hub.reset_log().await;
+
+    let shared = http().get(two.url("/org/small/resolve/main/model.bin")).send().await.unwrap();
+    assert_eq!(header(&shared, "x-cache"), Some("HIT"), "kept by one host, a hit on the other");
+    let body = shared.bytes().await.unwrap();
+    assert!(body.len() as u64 == SMALL_LFS && pattern_matches(0, &body), "whole and intact from S3");
+    let part = http().get(two.url("/org/small/resolve/main/model.bin")).header("range", "bytes=1000000-1000099").send().await.unwrap();
+    assert_eq!((part.status().as_u16(), header(&part, "content-range")), (206, Some(format!("bytes 1000000-1000099/{SMALL_LFS}").as_str())));
+    assert!(pattern_matches(1_000_000, &part.bytes().await.unwrap()));
+    assert!(cdn_file_downloads(&hub.log().await).is_empty(), "the second host fetched nothing from the CDN");
+}

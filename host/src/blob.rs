@@ -22,7 +22,11 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use futures_util::future::OptionFuture;
 
 use crate::body::{BoxError, HostBody, KnownLength, ReadError, Stalled};
+mod s3;
+
+use s3::{S3, S3Filling};
 use crate::metrics::BlobMetrics;
+use crate::upstream::Upstream;
 
 /// The longest key, in bytes.
 pub const MAX_KEY_BYTES: u32 = 512;
@@ -49,7 +53,9 @@ pub struct Object {
 
 pub struct Store {
     dir: PathBuf,
-    /// The most bytes its objects may hold.
+    /// Objects on S3-compatible storage instead of in `dir` (blob_s3.rs).
+    s3: Option<S3>,
+    /// The most bytes its objects may hold (in a directory).
     cap: Option<u64>,
     metrics: BlobMetrics,
     /// One eviction at a time.
@@ -64,7 +70,13 @@ impl Store {
         std::fs::create_dir_all(dir.join("partial"))?;
         let held: u64 = objects(&dir).iter().map(|o| o.bytes).sum();
         metrics.bytes.set(i64::try_from(held).unwrap_or(i64::MAX));
-        Ok(Store { dir, cap, metrics, evicting: std::sync::Mutex::new(()) })
+        Ok(Store { dir, s3: None, cap, metrics, evicting: std::sync::Mutex::new(()) })
+    }
+
+    /// The store on S3-compatible storage (`s3://BUCKET[/PREFIX]`), shared
+    /// by every host pointed at it; its size is the bucket's to bound.
+    pub fn on_s3(url: &str, upstream: Upstream, metrics: BlobMetrics) -> Result<Store, String> {
+        Ok(Store { dir: PathBuf::new(), s3: Some(S3::from_url(url, upstream)?), cap: None, metrics, evicting: std::sync::Mutex::new(()) })
     }
 
     pub async fn put(self: &Arc<Self>, key: &str, mut content: HostBody, size: u64, sha256: Option<&str>, metadata: Vec<(String, String)>) -> Result<(), BlobError> {
@@ -129,18 +141,26 @@ impl Store {
         }
     }
 
-    /// An object being written, under a name no other put uses in the
-    /// store's own directory (so that the rename into place is atomic).
+    /// An object being written: in a directory, under a name no other put
+    /// uses in the store's own directory (so that the rename into place is
+    /// atomic); on S3, as a multipart upload.
     async fn start_filling(&self, key: &str, size: u64, sha256: Option<&str>, metadata: Vec<(String, String)>) -> Result<Filling, BlobError> {
         let path = self.path(key)?;
         if size > MAX_OBJECT_BYTES {
             return Err(BlobError::TooLarge(MAX_OBJECT_BYTES));
         }
-        let partial = self.dir.join("partial").join(format!("{}-{}", file_name(key), random_suffix()));
-        let file = tokio::fs::File::create(&partial).await.map_err(unavailable)?;
-        let mut filling = Filling { file, partial, path, size, sha256: sha256.map(str::to_ascii_lowercase), hash: Sha256::new(), received: 0, placed: false };
-        filling.file.write_all(&header(&Object { size, metadata })).await.map_err(unavailable)?;
-        Ok(filling)
+        let object = Object { size, metadata };
+        let sink = match &self.s3 {
+            Some(s3) => Sink::S3(s3.start(s3.object_name(&file_name(key)), &object).await?),
+            None => {
+                let partial = self.dir.join("partial").join(format!("{}-{}", file_name(key), random_suffix()));
+                let file = tokio::fs::File::create(&partial).await.map_err(unavailable)?;
+                let mut f = PartialFile { file, partial, path, placed: false };
+                f.file.write_all(&header(&object)).await.map_err(unavailable)?;
+                Sink::File(f)
+            }
+        };
+        Ok(Filling { sink, size, sha256: sha256.map(str::to_ascii_lowercase), hash: Sha256::new(), received: 0 })
     }
 
     /// Counts an object placed, and makes room under the cap; a failed
@@ -183,6 +203,13 @@ impl Store {
 
     /// `range`: the first byte and the number of bytes, clamped to the end.
     pub async fn get(&self, key: &str, range: Option<(u64, u64)>) -> Result<Option<(Object, HostBody)>, BlobError> {
+        if let Some(s3) = &self.s3 {
+            let got = s3.get(&s3.object_name(&self.file_name(key)?), range).await?;
+            if let Some((_, body)) = &got {
+                self.metrics.read_bytes.inc_by(body.known_length().unwrap_or(0));
+            }
+            return Ok(got);
+        }
         let Some((object, mut file, data_start)) = self.open_object(key).await? else { return Ok(None) };
         let (first, count) = match range {
             Some((first, count)) => (first.min(object.size), count.min(object.size - first.min(object.size))),
@@ -194,10 +221,16 @@ impl Store {
     }
 
     pub async fn head(&self, key: &str) -> Result<Option<Object>, BlobError> {
+        if let Some(s3) = &self.s3 {
+            return Ok(s3.head(&s3.object_name(&self.file_name(key)?)).await?.map(|(object, _)| object));
+        }
         Ok(self.open_object(key).await?.map(|(object, ..)| object))
     }
 
     pub async fn delete(&self, key: &str) -> Result<(), BlobError> {
+        if let Some(s3) = &self.s3 {
+            return s3.delete(&s3.object_name(&self.file_name(key)?)).await;
+        }
         match tokio::fs::remove_file(self.path(key)?).await {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(unavailable(e)),
             _ => Ok(()),
@@ -215,9 +248,15 @@ impl Store {
         let length = file.read_u32().await.map_err(unavailable)?;
         let mut json = vec![0; length as usize];
         file.read_exact(&mut json).await.map_err(unavailable)?;
-        let object = serde_json::from_slice(&json).map_err(|e| BlobError::Unavailable(format!("a stored object's header is damaged: {e}")))?;
+        let object = parse_header(&json)?;
         mark_used(&file, path).await;
         Ok(Some((object, file, 4 + u64::from(length))))
+    }
+
+    /// The name of `key`'s object: the SHA-256 of the key, checked.
+    fn file_name(&self, key: &str) -> Result<String, BlobError> {
+        check_key(key)?;
+        Ok(file_name(key))
     }
 
     fn path(&self, key: &str) -> Result<PathBuf, BlobError> {
@@ -227,17 +266,35 @@ impl Store {
     }
 }
 
-/// An object on its way into the store: its partial file, removed unless
-/// the object was placed.
+/// An object on its way into the store, checked as it comes.
 struct Filling {
-    file: tokio::fs::File,
-    partial: PathBuf,
-    path: PathBuf,
+    sink: Sink,
     size: u64,
     sha256: Option<String>,
     hash: Sha256,
     received: u64,
+}
+
+/// Where a filling object's bytes go until it is placed.
+enum Sink {
+    File(PartialFile),
+    S3(S3Filling),
+}
+
+/// A partial file, removed unless it was renamed into place.
+struct PartialFile {
+    file: tokio::fs::File,
+    partial: PathBuf,
+    path: PathBuf,
     placed: bool,
+}
+
+impl Drop for PartialFile {
+    fn drop(&mut self) {
+        if !self.placed {
+            let _ = std::fs::remove_file(&self.partial);
+        }
+    }
 }
 
 impl Filling {
@@ -247,7 +304,10 @@ impl Filling {
             return Err(BlobError::Mismatch(format!("the body is longer than {} bytes", self.size)));
         }
         self.hash.update(chunk);
-        self.file.write_all(chunk).await.map_err(unavailable)
+        match &mut self.sink {
+            Sink::File(f) => f.file.write_all(chunk).await.map_err(unavailable),
+            Sink::S3(upload) => upload.write(chunk).await,
+        }
     }
 
     fn broken(&self, e: &ReadError) -> BlobError {
@@ -266,13 +326,22 @@ impl Filling {
         if let Some(expected) = self.sha256.as_deref().filter(|expected| *expected != actual) {
             return Err(BlobError::Mismatch(format!("the body's sha256 is {actual}, not {expected}")));
         }
-        self.file.flush().await.map_err(unavailable)?;
-        let bytes = self.file.metadata().await.map_err(unavailable)?.len();
-        let replaced = tokio::fs::metadata(&self.path).await.map(|m| m.len()).unwrap_or(0);
-        tokio::fs::create_dir_all(self.path.parent().expect("an object's path has a directory")).await.map_err(unavailable)?;
-        tokio::fs::rename(&self.partial, &self.path).await.map_err(unavailable)?;
-        self.placed = true;
-        Ok(Placed { size: self.size, bytes, replaced })
+        match self.sink {
+            Sink::S3(upload) => {
+                upload.complete().await?;
+                // What it replaced, if anything, is S3's to know.
+                Ok(Placed { size: self.size, bytes: 0, replaced: 0 })
+            }
+            Sink::File(mut f) => {
+                f.file.flush().await.map_err(unavailable)?;
+                let bytes = f.file.metadata().await.map_err(unavailable)?.len();
+                let replaced = tokio::fs::metadata(&f.path).await.map(|m| m.len()).unwrap_or(0);
+                tokio::fs::create_dir_all(f.path.parent().expect("an object's path has a directory")).await.map_err(unavailable)?;
+                tokio::fs::rename(&f.partial, &f.path).await.map_err(unavailable)?;
+                f.placed = true;
+                Ok(Placed { size: self.size, bytes, replaced })
+            }
+        }
     }
 }
 
@@ -303,12 +372,9 @@ fn objects(dir: &Path) -> Vec<ObjectFile> {
         .collect()
 }
 
-impl Drop for Filling {
-    fn drop(&mut self) {
-        if !self.placed {
-            let _ = std::fs::remove_file(&self.partial);
-        }
-    }
+/// The object's description, from the JSON of its header.
+pub(crate) fn parse_header(json: &[u8]) -> Result<Object, BlobError> {
+    serde_json::from_slice(json).map_err(|e| BlobError::Unavailable(format!("a stored object's header is damaged: {e}")))
 }
 
 /// Marks an object used now, for eviction: its file's modification time,
@@ -336,7 +402,7 @@ fn file_name(key: &str) -> String {
 }
 
 /// The object's description, as it precedes its bytes: a big-endian length, then JSON.
-fn header(object: &Object) -> Vec<u8> {
+pub(crate) fn header(object: &Object) -> Vec<u8> {
     let json = serde_json::to_vec(object).expect("an object's description serialises");
     let mut header = (json.len() as u32).to_be_bytes().to_vec();
     header.extend_from_slice(&json);

@@ -111,6 +111,11 @@ struct ServeArgs {
     /// past it, objects least recently used are removed. Unbounded without it.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     blob_max_bytes: Option<u64>,
+    /// Keep the blob store on S3-compatible storage, s3://BUCKET[/PREFIX],
+    /// shared by every instance pointed at it (AWS_ENDPOINT_URL, AWS_REGION,
+    /// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY). Without it: --data-dir.
+    #[arg(long, value_name = "URL", env = "EDGEPROXY_BLOB_STORE", conflicts_with = "blob_max_bytes")]
+    blob_store: Option<String>,
     /// Put the key-value store and the rate limiter on Redis,
     /// redis://[:PASSWORD@]HOST[:PORT][/DB], so that every instance pointed
     /// at it shares the cache, stored images and leases, and the limits.
@@ -245,7 +250,7 @@ fn main() -> anyhow::Result<()> {
 
 /// What requests share, with the store in `data_dir` and limits in memory.
 fn shared(data_dir: &std::path::Path, upstream_body_timeout: Duration) -> anyhow::Result<runtime::Shared> {
-    shared_with(local_state(data_dir)?, data_dir, None, upstream_body_timeout)
+    shared_with(local_state(data_dir)?, BlobPlace::Directory(data_dir, None), upstream_body_timeout)
 }
 
 /// The default store and limiter: a redb file in `data_dir`, buckets in memory.
@@ -253,16 +258,20 @@ fn local_state(data_dir: &std::path::Path) -> anyhow::Result<(kv::Store, limiter
     Ok((kv::Store::Local(Arc::new(kv::Kv::open(data_dir)?)), limiter::Limiter::Local(limiter::Buckets::new())))
 }
 
-fn shared_with((kv, limiter): (kv::Store, limiter::Limiter), data_dir: &std::path::Path, blob_max_bytes: Option<u64>, upstream_body_timeout: Duration) -> anyhow::Result<runtime::Shared> {
+/// Where the blob store keeps objects: a directory (with a cap), or S3.
+enum BlobPlace<'a> {
+    Directory(&'a std::path::Path, Option<u64>),
+    S3(&'a str),
+}
+
+fn shared_with((kv, limiter): (kv::Store, limiter::Limiter), blobs: BlobPlace, upstream_body_timeout: Duration) -> anyhow::Result<runtime::Shared> {
     let metrics = Arc::new(metrics::Metrics::new());
-    Ok(runtime::Shared {
-        blobs: Arc::new(blob::Store::open(data_dir, blob_max_bytes, metrics.blobs.clone()).with_context(|| format!("cannot make the blob store in {}", data_dir.display()))?),
-        kv,
-        kv_fault: None,
-        limiter,
-        upstream: upstream::Upstream::new(upstream_body_timeout)?,
-        metrics,
-    })
+    let upstream = upstream::Upstream::new(upstream_body_timeout)?;
+    let blobs = match blobs {
+        BlobPlace::Directory(dir, cap) => blob::Store::open(dir, cap, metrics.blobs.clone()).with_context(|| format!("cannot make the blob store in {}", dir.display()))?,
+        BlobPlace::S3(url) => blob::Store::on_s3(url, upstream.clone(), metrics.blobs.clone()).map_err(|e| anyhow::anyhow!("--blob-store: {e}"))?,
+    };
+    Ok(runtime::Shared { blobs: Arc::new(blobs), kv, kv_fault: None, limiter, upstream, metrics })
 }
 
 /// `serve`'s shared state: the store and the limiter local, or on Redis (`--kv`).
@@ -277,7 +286,14 @@ async fn serve_shared(args: &ServeArgs) -> anyhow::Result<runtime::Shared> {
             (kv::Store::Redis(redis.clone()), limiter::Limiter::Redis(redis))
         }
     };
-    Ok(runtime::Shared { kv_fault: args.kv_fault, ..shared_with(state, &args.data_dir, args.blob_max_bytes, args.limits.upstream_body_timeout())? })
+    Ok(runtime::Shared { kv_fault: args.kv_fault, ..shared_with(state, blob_place(args), args.limits.upstream_body_timeout())? })
+}
+
+fn blob_place(args: &ServeArgs) -> BlobPlace<'_> {
+    match &args.blob_store {
+        Some(url) => BlobPlace::S3(url),
+        None => BlobPlace::Directory(&args.data_dir, args.blob_max_bytes),
+    }
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -470,7 +486,9 @@ const LAYERS: &[&[&str]] = &[
     // snapshot, Redis's connection, the guest's bounds, the metrics.
     &["body", "framing", "tls", "preinit", "redis", "limits", "metrics"],
     // Services the guest's imports are made of; nothing of wasmtime or HTTP serving.
-    &["kv", "limiter", "upstream", "blob"],
+    &["kv", "limiter", "upstream"],
+    // The blob store, in a directory or on S3 (blob/s3.rs; its requests go out through `upstream`).
+    &["blob"],
     // The HTTP server: connections, threads, drain, request URLs and ids, the log; nothing of the guest.
     &["server"],
     // The engine: the component's bindings, its pool and compile cache, the imports (`serve`).

@@ -43,6 +43,7 @@ impl UpstreamError {
 /// Time to wait for response headers when the guest names none.
 const DEFAULT_HEADERS_TIMEOUT: Duration = Duration::from_secs(30);
 
+#[derive(Clone)]
 pub struct Upstream {
     /// A response body that sends nothing for this long is broken off; the
     /// guest's read gets `timeout`, a client streaming it a broken transfer.

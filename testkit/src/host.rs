@@ -169,8 +169,15 @@ impl Host {
     /// `target/probe/`) in place of the core, on the suite's host, with the
     /// secrets the probe checks for.
     pub async fn start_probe(document: &str, secrets: &[(&str, &str)]) -> Host {
+        Self::start_probe_with_env(document, secrets, &[]).await
+    }
+
+    /// [`Host::start_probe`] with more environment variables (the host's
+    /// `EDGEPROXY_BLOB_STORE`, say).
+    pub async fn start_probe_with_env(document: &str, secrets: &[(&str, &str)], more: &[(&str, &str)]) -> Host {
         let env = secret_env(secrets);
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        env.extend_from_slice(more);
         Self::start_artifacts(document, &env, None, &Artifacts::probe()).await
     }
 

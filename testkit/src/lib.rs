@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod probe;
 pub mod redis;
 pub mod runaway;
+pub mod s3;
 pub mod skip;
 pub mod spin;
 pub mod upstream;
