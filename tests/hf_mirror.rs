@@ -750,3 +750,25 @@ async fn two_hosts_on_one_s3_bucket_share_what_they_keep() {
     assert!(pattern_matches(1_000_000, &part.bytes().await.unwrap()));
     assert!(cdn_file_downloads(&hub.log().await).is_empty(), "the second host fetched nothing from the CDN");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prefetch_fills_the_store_so_the_first_download_is_a_hit() {
+    let hub = FakeHub::start(SMALL_LFS).await;
+    let host = mirror(&hub, "\n[route.hf-mirror.store]\n").await;
+    // The host binary's command, a client of whichever host serves the mirror.
+    let prefetch = |include: &str| {
+        let out = std::process::Command::new(edgeproxy_testkit::edgeproxy_binary()).args(["hf", "prefetch", "org/small", "--mirror", &host.base, "--include", include]).env_remove("HF_TOKEN").output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let first = prefetch("*.bin");
+    assert!(first.contains(&format!("model.bin: {SMALL_LFS} bytes, MISS")) && first.contains("prefetched 1 files"), "{first}");
+    assert!(prefetch("*.bin").contains("model.bin: 4194304 bytes, HIT"), "the second run finds it kept");
+    let everything = prefetch("*");
+    assert!(everything.contains("prefetched 123 files"), "every page of the listing: {everything}");
+
+    hub.reset_log().await;
+    let home = tempdir::Dir::new("hf-home");
+    hf::client(&host.base, home.path(), &["snapshot", "org/small"], &[("HF_HUB_DISABLE_XET", "1")]).await.unwrap();
+    assert!(cdn_requests(&hub.log().await).is_empty(), "the team's first snapshot comes from the store");
+}

@@ -11,6 +11,7 @@ mod kv;
 mod limiter;
 mod limits;
 mod metrics;
+mod prefetch;
 mod preinit;
 mod redis;
 mod runtime;
@@ -60,6 +61,9 @@ enum Command {
         #[arg(long, default_value_t = 86_400)]
         expires_in: u64,
     },
+    /// Hugging Face tools for an hf-mirror route.
+    #[command(subcommand)]
+    Hf(HfCommand),
     /// Check a config document as serving it would, without serving: prints
     /// each problem with its route and key and exits with status 1, or says
     /// the document is valid.
@@ -91,6 +95,13 @@ enum Command {
         #[arg(long, default_value_t = 20_000)]
         iterations: u32,
     },
+}
+
+#[derive(clap::Subcommand)]
+enum HfCommand {
+    /// Fill a running mirror's store with a repo: every file (or those
+    /// --include names) at a revision, asked for through the mirror.
+    Prefetch(prefetch::PrefetchArgs),
 }
 
 #[derive(clap::Args)]
@@ -237,6 +248,7 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Serve(args)) => rt.block_on(serve(args)),
         Some(Command::Spin(args)) => rt.block_on(serve_spin(args)),
         Some(Command::Sign { path, secret, expires_in }) => sign(&path, &secret, expires_in),
+        Some(Command::Hf(HfCommand::Prefetch(args))) => rt.block_on(prefetch::run(args)),
         Some(Command::Check { config, component }) => {
             if !rt.block_on(check(&config, component))? {
                 std::process::exit(1);
@@ -487,8 +499,9 @@ const LAYERS: &[&[&str]] = &[
     &["body", "framing", "tls", "preinit", "redis", "limits", "metrics"],
     // Services the guest's imports are made of; nothing of wasmtime or HTTP serving.
     &["kv", "limiter", "upstream"],
-    // The blob store, in a directory or on S3 (blob/s3.rs; its requests go out through `upstream`).
-    &["blob"],
+    // The blob store, in a directory or on S3 (blob/s3.rs; its requests go out through `upstream`);
+    // `edgeproxy hf prefetch`, a client of a mirror.
+    &["blob", "prefetch"],
     // The HTTP server: connections, threads, drain, request URLs and ids, the log; nothing of the guest.
     &["server"],
     // The engine: the component's bindings, its pool and compile cache, the imports (`serve`).

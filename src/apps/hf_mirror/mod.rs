@@ -137,6 +137,9 @@ impl Options {
         if let Some(rl) = &self.rate_limit {
             rl.validate(&RATE_LIMIT)?;
         }
+        for rules in self.repos.iter().chain(self.store.iter().filter_map(|st| st.repos.as_ref())) {
+            rules.validate()?;
+        }
         self.cors.as_ref().map_or(Ok(()), CorsOptions::validate)
     }
 

@@ -7,7 +7,8 @@ use serde::Deserialize;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RepoRules {
-    /// Repos admitted; `*` is any run of characters (`/` too), `?` one.
+    /// Repos admitted; `*` is any run of characters (`/` too), `?` one,
+    /// `[...]` one of a set.
     #[serde(default = "everything")]
     pub allow: Vec<String>,
     /// Repos refused, whatever `allow` says.
@@ -21,33 +22,17 @@ fn everything() -> Vec<String> {
 
 impl RepoRules {
     pub fn admits(&self, repo: &str) -> bool {
-        self.allow.iter().any(|g| glob_matches(g, repo)) && !self.deny.iter().any(|g| glob_matches(g, repo))
+        let matches = |globs: &[String]| globs.iter().any(|g| glob::Pattern::new(g).is_ok_and(|p| p.matches(repo)));
+        matches(&self.allow) && !matches(&self.deny)
     }
-}
 
-/// `*` and `?` over bytes: a repo id is ASCII, and a glob engine (regex
-/// underneath) would cost the component more than these lines.
-fn glob_matches(glob: &str, text: &str) -> bool {
-    let (glob, text) = (glob.as_bytes(), text.as_bytes());
-    let (mut g, mut t) = (0, 0);
-    // Where the last `*` was, and the text position it has taken up to.
-    let mut star: Option<(usize, usize)> = None;
-    while t < text.len() {
-        if g < glob.len() && (glob[g] == b'?' || glob[g] == text[t]) {
-            g += 1;
-            t += 1;
-        } else if g < glob.len() && glob[g] == b'*' {
-            star = Some((g, t));
-            g += 1;
-        } else if let Some((sg, st)) = star {
-            g = sg + 1;
-            t = st + 1;
-            star = Some((sg, st + 1));
-        } else {
-            return false;
+    /// A glob that does not parse, named.
+    pub fn validate(&self) -> Result<(), String> {
+        match self.allow.iter().chain(&self.deny).find_map(|g| glob::Pattern::new(g).err().map(|e| (g, e))) {
+            Some((glob, e)) => Err(format!("repos: {glob:?} is not a glob: {e}")),
+            None => Ok(()),
         }
     }
-    glob[g..].iter().all(|&b| b == b'*')
 }
 
 /// The repo a hub path names, if it names one: the API's
@@ -118,7 +103,9 @@ mod tests {
         assert!(rules.admits("org/small") && rules.admits("datasets/org/d"));
         assert!(!rules.admits("org/secret-model"), "deny wins");
         assert!(!rules.admits("other/model"), "not allowed");
-        assert!(glob_matches("*", "") && glob_matches("a*c", "abbbc") && glob_matches("a?c", "abc") && !glob_matches("a?c", "ac"));
-        assert!(glob_matches("*/*-7b*", "meta/llama-7b-hf") && !glob_matches("*/*-7b", "meta/llama-7b-hf"));
+        let only = |glob: &str| RepoRules { allow: vec![glob.into()], deny: Vec::new() };
+        assert!(only("*/*-7b*").admits("meta/llama-7b-hf") && !only("*/*-7b").admits("meta/llama-7b-hf"));
+        assert!(only("org/mod?l").admits("org/model") && only("*").admits("datasets/org/d"));
+        assert!(only("[").validate().unwrap_err().contains("not a glob"));
     }
 }
