@@ -218,16 +218,29 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
     report += &baselines::spin_table(&spin_rows);
     let (hf_direct, hf_mirror) = (hf.direct.iter().copied().fold(0f64, f64::max), hf.mirror.iter().copied().fold(0f64, f64::max));
     let ratios: Vec<f64> = hf.direct.iter().zip(&hf.mirror).map(|(d, m)| 100.0 * m / d).collect();
+    let hf_kept = hf.kept.iter().copied().fold(0f64, f64::max);
+    let kept_ratios: Vec<f64> = hf.direct.iter().zip(&hf.kept).map(|(d, k)| 100.0 * k / d).collect();
     report += &format!(
         "\nhf-mirror: a {} GiB LFS file through `resolve` (curl `-L`: the hub's 302, then the CDN host; fake hub from tests/fixtures/hf), \
-         {HF_ROUNDS} rounds, each a direct download then one through the proxy, best of each; the proxy's CPU is its user and system time per GiB passed:\n\n\
+         {HF_ROUNDS} rounds, each a direct download, one through the proxy and one from a keeping proxy's store (filled by one download before the rounds), best of each; the proxy's CPU is its user and system time per GiB passed:\n\n\
          | target | GiB/s | vs direct | each round's ratio | CPU per GiB |\n|---|---:|---:|---|---:|\n\
          | direct (the CDN URL, no proxy) | {hf_direct:.2} | 100% | | |\n\
-         | edgeproxy hf-mirror (wasmtime) | {hf_mirror:.2} | {:.0}% | {} | {:.2} s |\n",
+         | edgeproxy hf-mirror (wasmtime) | {hf_mirror:.2} | {:.0}% | {} | {:.2} s |\n\
+         | edgeproxy hf-mirror with a store: its first download, kept as it passes | {:.2} | {:.0}% | {:.0}% of the best through the mirror without a store | |\n\
+         | edgeproxy hf-mirror with a store: from the store | {hf_kept:.2} | {:.0}% | {} | |\n\n\
+         The keeping mirror's resident memory: {:.0} MiB before its first download, a peak of {:.0} MiB over all {} downloads.\n",
         HF_FILE_BYTES >> 30,
         100.0 * hf_mirror / hf_direct,
         ratios.iter().map(|r| format!("{r:.0}%")).collect::<Vec<_>>().join(", "),
         hf.proxy_cpu_seconds_per_gib,
+        hf.filling,
+        100.0 * hf.filling / hf_direct,
+        100.0 * hf.filling / hf_mirror,
+        100.0 * hf_kept / hf_direct,
+        kept_ratios.iter().map(|r| format!("{r:.0}%")).collect::<Vec<_>>().join(", "),
+        hf.kept_rss_mib.0,
+        hf.kept_rss_mib.1,
+        HF_ROUNDS + 1,
     );
     report += &format!(
         "\nimage-cache: the 1-megapixel WebP original ({}x{}, {} bytes, flux-schnell's size and format for 4:3, from the Replicate stand-in) \
@@ -528,10 +541,16 @@ const HF_FILE_BYTES: u64 = 1 << 30;
 const HF_ROUNDS: usize = 5;
 
 struct HfFigures {
-    /// GiB/s of each round, straight from the CDN URL and through hf-mirror.
+    /// GiB/s of each round, straight from the CDN URL, through hf-mirror,
+    /// and from the store of a mirror that keeps what it fetched.
     direct: Vec<f64>,
     mirror: Vec<f64>,
+    kept: Vec<f64>,
     proxy_cpu_seconds_per_gib: f64,
+    /// The keeping mirror's first download, which fills its store (GiB/s).
+    filling: f64,
+    /// The keeping mirror's resident memory before its first download and at its peak (MiB).
+    kept_rss_mib: (f64, f64),
 }
 
 /// The 1 GiB `model.bin` of the fake hub: straight from its CDN URL, and by
@@ -553,14 +572,25 @@ fn hf_mirror_download(root: &Path, rt: &tokio::runtime::Runtime, work: &Path) ->
         .context("the fake hub's resolve gave no Location")?;
     let direct_url = location.replacen("https://", &format!("{}/", hub.cdn), 1);
     let mirror_url = format!("http://127.0.0.1:{port}{resolve}");
-    let (mut direct, mut mirror, mut proxy_cpu) = (Vec::new(), Vec::new(), 0.0);
+    // A second mirror that keeps what it fetches (issue 26), in its own data directory.
+    let keeping_port = free_port()?;
+    let keeping_config = work.join("hf-mirror-store.toml");
+    std::fs::write(&keeping_config, hub.document("\n[route.hf-mirror.store]\n"))?;
+    let keeping = serve(root, keeping_port, &keeping_config, &work.join("hf-store-data"))?;
+    wait_until_up(&format!("http://127.0.0.1:{keeping_port}/"))?;
+    let kept_url = format!("http://127.0.0.1:{keeping_port}{resolve}");
+    let rss_before = edgeproxy_testkit::host::rss_kib_of(keeping.0.id()).unwrap_or(0) as f64 / 1024.0;
+    let filling = download_gib_per_s(&kept_url, HF_FILE_BYTES)?;
+    let (mut direct, mut mirror, mut kept, mut proxy_cpu) = (Vec::new(), Vec::new(), Vec::new(), 0.0);
     for _ in 0..HF_ROUNDS {
         direct.push(download_gib_per_s(&direct_url, HF_FILE_BYTES)?);
         let before = cpu_seconds(proxy.0.id());
         mirror.push(download_gib_per_s(&mirror_url, HF_FILE_BYTES)?);
         proxy_cpu += cpu_seconds(proxy.0.id()) - before;
+        kept.push(download_gib_per_s(&kept_url, HF_FILE_BYTES)?);
     }
-    Ok(HfFigures { direct, mirror, proxy_cpu_seconds_per_gib: proxy_cpu / (HF_ROUNDS as f64 * (HF_FILE_BYTES as f64 / f64::from(1u32 << 30))) })
+    let kept_rss_mib = (rss_before, peak_rss_mib(keeping.0.id())?);
+    Ok(HfFigures { direct, mirror, kept, proxy_cpu_seconds_per_gib: proxy_cpu / (HF_ROUNDS as f64 * (HF_FILE_BYTES as f64 / f64::from(1u32 << 30))), filling, kept_rss_mib })
 }
 
 const IMAGE_RUNS: usize = 30;
