@@ -1,0 +1,151 @@
+//! The phases' part of the store ([`store`](super::store)): answering from
+//! what is kept, noting what to keep, and a file the hub redirects to,
+//! answered by the mirror.
+
+use super::policy;
+use super::store::{self, Kept, LinkedFile, StoreOptions};
+use super::{Ctx, HfMirror, Keeping, has_credentials};
+use crate::platform::{Platform, Request, Response, header};
+use crate::proxy::cache::CacheResult;
+use crate::proxy::{ErrorCode, Method, ProxyError, Session};
+use super::hosts::Upstream;
+
+/// A file's answer and what the store did for it; `None`: the hub's
+/// redirect goes to the client as it is.
+pub(super) type FileAnswer<B> = Option<(Response<B>, CacheResult)>;
+
+impl HfMirror<'_> {
+    /// With a store: a request whose answer is kept is answered from it
+    /// while the kept answer stands (or always, offline), and otherwise
+    /// noted so that the hub's answer is kept. Offline, nothing else is
+    /// answered. A request with credentials may be given a kept answer
+    /// (one the hub gave without them), but its own is never kept.
+    pub(super) fn answer_from_store<P: Platform>(&self, s: &Session<P>, ctx: &mut Ctx, store: &StoreOptions) -> Result<Option<Response<P::Body>>, ProxyError> {
+        let target = ctx.routed()?;
+        let offline = || ProxyError::new(ErrorCode::NotStoredOffline, "this mirror is offline and has not stored what was asked for");
+        let kept_as = match &target.upstream {
+            Upstream::Hub => store::lifetime(&target.path).map(|lifetime| (lifetime, store::answer_key(&self.options.hub, &target.path))),
+            Upstream::Host(host) => store::xet_answer(host, &target.path, header(&s.headers, "range")),
+        };
+        let Some((lifetime, key)) = kept_as.filter(|_| s.method.reads()) else {
+            return if store.offline { Err(offline()) } else { Ok(None) };
+        };
+        let kept = store::look_up(s.platform, &key).filter(|k| k.answers(&s.method));
+        let stands = kept.as_ref().is_some_and(|k| store.offline || (k.stands(lifetime, s.platform.now_ms(), store.revalidate_seconds) && self.file_kept_for(s, k)));
+        // The Xet token a CAS server is sent is the one its reconstruction is
+        // for (the hub's answer without credentials gave it), not the user's.
+        let anonymous = !has_credentials(&s.headers) || self.options.sends_credentials(&target.upstream) && target.upstream != Upstream::Hub;
+        // A partial answer is kept only under a key that names its range (Xet's).
+        let whole = target.upstream != Upstream::Hub || header(&s.headers, "range").is_none();
+        let keep = anonymous && whole && self.keeps_repo_of(&target.path);
+        ctx.keeping = Some(Keeping { key, kept, keep });
+        if stands && let Some(answer) = self.answer_kept(s, ctx, CacheResult::Hit) {
+            return answer.map(Some);
+        }
+        if store.offline { Err(offline()) } else { Ok(None) }
+    }
+
+    /// The repo a hub request names, if any.
+    pub(super) fn repo(&self, ctx: &Ctx) -> Option<String> {
+        ctx.target.as_ref().filter(|t| t.upstream == Upstream::Hub).and_then(|t| policy::repo_of(&t.path))
+    }
+
+    /// Whether the store's rules let it keep what the hub's `path` is for.
+    fn keeps_repo_of(&self, path: &str) -> bool {
+        let rules = self.options.store.as_ref().and_then(|st| st.repos.as_ref());
+        rules.is_none_or(|rules| policy::repo_of(path).is_none_or(|repo| rules.admits(&repo)))
+    }
+
+    /// Whether the hub answers this request's `resolve` without credentials
+    /// too (a public repo's file).
+    fn readable_by_anyone<P: Platform>(&self, s: &Session<P>, path: &str) -> Result<bool, ProxyError> {
+        let url = format!("{}{path}", self.options.upstream_base(&Upstream::Hub));
+        let request = Request { method: "HEAD".into(), url, headers: vec![("accept-encoding".into(), "identity".into())], body: None };
+        let answer = s.platform.send(request, Some(self.options.timeout_ms)).map_err(|e| ProxyError::upstream(&e))?;
+        Ok((200..400).contains(&answer.status))
+    }
+
+    /// Whether a kept answer can be given without the hub: a GET's
+    /// redirect to a file only once the file is kept (its signed URL has
+    /// expired by now; the hub signs a new one).
+    fn file_kept_for<P: Platform>(&self, s: &Session<P>, kept: &Kept) -> bool {
+        let redirect = Response::<P::Body> { status: kept.status, headers: kept.headers.clone(), body: None };
+        match LinkedFile::of(&redirect).filter(|_| s.method == Method::Get) {
+            Some(file) => matches!(s.platform.blob_head(&store::file_key(&file.sha256)), Ok(Some(_))),
+            None => true,
+        }
+    }
+
+    /// The kept answer, made the client's as a live one is; `None` if
+    /// nothing is kept or the store fails.
+    pub(super) fn answer_kept<P: Platform>(&self, s: &Session<P>, ctx: &mut Ctx, result: CacheResult) -> Option<Result<Response<P::Body>, ProxyError>> {
+        let keeping = ctx.keeping.as_ref()?;
+        let kept = keeping.kept.as_ref()?;
+        let resp = store::open(s.platform, &keeping.key, kept, &s.method)?;
+        ctx.kept_result = Some(result);
+        Some(self.finish(s, ctx, resp))
+    }
+
+    /// A GET the hub redirects to a file it names by sha256, answered by
+    /// the mirror: from the store (a range as a 206), or fetched from the
+    /// CDN and kept as it passes to the client. `None`: the redirect goes
+    /// to the client as it is (a range of a file not kept, one too large).
+    pub(super) fn file_answer<P: Platform>(&self, s: &Session<P>, store: &StoreOptions, file: &LinkedFile, redirect: &Response<P::Body>, path: &str) -> Result<FileAnswer<P::Body>, ProxyError> {
+        let key = store::file_key(&file.sha256);
+        let range = match store::byte_range(header(&s.headers, "range"), file.size) {
+            Some(Err(())) => return Ok(Some((unsatisfiable(file.size), CacheResult::Hit))),
+            Some(Ok(range)) => Some(range),
+            None => None,
+        };
+        if let Ok(Some((object, body))) = s.platform.blob_get(&key, range) {
+            return Ok(Some((store::file_response(&redirect.headers, &object.metadata, object.size, range, Some(body)), CacheResult::Hit)));
+        }
+        if store.offline {
+            return Err(ProxyError::new(ErrorCode::NotStoredOffline, "this mirror is offline and has not stored this file"));
+        }
+        if range.is_some() || file.size > store.max_file_bytes || !self.keeps_repo_of(path) {
+            return Ok(None);
+        }
+        // A private or gated repo's file is kept only if the route says so;
+        // a request with credentials is for one unless the hub answers the
+        // same question without them.
+        if has_credentials(&s.headers) && !store.private_files && !self.readable_by_anyone(s, path)? {
+            return Ok(None);
+        }
+        // One fetch per file: a request that finds another one fetching it
+        // waits for it to be kept. A store that cannot take the lease still
+        // lets this request fetch: one extra download beats none.
+        let (lease, lease_seconds) = store::fill_lease(&file.sha256, file.size);
+        if !s.platform.kv_set_if_absent(&lease, b"fetching", Some(lease_seconds)).unwrap_or(true) {
+            let deadline = s.platform.now_ms() + u64::from(store.fill_wait_ms);
+            let mut pause = 100;
+            while s.platform.now_ms() < deadline {
+                s.platform.sleep_ms(pause);
+                pause = (pause * 2).min(1000);
+                if let Ok(Some((object, body))) = s.platform.blob_get(&key, None) {
+                    return Ok(Some((store::file_response(&redirect.headers, &object.metadata, object.size, None, Some(body)), CacheResult::Hit)));
+                }
+            }
+            // Still not kept (the other fetch is slow, or failed and cannot
+            // let go of its lease): fetch it here, and keep it too; a second
+            // copy of the same bytes replaces the first harmlessly.
+        }
+        let Some((upstream, rest)) = redirect.header("location").and_then(|l| self.options.locate(l)) else { return Ok(None) };
+        let url = format!("{}{rest}", self.options.upstream_base(&upstream));
+        let request = Request { method: "GET".into(), url, headers: vec![("accept-encoding".into(), "identity".into())], body: None };
+        let cdn = s.platform.send(request, Some(self.options.timeout_ms)).map_err(|e| ProxyError::upstream(&e))?;
+        let whole = cdn.status == 200 && cdn.header("content-length").and_then(|l| l.parse().ok()) == Some(file.size);
+        let Some(body) = cdn.body.filter(|_| whole) else {
+            // The CDN's refusal (an expired signature, say) is for the client to see, from the redirect.
+            return Ok(None);
+        };
+        let metadata = store::file_metadata(&cdn.headers);
+        let body = s.platform.blob_put_through(&key, body, file.size, Some(&file.sha256), &metadata);
+        Ok(Some((store::file_response(&redirect.headers, &metadata, file.size, None, Some(body)), CacheResult::Miss)))
+    }
+}
+
+/// `416` for a range past a file's end.
+fn unsatisfiable<B>(size: u64) -> Response<B> {
+    Response { status: 416, headers: vec![("content-range".into(), format!("bytes */{size}"))], body: None }
+}
