@@ -88,11 +88,19 @@ pub enum KvError {
     Unavailable(String),
 }
 
+/// What redb keeps of the store's pages in memory.
+const KV_CACHE_BYTES: usize = 32 << 20;
+
 impl Kv {
     pub fn open(dir: &Path) -> anyhow::Result<Kv> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create the data directory {}", dir.display()))?;
         let path = dir.join("kv.redb");
-        let db = Database::create(&path)
+        // redb caches up to 1 GiB of pages by default; its values here are
+        // small or parts read once (Spin's blobs in `edgeproxy spin`), so a
+        // large object read through it would stay in that cache.
+        let db = Database::builder()
+            .set_cache_size(KV_CACHE_BYTES)
+            .create(&path)
             .with_context(|| format!("cannot open {} (is another edgeproxy using this --data-dir?)", path.display()))?;
         let txn = db.begin_write()?;
         txn.open_table(ENTRIES)?;
