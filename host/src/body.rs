@@ -81,6 +81,18 @@ impl HostBody {
     }
 }
 
+impl HostBody {
+    /// All of the body's bytes: for small answers the host reads itself
+    /// (S3's replies, a mirror's listing).
+    pub async fn read_to_end(mut self) -> Result<Vec<u8>, ReadError> {
+        let mut bytes = Vec::new();
+        while let Some(chunk) = self.read(1 << 20).await? {
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(bytes)
+    }
+}
+
 impl Body for HostBody {
     type Data = Bytes;
     type Error = BoxError;

@@ -93,12 +93,10 @@ impl Client {
     async fn get(&self, url: &str) -> anyhow::Result<(Vec<u8>, Option<String>)> {
         let response = self.send(url).await?;
         let link = response.headers.iter().find(|(n, _)| n == "link").map(|(_, v)| v.clone());
-        let mut body = Vec::new();
-        if let Some(mut b) = response.body {
-            while let Some(chunk) = b.read(1 << 20).await.map_err(|e| anyhow::anyhow!("{url}: {e:?}"))? {
-                body.extend_from_slice(&chunk);
-            }
-        }
+        let body = match response.body {
+            Some(body) => body.read_to_end().await.map_err(|e| anyhow::anyhow!("{url}: {e:?}"))?,
+            None => Vec::new(),
+        };
         Ok((body, link))
     }
 }

@@ -84,12 +84,8 @@ impl S3 {
         if response.status == 404 {
             return Ok(None);
         }
-        let mut body = response.body.ok_or_else(damaged)?;
-        let mut bytes = Vec::new();
-        while let Some(chunk) = body.read(64 << 10).await.map_err(|e| BlobError::Unavailable(format!("S3: {e:?}")))? {
-            bytes.extend_from_slice(&chunk);
-        }
-        Ok(Some(bytes))
+        let body = response.body.ok_or_else(damaged)?;
+        Ok(Some(body.read_to_end().await.map_err(|e| BlobError::Unavailable(format!("S3: {e:?}")))?))
     }
 
     async fn range(&self, name: &str, first: u64, count: u64) -> Result<UpstreamResponse, BlobError> {
@@ -211,12 +207,10 @@ impl Drop for S3Filling {
 }
 
 async fn text_of(response: UpstreamResponse) -> Result<String, BlobError> {
-    let mut bytes = Vec::new();
-    if let Some(mut body) = response.body {
-        while let Some(chunk) = body.read(64 << 10).await.map_err(|e| BlobError::Unavailable(format!("S3: {e:?}")))? {
-            bytes.extend_from_slice(&chunk);
-        }
-    }
+    let bytes = match response.body {
+        Some(body) => body.read_to_end().await.map_err(|e| BlobError::Unavailable(format!("S3: {e:?}")))?,
+        None => Vec::new(),
+    };
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 

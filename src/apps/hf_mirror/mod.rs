@@ -501,7 +501,7 @@ fn is_immutable_metadata(path: &str) -> bool {
         && segments
             .windows(2)
             .skip(3)
-            .any(|w| matches!(w[0], "revision" | "tree") && w[1].len() == 40 && w[1].bytes().all(|b| b.is_ascii_hexdigit()))
+            .any(|w| matches!(w[0], "revision" | "tree") && store::is_commit(w[1]))
 }
 
 /// The response as the shared cache should judge it: our TTL, the upstream's

@@ -90,8 +90,18 @@ pub fn lifetime(path: &str) -> Option<Lifetime> {
     Some(if is_commit(revision) { Lifetime::Immutable } else { Lifetime::Revalidated })
 }
 
-fn is_commit(revision: &str) -> bool {
-    revision.len() == 40 && revision.bytes().all(|b| b.is_ascii_hexdigit())
+/// A git commit hash: 40 hex digits.
+pub fn is_commit(revision: &str) -> bool {
+    is_hex(revision, 40)
+}
+
+/// A SHA-256 in hex: 64 hex digits.
+fn is_sha256(text: &str) -> bool {
+    is_hex(text, 64)
+}
+
+fn is_hex(text: &str, digits: usize) -> bool {
+    text.len() == digits && text.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// Where the hub's answer to `path` is kept: one key per hub and URL.
@@ -107,11 +117,10 @@ pub fn answer_key(hub: &str, path: &str) -> String {
 pub fn xet_answer(host: &str, path: &str, range: Option<&str>) -> Option<(Lifetime, String)> {
     let bare = path.split('?').next().unwrap_or_default();
     let range = range.unwrap_or_default();
-    let hash = |s: &str| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit());
     let segments: Vec<&str> = bare.split('/').collect();
     match segments.as_slice() {
-        ["", "v1" | "v2", "reconstructions", file] if hash(file) => Some((Lifetime::StaleOnly, answer_key(&format!("{host}|{range}"), bare))),
-        ["", "xorbs", _, xorb] if hash(xorb) => Some((Lifetime::Immutable, format!("hf-mirror/xorb/{xorb}/{}", sha256_hex(range.as_bytes())))),
+        ["", "v1" | "v2", "reconstructions", file] if is_sha256(file) => Some((Lifetime::StaleOnly, answer_key(&format!("{host}|{range}"), bare))),
+        ["", "xorbs", _, xorb] if is_sha256(xorb) => Some((Lifetime::Immutable, format!("hf-mirror/xorb/{xorb}/{}", sha256_hex(range.as_bytes())))),
         _ => None,
     }
 }
@@ -234,7 +243,7 @@ impl LinkedFile {
         let etag = resp.header("x-linked-etag")?;
         let sha256 = etag.trim_start_matches("W/").trim_matches('"').to_ascii_lowercase();
         let size = resp.header("x-linked-size")?.parse().ok()?;
-        (sha256.len() == 64 && sha256.bytes().all(|b| b.is_ascii_hexdigit())).then_some(LinkedFile { sha256, size })
+        is_sha256(&sha256).then_some(LinkedFile { sha256, size })
     }
 }
 
