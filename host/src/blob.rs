@@ -10,14 +10,13 @@
 //! file's modification time, at most once a minute), and eviction removes
 //! by that time, oldest first, down to 90% of the cap.
 
-use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use futures_util::future::OptionFuture;
 
@@ -34,8 +33,12 @@ pub const MAX_KEY_BYTES: u32 = 512;
 /// The largest object: what a disk holds; a model file can be 50 GB.
 pub const MAX_OBJECT_BYTES: u64 = 1 << 40;
 
-/// Bytes read from a body, or from a file, at a time.
+/// Bytes read from a body at a time.
 const CHUNK: usize = 256 << 10;
+
+/// Bytes read from a stored object's file at a time: few enough reads that
+/// each one's trip to the blocking pool costs little.
+const FILE_CHUNK: usize = 1 << 20;
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum BlobError {
@@ -83,7 +86,7 @@ impl Store {
         let mut filling = self.start_filling(key, size, sha256, metadata).await?;
         loop {
             match content.read(CHUNK).await {
-                Ok(Some(chunk)) => filling.write(&chunk).await?,
+                Ok(Some(chunk)) => filling.write(chunk).await?,
                 Ok(None) => return self.placed(filling.finish().await),
                 Err(e) => return Err(filling.broken(&e)),
             }
@@ -109,7 +112,7 @@ impl Store {
             match content.read(CHUNK).await {
                 Ok(Some(chunk)) => {
                     if let Some(f) = filling.as_mut()
-                        && let Err(e) = f.write(&chunk).await
+                        && let Err(e) = f.write(chunk.clone()).await
                     {
                         eprintln!("edgeproxy: an object passed on was not stored: {e:?}");
                         filling = None;
@@ -150,17 +153,17 @@ impl Store {
             return Err(BlobError::TooLarge(MAX_OBJECT_BYTES));
         }
         let object = Object { size, metadata };
-        let sink = match &self.s3 {
-            Some(s3) => Sink::S3(s3.start(s3.object_name(&file_name(key)), &object).await?),
+        let (sink, file) = match &self.s3 {
+            Some(s3) => (Sink::S3(s3.start(s3.object_name(&file_name(key)), &object).await?), None),
             None => {
                 let partial = self.dir.join("partial").join(format!("{}-{}", file_name(key), random_suffix()));
-                let file = tokio::fs::File::create(&partial).await.map_err(unavailable)?;
-                let mut f = PartialFile { file, partial, path, placed: false };
-                f.file.write_all(&header(&object)).await.map_err(unavailable)?;
-                Sink::File(f)
+                let mut file = tokio::fs::File::create(&partial).await.map_err(unavailable)?;
+                let f = PartialFile { partial, path, placed: false };
+                file.write_all(&header(&object)).await.map_err(unavailable)?;
+                (Sink::File(f), Some(file.into_std().await))
             }
         };
-        Ok(Filling { sink, size, sha256: sha256.map(str::to_ascii_lowercase), hash: Sha256::new(), received: 0 })
+        Ok(Filling { sink, size, sha256: sha256.map(str::to_ascii_lowercase), writer: Writer::start(file), received: 0 })
     }
 
     /// Counts an object placed, and makes room under the cap; a failed
@@ -210,14 +213,13 @@ impl Store {
             }
             return Ok(got);
         }
-        let Some((object, mut file, data_start)) = self.open_object(key).await? else { return Ok(None) };
+        let Some((object, file, data_start)) = self.open_object(key).await? else { return Ok(None) };
         let (first, count) = match range {
             Some((first, count)) => (first.min(object.size), count.min(object.size - first.min(object.size))),
             None => (0, object.size),
         };
-        file.seek(SeekFrom::Start(data_start + first)).await.map_err(unavailable)?;
         self.metrics.read_bytes.inc_by(count);
-        Ok(Some((object, file_body(file, count))))
+        Ok(Some((object, file_body(file.into_std().await, data_start + first, count))))
     }
 
     pub async fn head(&self, key: &str) -> Result<Option<Object>, BlobError> {
@@ -271,8 +273,66 @@ struct Filling {
     sink: Sink,
     size: u64,
     sha256: Option<String>,
-    hash: Sha256,
+    writer: Writer,
     received: u64,
+}
+
+/// Hashing, and writing to a file, off the serving thread: a blocking task
+/// takes the chunks, [`WRITER_BATCH`] bytes of them at a time, through a
+/// bounded channel, so a body passed on waits for neither unless the task
+/// is [`WRITER_BACKLOG`] batches behind (then the disk paces it, and memory
+/// stays bounded).
+struct Writer {
+    batches: tokio::sync::mpsc::Sender<Vec<Bytes>>,
+    batch: Vec<Bytes>,
+    batched: usize,
+    done: tokio::task::JoinHandle<std::io::Result<(Sha256, Option<std::fs::File>)>>,
+}
+
+const WRITER_BATCH: usize = 1 << 20;
+const WRITER_BACKLOG: usize = 4;
+
+impl Writer {
+    fn start(mut file: Option<std::fs::File>) -> Writer {
+        let (batches, mut received) = tokio::sync::mpsc::channel::<Vec<Bytes>>(WRITER_BACKLOG);
+        let done = tokio::task::spawn_blocking(move || {
+            let mut hash = Sha256::new();
+            while let Some(batch) = received.blocking_recv() {
+                for chunk in batch {
+                    hash.update(&chunk);
+                    if let Some(file) = file.as_mut() {
+                        std::io::Write::write_all(file, &chunk)?;
+                    }
+                }
+            }
+            Ok((hash, file))
+        });
+        Writer { batches, batch: Vec::new(), batched: 0, done }
+    }
+
+    async fn write(&mut self, chunk: Bytes) -> Result<(), BlobError> {
+        self.batched += chunk.len();
+        self.batch.push(chunk);
+        if self.batched < WRITER_BATCH {
+            return Ok(());
+        }
+        self.batched = 0;
+        if self.batches.send(std::mem::take(&mut self.batch)).await.is_err() {
+            // The task ended early: its error is `finish`'s to tell.
+            return Err(BlobError::Unavailable("writing a stored object failed".into()));
+        }
+        Ok(())
+    }
+
+    /// The SHA-256 of every chunk, and the file they were written to.
+    async fn finish(self) -> Result<(String, Option<std::fs::File>), BlobError> {
+        if !self.batch.is_empty() {
+            let _ = self.batches.send(self.batch).await;
+        }
+        drop(self.batches);
+        let (hash, file) = self.done.await.map_err(|e| BlobError::Unavailable(e.to_string()))?.map_err(unavailable)?;
+        Ok((hex(&hash.finalize()), file))
+    }
 }
 
 /// Where a filling object's bytes go until it is placed.
@@ -283,7 +343,6 @@ enum Sink {
 
 /// A partial file, removed unless it was renamed into place.
 struct PartialFile {
-    file: tokio::fs::File,
     partial: PathBuf,
     path: PathBuf,
     placed: bool,
@@ -298,16 +357,15 @@ impl Drop for PartialFile {
 }
 
 impl Filling {
-    async fn write(&mut self, chunk: &[u8]) -> Result<(), BlobError> {
+    async fn write(&mut self, chunk: Bytes) -> Result<(), BlobError> {
         self.received += chunk.len() as u64;
         if self.received > self.size {
             return Err(BlobError::Mismatch(format!("the body is longer than {} bytes", self.size)));
         }
-        self.hash.update(chunk);
-        match &mut self.sink {
-            Sink::File(f) => f.file.write_all(chunk).await.map_err(unavailable),
-            Sink::S3(upload) => upload.write(chunk).await,
+        if let Sink::S3(upload) = &mut self.sink {
+            upload.write(&chunk).await?;
         }
+        self.writer.write(chunk).await
     }
 
     fn broken(&self, e: &ReadError) -> BlobError {
@@ -318,11 +376,11 @@ impl Filling {
     }
 
     /// Places the object if it is the one it was said to be.
-    async fn finish(mut self) -> Result<Placed, BlobError> {
+    async fn finish(self) -> Result<Placed, BlobError> {
         if self.received != self.size {
             return Err(BlobError::Mismatch(format!("the body has {} bytes, not {}", self.received, self.size)));
         }
-        let actual = hex(&std::mem::take(&mut self.hash).finalize());
+        let (actual, file) = self.writer.finish().await?;
         if let Some(expected) = self.sha256.as_deref().filter(|expected| *expected != actual) {
             return Err(BlobError::Mismatch(format!("the body's sha256 is {actual}, not {expected}")));
         }
@@ -333,8 +391,7 @@ impl Filling {
                 Ok(Placed { size: self.size, bytes: 0, replaced: 0 })
             }
             Sink::File(mut f) => {
-                f.file.flush().await.map_err(unavailable)?;
-                let bytes = f.file.metadata().await.map_err(unavailable)?.len();
+                let bytes = file.expect("a file sink's writer has its file").metadata().map_err(unavailable)?.len();
                 let replaced = tokio::fs::metadata(&f.path).await.map(|m| m.len()).unwrap_or(0);
                 tokio::fs::create_dir_all(f.path.parent().expect("an object's path has a directory")).await.map_err(unavailable)?;
                 tokio::fs::rename(&f.partial, &f.path).await.map_err(unavailable)?;
@@ -409,21 +466,41 @@ pub(crate) fn header(object: &Object) -> Vec<u8> {
     header
 }
 
-/// `count` bytes of `file` from where it stands, as a streamed body.
-fn file_body(file: tokio::fs::File, count: u64) -> HostBody {
-    let chunks = futures_util::stream::try_unfold((file, count), |(mut file, left)| async move {
-        if left == 0 {
-            return Ok(None);
-        }
-        let mut chunk = vec![0; CHUNK.min(left as usize)];
-        let n = file.read(&mut chunk).await?;
-        if n == 0 {
-            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "a stored object is shorter than its header says"));
-        }
-        chunk.truncate(n);
-        Ok(Some((http_body::Frame::data(Bytes::from(chunk)), (file, left - n as u64))))
+/// `count` bytes of `file` from `offset`, as a streamed body: read
+/// [`FILE_CHUNK`] at a time on the blocking pool, the next read under way
+/// while a chunk is sent.
+fn file_body(file: std::fs::File, offset: u64, count: u64) -> HostBody {
+    let first = (count > 0).then(|| read_chunk(Arc::new(file), offset, count));
+    let chunks = futures_util::stream::try_unfold((first, offset, count), move |(pending, offset, left)| async move {
+        let Some((file, pending)) = pending else { return Ok(None) };
+        let chunk = pending.await.map_err(std::io::Error::other)?.map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => std::io::Error::new(e.kind(), "a stored object is shorter than its header says"),
+            _ => e,
+        })?;
+        let (offset, left) = (offset + chunk.len() as u64, left - chunk.len() as u64);
+        let next = (left > 0).then(|| read_chunk(file, offset, left));
+        Ok::<_, std::io::Error>(Some((http_body::Frame::data(chunk), (next, offset, left))))
     });
     HostBody::from_stream(KnownLength::new(http_body_util::StreamBody::new(Box::pin(chunks)), count))
+}
+
+/// The next chunk of a stored object's file, read on the blocking pool.
+fn read_chunk(file: Arc<std::fs::File>, offset: u64, left: u64) -> (Arc<std::fs::File>, tokio::task::JoinHandle<std::io::Result<Bytes>>) {
+    let reading = file.clone();
+    let next = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Seek};
+        let want = FILE_CHUNK.min(usize::try_from(left).unwrap_or(usize::MAX));
+        // read_to_end fills spare capacity without zeroing it first.
+        let mut chunk = Vec::with_capacity(want);
+        let mut file = &*reading;
+        file.seek(std::io::SeekFrom::Start(offset))?;
+        file.take(want as u64).read_to_end(&mut chunk)?;
+        if chunk.len() < want {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        Ok(Bytes::from(chunk))
+    });
+    (file, next)
 }
 
 fn random_suffix() -> String {
