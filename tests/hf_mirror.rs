@@ -272,30 +272,37 @@ async fn git_clone_fetches_the_repo_and_its_lfs_files_in_both_schemes() {
     let host = mirror(&hub, "").await;
     let dns = LoopbackProxy::start().await;
     for endpoint in endpoints(&host) {
-        let work = tempdir::Dir::new("git-clone");
-        let home = work.path().join("home");
-        std::fs::create_dir_all(&home).unwrap();
         // git (curl) resolves `*.localhost` itself, git-lfs (Go) does not:
         // for the subdomain scheme both go through a proxy that does.
-        let proxy = if endpoint == host.base { String::new() } else { dns.url.clone() };
-        let git = |args: &[&str], dir: &Path| {
-            let mut command = std::process::Command::new("git");
-            command.args(args).current_dir(dir).env("HOME", &home).env("GIT_TERMINAL_PROMPT", "0").env_remove("NO_PROXY").env_remove("no_proxy");
-            for name in ["http_proxy", "HTTP_PROXY"] {
-                command.env(name, &proxy);
-            }
-            let out = command.output().unwrap();
-            assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        };
-        git(&["lfs", "install", "--skip-repo"], work.path());
-        git(&["clone", &format!("{endpoint}/org/gitrepo"), "repo"], work.path());
-        let weights = std::fs::read(work.path().join("repo/weights.bin")).unwrap();
-        assert_eq!(weights.len(), 1024 * 1024, "the LFS file is smudged, not a pointer");
-        assert!(pattern_matches(0, &weights));
-        assert!(work.path().join("repo/README.md").exists());
+        let proxy = if endpoint == host.base { "" } else { dns.url.as_str() };
+        git_clone_weights(&endpoint, proxy);
     }
     let log = hub.log().await;
     assert!(log.iter().any(|r| r["server"] == "cdn-lfs.hf.co"), "LFS objects came through the mirror's CDN route");
+}
+
+/// `git clone` of `org/gitrepo` with git-lfs, through `proxy` if not empty;
+/// its LFS file's bytes, checked.
+fn git_clone_weights(endpoint: &str, proxy: &str) -> Vec<u8> {
+    let work = tempdir::Dir::new("git-clone");
+    let home = work.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let git = |args: &[&str], dir: &Path| {
+        let mut command = std::process::Command::new("git");
+        command.args(args).current_dir(dir).env("HOME", &home).env("GIT_TERMINAL_PROMPT", "0").env_remove("NO_PROXY").env_remove("no_proxy");
+        for name in ["http_proxy", "HTTP_PROXY"] {
+            command.env(name, proxy);
+        }
+        let out = command.output().unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    git(&["lfs", "install", "--skip-repo"], work.path());
+    git(&["clone", &format!("{endpoint}/org/gitrepo"), "repo"], work.path());
+    let weights = std::fs::read(work.path().join("repo/weights.bin")).unwrap();
+    assert_eq!(weights.len(), 1024 * 1024, "the LFS file is smudged, not a pointer");
+    assert!(pattern_matches(0, &weights));
+    assert!(work.path().join("repo/README.md").exists());
+    weights
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -513,6 +520,21 @@ async fn a_snapshot_is_fetched_once_and_still_downloads_with_the_hub_down() {
     assert_eq!((info.status().as_u16(), header(&info, "x-cache")), (200, Some("STALE")));
     let never_kept = http().get(format!("{one_host}/api/models/org/legacy/revision/main")).send().await.unwrap();
     assert_eq!(never_kept.status(), 502, "what was never kept fails as the hub does");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn git_lfs_objects_are_fetched_once_and_a_second_clone_gets_them_from_the_store() {
+    let hub = FakeHub::start(SMALL_LFS).await;
+    let host = keeping_mirror(&hub).await;
+    let first = git_clone_weights(&host.base, "");
+    assert_eq!(cdn_file_downloads(&hub.log().await).len(), 1, "the LFS object came from the CDN once");
+
+    hub.reset_log().await;
+    let second = git_clone_weights(&host.base, "");
+    assert_eq!(second, first, "byte-identical");
+    let log = hub.log().await;
+    assert!(log.iter().any(|r| r["path"].as_str().is_some_and(|p| p.ends_with("/info/lfs/objects/batch"))), "git-lfs asked the hub for its objects");
+    assert!(cdn_requests(&log).is_empty(), "the CDN received nothing: {:?}", cdn_requests(&log));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -21,6 +21,9 @@ impl HfMirror<'_> {
     /// answered. A request with credentials may be given a kept answer
     /// (one the hub gave without them), but its own is never kept.
     pub(super) fn answer_from_store<P: Platform>(&self, s: &Session<P>, ctx: &mut Ctx, store: &StoreOptions) -> Result<Option<Response<P::Body>>, ProxyError> {
+        if let Some(answer) = self.lfs_download(s, ctx, store)? {
+            return Ok(Some(answer));
+        }
         let target = ctx.routed()?;
         let offline = || ProxyError::new(ErrorCode::NotStoredOffline, "this mirror is offline and has not stored what was asked for");
         let kept_as = match &target.upstream {
@@ -43,6 +46,43 @@ impl HfMirror<'_> {
             return answer.map(Some);
         }
         if store.offline { Err(offline()) } else { Ok(None) }
+    }
+
+    /// Notes the downloads an LFS batch answer lists as anyone's to read
+    /// when the request had no credentials (for [`Self::lfs_download`]:
+    /// a download's URL names its oid, but not whether a client without
+    /// the hub's word may have it), for as long as a kept `main` stands.
+    pub(super) fn note_lfs_downloads<P: Platform>(&self, s: &Session<P>, store: &StoreOptions, path: &str, batch: &[u8]) {
+        if has_credentials(&s.headers) || !self.keeps_repo_of(path) {
+            return;
+        }
+        let Ok(batch) = serde_json::from_slice::<serde_json::Value>(batch) else { return };
+        let downloads = batch["objects"].as_array().into_iter().flatten().filter(|o| o["actions"]["download"].is_object());
+        for object in downloads {
+            if let (Some(oid), Some(size)) = (object["oid"].as_str().filter(|o| store::is_sha256(o)), object["size"].as_u64()) {
+                let ttl = store.revalidate_seconds.max(60);
+                let _ = s.platform.kv_set(&store::lfs_download_key(&oid.to_ascii_lowercase()), size.to_string().as_bytes(), Some(ttl));
+            }
+        }
+    }
+
+    /// A GET of an LFS object on a CDN host (its URL ends with its oid)
+    /// that an anonymous batch answer listed: answered as a `resolve`
+    /// redirect to it is ([`Self::file_answer`]), from the store or
+    /// fetched and kept. `None`: proxied as any CDN request.
+    fn lfs_download<P: Platform>(&self, s: &Session<P>, ctx: &mut Ctx, store: &StoreOptions) -> Result<Option<Response<P::Body>>, ProxyError> {
+        let target = ctx.routed()?;
+        let Upstream::Host(host) = &target.upstream else { return Ok(None) };
+        let bare = target.path.split('?').next().unwrap_or_default();
+        let oid = bare.rsplit('/').next().filter(|oid| store::is_sha256(oid)).map(str::to_ascii_lowercase);
+        let Some(oid) = oid.filter(|_| s.method == Method::Get && !has_credentials(&s.headers)) else { return Ok(None) };
+        let noted = s.platform.kv_get(&store::lfs_download_key(&oid)).ok().flatten();
+        let Some(size) = noted.and_then(|size| String::from_utf8(size).ok()?.parse().ok()) else { return Ok(None) };
+        let redirect = Response { status: 302, headers: vec![("location".into(), format!("https://{host}{}", target.path))], body: None };
+        let path = target.path.clone();
+        let Some((answer, result)) = self.file_answer(s, store, &LinkedFile { sha256: oid, size }, &redirect, &path)? else { return Ok(None) };
+        ctx.kept_result = Some(result);
+        Ok(Some(answer))
     }
 
     /// The repo a hub request names, if any.

@@ -412,7 +412,12 @@ impl HfMirror<'_> {
         self.rewrite_headers(target, &mut resp.headers, &public);
         let identity = header(&resp.headers, "content-encoding").is_none_or(|e| e.eq_ignore_ascii_case("identity"));
         if target.document != Document::None && (200..300).contains(&resp.status) && identity {
-            resp = crate::proxy::rewrite_body(resp, o.max_rewrite_bytes, |bytes| target.document.rewrite(bytes, &public))?;
+            resp = crate::proxy::rewrite_body(resp, o.max_rewrite_bytes, |bytes| {
+                if let (Document::LfsBatch, Some(store)) = (target.document, &o.store) {
+                    self.note_lfs_downloads(s, store, &target.path, bytes);
+                }
+                target.document.rewrite(bytes, &public)
+            })?;
         }
         if let (Some(key), Some(cache)) = (&ctx.cache_key, &o.cache)
             && resp.status == 200

@@ -96,7 +96,7 @@ pub fn is_commit(revision: &str) -> bool {
 }
 
 /// A SHA-256 in hex: 64 hex digits.
-fn is_sha256(text: &str) -> bool {
+pub fn is_sha256(text: &str) -> bool {
     is_hex(text, 64)
 }
 
@@ -128,6 +128,13 @@ pub fn xet_answer(host: &str, path: &str, range: Option<&str>) -> Option<(Lifeti
 /// Where a file is kept: by its sha256, whichever repo or revision names it.
 pub fn file_key(sha256: &str) -> String {
     format!("hf-mirror/sha256/{sha256}")
+}
+
+/// Where an LFS object is noted as anyone's to read: an LFS batch answer
+/// to a request without credentials listed it for download. Its value is
+/// the object's size.
+pub fn lfs_download_key(oid: &str) -> String {
+    format!("hf-mirror:lfs-download:{oid}")
 }
 
 /// The key-value lease of the request fetching a file (one fetch per
