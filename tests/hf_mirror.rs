@@ -538,6 +538,31 @@ async fn git_lfs_objects_are_fetched_once_and_a_second_clone_gets_them_from_the_
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_kept_answer_at_main_is_asked_about_again_with_its_etag() {
+    let hub = FakeHub::start(SMALL_LFS).await;
+    let host = keeping_mirror(&hub).await;
+    let download = || async {
+        let home = tempdir::Dir::new("hf-home");
+        hf::client(&host.base, home.path(), &["download", "org/small", "model.bin"], &[("HF_HUB_DISABLE_XET", "1")]).await.unwrap()
+    };
+    let first = download().await;
+    let head = |url: String| async move { http().head(url).send().await.unwrap() };
+    let url = format!("{}/org/small/resolve/main/model.bin", host.base);
+    let etag = header(&head(url.clone()).await, "etag").map(str::to_owned).expect("the hub's ETag, kept");
+
+    hub.reset_log().await;
+    let second = download().await;
+    assert_eq!(second["sha256"], first["sha256"]);
+    let log = hub.log().await;
+    let asked: Vec<(&str, &str, u64)> = log.iter().map(|r| (r["method"].as_str().unwrap(), r["headers"]["if-none-match"].as_str().unwrap_or("-"), r["status"].as_u64().unwrap())).collect();
+    // huggingface_hub asks HEAD, then GET; each kept answer is confirmed, not fetched again.
+    assert_eq!(asked, [("HEAD", etag.as_str(), 304), ("GET", etag.as_str(), 304)], "{log:?}");
+    let again = head(url).await;
+    assert_eq!((again.status().as_u16(), header(&again, "x-cache")), (200, Some("HIT")));
+    assert!(header(&again, "x-repo-commit").is_some_and(|c| c.len() == 40), "the hub's metadata, as kept");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_corrupt_or_cut_file_is_never_kept_and_the_next_request_fetches_again() {
     let hub = FakeHub::start(SMALL_LFS).await;
     // Each faulty fetch holds its lease until it runs out: the next request

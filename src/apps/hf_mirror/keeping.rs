@@ -41,7 +41,15 @@ impl HfMirror<'_> {
         // A partial answer is kept only under a key that names its range (Xet's).
         let whole = target.upstream != Upstream::Hub || header(&s.headers, "range").is_none();
         let keep = anonymous && whole && self.keeps_repo_of(&target.path);
-        ctx.keeping = Some(Keeping { key, kept, keep });
+        // A kept answer at a branch that no longer stands is asked about
+        // with its ETag (huggingface.co answers `resolve` so with a 304),
+        // unless the client asks its own conditional question.
+        let conditional = ["if-none-match", "if-modified-since"].iter().any(|h| header(&s.headers, h).is_some());
+        let revalidating = kept
+            .as_ref()
+            .filter(|k| lifetime == store::Lifetime::Revalidated && !stands && !conditional && self.file_kept_for(s, k))
+            .and_then(|k| header(&k.headers, "etag").map(str::to_owned));
+        ctx.keeping = Some(Keeping { key, kept, keep, revalidating });
         if stands && let Some(answer) = self.answer_kept(s, ctx, CacheResult::Hit) {
             return answer.map(Some);
         }

@@ -249,6 +249,9 @@ struct Keeping {
     /// of repos the store's rules admit (any request may be given a kept
     /// answer, which was the hub's to anyone).
     keep: bool,
+    /// The kept answer's ETag, sent as `If-None-Match` when a kept answer
+    /// at a branch is asked about again: a `304` makes it stand again.
+    revalidating: Option<String>,
 }
 
 #[derive(Clone)]
@@ -335,6 +338,9 @@ impl<P: Platform> ProxyApp<P> for HfMirror<'_> {
             // readable to be rewritten, and what is kept must suit any client.
             headers::set(out, "accept-encoding", "identity");
         }
+        if let Some(etag) = ctx.keeping.as_ref().and_then(|k| k.revalidating.as_ref()) {
+            headers::set(out, "if-none-match", etag);
+        }
     }
 
     fn upstream_response_filter(&self, s: &Session<P>, ctx: &mut Ctx, resp: Response<P::Body>) -> Result<Response<P::Body>, ProxyError> {
@@ -343,6 +349,15 @@ impl<P: Platform> ProxyApp<P> for HfMirror<'_> {
                 && let Some(stale) = self.answer_kept(s, ctx, CacheResult::Stale)
             {
                 return stale;
+            }
+            if resp.status == 304
+                && keeping.revalidating.is_some()
+                && let (Some(kept), Some(keeping)) = (&keeping.kept, ctx.keeping.as_mut())
+            {
+                keeping.kept = Some(store::freshen(s.platform, &keeping.key, kept, &resp.headers));
+                if let Some(answer) = self.answer_kept(s, ctx, CacheResult::Hit) {
+                    return answer;
+                }
             }
             if !keeping.keep {
                 return self.finish(s, ctx, resp);

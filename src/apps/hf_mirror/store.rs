@@ -191,6 +191,26 @@ impl Kept {
     }
 }
 
+/// The kept answer the hub confirmed with a `304` to the `If-None-Match`
+/// of its ETag: standing again from now, with the `304`'s headers in place
+/// of its own (RFC 9111 4.3.4: `main` may have moved, so `X-Repo-Commit`
+/// is the hub's new one). Kept again when it has no body to rewrite; one
+/// with a body is revalidated again next time.
+pub fn freshen<P: Platform>(p: &P, key: &str, kept: &Kept, not_modified: &Headers) -> Kept {
+    const BODY_HEADERS: &[&str] = &["content-length", "content-type", "content-encoding", "transfer-encoding"];
+    let mut fresh = kept.clone();
+    let updated = not_modified.iter().filter(|(n, _)| !BODY_HEADERS.contains(&n.as_str()));
+    for (name, value) in updated {
+        fresh.headers.retain(|(n, _)| n != name);
+        fresh.headers.push((name.clone(), value.clone()));
+    }
+    fresh.stored_ms = p.now_ms();
+    if !fresh.has_body {
+        let _ = p.blob_put(key, P::Body::from_bytes(Vec::new()), 0, None, &fresh.metadata());
+    }
+    fresh
+}
+
 /// The answer kept under `key`, if any. A store that fails is a miss.
 pub fn look_up<P: Platform>(p: &P, key: &str) -> Option<Kept> {
     p.blob_head(key).ok().flatten().and_then(Kept::from_object)
@@ -213,7 +233,8 @@ pub fn open<P: Platform>(p: &P, key: &str, kept: &Kept, method: &Method) -> Opti
 pub fn keep<P: Platform>(p: &P, key: &str, method: &Method, mut resp: Response<P::Body>, replaces: Option<&Kept>) -> Response<P::Body> {
     let cc = crate::proxy::cache::CacheControl::parse(&resp.headers);
     let private = ["no-store", "private"].iter().any(|d| cc.has(d)) || resp.header("set-cookie").is_some();
-    let redirect = (300..400).contains(&resp.status);
+    // A 304 answers a conditional request; it is no answer to keep.
+    let redirect = (300..400).contains(&resp.status) && resp.status != 304;
     // A 206 only where the key names the range (Xet's xorbs).
     if private || !(matches!(resp.status, 200 | 206) || redirect) {
         return resp;
