@@ -277,61 +277,73 @@ struct Filling {
     received: u64,
 }
 
-/// Hashing, and writing to a file, off the serving thread: a blocking task
-/// takes the chunks, [`WRITER_BATCH`] bytes of them at a time, through a
-/// bounded channel, so a body passed on waits for neither unless the task
-/// is [`WRITER_BACKLOG`] batches behind (then the disk paces it, and memory
-/// stays bounded).
+/// Hashing, and writing to a file, off the serving thread: chunks are
+/// gathered into batches of [`WRITER_BATCH`] bytes, and each batch is
+/// hashed and written on the blocking pool while the next one gathers. A
+/// body passed on waits only when a batch is full before the one before it
+/// is done (then the disk paces it, and memory stays bounded), and no
+/// thread is held between batches.
 struct Writer {
-    batches: tokio::sync::mpsc::Sender<Vec<Bytes>>,
     batch: Vec<Bytes>,
     batched: usize,
-    done: tokio::task::JoinHandle<std::io::Result<(Sha256, Option<std::fs::File>)>>,
+    /// The hash so far and the file, or the job that has them while it
+    /// takes in the batch before.
+    written: Option<Written>,
+    writing: Option<tokio::task::JoinHandle<std::io::Result<Written>>>,
+}
+
+struct Written {
+    hash: Sha256,
+    file: Option<std::fs::File>,
 }
 
 const WRITER_BATCH: usize = 1 << 20;
-const WRITER_BACKLOG: usize = 4;
 
 impl Writer {
-    fn start(mut file: Option<std::fs::File>) -> Writer {
-        let (batches, mut received) = tokio::sync::mpsc::channel::<Vec<Bytes>>(WRITER_BACKLOG);
-        let done = tokio::task::spawn_blocking(move || {
-            let mut hash = Sha256::new();
-            while let Some(batch) = received.blocking_recv() {
-                for chunk in batch {
-                    hash.update(&chunk);
-                    if let Some(file) = file.as_mut() {
-                        std::io::Write::write_all(file, &chunk)?;
-                    }
-                }
-            }
-            Ok((hash, file))
-        });
-        Writer { batches, batch: Vec::new(), batched: 0, done }
+    fn start(file: Option<std::fs::File>) -> Writer {
+        Writer { batch: Vec::new(), batched: 0, written: Some(Written { hash: Sha256::new(), file }), writing: None }
     }
 
     async fn write(&mut self, chunk: Bytes) -> Result<(), BlobError> {
         self.batched += chunk.len();
         self.batch.push(chunk);
-        if self.batched < WRITER_BATCH {
-            return Ok(());
-        }
-        self.batched = 0;
-        if self.batches.send(std::mem::take(&mut self.batch)).await.is_err() {
-            // The task ended early: its error is `finish`'s to tell.
-            return Err(BlobError::Unavailable("writing a stored object failed".into()));
+        if self.batched >= WRITER_BATCH {
+            self.write_batch().await?;
         }
         Ok(())
     }
 
-    /// The SHA-256 of every chunk, and the file they were written to.
-    async fn finish(self) -> Result<(String, Option<std::fs::File>), BlobError> {
-        if !self.batch.is_empty() {
-            let _ = self.batches.send(self.batch).await;
+    /// Hands the batch to a job, once the one before it is done.
+    async fn write_batch(&mut self) -> Result<(), BlobError> {
+        let mut written = self.written().await?;
+        let batch = std::mem::take(&mut self.batch);
+        self.batched = 0;
+        self.writing = Some(tokio::task::spawn_blocking(move || {
+            for chunk in batch {
+                written.hash.update(&chunk);
+                if let Some(file) = written.file.as_mut() {
+                    std::io::Write::write_all(file, &chunk)?;
+                }
+            }
+            Ok(written)
+        }));
+        Ok(())
+    }
+
+    async fn written(&mut self) -> Result<Written, BlobError> {
+        match self.writing.take() {
+            Some(job) => job.await.map_err(|e| BlobError::Unavailable(e.to_string()))?.map_err(unavailable),
+            None => self.written.take().ok_or_else(|| BlobError::Unavailable("a stored object's writer failed before".into())),
         }
-        drop(self.batches);
-        let (hash, file) = self.done.await.map_err(|e| BlobError::Unavailable(e.to_string()))?.map_err(unavailable)?;
-        Ok((hex(&hash.finalize()), file))
+    }
+
+    /// The SHA-256 of every chunk, and the file they were written to.
+    async fn finish(mut self) -> Result<(String, Option<std::fs::File>), BlobError> {
+        if !self.batch.is_empty() {
+            self.write_batch().await?;
+        }
+        let written = self.written().await?;
+        Ok((hex(&written.hash.finalize()), written.file))
     }
 }
 
