@@ -767,6 +767,8 @@ async fn over_its_cap_the_hosts_store_evicts_and_counts_what_it_did() {
     assert!(metric(&samples, "edgeproxy_blob_stored_bytes_total") >= 2.0 * SMALL_LFS as f64, "both copies were kept, then evicted");
     assert!(metric(&samples, "edgeproxy_blob_evicted_bytes_total") >= SMALL_LFS as f64);
     assert!(metric(&samples, "edgeproxy_blob_bytes") <= 0.9 * 1048576.0, "the store is under 90% of its cap");
+    assert!(metric(&samples, "edgeproxy_upstream_received_bytes_total") >= 2.0 * SMALL_LFS as f64, "both copies came from upstream");
+    assert_eq!(metric(&samples, "edgeproxy_blob_read_bytes_total"), 0.0, "none from the store");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -278,7 +278,7 @@ enum BlobPlace<'a> {
 
 fn shared_with((kv, limiter): (kv::Store, limiter::Limiter), blobs: BlobPlace, upstream_body_timeout: Duration) -> anyhow::Result<runtime::Shared> {
     let metrics = Arc::new(metrics::Metrics::new());
-    let upstream = upstream::Upstream::new(upstream_body_timeout)?;
+    let upstream = upstream::Upstream::new(upstream_body_timeout, metrics.upstream_received_bytes.clone())?;
     let blobs = match blobs {
         BlobPlace::Directory(dir, cap) => blob::Store::open(dir, cap, metrics.blobs.clone()).with_context(|| format!("cannot make the blob store in {}", dir.display()))?,
         BlobPlace::S3(url) => blob::Store::on_s3(url, upstream.clone(), metrics.blobs.clone()).map_err(|e| anyhow::anyhow!("--blob-store: {e}"))?,

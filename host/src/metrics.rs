@@ -82,6 +82,7 @@ pub struct Metrics {
     limiter_errors: Family<PolicyLabels, Counter>,
     pub received_bytes: Counter,
     pub sent_bytes: Counter,
+    pub upstream_received_bytes: Counter,
     /// The blob store's (`<data-dir>/blobs`): what it holds and did.
     pub blobs: BlobMetrics,
     /// Set when SIGTERM/SIGINT starts the drain: `/readyz` turns 503.
@@ -169,13 +170,15 @@ impl Metrics {
         registry.register("received_bytes", "Request body bytes received from clients", received_bytes.clone());
         let sent_bytes = Counter::default();
         registry.register("sent_bytes", "Response body bytes sent to clients", sent_bytes.clone());
+        let upstream_received_bytes = Counter::default();
+        registry.register("upstream_received_bytes", "Response body bytes received from upstreams (an S3 blob store's included)", upstream_received_bytes.clone());
         let blobs = BlobMetrics::default();
         registry.register("blob_bytes", "Bytes of the objects the blob store holds", blobs.bytes.clone());
         registry.register("blob_stored_bytes", "Bytes of objects placed in the blob store (kept as they passed, or put)", blobs.stored_bytes.clone());
         registry.register("blob_read_bytes", "Bytes read out of the blob store (answers from it)", blobs.read_bytes.clone());
         registry.register("blob_evictions", "Objects the blob store removed, least recently used first, to stay under --blob-max-bytes", blobs.evictions.clone());
         registry.register("blob_evicted_bytes", "Bytes of the objects evicted", blobs.evicted_bytes.clone());
-        Metrics { registry, requests, errors, cache, duration, guest_time, upstream_errors, kv_errors, limiter_errors, received_bytes, sent_bytes, blobs, draining: AtomicBool::new(false) }
+        Metrics { registry, requests, errors, cache, duration, guest_time, upstream_errors, kv_errors, limiter_errors, received_bytes, sent_bytes, upstream_received_bytes, blobs, draining: AtomicBool::new(false) }
     }
 
     /// One answered request.

@@ -30,7 +30,7 @@ pub struct PrefetchArgs {
 
 pub async fn run(args: PrefetchArgs) -> anyhow::Result<()> {
     let include = args.include.iter().map(|g| glob::Pattern::new(g).with_context(|| format!("--include {g:?}"))).collect::<Result<Vec<_>, _>>()?;
-    let client = Client { upstream: Upstream::new(Duration::from_secs(120))?, token: args.token.clone() };
+    let client = Client { upstream: Upstream::new(Duration::from_secs(120), Default::default())?, token: args.token.clone() };
     let mirror = args.mirror.trim_end_matches('/');
     let (kind, id) = match args.repo.split_once('/') {
         Some((kind @ ("datasets" | "spaces"), id)) => (kind, id),

@@ -12,7 +12,9 @@ use hyper_util::client::legacy::connect::dns::Name;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio_rustls::rustls;
 
-use crate::body::{HostBody, IdleTimeout, error_chain};
+use prometheus_client::metrics::counter::Counter;
+
+use crate::body::{Counted, HostBody, IdleTimeout, error_chain};
 
 /// Why an upstream request got no response: the WIT's `http-error` kinds
 /// (runtime.rs hands them to the guest), each with its details for the log.
@@ -48,6 +50,8 @@ pub struct Upstream {
     /// A response body that sends nothing for this long is broken off; the
     /// guest's read gets `timeout`, a client streaming it a broken transfer.
     body_idle_timeout: Duration,
+    /// Response body bytes received (the metrics' `upstream_received_bytes`).
+    received_bytes: Counter,
 }
 
 pub struct UpstreamResponse {
@@ -91,11 +95,11 @@ fn build_client() -> Result<HttpClient, rustls::Error> {
 }
 
 impl Upstream {
-    pub fn new(body_idle_timeout: Duration) -> anyhow::Result<Upstream> {
+    pub fn new(body_idle_timeout: Duration, received_bytes: Counter) -> anyhow::Result<Upstream> {
         // Built once here so that a client that cannot be built stops the
         // start, not a request.
         build_client()?;
-        Ok(Upstream { body_idle_timeout })
+        Ok(Upstream { body_idle_timeout, received_bytes })
     }
 
     fn client(&self) -> HttpClient {
@@ -137,7 +141,7 @@ impl Upstream {
         };
         let (head, body) = response.into_parts();
         let headers = head.headers.iter().map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned())).collect();
-        Ok(UpstreamResponse { status: head.status.as_u16(), headers, body: Some(HostBody::from_stream(IdleTimeout::new(body, self.body_idle_timeout))) })
+        Ok(UpstreamResponse { status: head.status.as_u16(), headers, body: Some(HostBody::from_stream(IdleTimeout::new(Counted::new(body, self.received_bytes.clone()), self.body_idle_timeout))) })
     }
 }
 
@@ -221,7 +225,7 @@ mod tests {
     use super::*;
 
     async fn failure(url: &str) -> UpstreamError {
-        match Upstream::new(Duration::from_secs(5)).unwrap().send("GET", url, Vec::new(), None, Some(10_000)).await {
+        match Upstream::new(Duration::from_secs(5), Counter::default()).unwrap().send("GET", url, Vec::new(), None, Some(10_000)).await {
             Ok(r) => panic!("{url} answered {}", r.status),
             Err(e) => e,
         }
