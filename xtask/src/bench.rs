@@ -226,8 +226,8 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
          | target | GiB/s | vs direct | each round's ratio | CPU per GiB |\n|---|---:|---:|---|---:|\n\
          | direct (the CDN URL, no proxy) | {hf_direct:.2} | 100% | | |\n\
          | edgeproxy hf-mirror (wasmtime) | {hf_mirror:.2} | {:.0}% | {} | {:.2} s |\n\
-         | edgeproxy hf-mirror with a store: its first download, kept as it passes | {:.2} | {:.0}% | {:.0}% of the best through the mirror without a store | |\n\
-         | edgeproxy hf-mirror with a store: from the store | {hf_kept:.2} | {:.0}% | {} | |\n\n\
+         | edgeproxy hf-mirror with a store: its first download, kept as it passes | {:.2} | {:.0}% | {:.0}% of the best through the mirror without a store | {:.2} s |\n\
+         | edgeproxy hf-mirror with a store: from the store | {hf_kept:.2} | {:.0}% | {} | {:.2} s |\n\n\
          The keeping mirror's resident memory: {:.0} MiB before its first download, a peak of {:.0} MiB over all {} downloads.\n",
         HF_FILE_BYTES >> 30,
         100.0 * hf_mirror / hf_direct,
@@ -236,8 +236,10 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
         hf.filling,
         100.0 * hf.filling / hf_direct,
         100.0 * hf.filling / hf_mirror,
+        hf.filling_cpu_seconds_per_gib,
         100.0 * hf_kept / hf_direct,
         kept_ratios.iter().map(|r| format!("{r:.0}%")).collect::<Vec<_>>().join(", "),
+        hf.kept_cpu_seconds_per_gib,
         hf.kept_rss_mib.0,
         hf.kept_rss_mib.1,
         HF_ROUNDS + 1,
@@ -549,6 +551,10 @@ struct HfFigures {
     proxy_cpu_seconds_per_gib: f64,
     /// The keeping mirror's first download, which fills its store (GiB/s).
     filling: f64,
+    /// The keeping mirror's CPU per GiB: filling (which hashes and writes
+    /// every byte as well) and answering from its store.
+    filling_cpu_seconds_per_gib: f64,
+    kept_cpu_seconds_per_gib: f64,
     /// The keeping mirror's resident memory before its first download and at its peak (MiB).
     kept_rss_mib: (f64, f64),
 }
@@ -580,17 +586,32 @@ fn hf_mirror_download(root: &Path, rt: &tokio::runtime::Runtime, work: &Path) ->
     wait_until_up(&format!("http://127.0.0.1:{keeping_port}/"))?;
     let kept_url = format!("http://127.0.0.1:{keeping_port}{resolve}");
     let rss_before = edgeproxy_testkit::host::rss_kib_of(keeping.0.id()).unwrap_or(0) as f64 / 1024.0;
+    let before = cpu_seconds(keeping.0.id());
     let filling = download_gib_per_s(&kept_url, HF_FILE_BYTES)?;
-    let (mut direct, mut mirror, mut kept, mut proxy_cpu) = (Vec::new(), Vec::new(), Vec::new(), 0.0);
+    let filling_cpu = cpu_seconds(keeping.0.id()) - before;
+    let (mut direct, mut mirror, mut kept, mut proxy_cpu, mut kept_cpu) = (Vec::new(), Vec::new(), Vec::new(), 0.0, 0.0);
     for _ in 0..HF_ROUNDS {
         direct.push(download_gib_per_s(&direct_url, HF_FILE_BYTES)?);
         let before = cpu_seconds(proxy.0.id());
         mirror.push(download_gib_per_s(&mirror_url, HF_FILE_BYTES)?);
         proxy_cpu += cpu_seconds(proxy.0.id()) - before;
+        let before = cpu_seconds(keeping.0.id());
         kept.push(download_gib_per_s(&kept_url, HF_FILE_BYTES)?);
+        kept_cpu += cpu_seconds(keeping.0.id()) - before;
     }
     let kept_rss_mib = (rss_before, peak_rss_mib(keeping.0.id())?);
-    Ok(HfFigures { direct, mirror, kept, proxy_cpu_seconds_per_gib: proxy_cpu / (HF_ROUNDS as f64 * (HF_FILE_BYTES as f64 / f64::from(1u32 << 30))), filling, kept_rss_mib })
+    let gib = HF_FILE_BYTES as f64 / f64::from(1u32 << 30);
+    let per_round_gib = HF_ROUNDS as f64 * gib;
+    Ok(HfFigures {
+        direct,
+        mirror,
+        kept,
+        proxy_cpu_seconds_per_gib: proxy_cpu / per_round_gib,
+        filling,
+        filling_cpu_seconds_per_gib: filling_cpu / gib,
+        kept_cpu_seconds_per_gib: kept_cpu / per_round_gib,
+        kept_rss_mib,
+    })
 }
 
 const IMAGE_RUNS: usize = 30;
