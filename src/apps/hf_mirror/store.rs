@@ -344,6 +344,29 @@ mod tests {
     const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
 
     #[test]
+    fn a_304_freshens_the_kept_answer_with_its_headers_and_is_never_kept_itself() {
+        use crate::platform::fake::{Bytes, Fake};
+        let p = Fake::new(1 << 20);
+        let headers = |pairs: &[(&str, &str)]| -> Headers { pairs.iter().map(|(n, v)| ((*n).into(), (*v).to_owned())).collect() };
+        let redirect = Response { status: 302, headers: headers(&[("x-repo-commit", "a"), ("etag", "\"e\""), ("location", "https://cdn/old")]), body: None::<Bytes> };
+        keep(&p, "k", &Method::Get, redirect, None);
+        let kept = look_up(&p, "k").expect("a redirect is kept");
+        p.now.set(p.now.get() + 600_000);
+        // `main` moved; the file did not: the hub's 304 names the new commit.
+        let not_modified = headers(&[("x-repo-commit", "b"), ("etag", "\"e\""), ("location", "https://cdn/new"), ("content-length", "0")]);
+        let fresh = freshen(&p, "k", &kept, &not_modified);
+        assert_eq!(look_up(&p, "k"), Some(fresh.clone()), "kept again");
+        assert_eq!(fresh.stored_ms, p.now.get(), "standing from now");
+        assert_eq!(header(&fresh.headers, "x-repo-commit"), Some("b"));
+        assert_eq!(header(&fresh.headers, "location"), Some("https://cdn/new"));
+        assert_eq!(header(&fresh.headers, "content-length"), None, "the 304's body headers are not the answer's");
+
+        let conditional = Response { status: 304, headers: headers(&[("etag", "\"e\"")]), body: None::<Bytes> };
+        keep(&p, "other", &Method::Get, conditional, None);
+        assert_eq!(look_up(&p, "other"), None, "a 304 is no answer to keep");
+    }
+
+    #[test]
     fn answers_before_a_download_are_kept_and_those_at_a_commit_stand_for_ever() {
         assert_eq!(lifetime("/api/models/org/repo/revision/main"), Some(Lifetime::Revalidated));
         assert_eq!(lifetime(&format!("/api/models/org/repo/revision/{SHA}")), Some(Lifetime::Immutable));
