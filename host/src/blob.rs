@@ -482,37 +482,37 @@ pub(crate) fn header(object: &Object) -> Vec<u8> {
 /// [`FILE_CHUNK`] at a time on the blocking pool, the next read under way
 /// while a chunk is sent.
 fn file_body(file: std::fs::File, offset: u64, count: u64) -> HostBody {
-    let first = (count > 0).then(|| read_chunk(Arc::new(file), offset, count));
-    let chunks = futures_util::stream::try_unfold((first, offset, count), move |(pending, offset, left)| async move {
-        let Some((file, pending)) = pending else { return Ok(None) };
+    let file = Arc::new(file);
+    let first = (count > 0).then(|| read_chunk(&file, offset, count));
+    let chunks = futures_util::stream::try_unfold((file, first, offset, count), |(file, pending, offset, left)| async move {
+        let Some(pending) = pending else { return Ok(None) };
         let chunk = pending.await.map_err(std::io::Error::other)?.map_err(|e| match e.kind() {
             std::io::ErrorKind::UnexpectedEof => std::io::Error::new(e.kind(), "a stored object is shorter than its header says"),
             _ => e,
         })?;
         let (offset, left) = (offset + chunk.len() as u64, left - chunk.len() as u64);
-        let next = (left > 0).then(|| read_chunk(file, offset, left));
-        Ok::<_, std::io::Error>(Some((http_body::Frame::data(chunk), (next, offset, left))))
+        let next = (left > 0).then(|| read_chunk(&file, offset, left));
+        Ok::<_, std::io::Error>(Some((http_body::Frame::data(chunk), (file, next, offset, left))))
     });
     HostBody::from_stream(KnownLength::new(http_body_util::StreamBody::new(Box::pin(chunks)), count))
 }
 
 /// The next chunk of a stored object's file, read on the blocking pool.
-fn read_chunk(file: Arc<std::fs::File>, offset: u64, left: u64) -> (Arc<std::fs::File>, tokio::task::JoinHandle<std::io::Result<Bytes>>) {
-    let reading = file.clone();
-    let next = tokio::task::spawn_blocking(move || {
+fn read_chunk(file: &Arc<std::fs::File>, offset: u64, left: u64) -> tokio::task::JoinHandle<std::io::Result<Bytes>> {
+    let file = file.clone();
+    tokio::task::spawn_blocking(move || {
         use std::io::{Read, Seek};
         let want = FILE_CHUNK.min(usize::try_from(left).unwrap_or(usize::MAX));
         // read_to_end fills spare capacity without zeroing it first.
         let mut chunk = Vec::with_capacity(want);
-        let mut file = &*reading;
+        let mut file = &*file;
         file.seek(std::io::SeekFrom::Start(offset))?;
         file.take(want as u64).read_to_end(&mut chunk)?;
         if chunk.len() < want {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
         Ok(Bytes::from(chunk))
-    });
-    (file, next)
+    })
 }
 
 fn random_suffix() -> String {

@@ -21,9 +21,6 @@ impl HfMirror<'_> {
     /// answered. A request with credentials may be given a kept answer
     /// (one the hub gave without them), but its own is never kept.
     pub(super) fn answer_from_store<P: Platform>(&self, s: &Session<P>, ctx: &mut Ctx, store: &StoreOptions) -> Result<Option<Response<P::Body>>, ProxyError> {
-        if let Some(answer) = self.lfs_download(s, ctx, store)? {
-            return Ok(Some(answer));
-        }
         let target = ctx.routed()?;
         let offline = || ProxyError::new(ErrorCode::NotStoredOffline, "this mirror is offline and has not stored what was asked for");
         let kept_as = match &target.upstream {
@@ -31,6 +28,10 @@ impl HfMirror<'_> {
             Upstream::Host(host) => store::xet_answer(host, &target.path, header(&s.headers, "range")),
         };
         let Some((lifetime, key)) = kept_as.filter(|_| s.method.reads()) else {
+            // Not one of the answers kept by URL: an LFS object, kept by its oid?
+            if let Some(answer) = self.lfs_download(s, ctx, store)? {
+                return Ok(Some(answer));
+            }
             return if store.offline { Err(offline()) } else { Ok(None) };
         };
         let kept = store::look_up(s.platform, &key).filter(|k| k.answers(&s.method));
