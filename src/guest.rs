@@ -2,7 +2,7 @@
 //! [`Platform`] and exports the handler and the config check. Nothing else
 //! belongs here.
 
-use crate::platform::{self, BlobError, BlobObject, BodyError, Decision, HttpError, KvError, KvLimits, Platform};
+use crate::platform::{self, BlobError, BlobListed, BlobListing, BlobObject, BodyError, Decision, HttpError, KvError, KvLimits, Platform};
 
 wit_bindgen::generate!({
     path: "wit",
@@ -257,6 +257,18 @@ impl Platform for WitHost {
     fn blob_put_through(&self, key: &str, content: body::Body, size: u64, sha256: Option<&str>, metadata: &[(String, String)]) -> body::Body {
         // Never waits: the store fills as the body is read, after the guest.
         blob::put_through(key, content, size, sha256, metadata)
+    }
+
+    fn blob_delete(&self, key: &str) -> Result<(), BlobError> {
+        waiting(BlobError::Unavailable, || blob::delete(key).map_err(blob_error))
+    }
+
+    fn blob_list(&self, prefix: &str, cursor: Option<&str>, limit: u32) -> Result<BlobListing, BlobError> {
+        waiting(BlobError::Unavailable, || {
+            let page = blob::list(prefix, cursor, limit).map_err(blob_error)?;
+            let objects = page.objects.into_iter().map(|o| BlobListed { key: o.key, size: o.size, used_ms: o.used_ms }).collect();
+            Ok(BlobListing { objects, cursor: page.cursor })
+        })
     }
 
     fn config(&self, key: &str) -> Result<Option<String>, String> {

@@ -742,6 +742,31 @@ async fn with_hf_xet_a_snapshot_is_fetched_once_and_still_downloads_with_the_hub
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn over_the_routes_cap_the_file_used_least_recently_goes_on_every_host() {
+    let hub = FakeHub::start(SMALL_LFS).await;
+    // Room for the 4 MiB model.bin or the 64 KiB old.bin, not both. The
+    // first fetch's lease outlives its file here: a second waits briefly.
+    let host = mirror(&hub, "\n[route.hf-mirror.store]\nmax_bytes = 4200000\nfill_wait_ms = 100\n").await;
+    let get = |path: &str| {
+        let url = host.url(path);
+        async move {
+            let response = http().get(&url).send().await.unwrap();
+            let cache = header(&response, "x-cache").unwrap_or_default().to_owned();
+            let body = response.bytes().await.unwrap();
+            (cache, body.len() as u64)
+        }
+    };
+    let (old, model) = ("/org/legacy/resolve/main/old.bin", "/org/small/resolve/main/model.bin");
+    assert_eq!(get(old).await, ("MISS".into(), 65536));
+    assert_eq!(get(old).await, ("HIT".into(), 65536), "kept under the cap");
+    assert_eq!(get(model).await, ("MISS".into(), SMALL_LFS));
+    assert_eq!(get(model).await, ("HIT".into(), SMALL_LFS), "kept, old.bin gone to make room");
+    assert_eq!(get(old).await, ("MISS".into(), 65536), "old.bin was evicted: fetched again");
+    assert_eq!(get(model).await.0, "MISS", "and model.bin made room for it");
+    assert_eq!(cdn_file_downloads(&hub.log().await).len(), 4, "each file twice from the CDN, and nothing else");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn over_its_cap_the_hosts_store_evicts_and_counts_what_it_did() {
     use edgeproxy_testkit::metrics::{Samples, admin_url};
     if !edgeproxy_testkit::skip::only_on("wasmtime", "a cap with eviction is the wasmtime host's --blob-max-bytes (R2 has lifecycle rules; Spin's store, none)") {

@@ -241,6 +241,13 @@ function imports(slot) {
         return object === null ? undefined : blobObject(object);
       },
       delete: (key) => r2(() => blobBucket(slot.env, key).delete(key)),
+      // R2 lists by key; when an object was put is all it knows of its use.
+      list: async (prefix, cursor, limit) => {
+        const options = { prefix, cursor: cursor ?? undefined, limit: Math.max(1, Math.min(limit, 1000)) };
+        const page = await r2(() => blobs(slot.env).list(options));
+        const objects = page.objects.map((o) => ({ key: o.key, size: BigInt(o.size), usedMs: BigInt(o.uploaded.getTime()) }));
+        return { objects, cursor: page.truncated ? page.cursor : undefined };
+      },
     },
     "edgeproxy:platform/kv": {
       limits: () => ({ maxKeyBytes: KV_MAX_KEY_BYTES, maxValueBytes: BigInt(KV_MAX_VALUE_BYTES), minTtlSeconds: KV_MIN_TTL_SECONDS }),
@@ -341,6 +348,10 @@ function blobBucket(env, key) {
   if (bytes === 0 || bytes > BLOB_MAX_KEY_BYTES || !/^[A-Za-z0-9._\/-]+$/.test(key)) {
     throw err("invalid-key", `a blob key is 1 to ${BLOB_MAX_KEY_BYTES} bytes of a-z, A-Z, 0-9 and ._/-`);
   }
+  return blobs(env);
+}
+
+function blobs(env) {
   if (!env.EDGEPROXY_BLOBS) throw err("unavailable", "no EDGEPROXY_BLOBS binding (an R2 bucket)");
   return env.EDGEPROXY_BLOBS;
 }

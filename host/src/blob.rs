@@ -54,6 +54,31 @@ pub struct Object {
     pub metadata: Vec<(String, String)>,
 }
 
+/// What precedes an object's bytes: its description, and what a listing
+/// names it by.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Header {
+    #[serde(flatten)]
+    pub object: Object,
+    pub key: String,
+    pub stored_ms: u64,
+}
+
+/// One object of a listing (WIT `listed`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub key: String,
+    pub size: u64,
+    pub used_ms: u64,
+}
+
+/// A page of a listing, and where the next starts (WIT `listing`).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Listing {
+    pub objects: Vec<Listed>,
+    pub cursor: Option<String>,
+}
+
 pub struct Store {
     dir: PathBuf,
     /// Objects on S3-compatible storage instead of in `dir` (blob_s3.rs).
@@ -152,14 +177,14 @@ impl Store {
         if size > MAX_OBJECT_BYTES {
             return Err(BlobError::TooLarge(MAX_OBJECT_BYTES));
         }
-        let object = Object { size, metadata };
+        let header = header(&Header { object: Object { size, metadata }, key: key.to_owned(), stored_ms: now_ms(std::time::SystemTime::now()) });
         let (sink, file) = match &self.s3 {
-            Some(s3) => (Sink::S3(s3.start(s3.object_name(&file_name(key)), &object).await?), None),
+            Some(s3) => (Sink::S3(s3.start(s3.object_name(&file_name(key)), &header).await?), None),
             None => {
                 let partial = self.dir.join("partial").join(format!("{}-{}", file_name(key), random_suffix()));
                 let mut file = tokio::fs::File::create(&partial).await.map_err(unavailable)?;
                 let f = PartialFile { partial, path, placed: false };
-                file.write_all(&header(&object)).await.map_err(unavailable)?;
+                file.write_all(&header).await.map_err(unavailable)?;
                 (Sink::File(f), Some(file.into_std().await))
             }
         };
@@ -239,6 +264,34 @@ impl Store {
         }
     }
 
+    /// A page of the objects whose keys start with `prefix`. In a
+    /// directory, by file name: the cursor is the last name on the page.
+    pub async fn list(&self, prefix: &str, cursor: Option<&str>, limit: u32) -> Result<Listing, BlobError> {
+        let limit = limit.clamp(1, 1000) as usize;
+        if let Some(s3) = &self.s3 {
+            return s3.list(prefix, cursor, limit).await;
+        }
+        let (dir, prefix, cursor) = (self.dir.clone(), prefix.to_owned(), cursor.map(str::to_owned));
+        tokio::task::spawn_blocking(move || {
+            let mut files = objects(&dir);
+            files.retain(|f| cursor.as_deref().is_none_or(|after| f.name() > after));
+            files.sort_by(|a, b| a.name().cmp(b.name()));
+            let cursor = (files.len() > limit).then(|| files[limit - 1].name().to_owned());
+            files.truncate(limit);
+            // A file gone since the scan was deleted: not listed.
+            let objects = files
+                .iter()
+                .filter_map(|f| {
+                    let header = read_header(&f.path).ok()?;
+                    header.key.starts_with(&prefix).then(|| Listed { key: header.key, size: header.object.size, used_ms: now_ms(f.used) })
+                })
+                .collect();
+            Ok(Listing { objects, cursor })
+        })
+        .await
+        .map_err(|e| BlobError::Unavailable(e.to_string()))?
+    }
+
     /// The object's description, and its file positioned at its first byte's offset.
     async fn open_object(&self, key: &str) -> Result<Option<(Object, tokio::fs::File, u64)>, BlobError> {
         let path = self.path(key)?;
@@ -250,7 +303,7 @@ impl Store {
         let length = file.read_u32().await.map_err(unavailable)?;
         let mut json = vec![0; length as usize];
         file.read_exact(&mut json).await.map_err(unavailable)?;
-        let object = parse_header(&json)?;
+        let object = parse_header(&json)?.object;
         mark_used(&file, path).await;
         Ok(Some((object, file, 4 + u64::from(length))))
     }
@@ -422,11 +475,18 @@ struct Placed {
     replaced: u64,
 }
 
-/// An object's file as eviction sees it.
+/// An object's file as eviction and listings see it.
 struct ObjectFile {
     path: PathBuf,
     bytes: u64,
     used: std::time::SystemTime,
+}
+
+impl ObjectFile {
+    /// The SHA-256 of its key, in hex.
+    fn name(&self) -> &str {
+        self.path.file_name().and_then(|n| n.to_str()).unwrap_or_default()
+    }
 }
 
 /// Every object's file in the store's directory (not partial ones).
@@ -441,9 +501,24 @@ fn objects(dir: &Path) -> Vec<ObjectFile> {
         .collect()
 }
 
-/// The object's description, from the JSON of its header.
-pub(crate) fn parse_header(json: &[u8]) -> Result<Object, BlobError> {
+/// The object's header, from its JSON.
+pub(crate) fn parse_header(json: &[u8]) -> Result<Header, BlobError> {
     serde_json::from_slice(json).map_err(|e| BlobError::Unavailable(format!("a stored object's header is damaged: {e}")))
+}
+
+/// The header of the object in the file at `path`.
+fn read_header(path: &Path) -> Result<Header, BlobError> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).map_err(unavailable)?;
+    let mut length = [0; 4];
+    file.read_exact(&mut length).map_err(unavailable)?;
+    let mut json = vec![0; u32::from_be_bytes(length) as usize];
+    file.read_exact(&mut json).map_err(unavailable)?;
+    parse_header(&json)
+}
+
+fn now_ms(time: std::time::SystemTime) -> u64 {
+    time.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Marks an object used now, for eviction: its file's modification time,
@@ -470,9 +545,9 @@ fn file_name(key: &str) -> String {
     hex(&Sha256::digest(key.as_bytes()))
 }
 
-/// The object's description, as it precedes its bytes: a big-endian length, then JSON.
-pub(crate) fn header(object: &Object) -> Vec<u8> {
-    let json = serde_json::to_vec(object).expect("an object's description serialises");
+/// The object's header, as it precedes its bytes: a big-endian length, then JSON.
+pub(crate) fn header(header: &Header) -> Vec<u8> {
+    let json = serde_json::to_vec(header).expect("an object's header serialises");
     let mut header = (json.len() as u32).to_be_bytes().to_vec();
     header.extend_from_slice(&json);
     header
@@ -560,7 +635,8 @@ mod tests {
 
     #[tokio::test]
     async fn over_its_cap_the_store_removes_what_was_used_least_recently() {
-        let (store, dir, metrics) = store_capped(Some(3200));
+        // Files of 1000 bytes and a header of about 70: three fit, four do not.
+        let (store, dir, metrics) = store_capped(Some(3500));
         let object = || HostBody::from_bytes(vec![7u8; 1000]);
         for (key, age) in [("a", 300), ("b", 200), ("c", 100)] {
             store.put(key, object(), 1000, None, Vec::new()).await.unwrap();
@@ -577,7 +653,34 @@ mod tests {
         }
         let held: Vec<bool> = futures_util::future::join_all(["a", "b", "c", "d"].map(|k| store.head(k))).await.into_iter().map(|h| h.unwrap().is_some()).collect();
         assert_eq!(held, [true, false, false, true], "b then c went (under 90% of the cap), a was read, d is new");
-        assert_eq!((metrics.evictions.get(), metrics.bytes.get() <= 2880), (2, true));
+        assert_eq!((metrics.evictions.get(), metrics.bytes.get() <= 3150), (2, true));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_listing_pages_through_the_objects_under_a_prefix_once_each() {
+        let (store, dir) = store();
+        for (key, size) in [("a/1", 1), ("a/2", 2), ("a/3", 3), ("b/1", 4)] {
+            store.put(key, HostBody::from_bytes(vec![0; size]), size as u64, None, Vec::new()).await.unwrap();
+        }
+        last_used(&store, "a/2", 3600);
+        let (mut listed, mut cursor, mut pages) = (Vec::new(), None, 0);
+        loop {
+            let page = store.list("a/", cursor.as_deref(), 1).await.unwrap();
+            listed.extend(page.objects);
+            pages += 1;
+            cursor = page.cursor;
+            if cursor.is_none() {
+                break;
+            }
+        }
+        listed.sort_by(|a, b| a.key.cmp(&b.key));
+        let keys: Vec<(&str, u64)> = listed.iter().map(|o| (o.key.as_str(), o.size)).collect();
+        assert_eq!((keys, pages), (vec![("a/1", 1), ("a/2", 2), ("a/3", 3)], 4), "one file a page: four pages, b/1 not listed");
+        assert!(listed[1].used_ms + 3_000_000 < listed[0].used_ms, "a/2 was last used an hour ago");
+        store.delete("a/1").await.unwrap();
+        let all = store.list("", None, 100).await.unwrap();
+        assert_eq!((all.objects.len(), all.cursor), (3, None));
         std::fs::remove_dir_all(dir).unwrap();
     }
 

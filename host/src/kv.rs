@@ -116,6 +116,25 @@ impl Kv {
         Ok(live_value(entry.value(), now_ms()).map(<[u8]>::to_vec))
     }
 
+    /// Every live key starting with `prefix`, in order (Spin's `list-keys`
+    /// in `edgeproxy spin`).
+    pub fn keys(&self, prefix: &str) -> Result<Vec<String>, KvError> {
+        let txn = self.db.begin_read().map_err(unavailable)?;
+        let table = txn.open_table(ENTRIES).map_err(unavailable)?;
+        let now = now_ms();
+        let mut keys = Vec::new();
+        for entry in table.range(prefix..).map_err(unavailable)? {
+            let (key, value) = entry.map_err(unavailable)?;
+            if !key.value().starts_with(prefix) {
+                break;
+            }
+            if live_value(value.value(), now).is_some() {
+                keys.push(key.value().to_owned());
+            }
+        }
+        Ok(keys)
+    }
+
     pub fn set(&self, key: &str, value: &[u8], ttl_seconds: Option<u32>) -> Result<(), KvError> {
         check_key(key)?;
         check_value(value)?;

@@ -637,6 +637,18 @@ impl wit_blob::Host for State {
         self.host_wait += waited;
         Ok(deleted.map_err(wit_blob_error))
     }
+
+    async fn list(&mut self, prefix: String, cursor: Option<String>, limit: u32) -> wasmtime::Result<Result<wit_blob::Listing, wit_blob::BlobError>> {
+        let shared = self.shared.clone();
+        let (listed, waited) = timed(shared.blobs.list(&prefix, cursor.as_deref(), limit)).await;
+        self.host_wait += waited;
+        Ok(listed
+            .map(|page| wit_blob::Listing {
+                objects: page.objects.into_iter().map(|o| wit_blob::Listed { key: o.key, size: o.size, used_ms: o.used_ms }).collect(),
+                cursor: page.cursor,
+            })
+            .map_err(wit_blob_error))
+    }
 }
 
 fn wit_object(object: blob::Object) -> wit_blob::Object {

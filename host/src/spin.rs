@@ -311,8 +311,11 @@ impl store::HostBucket for State {
         Ok(self.shared.kv.get(&key).map(|v| v.is_some()).map_err(store_error))
     }
 
+    /// Every key in one response, as Spin's own stores answer.
     async fn list_keys(&mut self, _: Resource<Bucket>, _cursor: Option<String>) -> wasmtime::Result<Result<store::KeyResponse, store::Error>> {
-        Ok(Err(store::Error::Other("list-keys is not provided by this test host".into())))
+        let shared = self.shared.clone();
+        let keys = tokio::task::spawn_blocking(move || shared.kv.keys("")).await?;
+        Ok(keys.map(|keys| store::KeyResponse { keys, cursor: None }).map_err(store_error))
     }
 
     async fn drop(&mut self, bucket: Resource<Bucket>) -> wasmtime::Result<()> {

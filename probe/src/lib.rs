@@ -213,6 +213,36 @@ const RULES: &[(&str, Check)] = &[
         blob::delete(&k).map_err(debug)?;
         expect(matches!(blob::get(&k, None), Ok(None)), "get after delete")
     }),
+    ("blob.list", |_| {
+        let dir = blob_key("list/");
+        let keys: Vec<String> = ["a", "b", "c"].iter().map(|name| format!("{dir}{name}")).collect();
+        for (n, key) in keys.iter().enumerate() {
+            blob::put(key, Body::new(&vec![b'x'; n + 1]), n as u64 + 1, None, &[]).map_err(debug)?;
+        }
+        blob::put(&format!("{dir}gone"), Body::new(b"x"), 1, None, &[]).map_err(debug)?;
+        blob::delete(&format!("{dir}gone")).map_err(debug)?;
+        // Pages of one: a cursor is followed to the end.
+        let (mut listed, mut cursor, mut pages) = (Vec::new(), None, 0);
+        loop {
+            let page = blob::list(&dir, cursor.as_deref(), 1).map_err(debug)?;
+            expect(page.objects.len() <= 1, "a page of at most `limit` objects")?;
+            listed.extend(page.objects);
+            cursor = page.cursor;
+            pages += 1;
+            if cursor.is_none() || pages > 1000 {
+                break;
+            }
+        }
+        listed.sort_by(|a, b| a.key.cmp(&b.key));
+        let seen: Vec<(&str, u64)> = listed.iter().map(|o| (o.key.as_str(), o.size)).collect();
+        let put: Vec<(&str, u64)> = keys.iter().enumerate().map(|(n, k)| (k.as_str(), n as u64 + 1)).collect();
+        expect(seen == put, &format!("each object put under the prefix once, with its size, and none deleted: {seen:?}"))?;
+        let now = clock::now_ms();
+        expect(listed.iter().all(|o| o.used_ms + 600_000 > now && o.used_ms < now + 600_000), "used in the last minutes, in ms since the epoch")?;
+        let none = blob::list(&blob_key("list-nothing/"), None, 10).map_err(debug)?;
+        expect(none.objects.is_empty() && none.cursor.is_none(), "a prefix with no object: an empty last page")?;
+        keys.iter().try_for_each(|k| blob::delete(k).map_err(debug))
+    }),
     ("http.response", |f| {
         let body = Body::new(b"sent");
         let resp = send("POST", &format!("{}/echo/probe", f.upstream), vec![("x-probe".into(), "1".into())], Some(body), None).map_err(debug)?;

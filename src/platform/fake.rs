@@ -23,8 +23,8 @@ pub struct Fake {
     pub arrivals: RefCell<Vec<(u64, String, Vec<u8>)>>,
     /// What the logging phase reported (`answered`): error code, cache.
     pub answered: RefCell<Vec<(Option<String>, Option<String>)>>,
-    /// The blob store: each object with its bytes.
-    pub blobs: RefCell<BTreeMap<String, (BlobObject, Vec<u8>)>>,
+    /// The blob store: each object with its bytes, and when it was put.
+    pub blobs: RefCell<BTreeMap<String, (BlobObject, Vec<u8>, u64)>>,
 }
 
 impl Fake {
@@ -118,11 +118,11 @@ impl Platform for Fake {
         if !matches {
             return Err(BlobError::Mismatch("not the object it was said to be".into()));
         }
-        self.blobs.borrow_mut().insert(key.into(), (BlobObject { size, metadata: metadata.to_vec() }, bytes));
+        self.blobs.borrow_mut().insert(key.into(), (BlobObject { size, metadata: metadata.to_vec() }, bytes, self.now.get()));
         Ok(())
     }
     fn blob_get(&self, key: &str, range: Option<(u64, u64)>) -> Result<Option<(BlobObject, Bytes)>, BlobError> {
-        Ok(self.blobs.borrow().get(key).map(|(object, bytes)| {
+        Ok(self.blobs.borrow().get(key).map(|(object, bytes, _)| {
             let (first, count) = range.unwrap_or((0, object.size));
             let first = first.min(object.size) as usize;
             let end = first + (count as usize).min(bytes.len() - first);
@@ -130,12 +130,24 @@ impl Platform for Fake {
         }))
     }
     fn blob_head(&self, key: &str) -> Result<Option<BlobObject>, BlobError> {
-        Ok(self.blobs.borrow().get(key).map(|(object, _)| object.clone()))
+        Ok(self.blobs.borrow().get(key).map(|(object, ..)| object.clone()))
     }
     fn blob_put_through(&self, key: &str, content: Bytes, size: u64, sha256: Option<&str>, metadata: &[(String, String)]) -> Bytes {
         // A test's body is read whole at once: stored as soon as passed on.
         let _ = self.blob_put(key, content.clone(), size, sha256, metadata);
         content
+    }
+    fn blob_delete(&self, key: &str) -> Result<(), BlobError> {
+        self.blobs.borrow_mut().remove(key);
+        Ok(())
+    }
+    /// In key order; the cursor is the page's last key.
+    fn blob_list(&self, prefix: &str, cursor: Option<&str>, limit: u32) -> Result<BlobListing, BlobError> {
+        let blobs = self.blobs.borrow();
+        let mut after = blobs.iter().filter(|(key, _)| key.starts_with(prefix) && cursor.is_none_or(|c| key.as_str() > c));
+        let objects: Vec<BlobListed> = after.by_ref().take(limit.max(1) as usize).map(|(key, (object, _, put))| BlobListed { key: key.clone(), size: object.size, used_ms: *put }).collect();
+        let cursor = after.next().and(objects.last().map(|o| o.key.clone()));
+        Ok(BlobListing { objects, cursor })
     }
     fn config(&self, key: &str) -> Result<Option<String>, String> {
         Ok(if key == crate::config::DOCUMENT_KEY { self.document.clone() } else { None })

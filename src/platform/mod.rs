@@ -215,6 +215,22 @@ pub struct BlobObject {
     pub metadata: Vec<(String, String)>,
 }
 
+/// One object of a listing (WIT `listed`): `used_ms` is when it was put,
+/// or last read where the store notes reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobListed {
+    pub key: String,
+    pub size: u64,
+    pub used_ms: u64,
+}
+
+/// A page of a listing; `cursor` is where the next starts (`None`: last).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BlobListing {
+    pub objects: Vec<BlobListed>,
+    pub cursor: Option<String>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decision {
     pub allowed: bool,
@@ -242,6 +258,9 @@ pub trait Platform {
     /// `content` passed on, and stored once it was read to its end, whole
     /// and matching.
     fn blob_put_through(&self, key: &str, content: Self::Body, size: u64, sha256: Option<&str>, metadata: &[(String, String)]) -> Self::Body;
+    fn blob_delete(&self, key: &str) -> Result<(), BlobError>;
+    /// A page of the objects whose keys start with `prefix`, from `cursor`.
+    fn blob_list(&self, prefix: &str, cursor: Option<&str>, limit: u32) -> Result<BlobListing, BlobError>;
 
     /// `Err` carries the host's reason; `Ok(None)` means not set.
     fn config(&self, key: &str) -> Result<Option<String>, String>;

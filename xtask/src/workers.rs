@@ -29,6 +29,7 @@ pub const ASYNC_IMPORTS: &[(&str, &str)] = &[
     ("edgeproxy:platform/blob@0.1.0", "get"),
     ("edgeproxy:platform/blob@0.1.0", "head"),
     ("edgeproxy:platform/blob@0.1.0", "delete"),
+    ("edgeproxy:platform/blob@0.1.0", "list"),
 ];
 /// Exports that may suspend; `stepwise`'s `begin` and `resume` never do, so
 /// they are called without the stack JSPI allocates for each such call.

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 use url::Url;
 
-use super::{BlobError, Object, header, parse_header};
+use super::{BlobError, Header, Listed, Listing, Object, parse_header};
 use crate::body::HostBody;
 use crate::upstream::{Upstream, UpstreamResponse};
 
@@ -68,6 +68,10 @@ impl S3 {
 
     /// The object's description and where its bytes start; `None` if absent.
     pub async fn head(&self, name: &str) -> Result<Option<(Object, u64)>, BlobError> {
+        Ok(self.header(name).await?.map(|(header, data_start)| (header.object, data_start)))
+    }
+
+    async fn header(&self, name: &str) -> Result<Option<(Header, u64)>, BlobError> {
         let Some(first) = self.read(name, 0, HEAD_BYTES).await? else { return Ok(None) };
         let length = u64::from(u32::from_be_bytes(first.get(..4).and_then(|b| b.try_into().ok()).ok_or_else(damaged)?));
         let json = if 4 + length <= first.len() as u64 {
@@ -120,8 +124,37 @@ impl S3 {
         if (200..300).contains(&response.status) || response.status == 404 { Ok(()) } else { Err(BlobError::Unavailable(format!("S3 answered {} to a delete", response.status))) }
     }
 
-    /// A multipart upload of the object, begun with its description.
-    pub async fn start(&self, name: String, object: &Object) -> Result<S3Filling, BlobError> {
+    /// A page of the objects whose keys start with `prefix`: a page of the
+    /// bucket's listing (the cursor is S3's continuation token), and each
+    /// object's header read for its key and when it was stored.
+    pub async fn list(&self, prefix: &str, cursor: Option<&str>, limit: usize) -> Result<Listing, BlobError> {
+        let mut action = self.bucket.list_objects_v2(self.credentials.as_ref());
+        let blobs = self.object_name("");
+        action.with_prefix(blobs.as_str());
+        action.with_max_keys(limit);
+        if let Some(cursor) = cursor {
+            action.with_continuation_token(cursor);
+        }
+        let response = self.send("GET", action.sign(SIGNED_FOR), Vec::new(), None).await?;
+        if response.status != 200 {
+            return Err(BlobError::Unavailable(format!("S3 answered {} to a listing", response.status)));
+        }
+        let text = text_of(response).await?;
+        let page = rusty_s3::actions::ListObjectsV2::parse_response(&text).map_err(|e| BlobError::Unavailable(format!("S3's listing did not parse: {e}")))?;
+        let mut objects = Vec::new();
+        for content in &page.contents {
+            // One deleted since the page was made is not listed.
+            if let Some((header, _)) = self.header(&content.key).await?
+                && header.key.starts_with(prefix)
+            {
+                objects.push(Listed { key: header.key, size: header.object.size, used_ms: header.stored_ms });
+            }
+        }
+        Ok(Listing { objects, cursor: page.next_continuation_token })
+    }
+
+    /// A multipart upload of the object, begun with its header.
+    pub async fn start(&self, name: String, header: &[u8]) -> Result<S3Filling, BlobError> {
         let url = self.bucket.create_multipart_upload(self.credentials.as_ref(), &name).sign(SIGNED_FOR);
         let response = self.send("POST", url, Vec::new(), Some(Bytes::new())).await?;
         let text = text_of(response).await?;
@@ -130,7 +163,7 @@ impl S3 {
             .upload_id()
             .to_owned();
         let mut part = Vec::with_capacity(PART_BYTES);
-        part.extend_from_slice(&header(object));
+        part.extend_from_slice(header);
         Ok(S3Filling { s3: self.clone(), name, upload_id, part, etags: Vec::new(), done: false })
     }
 }

@@ -4,12 +4,13 @@
 //! or none. Parts carry the put's random generation in their keys, so a put
 //! over an object never mixes with the parts of the one it replaces, and
 //! are deleted once the new manifest is in place. Keys are hashed (Spin's
-//! keys are at most 256 bytes; ours up to 512).
+//! keys are at most 256 bytes; ours up to 512), so a manifest names its
+//! key for listings, which read every manifest.
 
 use sha2::{Digest, Sha256};
 
 use crate::Services;
-use crate::bindings::exports::edgeproxy::platform::blob::{self, BlobError, BlobLimits, Object};
+use crate::bindings::exports::edgeproxy::platform::blob::{self, BlobError, BlobLimits, Listed, Listing, Object};
 use crate::bindings::exports::edgeproxy::platform::body::BodyError;
 use crate::bodies::{HostBody, Parts, Source};
 use crate::kv::with_bucket;
@@ -22,8 +23,10 @@ const MAX_OBJECT_BYTES: u64 = 10_000 * PART_BYTES as u64;
 
 /// What a manifest says of its object.
 struct Manifest {
+    key: String,
     size: u64,
     generation: u64,
+    stored_ms: u64,
     metadata: Vec<(String, String)>,
 }
 
@@ -32,11 +35,15 @@ impl Manifest {
         self.size.div_ceil(PART_BYTES as u64)
     }
 
-    /// Size and generation little-endian, then each metadata name and value, length-prefixed.
+    /// Size, generation and when it was stored little-endian, then the
+    /// key and each metadata name and value, length-prefixed.
     fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
         out.extend_from_slice(&self.size.to_le_bytes());
         out.extend_from_slice(&self.generation.to_le_bytes());
+        out.extend_from_slice(&self.stored_ms.to_le_bytes());
+        out.extend_from_slice(&(self.key.len() as u32).to_le_bytes());
+        out.extend_from_slice(self.key.as_bytes());
         for (name, value) in &self.metadata {
             for text in [name, value] {
                 out.extend_from_slice(&(text.len() as u32).to_le_bytes());
@@ -48,8 +55,8 @@ impl Manifest {
 
     fn decode(bytes: &[u8]) -> Option<Manifest> {
         let u64_at = |at: usize| Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?));
-        let (size, generation) = (u64_at(0)?, u64_at(8)?);
-        let mut rest = bytes.get(16..)?;
+        let (size, generation, stored_ms) = (u64_at(0)?, u64_at(8)?, u64_at(16)?);
+        let (key, mut rest) = take_text(bytes.get(24..)?)?;
         let mut metadata = Vec::new();
         while !rest.is_empty() {
             let (name, after) = take_text(rest)?;
@@ -57,7 +64,7 @@ impl Manifest {
             metadata.push((name, value));
             rest = after;
         }
-        Some(Manifest { size, generation, metadata })
+        Some(Manifest { key, size, generation, stored_ms, metadata })
     }
 }
 
@@ -68,6 +75,8 @@ fn take_text(bytes: &[u8]) -> Option<(String, &[u8])> {
     Some((text, &bytes[4 + len..]))
 }
 
+const MANIFEST_PREFIX: &str = "blob:";
+
 /// The store key of `key`'s manifest; its parts are `{this}:{generation}:{n}`.
 fn manifest_key(key: &str) -> Result<String, BlobError> {
     let valid = !key.is_empty() && key.len() <= MAX_KEY_BYTES as usize && key.bytes().all(|b| b.is_ascii_alphanumeric() || b"._/-".contains(&b));
@@ -75,7 +84,7 @@ fn manifest_key(key: &str) -> Result<String, BlobError> {
         return Err(BlobError::InvalidKey(format!("a blob key is 1 to {MAX_KEY_BYTES} bytes of a-z, A-Z, 0-9 and ._/-")));
     }
     let hash: String = Sha256::digest(key.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
-    Ok(format!("blob:{hash}"))
+    Ok(format!("{MANIFEST_PREFIX}{hash}"))
 }
 
 pub fn part_key(manifest_key: &str, generation: u64, n: u64) -> String {
@@ -107,12 +116,12 @@ pub struct Filling {
 }
 
 impl Filling {
-    pub fn start(key: &str, size: u64, sha256: Option<String>, metadata: Vec<(String, String)>) -> Result<Filling, BlobError> {
-        let key = manifest_key(key)?;
+    pub fn start(name: &str, size: u64, sha256: Option<String>, metadata: Vec<(String, String)>) -> Result<Filling, BlobError> {
+        let key = manifest_key(name)?;
         if size > MAX_OBJECT_BYTES {
             return Err(BlobError::TooLarge(MAX_OBJECT_BYTES));
         }
-        let new = Manifest { size, generation: wasi::random::random::get_random_u64(), metadata };
+        let new = Manifest { key: name.to_owned(), size, generation: wasi::random::random::get_random_u64(), stored_ms: crate::now_ms(), metadata };
         Ok(Filling { key, new, sha256, hash: Sha256::new(), received: 0, written: 0, part: Vec::with_capacity(PART_BYTES), placed: false })
     }
 
@@ -178,7 +187,8 @@ impl Filling {
 impl Drop for Filling {
     fn drop(&mut self) {
         if !self.placed {
-            delete_parts(&self.key, &Manifest { size: self.written * PART_BYTES as u64, generation: self.new.generation, metadata: Vec::new() });
+            let written = Manifest { key: String::new(), size: self.written * PART_BYTES as u64, generation: self.new.generation, stored_ms: 0, metadata: Vec::new() };
+            delete_parts(&self.key, &written);
         }
     }
 }
@@ -227,5 +237,34 @@ impl blob::Guest for Services {
             delete_parts(&key, &manifest);
         }
         Ok(())
+    }
+
+    /// Spin's store lists every key at once: the manifests among them are
+    /// paged by their store key (the cursor is the page's last), and each
+    /// page's are read for their keys.
+    fn list(prefix: String, cursor: Option<String>, limit: u32) -> Result<Listing, BlobError> {
+        let mut keys = Vec::new();
+        let mut next = None;
+        loop {
+            let page = with_bucket(|b| b.list_keys(next.as_deref())).map_err(BlobError::Unavailable)?;
+            keys.extend(page.keys.into_iter().filter(|k| k.strip_prefix(MANIFEST_PREFIX).is_some_and(|hash| !hash.contains(':'))));
+            next = page.cursor;
+            if next.is_none() {
+                break;
+            }
+        }
+        keys.retain(|k| cursor.as_ref().is_none_or(|after| k > after));
+        keys.sort();
+        let limit = limit.clamp(1, 1000) as usize;
+        let cursor = (keys.len() > limit).then(|| keys[limit - 1].clone());
+        keys.truncate(limit);
+        let mut objects = Vec::new();
+        for key in keys {
+            // One deleted since the keys were listed is not listed.
+            if let Some(manifest) = read_manifest(&key)?.filter(|m| m.key.starts_with(&prefix)) {
+                objects.push(Listed { key: manifest.key, size: manifest.size, used_ms: manifest.stored_ms });
+            }
+        }
+        Ok(Listing { objects, cursor })
     }
 }

@@ -152,7 +152,7 @@ impl HfMirror<'_> {
         if store.offline {
             return Err(ProxyError::new(ErrorCode::NotStoredOffline, "this mirror is offline and has not stored this file"));
         }
-        if range.is_some() || file.size > store.max_file_bytes || !self.keeps_repo_of(path) {
+        if range.is_some() || file.size > store.max_file_bytes || !store::fits(store.max_bytes, file.size) || !self.keeps_repo_of(path) {
             return Ok(None);
         }
         // A private or gated repo's file is kept only if the route says so;
@@ -188,6 +188,7 @@ impl HfMirror<'_> {
             // The CDN's refusal (an expired signature, say) is for the client to see, from the redirect.
             return Ok(None);
         };
+        store::make_room(s.platform, store.max_bytes, file.size);
         let metadata = store::file_metadata(&cdn.headers);
         let body = s.platform.blob_put_through(&key, body, file.size, Some(&file.sha256), &metadata);
         Ok(Some((store::file_response(&redirect.headers, &metadata, file.size, None, Some(body)), CacheResult::Miss)))

@@ -362,7 +362,8 @@ impl<P: Platform> ProxyApp<P> for HfMirror<'_> {
             if !keeping.keep {
                 return self.finish(s, ctx, resp);
             }
-            let resp = store::keep(s.platform, &keeping.key, &s.method, resp, keeping.kept.as_ref());
+            let cap = self.options.store.as_ref().and_then(|store| store.max_bytes);
+            let resp = store::keep(s.platform, &keeping.key, &s.method, resp, keeping.kept.as_ref(), cap);
             ctx.kept_result = Some(CacheResult::Miss);
             return self.finish(s, ctx, resp);
         }

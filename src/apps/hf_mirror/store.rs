@@ -29,6 +29,11 @@ pub struct StoreOptions {
     /// The largest file kept; a larger one passes through unkept.
     #[serde(default = "default_max_file_bytes")]
     pub max_file_bytes: u64,
+    /// The most bytes kept in all, on every host: before a file (or a Xet
+    /// range) is kept, what was used least recently goes until the store
+    /// with it is under 90% of this ([`make_room`]). None: the host's own
+    /// bound (`--blob-max-bytes`, R2's lifecycle rules) is the only one.
+    pub max_bytes: Option<u64>,
     /// How long a request for a file another request is fetching waits for
     /// it to be kept, before it fetches (and keeps) the file itself. Under
     /// huggingface_hub's 10 s read timeout (`HF_HUB_DOWNLOAD_TIMEOUT`).
@@ -146,6 +151,48 @@ pub fn fill_lease(sha256: &str, size: u64) -> (String, u32) {
     (format!("hf-mirror:fill:{sha256}"), u32::try_from(seconds).unwrap_or(u32::MAX))
 }
 
+/// Where every object the mirror keeps lives: what a listing for
+/// eviction looks under.
+const KEPT_PREFIX: &str = "hf-mirror/";
+
+/// Whether an object of `size` bytes may be kept under the route's cap.
+pub fn fits(cap: Option<u64>, size: u64) -> bool {
+    cap.is_none_or(|cap| size <= cap)
+}
+
+/// Makes room under the route's cap (`max_bytes`) for an object of
+/// `incoming` bytes about to be kept: objects go oldest first (by when
+/// they were put or, where the host notes reads, last read) until the
+/// store with the new one is under 90% of the cap. Answers kept without a
+/// body take no room and stay. A store that cannot list or delete keeps
+/// what it has: the cap is then exceeded; a download never fails for it.
+pub fn make_room<P: Platform>(p: &P, cap: Option<u64>, incoming: u64) {
+    let Some(cap) = cap else { return };
+    let mut objects = Vec::new();
+    let mut cursor = None;
+    loop {
+        let Ok(page) = p.blob_list(KEPT_PREFIX, cursor.as_deref(), 1000) else { return };
+        objects.extend(page.objects.into_iter().filter(|o| o.size > 0));
+        cursor = page.cursor;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    let mut held: u64 = objects.iter().map(|o| o.size).sum();
+    if held + incoming <= cap {
+        return;
+    }
+    objects.sort_by_key(|o| o.used_ms);
+    for object in objects {
+        if held + incoming <= cap / 10 * 9 {
+            break;
+        }
+        if p.blob_delete(&object.key).is_ok() {
+            held -= object.size;
+        }
+    }
+}
+
 /// A kept answer, as its metadata describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Kept {
@@ -230,7 +277,7 @@ pub fn open<P: Platform>(p: &P, key: &str, kept: &Kept, method: &Method) -> Opti
 /// private, or it sets a cookie) and gives it back to be sent: a redirect's
 /// or a HEAD's headers now, a GET's body as it passes on. `replaces` is
 /// what was kept before: a HEAD never replaces an answer kept with its body.
-pub fn keep<P: Platform>(p: &P, key: &str, method: &Method, mut resp: Response<P::Body>, replaces: Option<&Kept>) -> Response<P::Body> {
+pub fn keep<P: Platform>(p: &P, key: &str, method: &Method, mut resp: Response<P::Body>, replaces: Option<&Kept>, cap: Option<u64>) -> Response<P::Body> {
     let cc = crate::proxy::cache::CacheControl::parse(&resp.headers);
     let private = ["no-store", "private"].iter().any(|d| cc.has(d)) || resp.header("set-cookie").is_some();
     // A 304 answers a conditional request; it is no answer to keep.
@@ -248,7 +295,10 @@ pub fn keep<P: Platform>(p: &P, key: &str, method: &Method, mut resp: Response<P
         return resp;
     }
     let length = resp.header("content-length").and_then(|l| l.parse::<u64>().ok());
-    if let (Some(length), Some(body)) = (length, resp.body.take()) {
+    if let Some(length) = length.filter(|&length| fits(cap, length))
+        && let Some(body) = resp.body.take()
+    {
+        make_room(p, cap, length);
         kept.has_body = true;
         resp.body = Some(p.blob_put_through(key, body, length, None, &kept.metadata()));
     }
@@ -349,7 +399,7 @@ mod tests {
         let p = Fake::new(1 << 20);
         let headers = |pairs: &[(&str, &str)]| -> Headers { pairs.iter().map(|(n, v)| ((*n).into(), (*v).to_owned())).collect() };
         let redirect = Response { status: 302, headers: headers(&[("x-repo-commit", "a"), ("etag", "\"e\""), ("location", "https://cdn/old")]), body: None::<Bytes> };
-        keep(&p, "k", &Method::Get, redirect, None);
+        keep(&p, "k", &Method::Get, redirect, None, None);
         let kept = look_up(&p, "k").expect("a redirect is kept");
         p.now.set(p.now.get() + 600_000);
         // `main` moved; the file did not: the hub's 304 names the new commit.
@@ -362,8 +412,32 @@ mod tests {
         assert_eq!(header(&fresh.headers, "content-length"), None, "the 304's body headers are not the answer's");
 
         let conditional = Response { status: 304, headers: headers(&[("etag", "\"e\"")]), body: None::<Bytes> };
-        keep(&p, "other", &Method::Get, conditional, None);
+        keep(&p, "other", &Method::Get, conditional, None, None);
         assert_eq!(look_up(&p, "other"), None, "a 304 is no answer to keep");
+    }
+
+    #[test]
+    fn over_the_cap_what_was_used_least_recently_goes_first_down_to_90_percent() {
+        use crate::platform::fake::{Bytes, Fake};
+        let p = Fake::new(1 << 20);
+        let put = |key: &str, size: usize| {
+            p.now.set(p.now.get() + 1000);
+            p.blob_put(&format!("{KEPT_PREFIX}{key}"), Bytes(vec![0; size]), size as u64, None, &[]).unwrap();
+        };
+        put("sha256/old", 300);
+        put("answer/a-redirect", 0);
+        put("sha256/middle", 300);
+        put("sha256/new", 300);
+        p.blob_put("image-cache/not-the-mirrors", Bytes(vec![0; 500]), 500, None, &[]).unwrap();
+        let kept = || p.blobs.borrow().keys().cloned().collect::<Vec<_>>();
+
+        make_room(&p, Some(1200), 300);
+        assert_eq!(kept().len(), 5, "900 held and 300 coming fit 1200");
+        make_room(&p, Some(1000), 300);
+        assert_eq!(kept(), ["hf-mirror/answer/a-redirect", "hf-mirror/sha256/middle", "hf-mirror/sha256/new", "image-cache/not-the-mirrors"], "the oldest file went: 600 + 300 is 90% of 1000");
+        make_room(&p, Some(400), 300);
+        assert_eq!(kept(), ["hf-mirror/answer/a-redirect", "image-cache/not-the-mirrors"], "answers without a body take no room and stay");
+        assert!(fits(Some(300), 300) && !fits(Some(299), 300) && fits(None, u64::MAX), "a file over the cap is never kept");
     }
 
     #[test]
