@@ -732,12 +732,16 @@ async fn with_hf_xet_a_snapshot_is_fetched_once_and_still_downloads_with_the_hub
     assert!(at(&log, "transfer.xethub.hf.co") > 0 && at(&log, "cas-bridge.xethub.hf.co") == 0, "the Xet path: {log:?}");
 
     hub.reset_log().await;
+    // The token kept last will have expired by the time the hub is down.
+    hub.xet_token_ttl(2).await;
     snapshot(endpoint.clone()).await;
     let log = hub.log().await;
     assert_eq!(at(&log, "transfer.xethub.hf.co"), 0, "every xorb range came from the store");
     assert!(at(&log, "cas-server.xethub.hf.co") > 0, "reconstructions name signed URLs, so they are asked for while the CAS answers");
+    assert!(log.iter().any(|r| r["path"].as_str().is_some_and(|p| p.contains("/xet-read-token/"))), "a token of 2 s was issued, and kept");
 
     hub.stop().await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     snapshot(endpoint).await;
 }
 

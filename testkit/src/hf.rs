@@ -65,6 +65,12 @@ impl FakeHub {
         client.post(format!("{}/_test/cdn-fault", self.hub)).json(&serde_json::json!({ "fault": fault })).send().await.unwrap();
     }
 
+    /// How long the Xet tokens the hub issues from now on live.
+    pub async fn xet_token_ttl(&self, seconds: u64) {
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        client.post(format!("{}/_test/xet-token-ttl", self.hub)).json(&serde_json::json!({ "seconds": seconds })).send().await.unwrap();
+    }
+
     /// Stops the hub and every CDN and Xet host with it: huggingface.co down.
     pub async fn stop(&mut self) {
         self.child.kill().await.expect("stop the fake hub");
