@@ -746,6 +746,32 @@ async fn with_hf_xet_a_snapshot_is_fetched_once_and_still_downloads_with_the_hub
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_private_repos_xet_data_is_not_kept_and_a_public_ones_is_even_with_a_token() {
+    let hub = FakeHub::start(SMALL_LFS).await;
+    let host = keeping_mirror(&hub).await;
+    let snapshot = |repo: &'static str, size: usize| {
+        let endpoint = host.base.clone();
+        async move {
+            let home = tempdir::Dir::new("hf-home");
+            let xet_cache = home.path().join("xet");
+            let env = [("HF_XET_CACHE", xet_cache.to_str().unwrap())];
+            let result = hf::client(&endpoint, home.path(), &["snapshot", repo, "--token", TOKEN], &env).await.unwrap_or_else(|e| panic!("snapshot of {repo}: {e}"));
+            let weights = std::fs::read(Path::new(result["path"].as_str().unwrap()).join("weights.bin")).unwrap();
+            assert!(weights.len() == size && pattern_matches(0, &weights), "hf_xet reassembled {repo}'s file");
+        }
+    };
+    let transfers = |log: &[Value]| log.iter().filter(|r| r["server"] == "transfer.xethub.hf.co").count();
+    for (repo, size, kept) in [("org/xet", 256 * 1024, true), ("org/private-xet", 192 * 1024, false)] {
+        snapshot(repo, size).await;
+        assert!(transfers(&hub.log().await) > 0, "{repo}: the xorbs came from the transfer host");
+        hub.reset_log().await;
+        snapshot(repo, size).await;
+        assert_eq!(transfers(&hub.log().await) == 0, kept, "{repo}: its xorbs kept: {kept}");
+        hub.reset_log().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn over_the_routes_cap_the_file_used_least_recently_goes_on_every_host() {
     let hub = FakeHub::start(SMALL_LFS).await;
     // Room for the 4 MiB model.bin or the 64 KiB old.bin, not both. The

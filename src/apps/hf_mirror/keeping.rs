@@ -41,7 +41,7 @@ impl HfMirror<'_> {
         let anonymous = !has_credentials(&s.headers) || self.options.sends_credentials(&target.upstream) && target.upstream != Upstream::Hub;
         // A partial answer is kept only under a key that names its range (Xet's).
         let whole = target.upstream != Upstream::Hub || header(&s.headers, "range").is_none();
-        let keep = anonymous && whole && self.keeps_repo_of(&target.path);
+        let keep = anonymous && whole && self.keeps_repo_of(&target.path) && !self.is_private_xet(s, &target.upstream, &target.path);
         // A kept answer at a branch that no longer stands is asked about
         // with its ETag (huggingface.co answers `resolve` so with a 304),
         // unless the client asks its own conditional question.
@@ -75,6 +75,56 @@ impl HfMirror<'_> {
         }
     }
 
+    /// Notes the Xet token the hub gave a request with credentials as a
+    /// private repo's when the hub gives none for it without them (unless
+    /// the route keeps private files): what the CAS answers to it, and the
+    /// xorbs that lists, are then not kept ([`Self::is_private_xet`]).
+    pub(super) fn note_private_xet_token<P: Platform>(&self, s: &Session<P>, store: &StoreOptions, path: &str, answer: &[u8]) {
+        if store.private_files || !has_credentials(&s.headers) {
+            return;
+        }
+        let Ok(answer) = serde_json::from_slice::<serde_json::Value>(answer) else { return };
+        let Some(token) = answer["accessToken"].as_str() else { return };
+        if self.readable_by_anyone(s, "GET", path).unwrap_or(false) {
+            return;
+        }
+        // For as long as the token lives (huggingface.co's: an hour or so).
+        let now = s.platform.now_ms() / 1000;
+        let ttl = answer["exp"].as_u64().map_or(3600, |exp| exp.saturating_sub(now)).clamp(60, 86_400);
+        let _ = s.platform.kv_set(&store::private_xet_token_key(token), b"1", Some(ttl as u32));
+    }
+
+    /// Notes the xorbs a CAS reconstruction for a private repo's file lists.
+    pub(super) fn note_private_xorbs<P: Platform>(&self, s: &Session<P>, answer: &[u8]) {
+        let Some(token) = bearer(s) else { return };
+        if !matches!(s.platform.kv_get(&store::private_xet_token_key(token)), Ok(Some(_))) {
+            return;
+        }
+        let Ok(answer) = serde_json::from_slice::<serde_json::Value>(answer) else { return };
+        // v1 lists them under `fetch_info`, v2 under `xorbs`, by hash.
+        let xorbs = ["fetch_info", "xorbs"].into_iter().filter_map(|map| answer[map].as_object()).flat_map(|m| m.keys());
+        for xorb in xorbs.filter(|x| store::is_sha256(x)) {
+            let _ = s.platform.kv_set(&store::private_xorb_key(&xorb.to_ascii_lowercase()), b"1", Some(86_400));
+        }
+    }
+
+    /// Whether a Xet request is for a private repo's file: a CAS request
+    /// with a token noted private, or a xorb a reconstruction for one listed.
+    fn is_private_xet<P: Platform>(&self, s: &Session<P>, upstream: &Upstream, path: &str) -> bool {
+        if *upstream == Upstream::Hub {
+            return false;
+        }
+        let noted = match store::xorb_of(path) {
+            Some(xorb) => store::private_xorb_key(&xorb.to_ascii_lowercase()),
+            None => match bearer(s) {
+                Some(token) => store::private_xet_token_key(token),
+                None => return false,
+            },
+        };
+        // A store that cannot say keeps nothing: it may be private.
+        !matches!(s.platform.kv_get(&noted), Ok(None))
+    }
+
     /// A GET of an LFS object on a CDN host (its URL ends with its oid)
     /// that an anonymous batch answer listed: answered as a `resolve`
     /// redirect to it is ([`Self::file_answer`]), from the store or
@@ -105,11 +155,11 @@ impl HfMirror<'_> {
         rules.is_none_or(|rules| policy::repo_of(path).is_none_or(|repo| rules.admits(&repo)))
     }
 
-    /// Whether the hub answers this request's `resolve` without credentials
-    /// too (a public repo's file).
-    fn readable_by_anyone<P: Platform>(&self, s: &Session<P>, path: &str) -> Result<bool, ProxyError> {
+    /// Whether the hub answers `method` of `path` without credentials too
+    /// (a public repo's).
+    fn readable_by_anyone<P: Platform>(&self, s: &Session<P>, method: &str, path: &str) -> Result<bool, ProxyError> {
         let url = format!("{}{path}", self.options.upstream_base(&Upstream::Hub));
-        let request = Request { method: "HEAD".into(), url, headers: vec![("accept-encoding".into(), "identity".into())], body: None };
+        let request = Request { method: method.into(), url, headers: vec![("accept-encoding".into(), "identity".into())], body: None };
         let answer = s.platform.send(request, Some(self.options.timeout_ms)).map_err(|e| ProxyError::upstream(&e))?;
         Ok((200..400).contains(&answer.status))
     }
@@ -158,7 +208,7 @@ impl HfMirror<'_> {
         // A private or gated repo's file is kept only if the route says so;
         // a request with credentials is for one unless the hub answers the
         // same question without them.
-        if has_credentials(&s.headers) && !store.private_files && !self.readable_by_anyone(s, path)? {
+        if has_credentials(&s.headers) && !store.private_files && !self.readable_by_anyone(s, "HEAD", path)? {
             return Ok(None);
         }
         // One fetch per file: a request that finds another one fetching it
@@ -193,6 +243,12 @@ impl HfMirror<'_> {
         let body = s.platform.blob_put_through(&key, body, file.size, Some(&file.sha256), &metadata);
         Ok(Some((store::file_response(&redirect.headers, &metadata, file.size, None, Some(body)), CacheResult::Miss)))
     }
+}
+
+/// The bearer token a request carries (on a CAS host, a Xet token).
+fn bearer<'s, P: Platform>(s: &'s Session<P>) -> Option<&'s str> {
+    let value = header(&s.headers, "authorization")?;
+    value.get(..7).filter(|scheme| scheme.eq_ignore_ascii_case("bearer ")).map(|_| value[7..].trim())
 }
 
 /// `416` for a range past a file's end.

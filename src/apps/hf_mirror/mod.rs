@@ -427,10 +427,15 @@ impl HfMirror<'_> {
         let public = |url: &str| self.public_url(&target.public, url);
         self.rewrite_headers(target, &mut resp.headers, &public);
         let identity = header(&resp.headers, "content-encoding").is_none_or(|e| e.eq_ignore_ascii_case("identity"));
+        // What the store notes from an answer, only from a live one.
+        let live = !matches!(ctx.kept_result, Some(CacheResult::Hit | CacheResult::Stale));
         if target.document != Document::None && (200..300).contains(&resp.status) && identity {
             resp = crate::proxy::rewrite_body(resp, o.max_rewrite_bytes, |bytes| {
-                if let (Document::LfsBatch, Some(store)) = (target.document, &o.store) {
-                    self.note_lfs_downloads(s, store, &target.path, bytes);
+                match (target.document, &o.store) {
+                    (Document::LfsBatch, Some(store)) if live => self.note_lfs_downloads(s, store, &target.path, bytes),
+                    (Document::XetToken, Some(store)) if live => self.note_private_xet_token(s, store, &target.path, bytes),
+                    (Document::Reconstruction, Some(_)) if live => self.note_private_xorbs(s, bytes),
+                    _ => {}
                 }
                 target.document.rewrite(bytes, &public)
             })?;

@@ -122,10 +122,11 @@ pub fn answer_key(hub: &str, path: &str) -> String {
 pub fn xet_answer(host: &str, path: &str, range: Option<&str>) -> Option<(Lifetime, String)> {
     let bare = path.split('?').next().unwrap_or_default();
     let range = range.unwrap_or_default();
-    let segments: Vec<&str> = bare.split('/').collect();
-    match segments.as_slice() {
+    if let Some(xorb) = xorb_of(bare) {
+        return Some((Lifetime::Immutable, format!("hf-mirror/xorb/{xorb}/{}", sha256_hex(range.as_bytes()))));
+    }
+    match bare.split('/').collect::<Vec<_>>().as_slice() {
         ["", "v1" | "v2", "reconstructions", file] if is_sha256(file) => Some((Lifetime::StaleOnly, answer_key(&format!("{host}|{range}"), bare))),
-        ["", "xorbs", _, xorb] if is_sha256(xorb) => Some((Lifetime::Immutable, format!("hf-mirror/xorb/{xorb}/{}", sha256_hex(range.as_bytes())))),
         _ => None,
     }
 }
@@ -140,6 +141,25 @@ pub fn file_key(sha256: &str) -> String {
 /// the object's size.
 pub fn lfs_download_key(oid: &str) -> String {
     format!("hf-mirror:lfs-download:{oid}")
+}
+
+/// Where a Xet token is noted as a private repo's (by the token's sha256:
+/// the token itself is a secret): what the CAS answers to it is not kept.
+pub fn private_xet_token_key(token: &str) -> String {
+    format!("hf-mirror:xet-private-token:{}", sha256_hex(token.as_bytes()))
+}
+
+/// Where a xorb is noted as listed for a private repo's file: not kept.
+pub fn private_xorb_key(xorb: &str) -> String {
+    format!("hf-mirror:xet-private-xorb:{xorb}")
+}
+
+/// The xorb a transfer host's `path` fetches from (`/xorbs/default/<hash>`).
+pub fn xorb_of(path: &str) -> Option<&str> {
+    match path.split('?').next()?.split('/').collect::<Vec<_>>().as_slice() {
+        ["", "xorbs", _, xorb] if is_sha256(xorb) => Some(xorb),
+        _ => None,
+    }
 }
 
 /// The key-value lease of the request fetching a file (one fetch per
