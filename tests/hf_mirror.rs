@@ -311,7 +311,7 @@ async fn hosts_outside_the_allow_list_are_refused_with_json() {
     let host = mirror(&hub, "").await;
     let port = host.base.rsplit(':').next().unwrap().to_owned();
     let client = http_for(&["datasets-server---huggingface---co.localhost"]);
-    for url in [host.url("/_cdn/evil.example/x"), host.url("/_cdn/169.254.169.254/latest"), format!("http://datasets-server---huggingface---co.localhost:{port}/x")] {
+    for url in [host.url("/_cdn/evil.example/x"), host.url("/redirect_to_evil.example/x"), host.url("/_cdn/169.254.169.254/latest"), format!("http://datasets-server---huggingface---co.localhost:{port}/x")] {
         let response = client.get(&url).send().await.unwrap();
         assert_eq!(response.status(), 403, "{url}");
         assert_eq!(header(&response, "x-error-code"), Some("upstream_not_allowed"));
@@ -319,6 +319,42 @@ async fn hosts_outside_the_allow_list_are_refused_with_json() {
         assert_eq!(body["error"], "upstream_not_allowed");
     }
     assert!(cdn_requests(&hub.log().await).is_empty());
+}
+
+/// Coming from HuggingfaceProxy: its URLs (`/redirect_to_<host>/...`) and
+/// its own downloader, `hf_downloader.py`, work against the mirror.
+#[tokio::test(flavor = "multi_thread")]
+async fn huggingface_proxys_urls_and_its_downloader_work_against_the_mirror() {
+    let hub = FakeHub::start(SMALL_LFS).await;
+    let host = mirror(&hub, "").await;
+    let redirect = reqwest::Client::builder().no_proxy().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let resolved = redirect.get(host.url("/org/small/resolve/main/model.bin")).send().await.unwrap();
+    let location = header(&resolved, "location").unwrap().to_owned();
+    assert!(location.contains("/_cdn/cdn-lfs.hf.co/"), "{location}");
+    let theirs = http().get(location.replace("/_cdn/", "/redirect_to_")).send().await.unwrap();
+    assert_eq!(theirs.status(), 200, "the CDN through HuggingfaceProxy's prefix");
+    let body = theirs.bytes().await.unwrap();
+    assert!(body.len() as u64 == SMALL_LFS && pattern_matches(0, &body));
+
+    // The script as its Worker serves it (the proxy's domain filled in), over
+    // HTTP as the baselines' README has local runs do; `-4` skips its network check.
+    let script = edgeproxy_testkit::workspace_root().join("../shared/baselines/hfproxy/src/scripts/hf_downloader.py");
+    let Ok(text) = std::fs::read_to_string(&script) else {
+        return edgeproxy_testkit::skip::skip(&format!("{} is not here", script.display()));
+    };
+    let work = tempdir::Dir::new("hf-downloader");
+    let authority = host.base.trim_start_matches("http://");
+    std::fs::write(work.path().join("hf_downloader.py"), text.replace("{{PROXY_DOMAIN}}", authority).replace("https://{proxy_domain}", "http://{proxy_domain}")).unwrap();
+    let out = std::process::Command::new(edgeproxy_testkit::workspace_root().join("target/hf-venv/bin/python"))
+        .args(["hf_downloader.py", "org/legacy", "-4", "--workers", "2", "--output", "legacy"])
+        .current_dir(work.path())
+        .env("NO_PROXY", "*")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    // One page of the listing is all it reads: a repo of one file.
+    let old = std::fs::read(work.path().join("legacy/old.bin")).unwrap();
+    assert!(old.len() == 64 * 1024 && pattern_matches(0, &old), "the LFS file, whole, from the legacy CDN host");
 }
 
 #[tokio::test(flavor = "multi_thread")]

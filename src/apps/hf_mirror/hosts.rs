@@ -8,12 +8,16 @@
 //!   `cdn-lfs---huggingface---co` is `cdn-lfs.huggingface.co`).
 //! - **Path prefix**, for a single host (`*.workers.dev`, `localhost`):
 //!   `/_cdn/<host>/<path>` is `https://<host>/<path>`; every other path is the hub.
+//!   HuggingfaceProxy's `/redirect_to_<host>/<path>` is accepted for it, so
+//!   that its users' URLs keep working; answers use `/_cdn/`.
 //!
 //! The scheme is read off each request; URLs in responses are rewritten in
 //! the scheme that request used. Nothing about the domain is configured.
 
 /// The path prefix of the single-host scheme.
 pub const CDN_PREFIX: &str = "/_cdn/";
+/// HuggingfaceProxy's path prefix for the same, accepted as an alias.
+const ORIGINAL_CDN_PREFIX: &str = "/redirect_to_";
 /// The subdomain label of the hub in the subdomain scheme.
 const HUB_LABEL: &str = "hf";
 /// A `.` inside a subdomain label.
@@ -65,7 +69,7 @@ pub struct Public {
 /// Returns `Err(host)` for a host outside the allow-list.
 pub fn route(proto: &str, authority: &str, path: &str, allowed: &AllowList) -> Result<(Public, Upstream, String), String> {
     let public = |scheme| Public { proto: proto.to_owned(), authority: authority.to_owned(), scheme };
-    if let Some(rest) = path.strip_prefix(CDN_PREFIX) {
+    if let Some(rest) = path.strip_prefix(CDN_PREFIX).or_else(|| path.strip_prefix(ORIGINAL_CDN_PREFIX)) {
         let (host, tail) = rest.split_once('/').unwrap_or((rest, ""));
         let upstream = upstream_named(host, allowed)?;
         return Ok((public(Scheme::PathPrefix), upstream, format!("/{tail}")));
@@ -180,6 +184,15 @@ mod tests {
         for tricky in ["/_cdn/evil.net%3f.hf.co/x", "/_cdn/evil.net@x.hf.co/", "/_cdn/x.hf.co:8443/", "/_cdn//x"] {
             assert!(route("https", "m.dev", tricky, &AllowList(&list)).is_err(), "{tricky}");
         }
+    }
+
+    #[test]
+    fn huggingface_proxys_redirect_to_prefix_is_the_path_prefix_scheme() {
+        let list = vec!["*.hf.co".to_owned()];
+        let (public, upstream, path) = route("https", "m.dev", "/redirect_to_cdn-lfs.hf.co/repos/a/b?x", &AllowList(&list)).unwrap();
+        assert_eq!((public.scheme, upstream, path.as_str()), (Scheme::PathPrefix, Upstream::Host("cdn-lfs.hf.co".into()), "/repos/a/b?x"));
+        assert_eq!(route("https", "m.dev", "/redirect_to_huggingface.co/api/models", &AllowList(&list)).unwrap().1, Upstream::Hub);
+        assert_eq!(route("https", "m.dev", "/redirect_to_evil.net/x", &AllowList(&list)).unwrap_err(), "evil.net", "no open relay by the alias either");
     }
 
     #[test]
