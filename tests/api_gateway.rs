@@ -30,6 +30,25 @@ fn echoed_header<'a>(echo: &'a Value, name: &str) -> Option<&'a str> {
     echo["headers"].as_array().unwrap().iter().find(|h| h[0] == name).and_then(|h| h[1].as_str())
 }
 
+/// Coming from the API proxy Worker: its `TARGET_DOMAIN` names the origin
+/// when the document does not (a host over https, or here a local URL).
+#[tokio::test(flavor = "multi_thread")]
+async fn without_an_origin_the_api_proxy_workers_target_domain_is_the_origin() {
+    let upstream = Upstream::start().await;
+    let document = "[[route]]\nhost = \"api.test\"\n\n[route.api-gateway]\n";
+    let setting = edgeproxy_testkit::original_setting("TARGET_DOMAIN", &upstream.url());
+    let env: Vec<(&str, &str)> = setting.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let host = Host::start_with_env(document, &env).await;
+    let response = get(&host, "/echo/v1/models?x=1").send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(json(response).await["uri"], "/echo/v1/models?x=1");
+
+    let unset = Host::start(document).await;
+    let response = get(&unset, "/echo/x").send().await.unwrap();
+    assert_eq!((response.status().as_u16(), response.headers()["x-error-code"].to_str().unwrap()), (500, "config_invalid"));
+    assert!(json(response).await["message"].as_str().unwrap().contains("TARGET_DOMAIN"), "it says what to set");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn forwards_method_path_query_headers_and_body() {
     let upstream = Upstream::start().await;

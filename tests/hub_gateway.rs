@@ -21,6 +21,22 @@ async fn gateway(hub: &FakeKohaku, extra: &str) -> Host {
     host
 }
 
+/// Coming from KohakuHub's Pages Functions: their `API_BASE_URL` is the
+/// backend when the document names none.
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_backend_kohakuhubs_api_base_url_is_the_backend() {
+    let hub = FakeKohaku::start(&[]).await;
+    let setting = edgeproxy_testkit::original_setting("API_BASE_URL", &hub.backend);
+    let env: Vec<(&str, &str)> = setting.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let host = Host::start_with_env("[[route]]\nhost = \"*\"\n\n[route.hub-gateway]\n", &env).await;
+    hub.set_base_url(&host.base).await;
+    let r = http().get(host.url("/api/whoami-v2")).bearer_auth(ALICE.1).send().await.unwrap();
+    assert_eq!(r.status(), 200, "the API, from the backend API_BASE_URL names");
+    let work = tempdir::Dir::new("hub-git");
+    Git::new().run(&["clone", &host.url(&format!("/{PUBLIC}.git")), "repo"], work.path()).unwrap();
+    assert!(work.path().join("repo/.git").exists(), "git through it too");
+}
+
 fn http() -> reqwest::Client {
     reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).no_proxy().build().unwrap()
 }

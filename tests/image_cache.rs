@@ -223,6 +223,28 @@ async fn replicate_generates_once_with_its_documented_api_and_the_token_goes_onl
     assert!(downloads.iter().all(|c| c["authorization"].is_null()), "the token never reaches the output host: {downloads:?}");
 }
 
+/// Coming from the placeholder Worker: its `REPLICATE_API_TOKEN` is the
+/// token, and a token alone (no `replicate` table) switches Replicate on.
+#[tokio::test]
+async fn the_placeholder_workers_replicate_api_token_alone_switches_replicate_on() {
+    let replicate = FakeReplicate::start(3600).await;
+    let setting = edgeproxy_testkit::original_setting("REPLICATE_API_TOKEN", TOKEN);
+    let env: Vec<(&str, &str)> = setting.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let host = Host::start_with_env(&replicate.document("generation = \"open\""), &env).await;
+    let r = get(&host, "/800x600/sunglasses-sloth").await;
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    let created = replicate.creations("sunglasses-sloth").await;
+    assert_eq!(created.len(), 1, "{created:?}");
+    assert_eq!(created[0]["authorization"], format!("Bearer {TOKEN}"));
+
+    // No table at all: Replicate's own API is tried (unreachable here), not the built-in generator.
+    let untabled = Host::start_with_env("[[route]]\nhost = \"*\"\n\n[route.image-cache]\ngeneration = \"open\"\n", &env).await;
+    let r = get(&untabled, "/64x64/no-table").await;
+    assert_eq!(r.status(), 502, "{:?}", r.headers());
+    let body: Value = r.json().await.unwrap();
+    assert!(["bad_gateway", "generation_failed"].contains(&body["error"].as_str().unwrap_or_default()), "{body}");
+}
+
 #[tokio::test]
 async fn eight_concurrent_first_requests_make_one_prediction() {
     let replicate = FakeReplicate::start(3600).await;

@@ -1,7 +1,9 @@
 // Serves the Worker in real workerd (through Miniflare) on loopback, the way
 // the test suite and `npm run serve` need it: the config document from a
 // file, a KV namespace and an R2 bucket (EDGEPROXY_BLOBS), rate-limit
-// bindings, secrets from EDGEPROXY_SECRET_* variables. Prints the same
+// bindings, secrets from EDGEPROXY_SECRET_* variables and the original
+// Workers' settings (REPLICATE_API_TOKEN, API_BASE_URL, TARGET_DOMAIN) from
+// variables of those names. Prints the same
 // start-up line as the wasmtime host.
 //
 //   node workers/serve-local.mjs --config FILE [--port 0] [--ratelimit NAME=LIMIT/PERIOD]... [--worker-dir DIR] [--r2-dir DIR]
@@ -21,9 +23,10 @@ const args = process.argv.slice(2);
 const flag = (name) => args.flatMap((a, i) => (a === name ? [args[i + 1]] : []));
 const here = flag("--worker-dir")[0] ?? dirname(fileURLToPath(import.meta.url));
 
+const ORIGINAL_SETTINGS = ["REPLICATE_API_TOKEN", "API_BASE_URL", "TARGET_DOMAIN"];
 const bindings = { EDGEPROXY_CONFIG: flag("--config").length ? readFileSync(flag("--config")[0], "utf8") : "" };
 for (const [name, value] of Object.entries(process.env)) {
-  if (name.startsWith("EDGEPROXY_SECRET_")) bindings[name] = value;
+  if (name.startsWith("EDGEPROXY_SECRET_") || ORIGINAL_SETTINGS.includes(name)) bindings[name] = value;
 }
 const ratelimits = {};
 for (const spec of flag("--ratelimit")) {

@@ -165,6 +165,12 @@ function secretName(key) {
   return "EDGEPROXY_SECRET_" + key.toUpperCase().replace(/[^A-Z0-9]/g, "_");
 }
 
+/** A key in capitals is an original Worker's setting (`API_BASE_URL`, ...),
+ * also read under its own name: a Worker moved over keeps its variables. */
+function originalSetting(env, key) {
+  return /^[A-Z][A-Z0-9_]*$/.test(key) ? env[key] : undefined;
+}
+
 /** `http-client.send`: the WIT's upstream request on fetch(). Failures
  * are thrown as the WIT's `http-error` (a payload). */
 async function sendUpstream(request, options) {
@@ -220,7 +226,7 @@ function imports(slot) {
       get(key) {
         const env = slot.env;
         if (key === "document-version") return documentVersion(env.EDGEPROXY_CONFIG);
-        const value = key === "document" ? env.EDGEPROXY_CONFIG : env[secretName(key)];
+        const value = key === "document" ? env.EDGEPROXY_CONFIG : env[secretName(key)] ?? originalSetting(env, key);
         return typeof value === "string" ? value : undefined;
       },
     },

@@ -12,7 +12,9 @@ use crate::proxy::{ErrorCode, Method, Peer, ProxyApp, ProxyError, Session, cache
 #[serde(deny_unknown_fields)]
 pub struct Options {
     /// `scheme://host[:port][/base-path]`; the request path is appended.
-    pub origin: String,
+    /// Unset: the platform's `TARGET_DOMAIN` (the API proxy Worker's
+    /// setting: a host, served over https, or a URL).
+    pub origin: Option<String>,
     #[serde(default = "default_methods")]
     pub allowed_methods: Vec<String>,
     /// Larger request bodies get 413. No limit if unset.
@@ -50,7 +52,9 @@ fn default_max_entry_bytes() -> u64 {
 
 impl Options {
     pub fn validate(&self) -> Result<(), String> {
-        crate::proxy::check_base_url("origin", &self.origin)?;
+        if let Some(origin) = &self.origin {
+            crate::proxy::check_base_url("origin", origin)?;
+        }
         if let Some(m) = self.allowed_methods.iter().find(|m| m.as_str() != m.to_ascii_uppercase()) {
             return Err(format!("allowed_methods: write {m:?} in upper case"));
         }
@@ -60,8 +64,9 @@ impl Options {
         self.cors.as_ref().map_or(Ok(()), CorsOptions::validate)
     }
 
-    fn origin_base(&self) -> &str {
-        self.origin.trim_end_matches('/')
+    fn origin_base<P: Platform>(&self, p: &P) -> Result<String, ProxyError> {
+        let to_url = |target: String| if target.contains("://") { target } else { format!("https://{target}") };
+        crate::proxy::base_url_or_setting(p, self.origin.as_deref(), "origin", "TARGET_DOMAIN", to_url)
     }
 }
 
@@ -118,7 +123,7 @@ impl<P: Platform> ProxyApp<P> for ApiGateway<'_> {
 
     fn upstream_peer(&self, s: &Session<P>, _ctx: &mut Ctx) -> Result<Peer<'_>, ProxyError> {
         let o = self.options;
-        Ok(Peer { base: o.origin_base().into(), path: s.incoming.path_and_query(), credentials: true, timeout_ms: o.timeout_ms })
+        Ok(Peer { base: o.origin_base(s.platform)?.into(), path: s.incoming.path_and_query(), credentials: true, timeout_ms: o.timeout_ms })
     }
 
     fn upstream_response_filter(&self, s: &Session<P>, ctx: &mut Ctx, mut resp: Response<P::Body>) -> Result<Response<P::Body>, ProxyError> {
@@ -126,7 +131,7 @@ impl<P: Platform> ProxyApp<P> for ApiGateway<'_> {
             cors.strip_upstream(&mut resp.headers);
         }
         let public_base = format!("{}://{}", s.incoming.scheme, s.incoming.authority);
-        headers::rewrite_location(&mut resp.headers, self.options.origin_base(), &public_base);
+        headers::rewrite_location(&mut resp.headers, &self.options.origin_base(s.platform)?, &public_base);
         if let (Some(key), Some(cache)) = (&ctx.cache_key, &self.options.cache)
             && let Some(ttl) = cache::freshness(&s.method, &s.headers, &resp)
         {

@@ -17,7 +17,7 @@ pub use incoming::{Incoming, refuse_unservable_method};
 pub use method::Method;
 pub use phases::{Peer, ProxyApp, Session};
 
-use crate::platform::{Body, ReadOutcome, Response, read_up_to};
+use crate::platform::{Body, Platform, ReadOutcome, Response, read_up_to};
 
 /// An absolute URL, from the config or from an upstream. A host name must be
 /// ASCII (internationalised names as punycode, `xn--`): the core's IDNA is
@@ -78,6 +78,24 @@ pub fn check_base_url(what: &str, value: &str) -> Result<(), String> {
         return Err(format!("{what} must be an http:// or https:// URL with a host and no query or fragment"));
     }
     Ok(())
+}
+
+/// The base URL a route's `field` names or, when it names none, the one a
+/// platform setting gives under an original Worker's own name (KohakuHub's
+/// `API_BASE_URL`, the API proxy's `TARGET_DOMAIN`), so that its users'
+/// settings carry over; `to_url` makes the setting's value a URL. Without
+/// either: 500 `config_invalid`, naming both (never the value).
+pub fn base_url_or_setting<P: Platform>(p: &P, named: Option<&str>, field: &str, setting: &str, to_url: fn(String) -> String) -> Result<String, ProxyError> {
+    let url = match named {
+        Some(url) => url.to_owned(),
+        None => {
+            let missing = || ProxyError::new(ErrorCode::ConfigInvalid, format!("this route names no {field}: set `{field}` in the document, or {setting} on the platform"));
+            let url = to_url(p.config(setting).ok().flatten().filter(|v| !v.is_empty()).ok_or_else(missing)?);
+            check_base_url(setting, &url).map_err(|why| ProxyError::new(ErrorCode::ConfigInvalid, why))?;
+            url
+        }
+    };
+    Ok(url.trim_end_matches('/').to_owned())
 }
 
 /// Replaces a response body of at most `limit` bytes with `edit`'s result

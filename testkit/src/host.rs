@@ -369,6 +369,17 @@ fn edgeproxy_command(subcommand: &str, component: &std::path::Path, config: &std
     c
 }
 
+/// An original Worker's setting (`API_BASE_URL`, `TARGET_DOMAIN`,
+/// `REPLICATE_API_TOKEN`) as its users set it on this pass's host: a
+/// variable of that very name on Workers, the secret `EDGEPROXY_SECRET_<NAME>`
+/// on wasmtime, the Spin variable `<name>` (declared in spin.toml).
+pub fn original_setting(name: &str, value: &str) -> Vec<(String, String)> {
+    match Host::kind().as_str() {
+        "workerd" => vec![(name.to_owned(), value.to_owned())],
+        _ => secret_env(&[(name, value)]),
+    }
+}
+
 /// `secrets` (config names) as environment variables, the way each host
 /// reads them: `EDGEPROXY_SECRET_*` (wasmtime, Workers) or `SPIN_VARIABLE_*` (Spin).
 fn secret_env(secrets: &[(&str, &str)]) -> Vec<(String, String)> {

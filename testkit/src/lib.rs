@@ -17,7 +17,7 @@ pub mod skip;
 pub mod spin;
 pub mod upstream;
 
-pub use host::Host;
+pub use host::{Host, original_setting};
 pub use upstream::Upstream;
 
 /// Byte `i` of every generated body: a pattern a receiver can check

@@ -18,8 +18,9 @@ use crate::proxy::{ErrorCode, Method, Peer, ProxyApp, ProxyError, Session, check
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Options {
-    /// The hub's API server (KohakuHub's `API_BASE_URL`); an internal address works.
-    pub backend: String,
+    /// The hub's API server; an internal address works. Unset: the
+    /// platform's `API_BASE_URL`, as KohakuHub's Pages Functions read it.
+    pub backend: Option<String>,
     /// Time to wait for the backend's response headers on API, `resolve`
     /// and LFS requests (504 after).
     #[serde(default = "default_timeout_ms")]
@@ -90,7 +91,9 @@ fn default_max_rewrite_bytes() -> u64 {
 /// `http(s)://host[:port][/path]`, no query: a base URL a request path is appended to.
 impl Options {
     pub fn validate(&self) -> Result<(), String> {
-        check_base_url("backend", &self.backend)?;
+        if let Some(backend) = &self.backend {
+            check_base_url("backend", backend)?;
+        }
         if let Some(store) = &self.object_store {
             check_base_url("object_store", store)?;
         }
@@ -104,8 +107,8 @@ impl Options {
         self.cors.as_ref().map_or(Ok(()), CorsOptions::validate)
     }
 
-    fn backend_base(&self) -> &str {
-        self.backend.trim_end_matches('/')
+    fn backend_base<P: Platform>(&self, p: &P) -> Result<String, ProxyError> {
+        crate::proxy::base_url_or_setting(p, self.backend.as_deref(), "backend", "API_BASE_URL", |url| url)
     }
 
     fn object_store_base(&self) -> Option<&str> {
@@ -211,7 +214,6 @@ impl<P: Platform> ProxyApp<P> for HubGateway<'_> {
             Destination::Git(route) if route != GitRoute::Lfs => o.git_timeout_ms,
             _ => o.timeout_ms,
         });
-        let backend = |path: String| Peer { base: o.backend_base().into(), path, credentials: true, timeout_ms };
         Ok(match &ctx.destination {
             Destination::Ui(page) => {
                 let frontend = o.ui.frontend_base().ok_or_else(|| ProxyError::internal("the web UI has no frontend to send to"))?;
@@ -221,7 +223,9 @@ impl<P: Platform> ProxyApp<P> for HubGateway<'_> {
                 let store = o.object_store_base().ok_or_else(|| ProxyError::internal("gateway hrefs without an object_store"))?;
                 Peer { base: store.into(), path: s.incoming.path_and_query()[OBJECTS.len()..].to_owned(), credentials: false, timeout_ms }
             }
-            Destination::Git(_) | Destination::Api | Destination::Resolve => backend(s.incoming.path_and_query()),
+            Destination::Git(_) | Destination::Api | Destination::Resolve => {
+                Peer { base: o.backend_base(s.platform)?.into(), path: s.incoming.path_and_query(), credentials: true, timeout_ms }
+            }
         })
     }
 
@@ -249,14 +253,14 @@ impl<P: Platform> ProxyApp<P> for HubGateway<'_> {
                 git::finish_response(&mut resp);
                 git::ensure_retry_after(&mut resp);
                 if *route == GitRoute::Lfs && (200..300).contains(&resp.status) && is_lfs_json(&resp) {
-                    resp = self.rewrite_lfs_batch(resp, &public_base)?;
+                    resp = self.rewrite_lfs_batch(resp, &public_base, &o.backend_base(s.platform)?)?;
                 }
             }
             Destination::Objects => {
                 git::finish_response(&mut resp);
                 git::ensure_retry_after(&mut resp);
             }
-            Destination::Api | Destination::Resolve => headers::rewrite_location(&mut resp.headers, o.backend_base(), &public_base),
+            Destination::Api | Destination::Resolve => headers::rewrite_location(&mut resp.headers, &o.backend_base(s.platform)?, &public_base),
             Destination::Ui(page) => return o.ui.finish_frontend_response(page, resp),
         }
         Ok(resp)
@@ -295,7 +299,7 @@ impl HubGateway<'_> {
 
     /// Batch hrefs on the backend come back to the public address; on the
     /// object store, through `/_objects/` when so configured.
-    fn rewrite_lfs_batch<B: Body>(&self, resp: Response<B>, public_base: &str) -> Result<Response<B>, ProxyError> {
+    fn rewrite_lfs_batch<B: Body>(&self, resp: Response<B>, public_base: &str, backend: &str) -> Result<Response<B>, ProxyError> {
         let o = self.options;
         let store = o.object_store_base().filter(|_| o.lfs_hrefs == LfsHrefs::Gateway);
         let public = |url: &str| -> Option<String> {
@@ -303,7 +307,7 @@ impl HubGateway<'_> {
             if let Some(rest) = store.and_then(on) {
                 return Some(format!("{public_base}{OBJECTS}{rest}"));
             }
-            on(o.backend_base()).map(|rest| format!("{public_base}{rest}"))
+            on(backend).map(|rest| format!("{public_base}{rest}"))
         };
         crate::proxy::rewrite_body(resp, o.max_rewrite_bytes, |bytes| {
             let mut json = serde_json::from_slice::<serde_json::Value>(bytes).ok()?;
@@ -314,7 +318,11 @@ impl HubGateway<'_> {
 
     /// `/health`: this gateway is up, and so is the backend (its own `/health`).
     fn health<P: Platform>(&self, s: &Session<P>) -> Response<P::Body> {
-        let probe = Request { method: "GET".into(), url: format!("{}/health", self.options.backend_base()), headers: Vec::new(), body: None };
+        let base = match self.options.backend_base(s.platform) {
+            Ok(base) => base,
+            Err(e) => return e.into_response(),
+        };
+        let probe = Request { method: "GET".into(), url: format!("{base}/health"), headers: Vec::new(), body: None };
         let backend = match s.platform.send(probe, Some(self.options.timeout_ms.min(10_000))) {
             Ok(r) if (200..300).contains(&r.status) => Ok(()),
             Ok(r) => Err(format!("the backend's /health answered {}", r.status)),

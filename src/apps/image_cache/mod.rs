@@ -72,9 +72,10 @@ pub struct Options {
     /// More example paths for the gallery, besides the original four.
     #[serde(default)]
     pub examples: Vec<String>,
-    /// Generate with Replicate; without it (or without its token), the
-    /// built-in generator draws the placeholders.
-    pub replicate: Option<ReplicateOptions>,
+    /// Generate with Replicate once its token is set (defaults without a
+    /// table); without a token, the built-in generator draws the placeholders.
+    #[serde(default)]
+    pub replicate: ReplicateOptions,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -182,7 +183,7 @@ impl Options {
         for example in &self.examples {
             self.placeholder_of(example).map_err(|e| format!("examples: {example:?}: {}", e.message))?;
         }
-        self.replicate.as_ref().map_or(Ok(()), ReplicateOptions::validate)
+        self.replicate.validate()
     }
 
     fn placeholder_of(&self, path: &str) -> Result<Placeholder, ProxyError> {
@@ -302,7 +303,7 @@ impl ImageCache<'_> {
     fn generator_id<P: Platform>(&self, s: &Session<P>) -> Result<String, ProxyError> {
         Ok(match self.replicate_token(s)? {
             Some(_) => {
-                let r = self.options.replicate.as_ref().expect("a token implies the table");
+                let r = &self.options.replicate;
                 format!("replicate|{}|{}|{}", r.model, self.options.prompt, serde_json::Value::Object(r.input.clone()))
             }
             None => "builtin|1".into(),
@@ -310,9 +311,13 @@ impl ImageCache<'_> {
     }
 
     fn replicate_token<P: Platform>(&self, s: &Session<P>) -> Result<Option<String>, ProxyError> {
-        let Some(r) = &self.options.replicate else { return Ok(None) };
-        let token = s.platform.config(&r.token).map_err(|why| ProxyError::internal(format!("the host could not provide the secret {:?}: {why}", r.token)))?;
-        Ok(token.filter(|t| !t.is_empty()))
+        for name in self.options.replicate.token_names() {
+            let token = s.platform.config(name).map_err(|why| ProxyError::internal(format!("the host could not provide the secret {name:?}: {why}")))?;
+            if let Some(token) = token.filter(|t| !t.is_empty()) {
+                return Ok(Some(token));
+            }
+        }
+        Ok(None)
     }
 
     fn check_signature<P: Platform>(&self, s: &Session<P>, placeholder: &Placeholder, query: &request::Query, why: &str) -> Result<(), ProxyError> {
@@ -343,7 +348,7 @@ impl ImageCache<'_> {
         let created_ms = s.platform.now_ms();
         let (bytes, meta) = match token {
             Some(token) => {
-                let r = o.replicate.as_ref().expect("a token implies the table");
+                let r = &o.replicate;
                 let digest = store::sha256_hex(placeholder.canonical().as_bytes());
                 let seed = u32::from_str_radix(&digest[..8], 16).expect("hex") & 0x7fff_ffff;
                 let job = replicate::Job {

@@ -23,8 +23,9 @@ use crate::proxy::{ErrorCode, ProxyError};
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReplicateOptions {
-    /// The secret that holds the API token. Unset or empty: the built-in
-    /// generator draws placeholders instead.
+    /// The secret that holds the API token; by default `replicate-token`,
+    /// or else the placeholder Worker's own `REPLICATE_API_TOKEN`. Unset or
+    /// empty: the built-in generator draws placeholders instead.
     #[serde(default = "default_token")]
     pub token: String,
     #[serde(default = "default_api")]
@@ -61,6 +62,25 @@ pub struct ReplicateOptions {
 
 fn default_token() -> String {
     "replicate-token".into()
+}
+
+/// The placeholder Worker's name for its token, read when the route names
+/// no other: its users' setting carries over.
+pub const ORIGINAL_TOKEN: &str = "REPLICATE_API_TOKEN";
+
+impl Default for ReplicateOptions {
+    /// Replicate's settings when the route has no `replicate` table: a
+    /// token alone switches generation on.
+    fn default() -> Self {
+        serde_json::from_value(serde_json::json!({})).expect("every Replicate setting has a default")
+    }
+}
+
+impl ReplicateOptions {
+    /// The secrets the token is read from, in order.
+    pub fn token_names(&self) -> Vec<&str> {
+        if self.token == default_token() { vec![&self.token, ORIGINAL_TOKEN] } else { vec![&self.token] }
+    }
 }
 fn default_api() -> String {
     "https://api.replicate.com".into()
