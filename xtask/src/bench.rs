@@ -104,7 +104,7 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
     std::fs::write(&config, &document)?;
     let proxy = serve(root, proxy_port, &config, &work.join("data"))?;
     // The Spin artifact set up with this document, as `spin build` sets up
-    // the manifest's (README, "Run on Spin").
+    // the manifest's (docs/spin.md).
     let spin_artifact = work.join("edgeproxy-spin.wasm");
     crate::spin::build_with_document(root, &root.join("dist/edgeproxy.wasm"), &document, &spin_artifact)?;
     let nginx_pid = _nginx.0.id();

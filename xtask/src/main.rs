@@ -6,6 +6,8 @@
 //! - `test`: build, then every test (unit and integration)
 //! - `spin`: the Spin build, `dist/edgeproxy-spin.wasm` (what `spin build` runs)
 //! - `workers`: the Cloudflare Workers build, `workers/build/` (jco transpile)
+//! - `package`: release artifacts that deploy without Rust, `dist/release/`
+//!   (package.rs), after the licence check
 //! - `bench`: the benchmark harness (see BENCHMARKS.md)
 //! - `fuzz [--seconds N] [TARGET...]`: libFuzzer over src/fuzz.rs's targets
 //! - `ui-upload DIR URL`: publish a built web UI to a hub-gateway that serves
@@ -13,6 +15,7 @@
 
 mod bench;
 mod fuzz;
+mod package;
 mod probe;
 pub mod python;
 mod spin;
@@ -58,6 +61,10 @@ fn run_task() -> anyhow::Result<()> {
             workers::build(&root)?;
             workers::deploy_dry_run(&root)?;
             probe::build(&root)?;
+            // The artifacts as `package` makes them, with the host the tests
+            // run (tests/release.rs unpacks and runs each).
+            let third_parties = package::check_licences(&root)?;
+            package::write(&root, &target_dir(&root).join(format!("{TEST_HOST_PROFILE}/edgeproxy")), &third_parties)?;
             test(&args[1..])
         }
         // The conformance probe for every host (`cargo xtask test` builds it too).
@@ -70,6 +77,12 @@ fn run_task() -> anyhow::Result<()> {
         Some("workers") => {
             build_core(&root)?;
             workers::build(&root)
+        }
+        Some("package") => {
+            let third_parties = package::check_licences(&root)?;
+            build(&root)?;
+            workers::build(&root)?;
+            package::write(&root, &target_dir(&root).join("release/edgeproxy"), &third_parties).map(drop)
         }
         Some("bench") => {
             build(&root)?;
@@ -85,7 +98,7 @@ fn run_task() -> anyhow::Result<()> {
             println!("uploaded {} files to {url}/_ui/", uploaded.len());
             Ok(())
         }
-        _ => bail!("usage: cargo xtask <build | core | serve [ARGS] | test [ARGS] | spin | workers | probe | bench | fuzz [--seconds N] [TARGET...] | ui-upload DIR URL>"),
+        _ => bail!("usage: cargo xtask <build | core | serve [ARGS] | test [ARGS] | spin | workers | package | probe | bench | fuzz [--seconds N] [TARGET...] | ui-upload DIR URL>"),
     }
 }
 

@@ -57,7 +57,7 @@ pub fn compose_artifact(root: &Path, core: Vec<u8>, out: &Path) -> anyhow::Resul
 /// The core with `document` set up in it (`edgeproxy preinit`): Spin makes
 /// an instance per request and gives the document as a variable, so a core
 /// set up with the document it is given serves at once, and one given
-/// another sets itself up per request (README, "Run on Spin"). Needs the
+/// another sets itself up per request (docs/spin.md). Needs the
 /// host binary; without one, the core as built, with a warning.
 fn set_up(root: &Path, core: &Path, document: &str) -> anyhow::Result<Vec<u8>> {
     let newest_host = ["target/host-test/edgeproxy", "target/release/edgeproxy"]

@@ -1,0 +1,160 @@
+//! The release artifacts (`cargo xtask package`; `cargo xtask test` makes
+//! them first, with the host the suite runs), as a user without Rust runs
+//! them: each checked against its `.sha256`, unpacked into an empty
+//! directory, and started with a `PATH` that has no `cargo` or `rustc`. Each
+//! serves the default document: the mirror's home page and a zoo image.
+//! They do not depend on the suite's host, so they run on the wasmtime pass.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use edgeproxy_testkit::hf::tempdir;
+use edgeproxy_testkit::workspace_root;
+
+/// Only the system's tools: no `~/.cargo/bin`.
+const BARE_PATH: &str = "/usr/bin:/bin";
+
+/// The artifact `edgeproxy-<version>-<kind>.tar.gz`, checked against its
+/// checksum and unpacked into a new directory; returns that directory and
+/// the unpacked one.
+fn unpack(kind: &str) -> (tempdir::Dir, PathBuf) {
+    let release = workspace_root().join("dist/release");
+    let tarball = std::fs::read_dir(&release)
+        .unwrap_or_else(|e| panic!("{}: {e} (`cargo xtask test` or `cargo xtask package` makes it)", release.display()))
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|name| name.starts_with("edgeproxy-") && name.ends_with(&format!("-{kind}.tar.gz")))
+        .unwrap_or_else(|| panic!("no edgeproxy-*-{kind}.tar.gz in {}", release.display()));
+    let checked = Command::new("sha256sum").args(["-c", &format!("{tarball}.sha256")]).current_dir(&release).output().unwrap();
+    assert!(checked.status.success(), "{tarball} does not match its .sha256: {}", String::from_utf8_lossy(&checked.stdout));
+    let dir = tempdir::Dir::new(&format!("release-{kind}"));
+    let unpacked = Command::new("tar").arg("xzf").arg(release.join(&tarball)).current_dir(dir.path()).status().unwrap();
+    assert!(unpacked.success(), "tar xzf {tarball}");
+    let top = dir.path().join(tarball.trim_end_matches(".tar.gz"));
+    for file in ["LICENSE", "THIRD-PARTY-NOTICES.md", "README.md"] {
+        assert!(top.join(file).is_file(), "{tarball} carries {file}");
+    }
+    (dir, top)
+}
+
+/// A free loopback port.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A server started in its own process group, stopped with all its
+/// children (wrangler's workerd, Spin's trigger) when dropped.
+struct Server(Child);
+
+impl Server {
+    fn start(command: &mut Command) -> Server {
+        use std::os::unix::process::CommandExt;
+        Server(command.process_group(0).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("start the server"))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", "--", &format!("-{}", self.0.id())]).status();
+        let _ = self.0.wait();
+    }
+}
+
+/// A command run in `dir` as a user without Rust would: only `PATH` (the
+/// system's, and `extra` before it), `HOME` in the test's directory.
+fn as_a_user(program: &Path, dir: &Path, home: &Path, extra_path: Option<&Path>) -> Command {
+    let mut command = Command::new(program);
+    let path = extra_path.map_or(BARE_PATH.to_owned(), |p| format!("{}:{BARE_PATH}", p.display()));
+    command.current_dir(dir).env_clear().env("PATH", path).env("HOME", home);
+    command
+}
+
+/// The default document's answers at `base`: the mirror's home page and a
+/// zoo image, waiting up to a minute for the server to start.
+async fn serves_the_defaults(base: &str) {
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let started = Instant::now();
+    let home = loop {
+        match client.get(format!("{base}/")).send().await {
+            Ok(response) => break response,
+            Err(e) => {
+                assert!(started.elapsed() < Duration::from_secs(60), "{base} did not start: {e}");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    };
+    assert_eq!(home.status(), 200);
+    assert!(home.text().await.unwrap().contains("HF_ENDPOINT"), "the mirror's home page");
+    let image = client.get(format!("{base}/_zoo/200x150/sunglasses-sloth")).send().await.unwrap();
+    assert_eq!(image.status(), 200);
+    assert!(image.headers()["content-type"].to_str().unwrap().starts_with("image/"));
+    assert!(!image.bytes().await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_host_tarballs_binary_serves_the_defaults() {
+    if !edgeproxy_testkit::skip::only_on("wasmtime", "the release artifacts do not depend on the suite's host") {
+        return;
+    }
+    let (dir, top) = unpack(&host_target());
+    let port = free_port();
+    let _server = Server::start(as_a_user(&top.join("edgeproxy"), &top, dir.path(), None).args(["serve", "--listen", &format!("127.0.0.1:{port}")]));
+    serves_the_defaults(&format!("http://127.0.0.1:{port}")).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_spin_application_runs_on_spin_up_without_a_build() {
+    if !edgeproxy_testkit::skip::only_on("wasmtime", "the release artifacts do not depend on the suite's host") {
+        return;
+    }
+    let Some(spin) = edgeproxy_testkit::host::spin_binary() else {
+        return edgeproxy_testkit::skip::skip("no Spin binary (../shared/tools/spin, EDGEPROXY_SPIN or PATH)");
+    };
+    let (dir, top) = unpack("spin");
+    let manifest = std::fs::read_to_string(top.join("spin.toml")).unwrap();
+    assert!(!manifest.contains("[component.edgeproxy.build]") && manifest.contains("source = \"edgeproxy-spin.wasm\""), "{manifest}");
+    let port = free_port();
+    let _server = Server::start(as_a_user(&spin, &top, dir.path(), None).args(["up", "--listen", &format!("127.0.0.1:{port}")]));
+    serves_the_defaults(&format!("http://127.0.0.1:{port}")).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_workers_bundle_deploys_dry_and_serves_in_wrangler_dev() {
+    if !edgeproxy_testkit::skip::only_on("wasmtime", "the release artifacts do not depend on the suite's host") {
+        return;
+    }
+    let (dir, top) = unpack("workers");
+    // Only Node, from the npm package the repository pins; wrangler from its node_modules.
+    let node_bin = workspace_root().join("node_modules/node/bin");
+    let wrangler = workspace_root().join("node_modules/.bin/wrangler");
+    let user = || {
+        let mut c = as_a_user(&wrangler, &top, dir.path(), Some(&node_bin));
+        c.env("WRANGLER_SEND_METRICS", "false").env("CI", "true");
+        c
+    };
+    let dry = user().args(["deploy", "--dry-run", "--outdir"]).arg(dir.path().join("dry-run")).output().unwrap();
+    assert!(dry.status.success(), "wrangler deploy --dry-run: {}{}", String::from_utf8_lossy(&dry.stdout), String::from_utf8_lossy(&dry.stderr));
+    let port = free_port();
+    let _server = Server::start(user().args(["dev", "--ip", "127.0.0.1", "--port", &port.to_string()]));
+    serves_the_defaults(&format!("http://127.0.0.1:{port}")).await;
+}
+
+#[test]
+fn every_artifact_names_the_licences_of_what_it_bundles() {
+    if !edgeproxy_testkit::skip::only_on("wasmtime", "the release artifacts do not depend on the suite's host") {
+        return;
+    }
+    for (kind, bundled) in [("workers", "@bytecodealliance/jco"), ("spin", "wit-bindgen"), (host_target().as_str(), "wasmtime")] {
+        let (_dir, top) = unpack(kind);
+        let notices = std::fs::read_to_string(top.join("THIRD-PARTY-NOTICES.md")).unwrap();
+        assert!(notices.lines().any(|l| l.starts_with(&format!("| {bundled} |"))), "{kind}'s notices name {bundled}");
+        assert!(std::fs::read_to_string(top.join("LICENSE")).unwrap().contains("Apache License"), "{kind}: our licence");
+    }
+}
+
+/// The host's target triple, which names the binary's tarball.
+fn host_target() -> String {
+    let out = Command::new("rustc").arg("-vV").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().find_map(|l| l.strip_prefix("host: ")).unwrap().to_owned()
+}
