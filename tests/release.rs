@@ -125,14 +125,7 @@ async fn the_workers_bundle_deploys_dry_and_serves_in_wrangler_dev() {
         return;
     }
     let (dir, top) = unpack("workers");
-    // Only Node, from the npm package the repository pins; wrangler from its node_modules.
-    let node_bin = workspace_root().join("node_modules/node/bin");
-    let wrangler = workspace_root().join("node_modules/.bin/wrangler");
-    let user = || {
-        let mut c = as_a_user(&wrangler, &top, dir.path(), Some(&node_bin));
-        c.env("WRANGLER_SEND_METRICS", "false").env("CI", "true");
-        c
-    };
+    let user = || wrangler_as_a_user(&top, dir.path());
     let dry = user().args(["deploy", "--dry-run", "--outdir"]).arg(dir.path().join("dry-run")).output().unwrap();
     assert!(dry.status.success(), "wrangler deploy --dry-run: {}{}", String::from_utf8_lossy(&dry.stdout), String::from_utf8_lossy(&dry.stderr));
     let port = free_port();
@@ -140,12 +133,34 @@ async fn the_workers_bundle_deploys_dry_and_serves_in_wrangler_dev() {
     serves_the_defaults(&format!("http://127.0.0.1:{port}")).await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn the_pages_build_output_serves_in_wrangler_pages_dev() {
+    if !edgeproxy_testkit::skip::only_on("wasmtime", "the release artifacts do not depend on the suite's host") {
+        return;
+    }
+    let (dir, top) = unpack("pages");
+    assert!(top.join("public/_worker.js/index.js").is_file(), "advanced mode: _worker.js is a directory with index.js");
+    let mut command = wrangler_as_a_user(&top, dir.path());
+    let port = free_port();
+    let _server = Server::start(command.args(["pages", "dev", "--ip", "127.0.0.1", "--port", &port.to_string()]));
+    serves_the_defaults(&format!("http://127.0.0.1:{port}")).await;
+}
+
+/// wrangler, from the repository's node_modules, with only Node (the npm
+/// package the repository pins) on the user's PATH.
+fn wrangler_as_a_user(dir: &Path, home: &Path) -> Command {
+    let node_bin = workspace_root().join("node_modules/node/bin");
+    let mut command = as_a_user(&workspace_root().join("node_modules/.bin/wrangler"), dir, home, Some(&node_bin));
+    command.env("WRANGLER_SEND_METRICS", "false").env("CI", "true");
+    command
+}
+
 #[test]
 fn every_artifact_names_the_licences_of_what_it_bundles() {
     if !edgeproxy_testkit::skip::only_on("wasmtime", "the release artifacts do not depend on the suite's host") {
         return;
     }
-    for (kind, bundled) in [("workers", "@bytecodealliance/jco"), ("spin", "wit-bindgen"), (host_target().as_str(), "wasmtime")] {
+    for (kind, bundled) in [("workers", "@bytecodealliance/jco"), ("pages", "@bytecodealliance/jco"), ("spin", "wit-bindgen"), (host_target().as_str(), "wasmtime")] {
         let (_dir, top) = unpack(kind);
         let notices = std::fs::read_to_string(top.join("THIRD-PARTY-NOTICES.md")).unwrap();
         assert!(notices.lines().any(|l| l.starts_with(&format!("| {bundled} |"))), "{kind}'s notices name {bundled}");

@@ -4,6 +4,11 @@
 //! - `edgeproxy-<version>-workers.tar.gz`: the transpiled Worker, its wasm
 //!   modules and a `wrangler.toml` without a build step (`npx wrangler
 //!   deploy` in the unpacked directory, with only Node);
+//! - `edgeproxy-<version>-pages.tar.gz`: a Cloudflare Pages build output
+//!   (`public/_worker.js/`, advanced mode, with its modules) and the
+//!   `wrangler.toml` that names it, for the fork-and-connect flow (commit it,
+//!   connect the repository to Pages, output directory `public`, no build
+//!   command) or `npx wrangler pages dev`/`deploy`;
 //! - `edgeproxy-<version>-spin.tar.gz`: `spin.toml` and the composed
 //!   `edgeproxy-spin.wasm` (`spin up`, `spin registry push`);
 //! - `edgeproxy-<version>-<target>.tar.gz`: the host binary, the component
@@ -162,18 +167,32 @@ pub fn write(root: &Path, host_binary: &Path, third_parties: &[ThirdParty]) -> a
         Ok(())
     };
 
-    let mut workers = vec![
-        ("worker.js".to_owned(), std::fs::read(root.join("workers/worker.js"))?, 0o644),
-        ("wrangler.toml".to_owned(), release_wrangler_toml(&std::fs::read_to_string(root.join("wrangler.toml"))?)?.into_bytes(), 0o644),
-        ("README.md".to_owned(), include_bytes!("package/workers-README.md").to_vec(), 0o644),
-    ];
+    let worker_toml = release_wrangler_toml(&std::fs::read_to_string(root.join("wrangler.toml"))?)?;
+    let mut built = Vec::new();
     for entry in std::fs::read_dir(root.join("workers/build"))? {
         let path = entry?.path();
         if path.extension().is_some_and(|e| e == "js" || e == "wasm") {
-            workers.push((format!("build/{}", path.file_name().unwrap().to_string_lossy()), std::fs::read(&path)?, 0o644));
+            built.push((format!("build/{}", path.file_name().unwrap().to_string_lossy()), std::fs::read(&path)?, 0o644));
         }
     }
+    let worker_js = std::fs::read(root.join("workers/worker.js"))?;
+    let mut workers = vec![
+        ("worker.js".to_owned(), worker_js.clone(), 0o644),
+        ("wrangler.toml".to_owned(), worker_toml.clone().into_bytes(), 0o644),
+        ("README.md".to_owned(), include_bytes!("package/workers-README.md").to_vec(), 0o644),
+    ];
+    workers.extend(built.iter().cloned());
     common(&mut workers)?;
+
+    // Pages runs the same Worker as `_worker.js` (a directory: its modules beside it).
+    let pages_toml = worker_toml.replace("main = \"worker.js\"\n", "pages_build_output_dir = \"public\"\n");
+    let mut pages = vec![
+        ("public/_worker.js/index.js".to_owned(), worker_js, 0o644),
+        ("wrangler.toml".to_owned(), pages_toml.into_bytes(), 0o644),
+        ("README.md".to_owned(), include_bytes!("package/pages-README.md").to_vec(), 0o644),
+    ];
+    pages.extend(built.into_iter().map(|(path, bytes, mode)| (format!("public/_worker.js/{path}"), bytes, mode)));
+    common(&mut pages)?;
 
     let mut spin = vec![
         ("spin.toml".to_owned(), release_spin_toml(&std::fs::read_to_string(root.join("spin.toml"))?)?.into_bytes(), 0o644),
@@ -190,7 +209,7 @@ pub fn write(root: &Path, host_binary: &Path, third_parties: &[ThirdParty]) -> a
 
     let target = host_target()?;
     let mut sums = String::new();
-    for (name, files) in [("workers", workers), ("spin", spin), (target.as_str(), host)] {
+    for (name, files) in [("workers", workers), ("pages", pages), ("spin", spin), (target.as_str(), host)] {
         let dir = format!("edgeproxy-{version}-{name}");
         let tarball = format!("{dir}.tar.gz");
         let bytes = tar_gz(&dir, &files)?;
