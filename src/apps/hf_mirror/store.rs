@@ -175,6 +175,9 @@ pub fn fill_lease(sha256: &str, size: u64) -> (String, u32) {
 /// eviction looks under.
 const KEPT_PREFIX: &str = "hf-mirror/";
 
+/// The smallest answer kept under a cap that first makes room for itself.
+const ROOM_CHECK_BYTES: u64 = 1 << 20;
+
 /// Whether an object of `size` bytes may be kept under the route's cap.
 pub fn fits(cap: Option<u64>, size: u64) -> bool {
     cap.is_none_or(|cap| size <= cap)
@@ -318,7 +321,12 @@ pub fn keep<P: Platform>(p: &P, key: &str, method: &Method, mut resp: Response<P
     if let Some(length) = length.filter(|&length| fits(cap, length))
         && let Some(body) = resp.body.take()
     {
-        make_room(p, cap, length);
+        // A listing per small answer (a snapshot's JSON, its small files)
+        // would cost more than the room it makes: they count at the next
+        // large one.
+        if length >= ROOM_CHECK_BYTES {
+            make_room(p, cap, length);
+        }
         kept.has_body = true;
         resp.body = Some(p.blob_put_through(key, body, length, None, &kept.metadata()));
     }
