@@ -94,7 +94,7 @@ async fn strips_hop_by_hop_and_platform_headers_and_sets_forwarded_headers() {
     let mut gone = vec!["proxy-authorization", "cf-ray", "cf-connecting-ip", "cf-access-authenticated-user-email"];
     // wasi:http removes `Connection` before a guest sees the request (it is
     // a forbidden header), so on Spin the headers it names cannot be told
-    // apart; README "Run on Spin" says so.
+    // apart; docs/spin.md says so.
     if Host::kind() != "spin" {
         gone.push("x-hop");
     }

@@ -66,7 +66,7 @@ async fn a_response_with_broken_chunked_framing_is_a_broken_transfer() {
         // KNOWN GAP on workerd: the Worker's read fails, but workerd ends a
         // response whose body stream errors with a clean last chunk, even
         // after `controller.error()` (cloudflare/workerd#6818, open).
-        // README, "Run on Cloudflare Workers".
+        // docs/workers.md, "Platform notes".
         Ok(r) if r.status() == 200 && Host::kind() == "workerd" => eprintln!("workerd delivered {:?}", read_body(r).await),
         Ok(r) if r.status() == 200 => assert!(read_body(r).await.is_err(), "a broken body was delivered as whole"),
         Ok(r) => assert_eq!(r.status(), 502),

@@ -1,4 +1,4 @@
-//! The wasmtime host's bounds (README "Security and limits"): a guest that
+//! The wasmtime host's bounds (docs/wasmtime.md, "Limits of the wasmtime host"): a guest that
 //! loops or allocates without end is stopped with a 503 while everyone else
 //! is served, in `edgeproxy serve` and in its Spin mode; and the server cuts
 //! off clients that are slow or too many. These are properties of the

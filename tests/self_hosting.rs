@@ -1,4 +1,4 @@
-//! `edgeproxy` as an operator installs it (README, "Running the host"): one
+//! `edgeproxy` as an operator installs it (docs/wasmtime.md): one
 //! binary that carries its component, names it in `--version`, and checks a
 //! config document without serving. Properties of the wasmtime host's
 //! binary, so they run in the wasmtime pass only.

@@ -164,7 +164,7 @@ async fn a_redis_outage_degrades_to_misses_and_recovers() {
 /// With Redis gone, the quota cannot be counted. The built-in generator spends
 /// no Replicate credit, so its images are still served (one made a moment
 /// earlier, and a new one); a generation that would spend credit is refused
-/// with 503 and Replicate is never asked (README, Placeholder Zoo).
+/// with 503 and Replicate is never asked (docs/image-cache.md).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_redis_outage_still_serves_built_in_zoo_images_and_spends_no_credit() {
     if !wasmtime_pass() {

@@ -106,7 +106,7 @@ fn spin_toml_allows_every_upstream_of_its_default_document() {
     }
 }
 
-/// Two `spin up` processes on one Redis, as README "Run on Spin" sets up
+/// Two `spin up` processes on one Redis, as docs/spin.md sets up
 /// more than one instance: what one caches the other serves, and one rate
 /// limit counts the requests of both (by compare-and-swap, which Spin's Redis
 /// store reports wrongly: see spin/services/src/kv.rs, `swap`).

@@ -262,8 +262,8 @@ function imports(slot) {
       // KV has no atomic operations. Concurrent requests in this isolate
       // are serialised by a claim taken before the first await; across
       // isolates and locations it is read-then-write on an eventually
-      // consistent store (up to 60 s), so two may both win (README,
-      // Placeholder Zoo).
+      // consistent store (up to 60 s), so two may both win
+      // (docs/image-cache.md, "Generation").
       async setIfAbsent(key, value, ttlSeconds) {
         const kv = slot.env.EDGEPROXY_KV;
         const now = Date.now();

@@ -3,7 +3,7 @@
 //! `Transfer-Encoding`. hyper goes by Transfer-Encoding and drops
 //! Content-Length before the request reaches us (RFC 9112, section 6.3
 //! allows that), so the conflict is invisible in the parsed request; the
-//! edge's rule is to refuse it (README, "Security and limits").
+//! edge's rule is to refuse it (docs/security.md).
 //!
 //! The watch follows each request's framing as hyper does (a head, then no
 //! body, a fixed-length one or a chunked one) and records, per request, in

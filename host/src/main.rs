@@ -158,7 +158,7 @@ struct ServeArgs {
     kv_fault: Option<kv::KvFault>,
 }
 
-/// Bounds on clients and guests (README: "Security and limits").
+/// Bounds on clients and guests (docs/wasmtime.md, "Limits of the wasmtime host").
 #[derive(clap::Args)]
 struct LimitArgs {
     /// Open client connections; one more gets a 503 and is closed.

@@ -1,8 +1,8 @@
 //! Operations: Prometheus metrics and health checks, served on their own
 //! address (`--admin-listen`), so they are never public by accident.
 //!
-//! - `/metrics`: the text exposition (OpenMetrics), listed in README
-//!   "Running the host".
+//! - `/metrics`: the text exposition (OpenMetrics), listed in
+//!   docs/wasmtime.md, "Running the host".
 //! - `/healthz`: 200 while the process serves at all.
 //! - `/readyz`: 200 when it should get traffic: not draining, and its
 //!   key-value store answers (Redis, with `--kv`); 503 naming why otherwise,
@@ -114,7 +114,7 @@ pub struct Routed {
 /// logging phase), carried like [`Routed`].
 #[derive(Clone, Debug, Default)]
 pub struct Answered {
-    /// The code of an error the core answered itself (README, "Errors").
+    /// The code of an error the core answered itself (docs/configuration.md, "Errors").
     pub error_code: Option<String>,
     /// What the app's cache did: `hit` or `miss`.
     pub cache: Option<String>,

@@ -43,8 +43,8 @@ pub enum LogFormat {
 /// The header that names a request across the proxy, its upstreams and their logs.
 pub const REQUEST_ID: &str = "x-request-id";
 
-/// What a public server bounds per client. README "Security and limits"
-/// lists each with its default and what a client sees.
+/// What a public server bounds per client. docs/wasmtime.md, "Limits of the
+/// wasmtime host", lists each with its default and what a client sees.
 #[derive(Clone, Copy, Debug)]
 pub struct ServerLimits {
     /// Open client connections; one more is answered 503 and closed.

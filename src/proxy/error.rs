@@ -79,7 +79,7 @@ impl ProxyError {
 }
 
 /// The error codes a client can get (`{"error": code}` and `X-Error-Code`):
-/// the client contract, listed in README ("Errors"), which a test keeps in
+/// the client contract, listed in docs/configuration.md ("Errors"), which a test keeps in
 /// step with [`ErrorCode::ALL`]. Each code has one status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
@@ -224,15 +224,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn readme_lists_every_error_code_with_its_status_and_meaning() {
-        let readme = include_str!("../../README.md");
+    fn the_docs_list_every_error_code_with_its_status_and_meaning() {
+        let readme = include_str!("../../docs/configuration.md");
         for (_, name, status, meaning) in ErrorCode::ALL {
             let row = format!("| `{name}` | {status} | {meaning} |");
-            assert!(readme.contains(&row), "README's Errors table lacks: {row}");
+            assert!(readme.contains(&row), "docs/configuration.md's Errors table lacks: {row}");
         }
-        let section = readme.split("\n## Errors\n").nth(1).expect("README has an Errors section").split("\n## ").next().unwrap_or("");
+        let section = readme.split("\n## Errors\n").nth(1).expect("docs/configuration.md has an Errors section").split("\n## ").next().unwrap_or("");
         for listed in section.lines().filter_map(|l| l.strip_prefix("| `")?.split('`').next()) {
-            assert!(ErrorCode::ALL.iter().any(|(_, name, ..)| *name == listed), "README lists {listed}, which no longer exists");
+            assert!(ErrorCode::ALL.iter().any(|(_, name, ..)| *name == listed), "docs/configuration.md lists {listed}, which no longer exists");
         }
     }
 
