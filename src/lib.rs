@@ -86,7 +86,7 @@ pub fn set_up<P: Platform>(platform: &P) -> Result<&'static Document, ProxyError
             let text = platform
                 .config(DOCUMENT_KEY)
                 .map_err(|why| ProxyError::internal(format!("the host could not provide the config document: {why}")))?
-                .ok_or_else(|| ProxyError::internal("no config document: the host must set the config key \"document\" (see README, Configuration)"))?;
+                .ok_or_else(|| ProxyError::internal("no config document: the host must set the config key \"document\" (docs/configuration.md)"))?;
             setup::for_document(&text, version.as_deref())
         }
     };

@@ -91,7 +91,7 @@ fn spin_toml_allows_every_upstream_of_its_default_document() {
     for route in &document.routes {
         use edgeproxy::config::App;
         let upstreams: Vec<String> = if let App::ApiGateway(gateway) = &route.app {
-            vec![gateway.origin.clone()]
+            gateway.origin.iter().cloned().collect()
         } else if let App::HfMirror(mirror) = &route.app {
             // The hub and every default CDN host pattern.
             std::iter::once(mirror.hub.clone()).chain(mirror.cdn_hosts.iter().map(|h| format!("https://{h}"))).collect()

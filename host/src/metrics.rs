@@ -145,7 +145,7 @@ impl Metrics {
         let requests = Family::default();
         registry.register("requests", "Requests answered, by route, app and status", requests.clone());
         let errors = Family::default();
-        registry.register("errors", "Errors the core answered itself, by route, app and code (README, Errors)", errors.clone());
+        registry.register("errors", "Errors the core answered itself, by route, app and code (docs/configuration.md, Errors)", errors.clone());
         let cache = Family::default();
         registry.register("cache", "Answers an app's cache took part in, by route, app and result (hit, miss)", cache.clone());
         let duration: Histograms = Family::new_with_constructor(latency_buckets);

@@ -125,7 +125,7 @@ impl Options {
         let key = kv_key(&page.file);
         let Some(manifest) = blob_store::read_manifest::<P, FileMeta>(s.platform, &key) else {
             return Err(if page.fallback {
-                ProxyError::new(ErrorCode::UiMissing, "the web UI is not uploaded: run `cargo xtask ui-upload` (see README)")
+                ProxyError::new(ErrorCode::UiMissing, "the web UI is not uploaded: run `cargo xtask ui-upload` (docs/hub-gateway.md)")
             } else {
                 ProxyError::not_found(format!("the web UI has no file {}", page.file))
             });
