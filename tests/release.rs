@@ -70,20 +70,25 @@ fn as_a_user(program: &Path, dir: &Path, home: &Path, extra_path: Option<&Path>)
     command
 }
 
-/// The default document's answers at `base`: the mirror's home page and a
-/// zoo image, waiting up to a minute for the server to start.
-async fn serves_the_defaults(base: &str) {
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+/// `base`'s answer to `/`, once the server has started (up to a minute).
+async fn first_answer(client: &reqwest::Client, base: &str) -> reqwest::Response {
     let started = Instant::now();
-    let home = loop {
+    loop {
         match client.get(format!("{base}/")).send().await {
-            Ok(response) => break response,
+            Ok(response) => return response,
             Err(e) => {
                 assert!(started.elapsed() < Duration::from_secs(60), "{base} did not start: {e}");
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
         }
-    };
+    }
+}
+
+/// The default document's answers at `base`: the mirror's home page and a
+/// zoo image.
+async fn serves_the_defaults(base: &str) {
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let home = first_answer(&client, base).await;
     assert_eq!(home.status(), 200);
     assert!(home.text().await.unwrap().contains("HF_ENDPOINT"), "the mirror's home page");
     let image = client.get(format!("{base}/_zoo/200x150/sunglasses-sloth")).send().await.unwrap();
@@ -144,6 +149,44 @@ async fn the_pages_build_output_serves_in_wrangler_pages_dev() {
     let port = free_port();
     let _server = Server::start(command.args(["pages", "dev", "--ip", "127.0.0.1", "--port", &port.to_string()]));
     serves_the_defaults(&format!("http://127.0.0.1:{port}")).await;
+}
+
+/// hub-gateway with KohakuHub's web UI as Workers Static Assets
+/// (hub-gateway.wrangler.toml in the bundle): the platform serves the UI's
+/// files, and index.html for its routes, without the Worker (which, with no
+/// `ui` in the document, has no UI to give); the gateway's routes run it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_hub_gateways_web_ui_is_served_as_workers_static_assets() {
+    use edgeproxy_testkit::hub::{ALICE, FakeKohaku, Git};
+    if !edgeproxy_testkit::skip::only_on("wasmtime", "the release artifacts do not depend on the suite's host") {
+        return;
+    }
+    let hub = FakeKohaku::start(&[]).await;
+    let (dir, top) = unpack("workers");
+    std::fs::create_dir_all(top.join("public/assets")).unwrap();
+    std::fs::write(top.join("public/index.html"), "<!doctype html><div id=app>KOHAKU-UI</div>").unwrap();
+    std::fs::write(top.join("public/assets/index-3f9a2c1b.js"), "console.log('ui')").unwrap();
+    let config = std::fs::read_to_string(top.join("hub-gateway.wrangler.toml")).unwrap();
+    std::fs::write(top.join("hub-gateway.wrangler.toml"), config.replace("https://hub-api.example.com", &hub.backend)).unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    hub.set_base_url(&base).await;
+    let _server = Server::start(wrangler_as_a_user(&top, dir.path()).args(["dev", "-c", "hub-gateway.wrangler.toml", "--ip", "127.0.0.1", "--port", &port.to_string()]));
+
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    first_answer(&client, &base).await;
+    for page in ["/", "/alice/public-model", "/models/alice/public-model", "/settings"] {
+        let r = client.get(format!("{base}{page}")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{page}");
+        assert!(r.text().await.unwrap().contains("KOHAKU-UI"), "{page}: the UI's index.html, from the assets");
+    }
+    let script = client.get(format!("{base}/assets/index-3f9a2c1b.js")).send().await.unwrap();
+    assert_eq!(script.text().await.unwrap(), "console.log('ui')");
+    let api = client.get(format!("{base}/api/whoami-v2")).bearer_auth(ALICE.1).send().await.unwrap();
+    assert_eq!(api.status(), 200, "the API, through the Worker, from API_BASE_URL's backend");
+    let work = tempdir::Dir::new("hub-assets-git");
+    Git::new().run(&["clone", &format!("{base}/alice/public-model.git"), "repo"], work.path()).unwrap();
+    assert!(work.path().join("repo/.git").exists(), "git through the Worker");
 }
 
 /// wrangler, from the repository's node_modules, with only Node (the npm

@@ -176,9 +176,11 @@ pub fn write(root: &Path, host_binary: &Path, third_parties: &[ThirdParty]) -> a
         }
     }
     let worker_js = std::fs::read(root.join("workers/worker.js"))?;
+    let hub_toml = without_build_step(&std::fs::read_to_string(root.join("workers/hub-gateway.wrangler.toml"))?)?;
     let mut workers = vec![
         ("worker.js".to_owned(), worker_js.clone(), 0o644),
         ("wrangler.toml".to_owned(), worker_toml.clone().into_bytes(), 0o644),
+        ("hub-gateway.wrangler.toml".to_owned(), hub_toml.into_bytes(), 0o644),
         ("README.md".to_owned(), include_bytes!("package/workers-README.md").to_vec(), 0o644),
     ];
     workers.extend(built.iter().cloned());
@@ -226,9 +228,15 @@ pub fn write(root: &Path, host_binary: &Path, third_parties: &[ThirdParty]) -> a
 /// `wrangler.toml` for the unpacked bundle: the Worker at `worker.js`
 /// beside it, and no build step (the bundle is built).
 fn release_wrangler_toml(text: &str) -> anyhow::Result<String> {
-    let build = "[build]\n# Builds dist/edgeproxy.wasm and transpiles it; wrangler dev and deploy run it first.\ncommand = \"cargo xtask workers\"\n";
-    ensure!(text.contains(build) && text.contains("main = \"workers/worker.js\"\n"), "wrangler.toml changed: update release_wrangler_toml");
-    Ok(text.replace(build, "").replace("main = \"workers/worker.js\"\n", "main = \"worker.js\"\n"))
+    ensure!(text.contains("main = \"workers/worker.js\"\n"), "wrangler.toml's main changed: update release_wrangler_toml");
+    without_build_step(&text.replace("main = \"workers/worker.js\"\n", "main = \"worker.js\"\n"))
+}
+
+/// A wrangler configuration without its `[build]` table (up to the next blank line).
+fn without_build_step(text: &str) -> anyhow::Result<String> {
+    let start = text.find("\n[build]\n").context("a wrangler configuration without [build]: update without_build_step")? + 1;
+    let end = text[start..].find("\n\n").map_or(text.len(), |n| start + n + 2);
+    Ok(format!("{}{}", &text[..start], &text[end..]))
 }
 
 /// `spin.toml` for the unpacked application: the artifact beside it, and
