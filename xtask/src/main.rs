@@ -106,8 +106,22 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
 }
 
+/// Cargo, with the environment a plain `cargo build` in a shell has. `cargo
+/// xtask` runs us with xtask's own CARGO_MANIFEST_DIR, CARGO_PKG_NAME, ...
+/// set, and build scripts that watch those (ring's: `rerun-if-env-changed`)
+/// would see them change between the two and rebuild ring and all above it.
 fn cargo() -> Command {
-    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let set_by_cargo_run = name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_MANIFEST_")
+            || ["CARGO_CRATE_NAME", "CARGO_BIN_NAME", "CARGO_PRIMARY_PACKAGE", "OUT_DIR"].contains(&name.as_ref());
+        if set_by_cargo_run {
+            command.env_remove(name.as_ref());
+        }
+    }
+    command
 }
 
 pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
@@ -258,7 +272,7 @@ fn build_core(root: &Path) -> anyhow::Result<PathBuf> {
     }
     std::fs::create_dir_all(root.join("dist"))?;
     let out = root.join("dist/edgeproxy.wasm");
-    std::fs::write(&out, &component)?;
+    write_if_changed(&out, &component)?;
     eprintln!(
         "xtask: dist/edgeproxy.wasm: {} bytes raw, {} bytes gzip; imports {}",
         component.len(),
@@ -266,6 +280,16 @@ fn build_core(root: &Path) -> anyhow::Result<PathBuf> {
         imports.join(", ")
     );
     Ok(out)
+}
+
+/// Writes `bytes` to `path` unless it already holds them: a build output's
+/// mtime is what the next build checks (host/build.rs relinks the host
+/// when dist/edgeproxy.wasm is touched), so the same bytes keep the old one.
+pub fn write_if_changed(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    if std::fs::read(path).is_ok_and(|old| old == bytes) {
+        return Ok(());
+    }
+    std::fs::write(path, bytes).with_context(|| format!("write {}", path.display()))
 }
 
 /// The component of a wasm32 cdylib built by wit-bindgen: the world it
