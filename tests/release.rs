@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use edgeproxy_testkit::hf::tempdir;
+use edgeproxy_testkit::hub::FakeKohaku;
 use edgeproxy_testkit::workspace_root;
 
 /// Only the system's tools: no `~/.cargo/bin`.
@@ -157,36 +158,114 @@ async fn the_pages_build_output_serves_in_wrangler_pages_dev() {
 /// `ui` in the document, has no UI to give); the gateway's routes run it.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_hub_gateways_web_ui_is_served_as_workers_static_assets() {
-    use edgeproxy_testkit::hub::{ALICE, FakeKohaku, Git};
     if !edgeproxy_testkit::skip::only_on("wasmtime", "the release artifacts do not depend on the suite's host") {
         return;
     }
     let hub = FakeKohaku::start(&[]).await;
     let (dir, top) = unpack("workers");
-    std::fs::create_dir_all(top.join("public/assets")).unwrap();
-    std::fs::write(top.join("public/index.html"), "<!doctype html><div id=app>KOHAKU-UI</div>").unwrap();
-    std::fs::write(top.join("public/assets/index-3f9a2c1b.js"), "console.log('ui')").unwrap();
+    write_web_ui(&top.join("public"));
     let config = std::fs::read_to_string(top.join("hub-gateway.wrangler.toml")).unwrap();
     std::fs::write(top.join("hub-gateway.wrangler.toml"), config.replace("https://hub-api.example.com", &hub.backend)).unwrap();
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     hub.set_base_url(&base).await;
     let _server = Server::start(wrangler_as_a_user(&top, dir.path()).args(["dev", "-c", "hub-gateway.wrangler.toml", "--ip", "127.0.0.1", "--port", &port.to_string()]));
+    serves_the_web_ui_as_static_files(&base).await;
+}
 
+/// The same on Spin: hub-gateway.spin.toml in the application routes the
+/// UI's paths to its static file component, which serves the files it
+/// mounts from `public/`, and the gateway's routes to the core.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_hub_gateways_web_ui_is_served_by_spins_static_file_component() {
+    if !edgeproxy_testkit::skip::only_on("wasmtime", "the release artifacts do not depend on the suite's host") {
+        return;
+    }
+    let Some(spin) = edgeproxy_testkit::host::spin_binary() else {
+        return edgeproxy_testkit::skip::skip("no Spin binary (../shared/tools/spin, EDGEPROXY_SPIN or PATH)");
+    };
+    let hub = FakeKohaku::start(&[]).await;
+    let (dir, top) = unpack("spin");
+    write_web_ui(&top.join("public"));
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    hub.set_base_url(&base).await;
+    let listen = format!("127.0.0.1:{port}");
+    let backend = format!("api_base_url={}", hub.backend);
+    let _server = Server::start(as_a_user(&spin, &top, dir.path(), None).args(["up", "-f", "hub-gateway.spin.toml", "--listen", &listen, "--variable", &backend]));
+    serves_the_web_ui_as_static_files(&base).await;
+    answers_files_as_a_file_server(&base).await;
+}
+
+/// The same on the host: `serve --assets DIR`.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_hub_gateways_web_ui_is_served_from_the_hosts_assets_directory() {
+    if !edgeproxy_testkit::skip::only_on("wasmtime", "the release artifacts do not depend on the suite's host") {
+        return;
+    }
+    let hub = FakeKohaku::start(&[]).await;
+    let (dir, top) = unpack(&host_target());
+    write_web_ui(&top.join("public"));
+    std::fs::write(top.join("hub.toml"), format!("[[route]]\nhost = \"*\"\n\n[route.hub-gateway]\nbackend = \"{}\"\n", hub.backend)).unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    hub.set_base_url(&base).await;
+    let listen = format!("127.0.0.1:{port}");
+    let _server = Server::start(as_a_user(&top.join("edgeproxy"), &top, dir.path(), None).args(["serve", "--config", "hub.toml", "--assets", "public", "--listen", &listen]));
+    serves_the_web_ui_as_static_files(&base).await;
+    answers_files_as_a_file_server(&base).await;
+}
+
+/// A built web UI, as KohakuHub's `dist/` is laid out.
+fn write_web_ui(public: &Path) {
+    std::fs::create_dir_all(public.join("assets")).unwrap();
+    std::fs::write(public.join("index.html"), "<!doctype html><title>KohakuHub</title><div id=app>KOHAKU-UI</div>").unwrap();
+    std::fs::write(public.join("assets/index-3f9a2c1b.js"), "console.log('ui')").unwrap();
+}
+
+/// What every host's static files give: the UI's pages (index.html) and
+/// files from the files, the API and `git clone` through the gateway.
+async fn serves_the_web_ui_as_static_files(base: &str) {
+    use edgeproxy_testkit::hub::{ALICE, Git};
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
-    first_answer(&client, &base).await;
+    first_answer(&client, base).await;
     for page in ["/", "/alice/public-model", "/models/alice/public-model", "/settings"] {
         let r = client.get(format!("{base}{page}")).send().await.unwrap();
         assert_eq!(r.status(), 200, "{page}");
-        assert!(r.text().await.unwrap().contains("KOHAKU-UI"), "{page}: the UI's index.html, from the assets");
+        assert!(r.text().await.unwrap().contains("KOHAKU-UI"), "{page}: the UI's index.html, from the files");
     }
     let script = client.get(format!("{base}/assets/index-3f9a2c1b.js")).send().await.unwrap();
+    assert!(script.headers()["content-type"].to_str().unwrap().contains("javascript"));
     assert_eq!(script.text().await.unwrap(), "console.log('ui')");
     let api = client.get(format!("{base}/api/whoami-v2")).bearer_auth(ALICE.1).send().await.unwrap();
-    assert_eq!(api.status(), 200, "the API, through the Worker, from API_BASE_URL's backend");
-    let work = tempdir::Dir::new("hub-assets-git");
+    assert_eq!(api.status(), 200, "the API, through the gateway, from the backend it was given");
+    let work = tempdir::Dir::new("hub-static-git");
     Git::new().run(&["clone", &format!("{base}/alice/public-model.git"), "repo"], work.path()).unwrap();
-    assert!(work.path().join("repo/.git").exists(), "git through the Worker");
+    assert!(work.path().join("repo/.git").exists(), "git through the gateway");
+}
+
+/// What our own file servers (the host's `--assets`, Spin's component)
+/// answer as the core's web UI does (tests/hub_gateway.rs): caching by
+/// name, revalidation, a JSON 404 for a missing file, GET and HEAD only.
+async fn answers_files_as_a_file_server(base: &str) {
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let page = client.get(format!("{base}/models/alice/public-model")).send().await.unwrap();
+    assert_eq!((page.headers()["content-type"].to_str().unwrap(), page.headers()["cache-control"].to_str().unwrap()), ("text/html; charset=utf-8", "no-cache"));
+    let script = client.get(format!("{base}/assets/index-3f9a2c1b.js")).send().await.unwrap();
+    assert_eq!(script.headers()["cache-control"], "public, max-age=31536000, immutable");
+    let etag = script.headers()["etag"].to_str().unwrap().to_owned();
+    let again = client.get(format!("{base}/assets/index-3f9a2c1b.js")).header("if-none-match", &etag).send().await.unwrap();
+    assert_eq!(again.status(), 304);
+    let head = client.head(format!("{base}/assets/index-3f9a2c1b.js")).send().await.unwrap();
+    assert_eq!(head.status(), 200);
+    let missing = client.get(format!("{base}/assets/gone-00000000.js")).send().await.unwrap();
+    assert_eq!((missing.status().as_u16(), missing.headers()["x-error-code"].to_str().unwrap()), (404, "not_found"), "a missing file is a 404, never the index");
+    let body: serde_json::Value = missing.json().await.unwrap();
+    assert_eq!(body["error"], "not_found");
+    let post = client.post(format!("{base}/settings")).send().await.unwrap();
+    assert_eq!((post.status().as_u16(), post.headers().get("allow").and_then(|v| v.to_str().ok())), (405, Some("GET, HEAD")));
+    let escape = client.get(format!("{base}/assets/..%2f..%2fhub.toml")).send().await.unwrap();
+    assert_eq!(escape.status(), 404, "no path leaves the directory");
 }
 
 /// wrangler, from the repository's node_modules, with only Node (the npm

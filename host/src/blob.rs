@@ -553,10 +553,11 @@ pub(crate) fn header(header: &Header) -> Vec<u8> {
     header
 }
 
-/// `count` bytes of `file` from `offset`, as a streamed body: read
+/// `count` bytes of `file` from `offset`, as a streamed body (kept objects,
+/// and `--assets`' files): read
 /// [`FILE_CHUNK`] at a time on the blocking pool, the next read under way
 /// while a chunk is sent.
-fn file_body(file: std::fs::File, offset: u64, count: u64) -> HostBody {
+pub fn file_body(file: std::fs::File, offset: u64, count: u64) -> HostBody {
     let file = Arc::new(file);
     let first = (count > 0).then(|| read_chunk(&file, offset, count));
     let chunks = futures_util::stream::try_unfold((file, first, offset, count), |(file, pending, offset, left)| async move {

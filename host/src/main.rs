@@ -4,6 +4,7 @@
 
 // The host in layers: a module uses only modules in layers below its own
 // (`the_host_imports_only_downwards` checks it). ARCHITECTURE.md, "host/".
+mod assets;
 mod blob;
 mod body;
 mod framing;
@@ -151,6 +152,12 @@ struct ServeArgs {
     /// /readyz) on this address, apart from client traffic. Off without it.
     #[arg(long, value_name = "ADDRESS")]
     admin_listen: Option<SocketAddr>,
+    /// hub-gateway's web UI as static files from this directory (the built
+    /// UI, its index.html at the top), as Workers Static Assets serves it:
+    /// the gateway's own routes go to the component, every other path is a
+    /// file here, or index.html for the app's routes.
+    #[arg(long, value_name = "DIR")]
+    assets: Option<PathBuf>,
     #[command(flatten)]
     limits: LimitArgs,
     /// Make the key-value store fail or be slow (for testing how apps degrade).
@@ -335,7 +342,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(address) => Some(tokio::net::TcpListener::bind(address).await.with_context(|| format!("cannot listen on {address} (--admin-listen)"))?),
         None => None,
     };
-    eprintln!("edgeproxy: serving {name} on {scheme}://{}", listener.local_addr()?);
+    // The listener's own scheme: `--scheme https` names what clients use in
+    // front of a TLS terminator, not what this socket speaks.
+    let listening = if tls.is_some() { "https" } else { "http" };
+    if scheme == listening {
+        eprintln!("edgeproxy: serving {name} on {listening}://{}", listener.local_addr()?);
+    } else {
+        eprintln!("edgeproxy: serving {name} on {listening}://{} (clients reach it as {scheme}, through a TLS terminator)", listener.local_addr()?);
+    }
+    if let Some(dir) = &args.assets {
+        ensure!(dir.is_dir(), "--assets {}: not a directory", dir.display());
+        if !dir.join("index.html").is_file() {
+            eprintln!("edgeproxy: WARNING: --assets {} has no index.html: the web UI's pages will answer 502 ui_missing", dir.display());
+        }
+        eprintln!("edgeproxy: the web UI from {}, for every path but hub-gateway's own routes", dir.display());
+    }
     if let Some(admin) = admin {
         eprintln!("edgeproxy: metrics and health checks on http://{}", admin.local_addr()?);
         let shared = runtime.shared().clone();
@@ -355,7 +376,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     });
     let metrics = runtime.shared().metrics.clone();
-    server::serve(listener, runtime, server::ServerOptions { scheme, tls, limits: args.limits.server(), log_format: args.log_format, metrics }, shutdown).await
+    let front = Arc::new(assets::WithAssets { dir: args.assets.clone(), inner: runtime });
+    server::serve(listener, front, server::ServerOptions { scheme, tls, limits: args.limits.server(), log_format: args.log_format, metrics }, shutdown).await
 }
 
 /// `serve` starts only with a document `edgeproxy check` passes, each

@@ -140,7 +140,7 @@ pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
 fn test(extra: &[String]) -> anyhow::Result<()> {
     let host_binary = root().join(format!("target/{TEST_HOST_PROFILE}/edgeproxy"));
     let workspace_tests = |cmd: &mut Command| {
-        cmd.args(["test", "--workspace", "--exclude", "xtask", "--exclude", "edgeproxy-spin-services", "--exclude", "edgeproxy-spin-front", "--exclude", "edgeproxy-probe"])
+        cmd.args(["test", "--workspace", "--exclude", "xtask", "--exclude", "edgeproxy-spin-services", "--exclude", "edgeproxy-spin-front", "--exclude", "edgeproxy-spin-static-files", "--exclude", "edgeproxy-probe"])
             .args(["--exclude", "edgeproxy-bench-spin-proxy"])
             .args(["--exclude", "edgeproxy-host", "--exclude", "edgeproxy-fuzz", "--lib", "--bins", "--tests"])
             .env("EDGEPROXY_BIN", &host_binary);

@@ -10,7 +10,8 @@
 //!   connect the repository to Pages, output directory `public`, no build
 //!   command) or `npx wrangler pages dev`/`deploy`;
 //! - `edgeproxy-<version>-spin.tar.gz`: `spin.toml` and the composed
-//!   `edgeproxy-spin.wasm` (`spin up`, `spin registry push`);
+//!   `edgeproxy-spin.wasm` (`spin up`, `spin registry push`), and
+//!   `hub-gateway.spin.toml` with the web UI's static file component;
 //! - `edgeproxy-<version>-<target>.tar.gz`: the host binary, the component
 //!   embedded (`./edgeproxy serve`);
 //! - `SHA256SUMS` over them.
@@ -47,7 +48,7 @@ const ALLOWED_LICENCES: &[&str] = &[
 
 /// The workspace's packages whose code ships in an artifact (the rest are
 /// tests, benchmarks and build tools).
-const SHIPPED: &[&str] = &["edgeproxy", "edgeproxy-host", "edgeproxy-signing", "edgeproxy-spin-services", "edgeproxy-spin-front"];
+const SHIPPED: &[&str] = &["edgeproxy", "edgeproxy-host", "edgeproxy-signing", "edgeproxy-spin-services", "edgeproxy-spin-front", "edgeproxy-spin-static-files", "edgeproxy-static-site"];
 
 /// The npm package whose generated glue is bundled into the Worker.
 const BUNDLED_NPM: &[&str] = &["@bytecodealliance/jco"];
@@ -153,7 +154,8 @@ fn notices(third_parties: &[ThirdParty]) -> String {
 }
 
 /// Writes `dist/release/` from what the build made: the host binary at
-/// `host_binary`, `dist/edgeproxy-spin.wasm` and `workers/build/`.
+/// `host_binary`, `dist/edgeproxy-spin.wasm` (and the static file
+/// component beside it) and `workers/build/`.
 pub fn write(root: &Path, host_binary: &Path, third_parties: &[ThirdParty]) -> anyhow::Result<PathBuf> {
     let version = env!("CARGO_PKG_VERSION");
     let out = root.join("dist/release");
@@ -196,9 +198,12 @@ pub fn write(root: &Path, host_binary: &Path, third_parties: &[ThirdParty]) -> a
     pages.extend(built.into_iter().map(|(path, bytes, mode)| (format!("public/_worker.js/{path}"), bytes, mode)));
     common(&mut pages)?;
 
+    let spin_manifest = |path: &str| -> anyhow::Result<Vec<u8>> { Ok(release_spin_manifest(&std::fs::read_to_string(root.join(path))?)?.into_bytes()) };
     let mut spin = vec![
-        ("spin.toml".to_owned(), release_spin_toml(&std::fs::read_to_string(root.join("spin.toml"))?)?.into_bytes(), 0o644),
+        ("spin.toml".to_owned(), spin_manifest("spin.toml")?, 0o644),
+        ("hub-gateway.spin.toml".to_owned(), spin_manifest("spin/hub-gateway.spin.toml")?, 0o644),
         ("edgeproxy-spin.wasm".to_owned(), std::fs::read(root.join("dist/edgeproxy-spin.wasm")).context("build dist/edgeproxy-spin.wasm first")?, 0o644),
+        ("edgeproxy-static-files.wasm".to_owned(), std::fs::read(root.join(crate::spin::STATIC_FILES)).context("build it first: cargo xtask spin")?, 0o644),
         ("README.md".to_owned(), include_bytes!("package/spin-README.md").to_vec(), 0o644),
     ];
     common(&mut spin)?;
@@ -239,13 +244,13 @@ fn without_build_step(text: &str) -> anyhow::Result<String> {
     Ok(format!("{}{}", &text[..start], &text[end..]))
 }
 
-/// `spin.toml` for the unpacked application: the artifact beside it, and
-/// no build step.
-fn release_spin_toml(text: &str) -> anyhow::Result<String> {
-    let (before, build) = text.split_once("\n[component.edgeproxy.build]\n").context("spin.toml has no [component.edgeproxy.build]: update release_spin_toml")?;
+/// A Spin manifest for the unpacked application: its components' `.wasm`
+/// beside it (`dist/X` or `../dist/X` becomes `X`), and no build step.
+fn release_spin_manifest(text: &str) -> anyhow::Result<String> {
+    let (before, build) = text.split_once("\n[component.edgeproxy.build]\n").context("a Spin manifest without [component.edgeproxy.build]: update release_spin_manifest")?;
     let after = build.split_once("\n[").map(|(_, rest)| format!("\n[{rest}")).unwrap_or_default();
-    ensure!(before.contains("source = \"dist/edgeproxy-spin.wasm\"\n"), "spin.toml's source changed: update release_spin_toml");
-    Ok(format!("{}\n{after}", before.replace("source = \"dist/edgeproxy-spin.wasm\"\n", "source = \"edgeproxy-spin.wasm\"\n")))
+    ensure!(before.contains("source = \"dist/") || before.contains("source = \"../dist/"), "a Spin manifest's sources moved out of dist/: update release_spin_manifest");
+    Ok(format!("{}\n{after}", before.replace("source = \"../dist/", "source = \"").replace("source = \"dist/", "source = \"")))
 }
 
 /// The host's target triple (`rustc -vV`), which names the binary's tarball.

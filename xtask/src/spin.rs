@@ -39,18 +39,27 @@ pub fn build_with_document(root: &Path, core: &Path, document: &str, out: &Path)
 /// between the Spin adapters, written to `out`.
 pub fn compose_artifact(root: &Path, core: Vec<u8>, out: &Path) -> anyhow::Result<()> {
     crate::ensure_target(ADAPTER_TARGET)?;
-    run(cargo().args(["build", "--package", "edgeproxy-spin-services", "--package", "edgeproxy-spin-front", "--release", "--target", ADAPTER_TARGET]))?;
+    run(cargo().args(["build", "--package", "edgeproxy-spin-services", "--package", "edgeproxy-spin-front", "--package", "edgeproxy-spin-static-files", "--release", "--target", ADAPTER_TARGET]))?;
     let adapter = |name: &str| -> anyhow::Result<Vec<u8>> {
         let path = root.join(format!("target/{ADAPTER_TARGET}/release/{name}.wasm"));
         std::fs::read(&path).with_context(|| format!("read {}", path.display()))
     };
     let (services, front) = (adapter("edgeproxy_spin_services")?, adapter("edgeproxy_spin_front")?);
-    let composed = compose(services, core, front)?;
+    write_for_spin(root, &compose(services, core, front)?, out)?;
+    // spin/hub-gateway.spin.toml's web UI component, beside it.
+    write_for_spin(root, &adapter("edgeproxy_spin_static_files")?, &root.join(STATIC_FILES))
+}
 
-    let imports = edgeproxy_testkit::spin::check_spin_imports(&composed, &root.join("spin/wit"))
+/// spin/hub-gateway.spin.toml's static file component for the web UI.
+pub const STATIC_FILES: &str = "dist/edgeproxy-static-files.wasm";
+
+/// `component` at `out`, once it is known to link on Spin 4.0.x; an
+/// unchanged file is left alone (its mtime would rebuild what depends on it).
+fn write_for_spin(root: &Path, component: &[u8], out: &Path) -> anyhow::Result<()> {
+    let imports = edgeproxy_testkit::spin::check_spin_imports(component, &root.join("spin/wit"))
         .map_err(|problems| anyhow::anyhow!("{} would not link on Spin 4.0.x: {problems}", out.display()))?;
-    std::fs::write(out, &composed)?;
-    eprintln!("xtask: {}: {} bytes raw, {} bytes gzip; imports {}", out.display(), composed.len(), gzip_len(&composed), imports.join(", "));
+    crate::write_if_changed(out, component)?;
+    eprintln!("xtask: {}: {} bytes raw, {} bytes gzip; imports {}", out.display(), component.len(), gzip_len(component), imports.join(", "));
     Ok(())
 }
 

@@ -157,13 +157,6 @@ fn destination(o: &Options, path: &str) -> Destination {
     }
 }
 
-/// The paths the gateway answers itself, as Workers Static Assets'
-/// `run_worker_first` patterns (`*`: any characters, `/` among them): every
-/// other path is the web UI, which the platform serves as static files
-/// without running the Worker (workers/hub-gateway.wrangler.toml).
-pub const GATEWAY_ROUTES: &[&str] =
-    &["/api", "/api/*", "/org", "/org/*", "/admin/api", "/admin/api/*", "/health", "/_ui", "/_ui/*", "/_objects/*", "/*.git/*", "/*/*/resolve/*"];
-
 /// Where LFS object hrefs come back through the gateway.
 const OBJECTS: &str = "/_objects";
 
@@ -350,30 +343,19 @@ impl HubGateway<'_> {
 mod tests {
     use super::*;
 
-    /// Workers' route patterns: `*` is any run of characters, `/` included.
-    fn glob_matches(pattern: &str, path: &str) -> bool {
-        match pattern.split_once('*') {
-            None => pattern == path,
-            Some((head, tail)) => path.strip_prefix(head).is_some_and(|rest| (0..=rest.len()).filter(|&i| rest.is_char_boundary(i)).any(|i| glob_matches(tail, &rest[i..]))),
-        }
-    }
-
+    /// Where the platform's static files (static-site's routes) and the
+    /// gateway's own routing agree: a path is the web UI's in both or in neither.
     #[test]
-    fn the_gateways_own_routes_run_the_worker_first_and_the_web_ui_is_static() {
+    fn the_gateways_own_routes_are_those_the_platforms_static_files_leave_to_it() {
         let o = options("lfs_hrefs = \"gateway\"\nobject_store = \"http://s3.internal:9000/hub\"");
         let gateway = ["/api/whoami-v2", "/api", "/org/acme/members", "/admin/api/stats", "/alice/m.git/info/refs", "/alice/m.git/info/lfs/objects/batch", "/alice/m/resolve/main/w.bin", "/models/alice/m/resolve/main/w.bin", "/_objects/hub/lfs/ab"];
         let web_ui = ["/", "/alice/m", "/models/alice/m", "/assets/index-3f9a2c1b.js", "/settings", "/alice/m/blob/main/README.md", "/alice/m/tree/main/dir"];
-        let worker_first = |path: &str| GATEWAY_ROUTES.iter().any(|p| glob_matches(p, path));
         for path in gateway {
-            assert!(!matches!(destination(&o, path), Destination::Ui(_)) && worker_first(path), "{path}: the gateway's");
+            assert!(!matches!(destination(&o, path), Destination::Ui(_)) && edgeproxy_static_site::is_hub_gateway_route(path), "{path}: the gateway's");
         }
         for path in web_ui {
-            assert!(matches!(destination(&o, path), Destination::Ui(_)) && !worker_first(path), "{path}: the web UI's");
+            assert!(matches!(destination(&o, path), Destination::Ui(_)) && !edgeproxy_static_site::is_hub_gateway_route(path), "{path}: the web UI's");
         }
-        assert!(worker_first("/health") && worker_first("/_ui/index.html"), "the gateway's own endpoints");
-        let wrangler: toml::Value = toml::from_str(include_str!("../../../workers/hub-gateway.wrangler.toml")).unwrap();
-        let listed: Vec<&str> = wrangler["assets"]["run_worker_first"].as_array().unwrap().iter().filter_map(|p| p.as_str()).collect();
-        assert_eq!(listed, GATEWAY_ROUTES, "workers/hub-gateway.wrangler.toml lists these routes");
     }
 
     fn options(extra: &str) -> Options {

@@ -5,6 +5,8 @@
 //! correct `Content-Type` whatever the store said, and content-hashed assets
 //! are cached for a year.
 
+use edgeproxy_static_site::{cache_control, content_type};
+pub use edgeproxy_static_site::Page;
 use serde::{Deserialize, Serialize};
 
 use crate::platform::{Body, Headers, Platform, ReadOutcome, Request, Response, header, read_up_to};
@@ -42,27 +44,6 @@ pub fn is_upload(path: &str) -> bool {
 pub fn for_frontend(headers: &mut Headers) {
     const PASSED: &[&str] = &["accept", "accept-encoding", "if-none-match", "if-modified-since", "range", "user-agent"];
     headers.retain(|(n, _)| PASSED.contains(&n.as_str()));
-}
-
-/// The file a web UI request is answered with.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Page {
-    /// `/index.html`, `/assets/index-3f9a2c1b.js`, ...
-    pub file: String,
-    /// The request named no file: the single-page app's fallback.
-    pub fallback: bool,
-}
-
-impl Page {
-    /// A path whose last segment has no `.` is a route of the app, not a file.
-    pub fn of(path: &str) -> Page {
-        let last = path.rsplit('/').next().unwrap_or_default();
-        if last.contains('.') {
-            Page { file: path.to_owned(), fallback: false }
-        } else {
-            Page { file: "/index.html".into(), fallback: true }
-        }
-    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -191,83 +172,4 @@ fn kv_key(file: &str) -> String {
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// `index.html` is revalidated every time (it names the current assets);
-/// a file with a content hash in its name never changes.
-fn cache_control(file: &str) -> &'static str {
-    if file == "/index.html" {
-        "no-cache"
-    } else if is_content_hashed(file) {
-        "public, max-age=31536000, immutable"
-    } else {
-        "public, max-age=300"
-    }
-}
-
-/// `index-3f9a2c1b.js`, `index.BXk2j3Ld.css`: the last `-`/`.` part of the
-/// name before its extension is 8+ letters and digits with a digit in it.
-fn is_content_hashed(file: &str) -> bool {
-    let name = file.rsplit('/').next().unwrap_or_default();
-    let Some((stem, _ext)) = name.rsplit_once('.') else { return false };
-    let Some((_, hash)) = stem.rsplit_once(['-', '.']) else { return false };
-    hash.len() >= 8 && hash.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') && hash.bytes().any(|b| b.is_ascii_digit())
-}
-
-/// What a built web app ships, by extension.
-fn content_type(file: &str) -> &'static str {
-    let ext = file.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default();
-    match ext.as_str() {
-        "html" | "htm" => "text/html; charset=utf-8",
-        "js" | "mjs" => "text/javascript; charset=utf-8",
-        "css" => "text/css; charset=utf-8",
-        "json" | "map" => "application/json",
-        "webmanifest" => "application/manifest+json",
-        "txt" => "text/plain; charset=utf-8",
-        "xml" => "application/xml",
-        "svg" => "image/svg+xml",
-        "png" => "image/png",
-        "jpg" | "jpeg" => "image/jpeg",
-        "gif" => "image/gif",
-        "webp" => "image/webp",
-        "avif" => "image/avif",
-        "ico" => "image/x-icon",
-        "woff" => "font/woff",
-        "woff2" => "font/woff2",
-        "ttf" => "font/ttf",
-        "otf" => "font/otf",
-        "wasm" => "application/wasm",
-        "pdf" => "application/pdf",
-        "mp4" => "video/mp4",
-        "webm" => "video/webm",
-        _ => "application/octet-stream",
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn paths_without_a_file_name_fall_back_to_the_app() {
-        assert_eq!(Page::of("/"), Page { file: "/index.html".into(), fallback: true });
-        assert_eq!(Page::of("/models/alice/m/blob/main"), Page { file: "/index.html".into(), fallback: true });
-        assert_eq!(Page::of("/assets/index-3f9a2c1b.js"), Page { file: "/assets/index-3f9a2c1b.js".into(), fallback: false });
-    }
-
-    #[test]
-    fn hashed_assets_are_immutable_and_the_index_is_revalidated() {
-        assert_eq!(cache_control("/assets/index-3f9a2c1b.js"), "public, max-age=31536000, immutable");
-        assert_eq!(cache_control("/assets/index.BXk2j3Ld.css"), "public, max-age=31536000, immutable");
-        assert_eq!(cache_control("/index.html"), "no-cache");
-        assert_eq!(cache_control("/favicon.svg"), "public, max-age=300");
-        assert_eq!(cache_control("/assets/my-favorites.js"), "public, max-age=300");
-    }
-
-    #[test]
-    fn content_types_come_from_the_extension() {
-        assert_eq!(content_type("/assets/a.JS"), "text/javascript; charset=utf-8");
-        assert_eq!(content_type("/favicon.svg"), "image/svg+xml");
-        assert_eq!(content_type("/x.unknown"), "application/octet-stream");
-    }
 }
