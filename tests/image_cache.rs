@@ -67,6 +67,11 @@ async fn the_originals_urls_answer_an_image_of_that_size_generated_once() {
     assert_eq!(header(&revalidated, "etag"), etag);
     assert!(revalidated.bytes().await.unwrap().is_empty());
 
+    let jpeg_only = client().get(host.url("/800x600/sunglasses-sloth")).header("accept", "image/jpeg").send().await.unwrap();
+    assert_eq!(header(&jpeg_only, "content-type"), "image/jpeg", "a client that takes only JPEG gets no PNG original");
+    assert_ne!(header(&jpeg_only, "etag"), etag, "another representation, another ETag");
+    assert_eq!(image_info(&jpeg_only.bytes().await.unwrap()), (800, 600, image::ImageFormat::Jpeg));
+
     let head = client().head(host.url("/800x600/sunglasses-sloth")).send().await.unwrap();
     assert_eq!((head.status().as_u16(), header(&head, "content-length")), (200, bytes.len().to_string().as_str()));
     assert_eq!(header(&head, "etag"), etag);
@@ -371,6 +376,11 @@ async fn signed_generation_and_redo_need_a_valid_signature() {
     assert_eq!((r.status().as_u16(), header(&r, "x-image-source")), (200, "generated"));
     let r = get(&host, "/120x90/signed-owl?width=60").await;
     assert_eq!((r.status().as_u16(), header(&r, "x-image-source")), (200, "stored"), "stored images need no signature");
+
+    let with_options = signed("/120x90/signed-fox?width=60&format=png", secret);
+    assert!(with_options.starts_with("/120x90/signed-fox?width=60&format=png&expires="), "{with_options}");
+    let r = get(&host, &with_options).await;
+    assert_eq!((r.status().as_u16(), header(&r, "x-image-source")), (200, "generated"), "a signed URL keeps the image's options");
 
     expect_error(get(&host, "/120x90/signed-owl?redo").await, 403, "signature_required").await;
     let r = get(&host, &format!("{url}&redo")).await;

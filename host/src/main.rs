@@ -440,13 +440,28 @@ async fn serve_spin(args: SpinArgs) -> anyhow::Result<()> {
 }
 
 fn sign(path: &str, secret: &str, expires_in: u64) -> anyhow::Result<()> {
-    use edgeproxy_signing as sign;
     let var = runtime::secret_env_var(secret);
     let key = std::env::var(&var).with_context(|| format!("set {var} to the signing secret (the value the server has for {secret:?})"))?;
-    let canonical = sign::canonical_path(path).with_context(|| format!("{path:?} is not an image path like /800x600/sunglasses-sloth"))?;
     let expires = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() + expires_in;
-    println!("{canonical}?{}", sign::query(key.as_bytes(), &canonical, expires));
+    println!("{}", signed_url(path, key.as_bytes(), expires)?);
     Ok(())
+}
+
+/// `path` with its signature in the query: the image's own options kept
+/// before it (`/800x600/x?width=200` gives `...?width=200&expires=...`),
+/// and a route's prefix (`/_zoo/800x600/x`) kept in front but left out of
+/// what is signed, as the server checks it.
+fn signed_url(path: &str, key: &[u8], expires: u64) -> anyhow::Result<String> {
+    use edgeproxy_signing as sign;
+    let (path_only, options) = path.split_once('?').unwrap_or((path, ""));
+    let segments: Vec<&str> = path_only.split('/').filter(|s| !s.is_empty()).collect();
+    let not_an_image = || anyhow::anyhow!("{path:?} is not an image path like /800x600/sunglasses-sloth (or /_zoo/800x600/sunglasses-sloth under a route's prefix)");
+    let split = segments.len().checked_sub(2).ok_or_else(not_an_image)?;
+    let (prefix, image) = segments.split_at(split);
+    let canonical = sign::canonical_path(&image.join("/")).ok_or_else(not_an_image)?;
+    let prefix: String = prefix.iter().map(|s| format!("/{s}")).collect();
+    let options: String = options.split('&').filter(|o| !o.is_empty() && !o.starts_with("expires=") && !o.starts_with("sig=")).map(|o| format!("{o}&")).collect();
+    Ok(format!("{prefix}{canonical}?{options}{}", sign::query(key, &canonical, expires)))
 }
 
 /// Resolves on SIGINT or SIGTERM. The handlers are installed when this is
@@ -526,14 +541,26 @@ const LAYERS: &[&[&str]] = &[
     &["blob", "prefetch"],
     // The HTTP server: connections, threads, drain, request URLs and ids, the log; nothing of the guest.
     &["server"],
-    // The engine: the component's bindings, its pool and compile cache, the imports (`serve`).
-    &["runtime"],
+    // The engine: the component's bindings, its pool and compile cache, the imports (`serve`);
+    // beside it, the web UI's files served in front of it (`serve --assets`).
+    &["runtime", "assets"],
     // Spin's mode (`spin`): wasi:http and Spin's interfaces, on the runtime's loading and limits.
     &["spin"],
 ];
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn a_signed_url_keeps_the_images_options_and_the_routes_prefix_outside_the_signature() {
+        let query = edgeproxy_signing::query(b"k", "/800x600/x", 2000);
+        assert_eq!(signed_url("/800x600/x", b"k", 2000).unwrap(), format!("/800x600/x?{query}"));
+        assert_eq!(signed_url("/800x600/x?width=200", b"k", 2000).unwrap(), format!("/800x600/x?width=200&{query}"));
+        assert_eq!(signed_url("/_zoo/800X600/X?width=200&format=webp", b"k", 2000).unwrap(), format!("/_zoo/800x600/x?width=200&format=webp&{query}"));
+        assert!(signed_url("/800x600", b"k", 2000).unwrap_err().to_string().contains("/_zoo/800x600"));
+    }
+
     #[test]
     fn sizes_are_bytes_or_binary_multiples() {
         assert_eq!(super::parse_size("1048576"), Ok(1 << 20));

@@ -413,7 +413,7 @@ impl ImageCache<'_> {
         let padded_transparent = transform.fit == Some(Fit::Pad) && transform.background.is_some_and(|b| b[3] < 255);
         let kind = transform::output_kind(format, alpha || padded_transparent, accept);
         let untouched = *transform == Transform::default() && (ow, oh) == (placeholder.width, placeholder.height);
-        let as_stored = untouched && (meta.content_type != Kind::Webp.mime() || transform::accepts(accept, "image/webp"));
+        let as_stored = untouched && transform::takes_as_is(accept, &meta.content_type);
         let negotiated = format == Format::Auto;
         let sha256 = original.manifest().sha256.clone();
         let name = format!("{sha256}|{}|{}|{kind:?}|{PIPELINE_VERSION}", base.canonical(), transform.canonical());

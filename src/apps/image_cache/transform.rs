@@ -95,19 +95,45 @@ pub fn output_kind(format: Format, has_alpha: bool, accept: &str) -> Kind {
     }
 }
 
+/// Whether a client with this `Accept` takes an image of type `mime` as it
+/// is: named, or for PNG and JPEG (which every image client decodes) under
+/// `image/*`, `*/*` or no `Accept` at all, unless named with `q=0`. WebP
+/// only when named: an old browser's `image/*` does not mean it decodes WebP.
+pub fn takes_as_is(accept: &str, mime: &str) -> bool {
+    match named(accept, mime) {
+        Some(weighted) => weighted,
+        None => mime != Kind::Webp.mime() && (accept.trim().is_empty() || accepts(accept, "image/*") || accepts(accept, "*/*")),
+    }
+}
+
 /// Whether an `Accept` header names `mime` with a non-zero weight.
 pub fn accepts(accept: &str, mime: &str) -> bool {
-    accept.split(',').any(|item| {
+    named(accept, mime) == Some(true)
+}
+
+/// `Some(weight > 0)` if `Accept` names `mime`, `None` if it does not.
+fn named(accept: &str, mime: &str) -> Option<bool> {
+    accept.split(',').find_map(|item| {
         let mut parts = item.split(';').map(str::trim);
         let name = parts.next().unwrap_or_default();
         let refused = parts.any(|p| p.strip_prefix("q=").and_then(|q| q.parse::<f32>().ok()).is_some_and(|q| q == 0.0));
-        name.eq_ignore_ascii_case(mime) && !refused
+        name.eq_ignore_ascii_case(mime).then_some(!refused)
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stored_original_goes_as_it_is_only_to_a_client_that_takes_its_type() {
+        let chromium = "image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8";
+        assert!(takes_as_is(chromium, "image/png") && takes_as_is(chromium, "image/webp"));
+        assert!(takes_as_is("*/*", "image/png") && takes_as_is("", "image/jpeg"));
+        assert!(!takes_as_is("image/jpeg", "image/png"), "a JPEG-only client gets no PNG");
+        assert!(!takes_as_is("image/*", "image/webp") && !takes_as_is("*/*", "image/webp"), "WebP only when named");
+        assert!(!takes_as_is("image/png;q=0, */*", "image/png"), "refused by name");
+    }
 
     #[test]
     fn the_output_size_cap_names_the_option_that_broke_it() {
