@@ -6,7 +6,7 @@
 
 use edgeproxy_testkit::browser::chromium_dom;
 use edgeproxy_testkit::hf::tempdir;
-use edgeproxy_testkit::images::{FakeReplicate, TOKEN, reference};
+use edgeproxy_testkit::images::{FakeReplicate, TOKEN, libwebp_bytes, reference};
 use edgeproxy_testkit::Host;
 use serde_json::Value;
 
@@ -175,16 +175,39 @@ async fn transforms_match_pillow_within_stated_tolerances() {
     assert_eq!((image_info(&auto).0, image_info(&auto).1), (100, 300));
 }
 
+/// What browsers send for an `<img>` (Chromium 131, Firefox 133, Safari 18) and curl.
+const CHROMIUM: &str = "image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8";
+const FIREFOX: &str = "image/avif,image/webp,image/png,image/svg+xml,image/*;q=0.8,*/*;q=0.5";
+const SAFARI: &str = "image/webp,image/avif,image/jxl,image/heic,image/heic-sequence,video/*;q=0.8,image/png,image/svg+xml,image/*;q=0.8,*/*;q=0.5";
+const CURL: &str = "*/*";
+
+/// The chunks of a WebP file after `RIFF....WEBP`: `VP8 ` is lossy, `VP8L` lossless.
+fn webp_chunks(bytes: &[u8]) -> Vec<String> {
+    assert!(bytes.len() >= 12 && &bytes[..4] == b"RIFF" && &bytes[8..12] == b"WEBP", "a WebP file");
+    let (mut chunks, mut at) = (Vec::new(), 12);
+    while at + 8 <= bytes.len() {
+        chunks.push(String::from_utf8_lossy(&bytes[at..at + 4]).into_owned());
+        let len = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
+        at += 8 + len + (len & 1);
+    }
+    chunks
+}
+
 #[tokio::test]
 async fn formats_are_what_was_asked_or_what_accept_allows() {
     let host = Host::start(&zoo("generation = \"open\"")).await;
+    let transparent = "width=100&fit=pad&height=300&background=transparent";
     for (query, accept, format, vary) in [
-        ("format=jpeg&quality=70", "*/*", image::ImageFormat::Jpeg, ""),
-        ("format=png", "*/*", image::ImageFormat::Png, ""),
-        ("format=webp", "*/*", image::ImageFormat::WebP, ""),
-        ("width=100", "image/avif,image/webp,*/*", image::ImageFormat::Jpeg, "Accept"),
-        ("width=100&fit=pad&height=300&background=transparent", "image/webp,*/*", image::ImageFormat::WebP, "Accept"),
-        ("width=100&fit=pad&height=300&background=transparent", "image/png,*/*", image::ImageFormat::Png, "Accept"),
+        ("format=jpeg&quality=70", CURL, image::ImageFormat::Jpeg, ""),
+        ("format=png", CURL, image::ImageFormat::Png, ""),
+        ("format=webp", CURL, image::ImageFormat::WebP, ""),
+        ("width=100", CHROMIUM, image::ImageFormat::WebP, "Accept"),
+        ("width=100", FIREFOX, image::ImageFormat::WebP, "Accept"),
+        ("width=100", SAFARI, image::ImageFormat::WebP, "Accept"),
+        ("width=100", CURL, image::ImageFormat::Jpeg, "Accept"),
+        ("width=100", "image/jpeg", image::ImageFormat::Jpeg, "Accept"),
+        (transparent, CHROMIUM, image::ImageFormat::WebP, "Accept"),
+        (transparent, "image/png,*/*", image::ImageFormat::Png, "Accept"),
     ] {
         let r = client().get(host.url(&format!("/320x240/format-fox?{query}"))).header("accept", accept).send().await.unwrap();
         assert_eq!(r.status(), 200, "{query}");
@@ -194,11 +217,65 @@ async fn formats_are_what_was_asked_or_what_accept_allows() {
         let (_, _, actual) = image_info(&bytes);
         assert_eq!(actual, format, "{query} with Accept {accept}");
         assert_eq!(content_type, actual.to_mime_type(), "Content-Type from the bytes sent");
+        if actual == image::ImageFormat::WebP {
+            assert!(webp_chunks(&bytes).contains(&"VP8 ".to_owned()), "{query} with Accept {accept}: lossy WebP, {:?}", webp_chunks(&bytes));
+        }
     }
+    let lossless = get(&host, "/320x240/format-fox?format=webp&quality=100").await.bytes().await.unwrap();
+    assert_eq!(webp_chunks(&lossless), ["VP8L"], "quality=100 is lossless, as on Cloudflare");
     // A variant is stored once and then served from key-value.
     let first = get(&host, "/320x240/format-fox?width=64").await;
     let second = get(&host, "/320x240/format-fox?width=64").await;
     assert_eq!((header(&first, "x-cache"), header(&second, "x-cache")), ("MISS", "HIT"));
+}
+
+/// Our lossy WebP of a photograph against Pillow's: decoded, within a
+/// stated distance of Pillow's own resize of the same source, and no more
+/// than 1.3x the bytes of Pillow's (libwebp's) WebP of the same pixels at
+/// the same quality.
+#[tokio::test]
+async fn lossy_webp_of_a_photograph_is_near_pillows_in_pixels_and_bytes() {
+    /// Mean absolute difference per channel (0-255) from Pillow's Lanczos
+    /// resize: the resize's own tolerance (1.5) plus lossy coding's error.
+    const LOSSY_RESIZE: f64 = 6.0;
+    let replicate = FakeReplicate::start(3600).await;
+    let host = Host::start_with_secrets(&replicate.document("generation = \"open\""), &[("replicate-token", TOKEN)]).await;
+    let dir = tempdir::Dir::new("lossy-webp");
+    let base = dir.path().join("base.png");
+    let source = get(&host, "/800x600/photo-otter?format=png").await.bytes().await.unwrap();
+    assert_eq!(image_info(&source), (800, 600, image::ImageFormat::Png));
+    std::fs::write(&base, &source).unwrap();
+
+    let ours = get(&host, "/cdn-cgi/image/width=400,format=webp,quality=80/800x600/photo-otter").await.bytes().await.unwrap();
+    assert_eq!(webp_chunks(&ours), ["VP8 "], "lossy, not VP8L");
+    let actual = dir.path().join("ours.webp");
+    std::fs::write(&actual, &ours).unwrap();
+    let cmp = reference(&base, "width=400", &actual).await;
+    assert_eq!((&cmp["actual_width"], &cmp["actual_height"]), (&cmp["expected_width"], &cmp["expected_height"]), "{cmp}");
+    let diff = cmp["mean_abs_diff"].as_f64().unwrap();
+    eprintln!("lossy WebP q80 of 400x300: {} bytes, mean |diff| {diff:.2}, PSNR {}", ours.len(), cmp["psnr"]);
+    assert!(diff <= LOSSY_RESIZE, "mean |diff| {diff} > {LOSSY_RESIZE}: {cmp}");
+
+    let pixels = dir.path().join("pixels.png");
+    std::fs::write(&pixels, get(&host, "/cdn-cgi/image/width=400,format=png/800x600/photo-otter").await.bytes().await.unwrap()).unwrap();
+    let pillows = libwebp_bytes(&pixels, 80).await;
+    let ratio = ours.len() as f64 / pillows as f64;
+    eprintln!("Pillow's (libwebp) WebP q80 of the same pixels: {pillows} bytes; ours {ratio:.2}x");
+    assert!(ratio <= 1.3, "ours {} bytes, {ratio:.2}x Pillow's {pillows}", ours.len());
+}
+
+/// `format=json`: Cloudflare's answer about the image instead of the image.
+#[tokio::test]
+async fn format_json_describes_the_output_and_the_original() {
+    let host = Host::start(&zoo("generation = \"open\"")).await;
+    let original = get(&host, "/320x240/json-jay").await.bytes().await.unwrap().len();
+    let r = get(&host, "/320x240/json-jay?format=json&width=160").await;
+    assert_eq!((r.status().as_u16(), header(&r, "content-type")), (200, "application/json"));
+    let body: Value = r.json().await.unwrap();
+    assert_eq!((&body["width"], &body["height"]), (&Value::from(160), &Value::from(120)), "{body}");
+    assert_eq!(body["original"]["format"], "image/png", "{body}");
+    assert_eq!((&body["original"]["width"], &body["original"]["height"]), (&Value::from(320), &Value::from(240)), "{body}");
+    assert_eq!(body["original"]["file_size"].as_u64(), Some(original as u64), "{body}");
 }
 
 #[tokio::test]

@@ -61,6 +61,13 @@ impl FakeReplicate {
     }
 }
 
+/// The size of `image` saved by Pillow as lossy WebP (libwebp) at `quality`.
+pub async fn libwebp_bytes(image: &Path, quality: u8) -> u64 {
+    let out = Command::new(venv_python()).arg(fixture("reference.py")).arg("--webp").arg(image).arg(quality.to_string()).output().await.expect("run reference.py");
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("reference.py --webp: {e}: {}", String::from_utf8_lossy(&out.stderr)));
+    answer["bytes"].as_u64().expect("bytes")
+}
+
 /// Pillow's rendering of `options` applied to `source`, compared with
 /// `actual`: `expected_width`, `actual_width`, ..., `mean_abs_diff`.
 pub async fn reference(source: &Path, options: &str, actual: &Path) -> Value {

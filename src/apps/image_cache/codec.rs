@@ -2,11 +2,12 @@
 //! never by a `Content-Type` someone else wrote; sizes are read from the
 //! header and checked before anything is allocated for the pixels.
 //!
-//! The codec crates are used directly: `png`, `zune-jpeg`, `image-webp`
-//! (lossy and lossless decoding, lossless encoding: no released pure-Rust
-//! crate encodes lossy WebP) and `jpeg-encoder` (the fastest and smallest
-//! pure-Rust JPEG encoder measured in wasm). The `image` crate would add a
-//! colour-management engine whose tables tripled the component's memory image.
+//! The codec crates are used directly: `png`, `zune-jpeg`, `image_webp`
+//! (vaam-image-webp: image-rs's WebP decoder and lossless encoder with the
+//! lossy VP8 encoder no image-webp release has yet) and `jpeg-encoder` (the
+//! fastest and smallest pure-Rust JPEG encoder measured in wasm). The `image`
+//! crate would add a colour-management engine whose tables tripled the
+//! component's memory image.
 
 use std::io::Cursor;
 
@@ -148,7 +149,7 @@ pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<Raster, DecodeError> {
 }
 
 /// Encodes `raster` as `kind`. JPEG has no alpha: transparency is composed
-/// over `background` first. `quality` applies to JPEG only.
+/// over `background` first. `quality` (1-100) applies to JPEG and WebP.
 pub fn encode(raster: Raster, kind: Kind, quality: u8, background: [u8; 4]) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
     match kind {
@@ -169,10 +170,39 @@ pub fn encode(raster: Raster, kind: Kind, quality: u8, background: [u8; 4]) -> R
         }
         Kind::Webp => {
             let color = if raster.has_alpha() { image_webp::ColorType::Rgba8 } else { image_webp::ColorType::Rgb8 };
-            image_webp::WebPEncoder::new(&mut out).encode(&raster.data, raster.width, raster.height, color).map_err(|e| e.to_string())?;
+            let mut encoder = image_webp::WebPEncoder::new(&mut out);
+            encoder.set_params(webp_params(quality));
+            encoder.encode(&raster.data, raster.width, raster.height, color).map_err(|e| e.to_string())?;
         }
     }
     Ok(out)
+}
+
+/// WebP at `quality`: lossless (VP8L) at 100, as Cloudflare's
+/// `format=webp,quality=100`; lossy (VP8, alpha kept losslessly) below.
+/// The encoder's own scale is steeper than libwebp's: its `50 + q/2` gave
+/// the SSIM of libwebp's `q` on photographs, at about 1.1x the bytes
+/// (docs/image-cache.md, "Formats"), so `quality` means what it means to
+/// libwebp, Pillow and Cloudflare.
+fn webp_params(quality: u8) -> image_webp::EncoderParams {
+    let mut params = image_webp::EncoderParams::default();
+    if quality < 100 {
+        params.use_lossy = true;
+        params.lossy_quality = 50 + quality.min(100) / 2;
+    }
+    params
+}
+
+/// The encoder and settings that make `kind` at `quality`: part of a
+/// stored variant's name, so that another encoder, or another meaning of
+/// its settings, never serves bytes stored under the old one.
+pub fn encoding_name(kind: Kind, quality: u8) -> String {
+    match kind {
+        Kind::Jpeg => format!("jpeg-encoder-0.7/q{quality}"),
+        Kind::Png => "png-0.18/fast".into(),
+        Kind::Webp if quality >= 100 => "vaam-image-webp-0.1/vp8l".into(),
+        Kind::Webp => format!("vaam-image-webp-0.1/vp8/q{}", webp_params(quality).lossy_quality),
+    }
 }
 
 #[cfg(test)]
@@ -188,6 +218,37 @@ mod tests {
             let back = decode(&bytes, 1 << 20).unwrap();
             assert_eq!((back.width, back.height), (33, 17), "{kind:?}");
         }
+    }
+
+    /// The WebP chunk after `RIFF....WEBP` (and after `VP8X` when there is alpha).
+    fn webp_chunks(bytes: &[u8]) -> Vec<String> {
+        let mut chunks = Vec::new();
+        let mut at = 12;
+        while at + 8 <= bytes.len() {
+            chunks.push(String::from_utf8_lossy(&bytes[at..at + 4]).into_owned());
+            let len = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
+            at += 8 + len + (len & 1);
+        }
+        chunks
+    }
+
+    #[test]
+    fn webp_is_lossy_vp8_below_quality_100_and_lossless_vp8l_at_100() {
+        let opaque = Raster::filled(64, 48, 3, &[10, 200, 30]);
+        assert_eq!(webp_chunks(&encode(opaque.clone(), Kind::Webp, 80, [255; 4]).unwrap()), ["VP8 "]);
+        assert_eq!(webp_chunks(&encode(opaque, Kind::Webp, 100, [255; 4]).unwrap()), ["VP8L"]);
+        let transparent = Raster::filled(64, 48, 4, &[10, 200, 30, 128]);
+        let lossy = encode(transparent, Kind::Webp, 80, [255; 4]).unwrap();
+        assert_eq!(webp_chunks(&lossy), ["VP8X", "ALPH", "VP8 "], "lossy colour, alpha kept");
+        assert_eq!(decode(&lossy, 1 << 20).unwrap().data[3], 128);
+    }
+
+    #[test]
+    fn each_encoders_settings_name_its_variants() {
+        assert_ne!(encoding_name(Kind::Webp, 80), encoding_name(Kind::Webp, 100));
+        assert_ne!(encoding_name(Kind::Webp, 80), encoding_name(Kind::Webp, 70));
+        assert_eq!(encoding_name(Kind::Webp, 80), "vaam-image-webp-0.1/vp8/q90");
+        assert_ne!(encoding_name(Kind::Jpeg, 80), encoding_name(Kind::Jpeg, 85));
     }
 
     #[test]

@@ -411,12 +411,16 @@ impl ImageCache<'_> {
         let base = Transform { width: Some(placeholder.width), height: Some(placeholder.height), fit: Some(Fit::Cover), ..Transform::default() };
         transform::output_size(transform, (placeholder.width, placeholder.height), o.max_output_pixels).map_err(bad_option)?;
         let padded_transparent = transform.fit == Some(Fit::Pad) && transform.background.is_some_and(|b| b[3] < 255);
-        let kind = transform::output_kind(format, alpha || padded_transparent, accept);
+        let Some(kind) = transform::output_kind(format, alpha || padded_transparent, accept) else {
+            return Ok(self.metadata(s, placeholder, transform, &original));
+        };
         let untouched = *transform == Transform::default() && (ow, oh) == (placeholder.width, placeholder.height);
         let as_stored = untouched && transform::takes_as_is(accept, &meta.content_type);
         let negotiated = format == Format::Auto;
         let sha256 = original.manifest().sha256.clone();
-        let name = format!("{sha256}|{}|{}|{kind:?}|{PIPELINE_VERSION}", base.canonical(), transform.canonical());
+        let quality = transform.quality.unwrap_or(options::DEFAULT_QUALITY);
+        let encoding = codec::encoding_name(kind, quality);
+        let name = format!("{sha256}|{}|{}|{encoding}|{PIPELINE_VERSION}", base.canonical(), transform.canonical());
         let etag = if as_stored { format!("\"{}\"", &sha256[..32]) } else { format!("\"{}\"", &store::sha256_hex(name.as_bytes())[..32]) };
         let source = if matches!(original, Original::Generated(_)) { "generated" } else { "stored" };
         let mut headers: Headers = vec![
@@ -455,6 +459,26 @@ impl ImageCache<'_> {
         headers.push(("content-length".into(), bytes.len().to_string()));
         let body = (s.method == Method::Get).then(|| P::Body::from_bytes(bytes));
         Ok(Response { status: 200, headers, body })
+    }
+
+    /// `format=json`: Cloudflare's answer about the image instead of the
+    /// image, from the stored original's record (nothing is decoded): the
+    /// output's size, and the original's size, type and file size.
+    fn metadata<P: Platform>(&self, s: &Session<P>, placeholder: &Placeholder, transform: &Transform, original: &Original) -> Response<P::Body> {
+        let manifest = original.manifest();
+        let (width, height) = transform::output_size(transform, (placeholder.width, placeholder.height), u64::MAX).unwrap_or((placeholder.width, placeholder.height));
+        let json = serde_json::json!({
+            "width": width,
+            "height": height,
+            "original": { "file_size": manifest.size, "width": manifest.meta.width, "height": manifest.meta.height, "format": manifest.meta.content_type },
+        });
+        let body = json.to_string().into_bytes();
+        let headers = vec![
+            ("content-type".into(), "application/json".into()),
+            ("cache-control".into(), "public, max-age=31536000, immutable".into()),
+            ("content-length".into(), body.len().to_string()),
+        ];
+        Response { status: 200, headers, body: (s.method == Method::Get).then(|| P::Body::from_bytes(body)) }
     }
 
     fn render(&self, original: &[u8], base: &Transform, transform: &Transform, kind: Kind) -> Result<Vec<u8>, ProxyError> {

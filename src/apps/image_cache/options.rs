@@ -47,8 +47,11 @@ pub enum Format {
     Auto,
     Jpeg,
     Png,
-    /// Lossless WebP (VP8L): the only WebP a pure-Rust encoder writes today.
+    /// Lossy WebP (VP8), or lossless (VP8L) at `quality=100`.
     Webp,
+    /// Cloudflare's metadata answer instead of an image: the output's size,
+    /// the original's size, type and file size.
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,8 +145,9 @@ impl Transform {
                     "jpeg" | "jpg" | "baseline-jpeg" => Format::Jpeg,
                     "png" | "png-force" => Format::Png,
                     "webp" => Format::Webp,
-                    "avif" | "json" | "svg" => return Err(err(&format!("{value} is not produced here; use auto, jpeg, png or webp (lossless)"))),
-                    _ => return Err(err("must be auto, jpeg, png or webp")),
+                    "json" => Format::Json,
+                    "avif" | "svg" => return Err(err(&format!("{value} is not produced here; use auto, jpeg, png, webp or json"))),
+                    _ => return Err(err("must be auto, jpeg, png, webp or json")),
                 })
             }
             "blur" => self.blur = Some(number(key, value, 1.0, 250.0)?),

@@ -81,18 +81,20 @@ pub fn apply(mut image: Raster, t: &Transform) -> Raster {
     image
 }
 
-/// The encoding to send: the one asked for, or for `auto`, JPEG for opaque
-/// images (lossless WebP is several times larger for photos) and, with
-/// transparency, WebP where `Accept` allows it, PNG elsewhere.
-pub fn output_kind(format: Format, has_alpha: bool, accept: &str) -> Kind {
-    match format {
+/// The encoding to send: the one asked for, or for `auto`, Cloudflare's
+/// order by `Accept`: WebP (lossy, alpha kept) where the client takes it,
+/// else JPEG, or PNG for transparency, which JPEG cannot carry. `None` for
+/// `json`, which answers no image.
+pub fn output_kind(format: Format, has_alpha: bool, accept: &str) -> Option<Kind> {
+    Some(match format {
+        Format::Json => return None,
         Format::Jpeg => Kind::Jpeg,
         Format::Png => Kind::Png,
         Format::Webp => Kind::Webp,
-        Format::Auto if !has_alpha => Kind::Jpeg,
         Format::Auto if accepts(accept, "image/webp") => Kind::Webp,
-        Format::Auto => Kind::Png,
-    }
+        Format::Auto if has_alpha => Kind::Png,
+        Format::Auto => Kind::Jpeg,
+    })
 }
 
 /// Whether a client with this `Accept` takes an image of type `mime` as it
@@ -156,9 +158,12 @@ mod tests {
 
     #[test]
     fn auto_format_follows_alpha_and_accept() {
-        assert_eq!(output_kind(Format::Auto, false, "image/webp,*/*"), Kind::Jpeg);
-        assert_eq!(output_kind(Format::Auto, true, "image/avif,image/webp,*/*"), Kind::Webp);
-        assert_eq!(output_kind(Format::Auto, true, "image/webp;q=0,*/*"), Kind::Png);
-        assert_eq!(output_kind(Format::Png, false, ""), Kind::Png);
+        assert_eq!(output_kind(Format::Auto, false, "image/webp,*/*"), Some(Kind::Webp));
+        assert_eq!(output_kind(Format::Auto, false, "*/*"), Some(Kind::Jpeg));
+        assert_eq!(output_kind(Format::Auto, false, "image/png,image/*"), Some(Kind::Jpeg));
+        assert_eq!(output_kind(Format::Auto, true, "image/avif,image/webp,*/*"), Some(Kind::Webp));
+        assert_eq!(output_kind(Format::Auto, true, "image/webp;q=0,*/*"), Some(Kind::Png));
+        assert_eq!(output_kind(Format::Png, false, ""), Some(Kind::Png));
+        assert_eq!(output_kind(Format::Json, false, "image/webp"), None);
     }
 }
