@@ -227,6 +227,9 @@ async fn formats_are_what_was_asked_or_what_accept_allows() {
     let first = get(&host, "/320x240/format-fox?width=64").await;
     let second = get(&host, "/320x240/format-fox?width=64").await;
     assert_eq!((header(&first, "x-cache"), header(&second, "x-cache")), ("MISS", "HIT"));
+    let timing = header(&first, "server-timing");
+    assert!(timing.starts_with("decode;dur=") && timing.contains(", transform;dur=") && timing.contains(", encode;dur="), "what rendering took: {timing}");
+    assert_eq!(header(&second, "server-timing"), "", "nothing was rendered");
 }
 
 /// Our lossy WebP of a photograph against Pillow's: decoded, within a
@@ -479,7 +482,7 @@ async fn the_gallery_shows_every_example_at_its_natural_size_in_a_browser() {
     assert_eq!((page.status().as_u16(), header(&page, "content-type")), (200, "text/html; charset=utf-8"));
     let dom = chromium_dom(&host.url("/")).await;
     let images: Vec<&str> = dom.split("<img ").skip(1).collect();
-    assert_eq!(images.len(), 10, "5 examples and 5 variants: {dom}");
+    assert_eq!(images.len(), 13, "5 examples and 8 variants, WebP lossy and lossless among them: {dom}");
     for img in images {
         let attr = |name: &str| img.split(&format!("{name}=\"")).nth(1).and_then(|rest| rest.split('"').next()).unwrap_or_default().to_owned();
         assert_eq!(attr("data-natural"), format!("{}x{}", attr("data-width"), attr("data-height")), "{}", attr("src"));

@@ -10,8 +10,10 @@
 //!   redirect to the CDN host), straight from the fake hub's CDN and through
 //!   edgeproxy;
 //! - image-cache: a 1-megapixel WebP decoded, cover-resized to 800×600 and
-//!   encoded as JPEG q80 through the component, against libvips'
+//!   encoded as JPEG q80 and as lossy WebP q80 through the component (with
+//!   its own decode, transform and encode times), against libvips'
 //!   `vipsthumbnail` doing the same; cache hits of a stored variant (wrk);
+//!   `cargo xtask bench images` runs this part alone;
 //! - load: 10,000 requests at 256 connections through each app on one
 //!   wasmtime host (errors, p99, peak RSS, descriptors and RSS before and
 //!   after);
@@ -32,6 +34,9 @@ const WRK_CONNECTIONS: u32 = 32;
 const STREAM_BYTES: u64 = 4 << 30;
 const START: &str = "<!-- bench:start -->";
 const END: &str = "<!-- bench:end -->";
+/// image-cache's table, which `cargo xtask bench images` also writes alone.
+const IMAGES_START: &str = "<!-- bench:images:start -->";
+const IMAGES_END: &str = "<!-- bench:images:end -->";
 
 mod baselines;
 
@@ -245,23 +250,6 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
         HF_ROUNDS + 1,
     );
     report += &format!(
-        "\nimage-cache: the 1-megapixel WebP original ({}x{}, {} bytes, flux-schnell's size and format for 4:3, from the Replicate stand-in) \
-         cover-resized to 800x600 and encoded as JPEG q80, one image at a time (median of {IMAGE_RUNS}):\n\n\
-         | target | ms per image | vs libvips |\n|---|---:|---:|\n\
-         | libvips `vipsthumbnail` (Debian, `VIPS_CONCURRENCY=1`, {IMAGE_RUNS} files in one process) | {:.1} | 100% |\n\
-         | edgeproxy image-cache (wasmtime; one HTTP request each, variant store off) | {:.1} | {:.0}% |\n\n\
-         Cache hits of that stored variant (wrk, 1 thread, {WRK_CONNECTIONS} connections, {WRK_SECONDS} s): **{:.0} requests/s**, p50 {:.2} ms, p99 {:.2} ms.\n",
-        images.source.0,
-        images.source.1,
-        images.source.2,
-        images.vips_ms,
-        images.component_ms,
-        100.0 * images.component_ms / images.vips_ms,
-        images.hits.rps,
-        images.hits.p50_ms,
-        images.hits.p99_ms,
-    );
-    report += &format!(
         "\nLoad (issue #13): {LOAD_REQUESTS} requests per app at {LOAD_CONNECTIONS} concurrent connections (a Rust client in the harness, keep-alive), \
          one `edgeproxy serve` with all four apps, one after the other. Errors are transport failures and 5xx answers. Descriptors and RSS \
          are the server's: before (after a warm-up), at the end, and after {LOAD_SETTLE_SECONDS} s idle with the clients gone.\n\n\
@@ -295,6 +283,7 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
     let bench_md = root.join("BENCHMARKS.md");
     let text = std::fs::read_to_string(&bench_md).context("read BENCHMARKS.md")?;
     let text = replace_between(&text, START, END, &report)?;
+    let text = replace_between(&text, IMAGES_START, IMAGES_END, &images_report(root, &images)?)?;
     let text = record_sizes(root, &text, &sizes)?;
     std::fs::write(&bench_md, text)?;
     eprintln!("bench: results written to BENCHMARKS.md");
@@ -616,29 +605,96 @@ fn hf_mirror_download(root: &Path, rt: &tokio::runtime::Runtime, work: &Path) ->
 
 const IMAGE_RUNS: usize = 30;
 
+/// image-cache against libvips, format by format, and cache hits.
 struct ImageFigures {
     /// The original: width, height, bytes.
     source: (u32, u32, usize),
-    vips_ms: f64,
-    component_ms: f64,
+    formats: Vec<FormatFigures>,
     hits: Load,
+}
+
+/// One output format: ours through the component, and libvips writing the same.
+struct FormatFigures {
+    name: &'static str,
+    /// Whole requests (ms, median), and the component's own steps from its
+    /// `Server-Timing`: decode, transform, encode (ms, medians).
+    ours_ms: f64,
+    steps_ms: [f64; 3],
+    ours_bytes: usize,
+    vips_ms: f64,
+    vips_bytes: u64,
+}
+
+/// The formats the bench compares: label, our query, vipsthumbnail's output suffix.
+const IMAGE_FORMATS: &[(&str, &str, &str)] =
+    &[("JPEG q80", "format=jpeg&quality=80", "jpg[Q=80]"), ("WebP q80 (lossy)", "format=webp&quality=80", "webp[Q=80]")];
+
+/// `cargo xtask bench images`: only image-cache's table.
+pub fn images_only(root: &Path) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let work = std::env::temp_dir().join(format!("edgeproxy-bench-images-{}", std::process::id()));
+    std::fs::create_dir_all(work.join("logs"))?;
+    let images = image_cache(root, &rt, &work)?;
+    let report = images_report(root, &images)?;
+    println!("{report}");
+    let bench_md = root.join("BENCHMARKS.md");
+    let text = replace_between(&std::fs::read_to_string(&bench_md)?, IMAGES_START, IMAGES_END, &report)?;
+    std::fs::write(&bench_md, text)?;
+    let _ = std::fs::remove_dir_all(work);
+    Ok(())
+}
+
+fn images_report(root: &Path, images: &ImageFigures) -> anyhow::Result<String> {
+    let component = std::fs::read(root.join("dist/edgeproxy.wasm"))?;
+    let (bundle_raw, bundle_gzip) = workers_bundle(root)?;
+    let mut report = format!(
+        "image-cache ({}, {} cores, {}): the 1-megapixel WebP original ({}x{}, {} bytes, flux-schnell's size and format for 4:3, from the Replicate stand-in) \
+         cover-resized to 800x600, one image at a time, median of {IMAGE_RUNS}. Ours: one HTTP request each to `edgeproxy serve` (wasmtime, variant store off, \
+         keep-alive), with the component's own steps from its `Server-Timing`; libvips: `vipsthumbnail` (Debian, `VIPS_CONCURRENCY=1`) over {IMAGE_RUNS} copies in one process, \
+         writing the same format. Command: `cargo xtask bench images` (or the whole `cargo xtask bench`).\n\n\
+         | output | edgeproxy ms | decode / transform / encode ms | bytes | libvips ms | bytes | ours vs libvips |\n|---|---:|---|---:|---:|---:|---:|\n",
+        machine(),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        chrono_free_date(),
+        images.source.0,
+        images.source.1,
+        images.source.2,
+    );
+    for f in &images.formats {
+        report += &format!(
+            "| {} | {:.1} | {:.0} / {:.0} / {:.0} | {} | {:.1} | {} | {:.2}x |\n",
+            f.name, f.ours_ms, f.steps_ms[0], f.steps_ms[1], f.steps_ms[2], f.ours_bytes, f.vips_ms, f.vips_bytes, f.ours_ms / f.vips_ms
+        );
+    }
+    report += &format!(
+        "| AVIF | not produced yet (docs/image-cache.md, \"Formats\") | | | | | |\n\n\
+         Sizes: core component `dist/edgeproxy.wasm` **{} bytes raw, {} bytes gzip**; Workers bundle **{bundle_raw} bytes raw, {bundle_gzip} bytes gzip** \
+         (Free plan limit: 3 MB gzip).\n\n\
+         Cache hits of the stored JPEG variant (wrk, 1 thread, {WRK_CONNECTIONS} connections, {WRK_SECONDS} s): **{:.0} requests/s**, p50 {:.2} ms, p99 {:.2} ms.\n",
+        component.len(),
+        crate::gzip_len(&component),
+        images.hits.rps,
+        images.hits.p50_ms,
+        images.hits.p99_ms,
+    );
+    Ok(report)
 }
 
 /// image-cache against libvips on the same original, then cache hits.
 fn image_cache(root: &Path, rt: &tokio::runtime::Runtime, work: &Path) -> anyhow::Result<ImageFigures> {
     use edgeproxy_testkit::images::{FakeReplicate, TOKEN};
     crate::python::ensure_venv(root)?;
-    crate::ensure_debian_tools(&[("vipsthumbnail", "libvips-tools")])?;
+    crate::ensure_debian_tools(&[("vipsthumbnail", "libvips-tools"), ("curl", "curl"), ("wrk", "wrk")])?;
     let replicate = rt.block_on(FakeReplicate::start(3600));
     let secret = [("EDGEPROXY_SECRET_REPLICATE_TOKEN", TOKEN)];
     // photo-: a picture with a photo's detail (about 150 KB of lossy WebP at 1 MP).
-    let path = "/800x600/photo-bench?format=jpeg&quality=80";
+    let image = "/800x600/photo-bench";
     // Every request transforms: this route stores no variants.
     let uncached = work.join("image-uncached.toml");
     std::fs::write(&uncached, replicate.document("generation = \"open\"\n[route.image-cache.variants]\nmax_bytes = 0"))?;
     let port = free_port()?;
     let _proxy = serve_with_env(root, port, &uncached, &work.join("image-data"), &secret)?;
-    wait_until_up(&format!("http://127.0.0.1:{port}{path}"))?;
+    wait_until_up(&format!("http://127.0.0.1:{port}{image}?{}", IMAGE_FORMATS[0].1))?;
     let created = rt.block_on(replicate.creations("photo-bench"));
     let id = created.first().and_then(|c| c["prediction_id"].as_str()).context("the stand-in logged no prediction")?;
     let original = work.join("original.webp");
@@ -646,42 +702,60 @@ fn image_cache(root: &Path, rt: &tokio::runtime::Runtime, work: &Path) -> anyhow
     ensure!(ok.success(), "could not fetch the original from the stand-in");
     let bytes = std::fs::read(&original)?;
     let (width, height) = webp_size(&bytes).context("the original is not a WebP")?;
-
-    let mut times: Vec<f64> = (0..IMAGE_RUNS)
-        .map(|_| {
-            let out = Command::new("curl").args(["-sf", "-o", "/dev/null", "-w", "%{time_total}", &format!("http://127.0.0.1:{port}{path}")]).output()?;
-            ensure!(out.status.success(), "image request failed");
-            Ok(String::from_utf8_lossy(&out.stdout).trim().parse::<f64>()? * 1000.0)
-        })
-        .collect::<anyhow::Result<_>>()?;
-    times.sort_by(f64::total_cmp);
-    let component_ms = times[IMAGE_RUNS / 2];
-
     let inputs: Vec<std::path::PathBuf> = (0..IMAGE_RUNS)
         .map(|i| {
             let copy = work.join(format!("vips-{i}.webp"));
             std::fs::copy(&original, &copy).map(|_| copy)
         })
         .collect::<Result<_, _>>()?;
-    let started = std::time::Instant::now();
-    let vips = Command::new("vipsthumbnail")
-        .args(inputs.iter())
-        .args(["--size", "800x600", "--smartcrop", "centre", "-o", "%s-out.jpg[Q=80]"])
-        .env("VIPS_CONCURRENCY", "1")
-        .status()?;
-    ensure!(vips.success(), "vipsthumbnail failed");
-    let vips_ms = started.elapsed().as_secs_f64() * 1000.0 / IMAGE_RUNS as f64;
+
+    let client = reqwest::Client::builder().no_proxy().build()?;
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let mut formats = Vec::new();
+    for &(name, query, vips_output) in IMAGE_FORMATS {
+        let url = format!("http://127.0.0.1:{port}{image}?{query}");
+        let (mut times, mut steps, mut ours_bytes) = (Vec::new(), [Vec::new(), Vec::new(), Vec::new()], 0);
+        for _ in 0..IMAGE_RUNS {
+            let started = std::time::Instant::now();
+            let (timing, body) = rt.block_on(async {
+                let r = client.get(&url).send().await?.error_for_status()?;
+                let timing = r.headers().get("server-timing").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+                anyhow::Ok((timing, r.bytes().await?))
+            })?;
+            times.push(started.elapsed().as_secs_f64() * 1000.0);
+            ours_bytes = body.len();
+            for (i, step) in ["decode", "transform", "encode"].iter().enumerate() {
+                let dur = timing.split(", ").find_map(|t| t.strip_prefix(&format!("{step};dur="))).and_then(|d| d.parse::<f64>().ok());
+                steps[i].push(dur.with_context(|| format!("no {step} in Server-Timing {timing:?}"))?);
+            }
+        }
+        let started = std::time::Instant::now();
+        let vips = Command::new("vipsthumbnail")
+            .args(inputs.iter())
+            .args(["--size", "800x600", "--smartcrop", "centre", "-o", &format!("%s-out.{vips_output}")])
+            .env("VIPS_CONCURRENCY", "1")
+            .status()?;
+        ensure!(vips.success(), "vipsthumbnail failed");
+        let vips_ms = started.elapsed().as_secs_f64() * 1000.0 / IMAGE_RUNS as f64;
+        let extension = vips_output.split('[').next().unwrap_or(vips_output);
+        let vips_bytes = std::fs::metadata(work.join(format!("vips-0-out.{extension}")))?.len();
+        let [decode, transform, encode] = steps;
+        formats.push(FormatFigures { name, ours_ms: median(times), steps_ms: [median(decode), median(transform), median(encode)], ours_bytes, vips_ms, vips_bytes });
+    }
 
     // Cache hits: a route that stores variants, warmed once.
     let cached = work.join("image-cached.toml");
     std::fs::write(&cached, replicate.document("generation = \"open\""))?;
     let hit_port = free_port()?;
     let _hits = serve_with_env(root, hit_port, &cached, &work.join("image-hit-data"), &secret)?;
-    let url = format!("http://127.0.0.1:{hit_port}{path}");
+    let url = format!("http://127.0.0.1:{hit_port}{image}?{}", IMAGE_FORMATS[0].1);
     wait_until_up(&url)?;
     wait_until_up(&url)?;
     let hits = wrk(&url, None, None)?;
-    Ok(ImageFigures { source: (width, height, bytes.len()), vips_ms, component_ms, hits })
+    Ok(ImageFigures { source: (width, height, bytes.len()), formats, hits })
 }
 
 /// Width and height from a WebP's VP8/VP8L/VP8X header.

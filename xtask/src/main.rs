@@ -87,7 +87,11 @@ fn run_task() -> anyhow::Result<()> {
         Some("bench") => {
             build(&root)?;
             workers::build(&root)?;
-            bench::run(&root)
+            match args.get(1).map(String::as_str) {
+                Some("images") => bench::images_only(&root),
+                None => bench::run(&root),
+                Some(other) => bail!("cargo xtask bench [images]: no part named {other}"),
+            }
         }
         Some("fuzz") => fuzz::run(&root, &args[1..]),
         Some("ui-upload") => {
@@ -98,7 +102,7 @@ fn run_task() -> anyhow::Result<()> {
             println!("uploaded {} files to {url}/_ui/", uploaded.len());
             Ok(())
         }
-        _ => bail!("usage: cargo xtask <build | core | serve [ARGS] | test [ARGS] | spin | workers | package | probe | bench | fuzz [--seconds N] [TARGET...] | ui-upload DIR URL>"),
+        _ => bail!("usage: cargo xtask <build | core | serve [ARGS] | test [ARGS] | spin | workers | package | probe | bench [images] | fuzz [--seconds N] [TARGET...] | ui-upload DIR URL>"),
     }
 }
 

@@ -442,7 +442,8 @@ impl ImageCache<'_> {
             match store::read::<_, Meta>(s.platform, &key) {
                 Some(hit) => (hit.bytes, Some(CacheResult::Hit)),
                 None => {
-                    let bytes = self.render(&original.bytes(s.platform)?, &base, transform, kind)?;
+                    let (bytes, timing) = self.render(s.platform, &original.bytes(s.platform)?, &base, transform, kind)?;
+                    headers.push(("server-timing".into(), timing));
                     if bytes.len() as u64 <= o.variants.max_bytes {
                         let meta = Meta { content_type: kind.mime().into(), model, created_ms: s.platform.now_ms(), ..Meta::default() };
                         let _ = store::write(s.platform, &key, meta, &bytes, Some(o.variants.ttl_seconds));
@@ -481,11 +482,21 @@ impl ImageCache<'_> {
         Response { status: 200, headers, body: (s.method == Method::Get).then(|| P::Body::from_bytes(body)) }
     }
 
-    fn render(&self, original: &[u8], base: &Transform, transform: &Transform, kind: Kind) -> Result<Vec<u8>, ProxyError> {
+    /// The variant's bytes, and a `Server-Timing` value with what each step
+    /// took (ms): decoding, the transform (resizing and filters), encoding.
+    /// Where the host's clock stands still while the guest computes (Workers),
+    /// the steps read 0.
+    fn render<P: Platform>(&self, platform: &P, original: &[u8], base: &Transform, transform: &Transform, kind: Kind) -> Result<(Vec<u8>, String), ProxyError> {
+        let started = platform.now_ms();
         let image = codec::decode(original, self.options.max_input_pixels).map_err(|e| ProxyError::internal(format!("the stored original cannot be decoded: {e:?}")))?;
+        let decoded = platform.now_ms();
         let image = transform::apply(transform::apply(image, base), transform);
+        let transformed = platform.now_ms();
         let quality = transform.quality.unwrap_or(options::DEFAULT_QUALITY);
-        codec::encode(image, kind, quality, transform.background.unwrap_or([255; 4])).map_err(|e| ProxyError::internal(format!("encoding failed: {e}")))
+        let bytes = codec::encode(image, kind, quality, transform.background.unwrap_or([255; 4])).map_err(|e| ProxyError::internal(format!("encoding failed: {e}")))?;
+        let encoded = platform.now_ms();
+        let timing = format!("decode;dur={}, transform;dur={}, encode;dur={}", decoded.saturating_sub(started), transformed.saturating_sub(decoded), encoded.saturating_sub(transformed));
+        Ok((bytes, timing))
     }
 
     fn gallery<P: Platform>(&self, s: &Session<P>) -> Response<P::Body> {
