@@ -300,8 +300,31 @@ pub fn write_if_changed(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 /// embedded becomes the component's imports and exports.
 pub fn componentize(root: &Path, crate_name: &str) -> anyhow::Result<Vec<u8>> {
     let module_path = target_dir(root).join(format!("{CORE_TARGET}/release/{crate_name}.wasm"));
-    let module = std::fs::read(&module_path).with_context(|| format!("read {}", module_path.display()))?;
+    let module = without_wasm_bindgen(&std::fs::read(&module_path).with_context(|| format!("read {}", module_path.display()))?)?;
     wit_component::ComponentEncoder::default().module(&module)?.validate(true).encode().with_context(|| format!("componentize {}", module_path.display()))
+}
+
+/// `module` without wasm-bindgen's runtime exports (`__wbindgen_*`,
+/// `__externref_*`) and whatever only they reach, the JavaScript glue they
+/// import among it. A dependency links wasm-bindgen on wasm32-unknown-unknown
+/// without using it (rav1e's v_frame); the core never calls JavaScript, and
+/// may import only its WIT.
+fn without_wasm_bindgen(module: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let is_glue = |name: &str| name.starts_with("__wbindgen") || name.starts_with("__externref");
+    let bytes = module;
+    let mut module = walrus::Module::from_buffer(bytes)?;
+    let glue: Vec<walrus::ExportId> = module.exports.iter().filter(|e| is_glue(&e.name)).map(|e| e.id()).collect();
+    if glue.is_empty() {
+        return Ok(bytes.to_vec());
+    }
+    for export in glue {
+        module.exports.delete(export);
+    }
+    walrus::passes::gc::run(&mut module);
+    if let Some(import) = module.imports.iter().find(|i| i.module.starts_with("__wbindgen")) {
+        bail!("the core still imports {}::{} after wasm-bindgen's exports were removed: something calls JavaScript", import.module, import.name);
+    }
+    Ok(module.emit_wasm())
 }
 
 /// Where cargo builds: `target/`, unless `CARGO_TARGET_DIR` says otherwise

@@ -18,6 +18,8 @@ pub enum Kind {
     Png,
     Jpeg,
     Webp,
+    /// Encoded only (avif.rs); never an original.
+    Avif,
 }
 
 impl Kind {
@@ -26,6 +28,7 @@ impl Kind {
             Kind::Png => "image/png",
             Kind::Jpeg => "image/jpeg",
             Kind::Webp => "image/webp",
+            Kind::Avif => "image/avif",
         }
     }
 }
@@ -38,6 +41,8 @@ pub fn sniff(bytes: &[u8]) -> Option<Kind> {
         Some(Kind::Jpeg)
     } else if bytes.len() >= 12 && &bytes[..4] == b"RIFF" && &bytes[8..12] == b"WEBP" {
         Some(Kind::Webp)
+    } else if bytes.len() >= 12 && &bytes[4..8] == b"ftyp" && &bytes[8..12] == b"avif" {
+        Some(Kind::Avif)
     } else {
         None
     }
@@ -60,6 +65,8 @@ fn broken(e: impl std::fmt::Display) -> DecodeError {
 /// Width, height and whether there is an alpha channel, from the header.
 pub fn header(bytes: &[u8]) -> Result<(u32, u32, bool), DecodeError> {
     match sniff(bytes).ok_or(DecodeError::NotAnImage)? {
+        // No AVIF decoder here (a pure-Rust one would be rav1d's size again).
+        Kind::Avif => Err(DecodeError::NotAnImage),
         Kind::Png => {
             // The IHDR chunk only: `read_info` would already check the
             // declared size against the decoder's memory limit.
@@ -108,6 +115,7 @@ pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<Raster, DecodeError> {
     // The pixels as RGBA8, plus the decoder's own working memory.
     let budget = (u64::from(width) * u64::from(height) * 4) as usize + (16 << 20);
     match sniff(bytes).expect("header() sniffed it") {
+        Kind::Avif => Err(DecodeError::NotAnImage),
         Kind::Png => {
             let mut reader = png_decoder(bytes, budget).read_info().map_err(broken)?;
             let size = reader.output_buffer_size().ok_or_else(|| broken("PNG too large"))?;
@@ -168,6 +176,8 @@ pub fn encode(raster: Raster, kind: Kind, quality: u8, background: [u8; 4]) -> R
             writer.write_image_data(&raster.data).map_err(|e| e.to_string())?;
             writer.finish().map_err(|e| e.to_string())?;
         }
+        // Opaque only: callers choose AVIF for opaque images (transform::output_kind).
+        Kind::Avif => out = super::avif::encode(&raster.flatten(background), quality)?,
         Kind::Webp => {
             let color = if raster.has_alpha() { image_webp::ColorType::Rgba8 } else { image_webp::ColorType::Rgb8 };
             let mut encoder = image_webp::WebPEncoder::new(&mut out);
@@ -202,6 +212,7 @@ pub fn encoding_name(kind: Kind, quality: u8) -> String {
         Kind::Png => "png-0.18/fast".into(),
         Kind::Webp if quality >= 100 => "vaam-image-webp-0.1/vp8l".into(),
         Kind::Webp => format!("vaam-image-webp-0.1/vp8/q{}", webp_params(quality).lossy_quality),
+        Kind::Avif => format!("rav1e-0.8/444/s{}/q{quality}", super::avif::SPEED),
     }
 }
 
@@ -241,6 +252,17 @@ mod tests {
         let lossy = encode(transparent, Kind::Webp, 80, [255; 4]).unwrap();
         assert_eq!(webp_chunks(&lossy), ["VP8X", "ALPH", "VP8 "], "lossy colour, alpha kept");
         assert_eq!(decode(&lossy, 1 << 20).unwrap().data[3], 128);
+    }
+
+    #[test]
+    fn avif_is_an_avif_file_of_the_pictures_size() {
+        let bytes = encode(Raster::filled(64, 48, 3, &[10, 200, 30]), Kind::Avif, 60, [255; 4]).unwrap();
+        assert_eq!(sniff(&bytes), Some(Kind::Avif));
+        assert_eq!(&bytes[4..12], b"ftypavif");
+        let ispe = bytes.windows(4).position(|w| w == b"ispe").expect("an ispe box");
+        let size = |at: usize| u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap());
+        assert_eq!((size(ispe + 8), size(ispe + 12)), (64, 48));
+        assert_eq!(decode(&bytes, 1 << 20), Err(DecodeError::NotAnImage), "never decoded");
     }
 
     #[test]

@@ -49,6 +49,9 @@ pub enum Format {
     Png,
     /// Lossy WebP (VP8), or lossless (VP8L) at `quality=100`.
     Webp,
+    /// AVIF on routes that allow it (`avif = true`), WebP elsewhere, as
+    /// Cloudflare falls back.
+    Avif,
     /// Cloudflare's metadata answer instead of an image: the output's size,
     /// the original's size, type and file size.
     Json,
@@ -146,8 +149,9 @@ impl Transform {
                     "png" | "png-force" => Format::Png,
                     "webp" => Format::Webp,
                     "json" => Format::Json,
-                    "avif" | "svg" => return Err(err(&format!("{value} is not produced here; use auto, jpeg, png, webp or json"))),
-                    _ => return Err(err("must be auto, jpeg, png, webp or json")),
+                    "avif" => Format::Avif,
+                    "svg" => return Err(err("svg is not produced here; use auto, avif, jpeg, png, webp or json")),
+                    _ => return Err(err("must be auto, avif, jpeg, png, webp or json")),
                 })
             }
             "blur" => self.blur = Some(number(key, value, 1.0, 250.0)?),
@@ -331,7 +335,7 @@ mod tests {
             ("gravity=2x0", "gravity"),
             ("dpr=5", "dpr"),
             ("quality=0", "quality"),
-            ("format=avif", "format"),
+            ("format=svg", "format"),
             ("blur=0", "blur"),
             ("sharpen=11", "sharpen"),
             ("brightness=-1", "brightness"),

@@ -82,15 +82,21 @@ pub fn apply(mut image: Raster, t: &Transform) -> Raster {
 }
 
 /// The encoding to send: the one asked for, or for `auto`, Cloudflare's
-/// order by `Accept`: WebP (lossy, alpha kept) where the client takes it,
-/// else JPEG, or PNG for transparency, which JPEG cannot carry. `None` for
-/// `json`, which answers no image.
-pub fn output_kind(format: Format, has_alpha: bool, accept: &str) -> Option<Kind> {
+/// order by `Accept`: AVIF where `avif` allows it and the client takes it,
+/// WebP (lossy, alpha kept) where the client takes that, else JPEG, or PNG
+/// for transparency, which JPEG cannot carry. `avif` is whether this image
+/// may be AVIF here (the route's opt-in, opaque, within AVIF's size cap);
+/// where it may not, `format=avif` falls back to WebP, as on Cloudflare.
+/// `None` for `json`, which answers no image.
+pub fn output_kind(format: Format, has_alpha: bool, accept: &str, avif: bool) -> Option<Kind> {
     Some(match format {
         Format::Json => return None,
         Format::Jpeg => Kind::Jpeg,
         Format::Png => Kind::Png,
         Format::Webp => Kind::Webp,
+        Format::Avif if avif => Kind::Avif,
+        Format::Avif => Kind::Webp,
+        Format::Auto if avif && accepts(accept, "image/avif") => Kind::Avif,
         Format::Auto if accepts(accept, "image/webp") => Kind::Webp,
         Format::Auto if has_alpha => Kind::Png,
         Format::Auto => Kind::Jpeg,
@@ -158,12 +164,18 @@ mod tests {
 
     #[test]
     fn auto_format_follows_alpha_and_accept() {
-        assert_eq!(output_kind(Format::Auto, false, "image/webp,*/*"), Some(Kind::Webp));
-        assert_eq!(output_kind(Format::Auto, false, "*/*"), Some(Kind::Jpeg));
-        assert_eq!(output_kind(Format::Auto, false, "image/png,image/*"), Some(Kind::Jpeg));
-        assert_eq!(output_kind(Format::Auto, true, "image/avif,image/webp,*/*"), Some(Kind::Webp));
-        assert_eq!(output_kind(Format::Auto, true, "image/webp;q=0,*/*"), Some(Kind::Png));
-        assert_eq!(output_kind(Format::Png, false, ""), Some(Kind::Png));
-        assert_eq!(output_kind(Format::Json, false, "image/webp"), None);
+        assert_eq!(output_kind(Format::Auto, false, "image/webp,*/*", false), Some(Kind::Webp));
+        assert_eq!(output_kind(Format::Auto, false, "*/*", false), Some(Kind::Jpeg));
+        assert_eq!(output_kind(Format::Auto, false, "image/png,image/*", false), Some(Kind::Jpeg));
+        assert_eq!(output_kind(Format::Auto, true, "image/avif,image/webp,*/*", false), Some(Kind::Webp));
+        assert_eq!(output_kind(Format::Auto, true, "image/webp;q=0,*/*", false), Some(Kind::Png));
+        assert_eq!(output_kind(Format::Png, false, "", false), Some(Kind::Png));
+        assert_eq!(output_kind(Format::Json, false, "image/webp", false), None);
+        // Where AVIF is allowed for this image: first for clients that take it.
+        assert_eq!(output_kind(Format::Auto, false, "image/avif,image/webp,*/*", true), Some(Kind::Avif));
+        assert_eq!(output_kind(Format::Auto, false, "image/webp,*/*", true), Some(Kind::Webp));
+        assert_eq!(output_kind(Format::Auto, false, "*/*", true), Some(Kind::Jpeg));
+        assert_eq!(output_kind(Format::Avif, false, "*/*", true), Some(Kind::Avif));
+        assert_eq!(output_kind(Format::Avif, false, "*/*", false), Some(Kind::Webp), "falls back to WebP, as on Cloudflare");
     }
 }
