@@ -137,6 +137,9 @@ async fn transforms_match_pillow_within_stated_tolerances() {
     const EXACT: f64 = 0.5;
     for (options, tolerance) in [
         ("width=200", RESIZE),
+        // Reductions of 4x and more: a box filter first, then Lanczos3 (as Pillow's `thumbnail`).
+        ("width=50", RESIZE),
+        ("width=60,height=60,fit=cover", RESIZE),
         ("width=800", EXACT),
         ("width=600,height=600,fit=contain", RESIZE),
         ("width=200,height=200,fit=scale-down", RESIZE),
