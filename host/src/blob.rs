@@ -208,8 +208,11 @@ impl Store {
     }
 
     /// Removes objects, least recently used first, down to 90% of `cap`.
+    /// One eviction at a time; one that finds another under way waits for
+    /// it and then looks again, since the object that called it may have
+    /// been placed after the running one listed the directory.
     fn evict(&self, cap: u64) {
-        let Ok(_one_at_a_time) = self.evicting.try_lock() else { return };
+        let Ok(_one_at_a_time) = self.evicting.lock() else { return };
         let mut files = objects(&self.dir);
         let mut held: u64 = files.iter().map(|f| f.bytes).sum();
         files.sort_by_key(|f| f.used);
@@ -224,7 +227,10 @@ impl Store {
                 evicted_bytes += file.bytes;
             }
         }
-        self.metrics.bytes.set(as_i64(held));
+        // Less what was removed, not `set(held)`: an object placed while this
+        // listed the directory is in `held` and is also added by its own
+        // `placed`, which would count it twice.
+        self.metrics.bytes.dec_by(as_i64(evicted_bytes));
         self.metrics.evictions.inc_by(evicted);
         self.metrics.evicted_bytes.inc_by(evicted_bytes);
     }
