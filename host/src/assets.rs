@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use edgeproxy_static_site::{Page, cache_control, content_type, error_body, etag, is_hub_gateway_route, none_match};
+use edgeproxy_static_site::{Refusal, file_answer, file_for, is_hub_gateway_route, missing};
 
 use crate::body::HostBody;
 use crate::server::{ClientBody, Handler};
@@ -32,16 +32,9 @@ impl<H: Handler<Body = HostBody>> Handler for WithAssets<H> {
 }
 
 async fn serve_file(dir: &std::path::Path, request: &hyper::Request<ClientBody>) -> hyper::Response<HostBody> {
-    let method = request.method();
-    if method != hyper::Method::GET && method != hyper::Method::HEAD {
-        let message = format!("{} serves the web UI, which takes GET and HEAD only", request.uri().path());
-        let mut response = error(405, "method_not_allowed", &message);
-        response.headers_mut().insert("allow", hyper::header::HeaderValue::from_static("GET, HEAD"));
-        return response;
-    }
-    let page = Page::of(request.uri().path());
-    let Some(relative) = page.relative_path() else {
-        return error(404, "not_found", "the web UI has no such file");
+    let (page, relative) = match file_for(request.method().as_str(), request.uri().path()) {
+        Ok(file) => file,
+        Err(refusal) => return refused(&refusal),
     };
     let path = dir.join(relative);
     let opened = tokio::task::spawn_blocking(move || {
@@ -55,34 +48,28 @@ async fn serve_file(dir: &std::path::Path, request: &hyper::Request<ClientBody>)
     .await
     .unwrap_or_else(|e| Err(std::io::Error::other(e)));
     let Ok((file, meta)) = opened else {
-        return if page.fallback {
-            error(502, "ui_missing", "the web UI has no index.html: build it into the --assets directory")
-        } else {
-            error(404, "not_found", &format!("the web UI has no file {}", page.file))
-        };
+        return refused(&missing(&page, "build it into the --assets directory"));
     };
-    let modified = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
-    let tag = etag(meta.len(), modified);
-    let not_modified = request.headers().get("if-none-match").and_then(|v| v.to_str().ok()).is_some_and(|v| none_match(v, &tag));
-    let builder = hyper::Response::builder()
-        .header("content-type", content_type(&page.file))
-        .header("cache-control", cache_control(&page.file))
-        .header("etag", &tag);
-    let response = if not_modified {
-        builder.status(304).body(HostBody::from_bytes(Vec::new()))
-    } else if method == hyper::Method::HEAD {
-        builder.status(200).header("content-length", meta.len()).body(HostBody::from_bytes(Vec::new()))
+    let if_none_match = request.headers().get("if-none-match").and_then(|v| v.to_str().ok());
+    let (status, headers) = file_answer(&page, meta.len(), meta.modified().ok(), if_none_match);
+    let mut builder = hyper::Response::builder().status(status);
+    for (name, value) in headers {
+        builder = builder.header(name, value);
+    }
+    let response = if status == 304 {
+        builder.body(HostBody::from_bytes(Vec::new()))
+    } else if request.method() == hyper::Method::HEAD {
+        builder.header("content-length", meta.len()).body(HostBody::from_bytes(Vec::new()))
     } else {
-        builder.status(200).body(crate::blob::file_body(file, 0, meta.len()))
+        builder.body(crate::blob::file_body(file, 0, meta.len()))
     };
     response.expect("valid headers")
 }
 
-fn error(status: u16, code: &str, message: &str) -> hyper::Response<HostBody> {
-    hyper::Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
-        .header("x-error-code", code)
-        .body(HostBody::from_bytes(error_body(code, message)))
-        .expect("valid headers")
+fn refused(refusal: &Refusal) -> hyper::Response<HostBody> {
+    let mut builder = hyper::Response::builder().status(refusal.status).header("content-type", "application/json").header("x-error-code", refusal.code);
+    if let Some(allow) = refusal.allow {
+        builder = builder.header("allow", allow);
+    }
+    builder.body(HostBody::from_bytes(refusal.body())).expect("valid headers")
 }

@@ -111,21 +111,65 @@ pub fn content_type(file: &str) -> &'static str {
     }
 }
 
-/// A file's entity tag, from its length and modification time (what a
-/// file server has without reading the file).
-pub fn etag(len: u64, modified_nanos: u128) -> String {
-    format!("\"{len:x}-{modified_nanos:x}\"")
+/// Why a file server answers a request without a file: a JSON error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: u16,
+    pub code: &'static str,
+    pub message: String,
+    /// The `Allow` header, for a method the web UI does not take.
+    pub allow: Option<&'static str>,
+}
+
+impl Refusal {
+    fn new(status: u16, code: &'static str, message: String) -> Refusal {
+        Refusal { status, code, message, allow: None }
+    }
+
+    /// The JSON error body the core sends too: `{"error": code, "message": text}`.
+    pub fn body(&self) -> String {
+        serde_json::json!({ "error": self.code, "message": self.message }).to_string()
+    }
+}
+
+/// The file a `method` request for `path` (no query) reads: its page and its
+/// path relative to the site's directory. The web UI takes GET and HEAD,
+/// and no path leaves the directory.
+pub fn file_for(method: &str, path: &str) -> Result<(Page, String), Refusal> {
+    if method != "GET" && method != "HEAD" {
+        let message = format!("{path} serves the web UI, which takes GET and HEAD only");
+        return Err(Refusal { allow: Some("GET, HEAD"), ..Refusal::new(405, "method_not_allowed", message) });
+    }
+    let page = Page::of(path);
+    let relative = page.relative_path().ok_or_else(|| Refusal::new(404, "not_found", "the web UI has no such file".into()))?.to_owned();
+    Ok((page, relative))
+}
+
+/// The answer when `page`'s file is not there. `put_it` says where this
+/// host serves the built UI from.
+pub fn missing(page: &Page, put_it: &str) -> Refusal {
+    if page.fallback {
+        Refusal::new(502, "ui_missing", format!("the web UI has no index.html: {put_it}"))
+    } else {
+        Refusal::new(404, "not_found", format!("the web UI has no file {}", page.file))
+    }
+}
+
+/// The status (200, or 304 when `If-None-Match` names the file's entity
+/// tag) and headers for `page`'s file of `len` bytes, last modified at
+/// `modified` (the tag comes from the two: what a file server has without
+/// reading the file).
+pub fn file_answer(page: &Page, len: u64, modified: Option<std::time::SystemTime>, if_none_match: Option<&str>) -> (u16, [(&'static str, String); 3]) {
+    let nanos = modified.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
+    let etag = format!("\"{len:x}-{nanos:x}\"");
+    let status = if if_none_match.is_some_and(|v| none_match(v, &etag)) { 304 } else { 200 };
+    (status, [("content-type", content_type(&page.file).to_owned()), ("cache-control", cache_control(&page.file).to_owned()), ("etag", etag)])
 }
 
 /// Whether `If-None-Match` (its value) names `etag`, weakly compared (RFC 9110 13.1.2).
-pub fn none_match(if_none_match: &str, etag: &str) -> bool {
+fn none_match(if_none_match: &str, etag: &str) -> bool {
     let bare = |tag: &str| tag.trim().trim_start_matches("W/").to_owned();
     if_none_match.trim() == "*" || if_none_match.split(',').any(|tag| bare(tag) == bare(etag))
-}
-
-/// The JSON error body the core sends too: `{"error": code, "message": text}`.
-pub fn error_body(code: &str, message: &str) -> String {
-    serde_json::json!({ "error": code, "message": message }).to_string()
 }
 
 #[cfg(test)]
@@ -239,13 +283,25 @@ mod tests {
 
     #[test]
     fn a_known_etag_is_not_modified() {
-        let tag = etag(10, 1234);
-        assert!(none_match(&tag, &tag) && none_match(&format!("W/{tag}, \"x\""), &tag) && none_match("*", &tag));
-        assert!(!none_match("\"a-1\"", &tag));
+        let page = Page::of("/assets/a.js");
+        let (status, headers) = file_answer(&page, 10, None, None);
+        let tag = headers[2].1.clone();
+        assert_eq!((status, headers[0].1.as_str()), (200, "text/javascript; charset=utf-8"));
+        assert_eq!(file_answer(&page, 10, None, Some(&tag)).0, 304);
+        assert_eq!(file_answer(&page, 10, None, Some(&format!("W/{tag}, \"x\""))).0, 304);
+        assert_eq!(file_answer(&page, 10, None, Some("*")).0, 304);
+        assert_eq!(file_answer(&page, 10, None, Some("\"a-1\"")).0, 200);
+        assert_eq!(file_answer(&page, 11, None, Some(&tag)).0, 200, "another length, another tag");
     }
 
     #[test]
-    fn error_bodies_are_json() {
-        assert_eq!(error_body("not_found", "no \"x\""), r#"{"error":"not_found","message":"no \"x\""}"#);
+    fn the_web_ui_takes_get_and_head_and_a_missing_index_is_a_502() {
+        assert_eq!(file_for("GET", "/settings").unwrap(), (Page::of("/settings"), "index.html".to_owned()));
+        let refused = file_for("POST", "/settings").unwrap_err();
+        assert_eq!((refused.status, refused.allow), (405, Some("GET, HEAD")));
+        assert_eq!(file_for("GET", "/../x.js").unwrap_err().status, 404);
+        assert_eq!(missing(&Page::of("/"), "build it").status, 502);
+        assert_eq!(missing(&Page::of("/gone.js"), "build it").status, 404);
+        assert_eq!(missing(&Page::of("/gone.js"), "x").body(), r#"{"error":"not_found","message":"the web UI has no file /gone.js"}"#);
     }
 }

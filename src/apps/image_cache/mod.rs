@@ -424,7 +424,7 @@ impl ImageCache<'_> {
         let transparent = alpha || padded_transparent;
         let avif = o.avif && !transparent && out_width.max(out_height) <= AVIF_MAX_SIDE;
         let Some(kind) = transform::output_kind(format, transparent, accept, avif) else {
-            return Ok(self.metadata(s, placeholder, transform, &original));
+            return Ok(self.metadata(s, (out_width, out_height), &original));
         };
         let untouched = *transform == Transform::default() && (ow, oh) == (placeholder.width, placeholder.height);
         let as_stored = untouched && transform::takes_as_is(accept, &meta.content_type);
@@ -454,7 +454,7 @@ impl ImageCache<'_> {
             match store::read::<_, Meta>(s.platform, &key) {
                 Some(hit) => (hit.bytes, Some(CacheResult::Hit)),
                 None => {
-                    let (bytes, timing) = self.render(s.platform, &original.bytes(s.platform)?, &base, transform, kind)?;
+                    let (bytes, timing) = self.render(s.platform, &original.bytes(s.platform)?, &base, transform, kind, quality)?;
                     headers.push(("server-timing".into(), timing));
                     if bytes.len() as u64 <= o.variants.max_bytes {
                         let meta = Meta { content_type: kind.mime().into(), model, created_ms: s.platform.now_ms(), ..Meta::default() };
@@ -477,9 +477,8 @@ impl ImageCache<'_> {
     /// `format=json`: Cloudflare's answer about the image instead of the
     /// image, from the stored original's record (nothing is decoded): the
     /// output's size, and the original's size, type and file size.
-    fn metadata<P: Platform>(&self, s: &Session<P>, placeholder: &Placeholder, transform: &Transform, original: &Original) -> Response<P::Body> {
+    fn metadata<P: Platform>(&self, s: &Session<P>, (width, height): (u32, u32), original: &Original) -> Response<P::Body> {
         let manifest = original.manifest();
-        let (width, height) = transform::output_size(transform, (placeholder.width, placeholder.height), u64::MAX).unwrap_or((placeholder.width, placeholder.height));
         let json = serde_json::json!({
             "width": width,
             "height": height,
@@ -498,13 +497,12 @@ impl ImageCache<'_> {
     /// took (ms): decoding, the transform (resizing and filters), encoding.
     /// Where the host's clock stands still while the guest computes (Workers),
     /// the steps read 0.
-    fn render<P: Platform>(&self, platform: &P, original: &[u8], base: &Transform, transform: &Transform, kind: Kind) -> Result<(Vec<u8>, String), ProxyError> {
+    fn render<P: Platform>(&self, platform: &P, original: &[u8], base: &Transform, transform: &Transform, kind: Kind, quality: u8) -> Result<(Vec<u8>, String), ProxyError> {
         let started = platform.now_ms();
         let image = codec::decode(original, self.options.max_input_pixels).map_err(|e| ProxyError::internal(format!("the stored original cannot be decoded: {e:?}")))?;
         let decoded = platform.now_ms();
         let image = transform::apply(transform::apply(image, base), transform);
         let transformed = platform.now_ms();
-        let quality = transform.quality.unwrap_or(options::DEFAULT_QUALITY);
         let bytes = codec::encode(image, kind, quality, transform.background.unwrap_or([255; 4])).map_err(|e| ProxyError::internal(format!("encoding failed: {e}")))?;
         let encoded = platform.now_ms();
         let timing = format!("decode;dur={}, transform;dur={}, encode;dur={}", decoded.saturating_sub(started), transformed.saturating_sub(decoded), encoded.saturating_sub(transformed));
