@@ -4,7 +4,8 @@
 //!
 //! The codec crates are used directly: `png`, `zune-jpeg`, `image_webp`
 //! (vaam-image-webp: image-rs's WebP decoder and lossless encoder with the
-//! lossy VP8 encoder no image-webp release has yet) and `jpeg-encoder` (the
+//! lossy VP8 encoder no image-webp release has yet, vendored with our speed
+//! patches in vendor/vaam-image-webp) and `jpeg-encoder` (the
 //! fastest and smallest pure-Rust JPEG encoder measured in wasm). The `image`
 //! crate would add a colour-management engine whose tables tripled the
 //! component's memory image.
@@ -211,7 +212,8 @@ pub fn encoding_name(kind: Kind, quality: u8) -> String {
         Kind::Jpeg => format!("jpeg-encoder-0.7/q{quality}"),
         Kind::Png => "png-0.18/fast".into(),
         Kind::Webp if quality >= 100 => "vaam-image-webp-0.1/vp8l".into(),
-        Kind::Webp => format!("vaam-image-webp-0.1/vp8/q{}", webp_params(quality).lossy_quality),
+        // rd4: our patch's mode search (vendor/vaam-image-webp/PATCHES.md).
+        Kind::Webp => format!("vaam-image-webp-0.1/vp8-rd4/q{}", webp_params(quality).lossy_quality),
         Kind::Avif => format!("rav1e-0.8/444/s{}/q{quality}", super::avif::SPEED),
     }
 }
@@ -269,7 +271,7 @@ mod tests {
     fn each_encoders_settings_name_its_variants() {
         assert_ne!(encoding_name(Kind::Webp, 80), encoding_name(Kind::Webp, 100));
         assert_ne!(encoding_name(Kind::Webp, 80), encoding_name(Kind::Webp, 70));
-        assert_eq!(encoding_name(Kind::Webp, 80), "vaam-image-webp-0.1/vp8/q90");
+        assert_eq!(encoding_name(Kind::Webp, 80), "vaam-image-webp-0.1/vp8-rd4/q90");
         assert_ne!(encoding_name(Kind::Jpeg, 80), encoding_name(Kind::Jpeg, 85));
     }
 

@@ -190,14 +190,48 @@ fn branch_bit_cost(prob: Prob, branch_is_true: bool) -> f64 {
     -p.clamp(f64::MIN_POSITIVE, 1.0).log2()
 }
 
+/// How many of the ten B_PRED submodes of a sub-block get the full RD trial
+/// in `trial_luma_bpred`, after a cheap pre-selection by prediction error
+/// (edgeproxy patch: about 1.5x faster encoding, 1-2% larger at equal SSIM).
+const BPRED_RD_CANDIDATES: usize = 4;
+
+/// Predicts one 4x4 sub-block in place with `mode`.
+fn predict_bmode(y_with_border: &mut [u8], mode: IntraMode, x0: usize, y0: usize, stride: usize) {
+    match mode {
+        IntraMode::TM => predict_tmpred(y_with_border, 4, x0, y0, stride),
+        IntraMode::VE => predict_bvepred(y_with_border, x0, y0, stride),
+        IntraMode::HE => predict_bhepred(y_with_border, x0, y0, stride),
+        IntraMode::DC => predict_bdcpred(y_with_border, x0, y0, stride),
+        IntraMode::LD => predict_bldpred(y_with_border, x0, y0, stride),
+        IntraMode::RD => predict_brdpred(y_with_border, x0, y0, stride),
+        IntraMode::VR => predict_bvrpred(y_with_border, x0, y0, stride),
+        IntraMode::VL => predict_bvlpred(y_with_border, x0, y0, stride),
+        IntraMode::HD => predict_bhdpred(y_with_border, x0, y0, stride),
+        IntraMode::HU => predict_bhupred(y_with_border, x0, y0, stride),
+    }
+}
+
 /// Rate, in bits, of signalling one B_PRED sub-block's `IntraMode` given
 /// its above (`top`) and left (`left`) neighbouring submodes - the same
 /// context `write_macroblock_header` looks up in `KEYFRAME_BPRED_MODE_PROBS`
 /// when it actually writes the mode. See `tree_bit_cost` for the mechanism
 /// and `trial_luma_bpred` for how this is combined with coefficient rate.
 fn bpred_mode_bit_cost(top: IntraMode, left: IntraMode, mode: IntraMode) -> f64 {
-    let probs = &KEYFRAME_BPRED_MODE_PROBS[top as usize][left as usize];
-    tree_bit_cost(&KEYFRAME_BPRED_MODE_TREE, probs, mode as i8)
+    // Computed once (edgeproxy patch): the tree walk and its logarithms ran
+    // for every candidate of every sub-block.
+    static TABLE: std::sync::OnceLock<[[[f64; 10]; 10]; 10]> = std::sync::OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        let mut t = [[[0.0; 10]; 10]; 10];
+        for top in 0..10 {
+            for left in 0..10 {
+                for mode in 0..10 {
+                    t[top][left][mode] = tree_bit_cost(&KEYFRAME_BPRED_MODE_TREE, &KEYFRAME_BPRED_MODE_PROBS[top][left], mode as i8);
+                }
+            }
+        }
+        t
+    });
+    table[top as usize][left as usize][mode as usize]
 }
 
 // Empirically tuned multiplier for `mode_decision_lambda`, see there for the
@@ -1707,7 +1741,25 @@ impl<W: Write> Vp8Encoder<W> {
                     [i32; 16],
                 )> = None;
 
-                for &mode in &Self::BPRED_MODE_CANDIDATES {
+                // Pre-selection: score every mode by its prediction's own
+                // error plus its signalling cost, and run the full RD trial
+                // (transform, quantize, reconstruct) only on the best few.
+                let mut scored = [(0f64, IntraMode::DC); 10];
+                for (slot, &mode) in scored.iter_mut().zip(&Self::BPRED_MODE_CANDIDATES) {
+                    predict_bmode(&mut y_with_border, mode, x0, y0, stride);
+                    let mut sse: i64 = 0;
+                    for y in 0..4 {
+                        for x in 0..4 {
+                            let d = i64::from(y_with_border[(y0 + y) * stride + x0 + x])
+                                - i64::from(self.frame.ybuf[y_data_block_index + y * width + x]);
+                            sse += d * d;
+                        }
+                    }
+                    *slot = (sse as f64 + lambda * bpred_mode_bit_cost(top, left, mode), mode);
+                }
+                scored.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
+
+                for &(_, mode) in &scored[..BPRED_RD_CANDIDATES] {
                     // Every 4x4 predictor reads only border pixels that are
                     // already committed - either from outside this
                     // macroblock, or from an earlier sub-block in raster
@@ -1715,18 +1767,7 @@ impl<W: Write> Vp8Encoder<W> {
                     // trying candidates back to back on the same buffer is
                     // safe: nothing one candidate's prediction writes is
                     // ever read by the next candidate's prediction.
-                    match mode {
-                        IntraMode::TM => predict_tmpred(&mut y_with_border, 4, x0, y0, stride),
-                        IntraMode::VE => predict_bvepred(&mut y_with_border, x0, y0, stride),
-                        IntraMode::HE => predict_bhepred(&mut y_with_border, x0, y0, stride),
-                        IntraMode::DC => predict_bdcpred(&mut y_with_border, x0, y0, stride),
-                        IntraMode::LD => predict_bldpred(&mut y_with_border, x0, y0, stride),
-                        IntraMode::RD => predict_brdpred(&mut y_with_border, x0, y0, stride),
-                        IntraMode::VR => predict_bvrpred(&mut y_with_border, x0, y0, stride),
-                        IntraMode::VL => predict_bvlpred(&mut y_with_border, x0, y0, stride),
-                        IntraMode::HD => predict_bhdpred(&mut y_with_border, x0, y0, stride),
-                        IntraMode::HU => predict_bhupred(&mut y_with_border, x0, y0, stride),
-                    }
+                    predict_bmode(&mut y_with_border, mode, x0, y0, stride);
 
                     let mut predicted_block = [0u8; 16];
                     let mut residual = [0i32; 16];
@@ -2584,18 +2625,7 @@ impl<W: Write> Vp8Encoder<W> {
                 let y0 = sby * 4 + 1;
                 let x0 = sbx * 4 + 1;
 
-                match bpred_modes[i] {
-                    IntraMode::TM => predict_tmpred(&mut y_with_border, 4, x0, y0, stride),
-                    IntraMode::VE => predict_bvepred(&mut y_with_border, x0, y0, stride),
-                    IntraMode::HE => predict_bhepred(&mut y_with_border, x0, y0, stride),
-                    IntraMode::DC => predict_bdcpred(&mut y_with_border, x0, y0, stride),
-                    IntraMode::LD => predict_bldpred(&mut y_with_border, x0, y0, stride),
-                    IntraMode::RD => predict_brdpred(&mut y_with_border, x0, y0, stride),
-                    IntraMode::VR => predict_bvrpred(&mut y_with_border, x0, y0, stride),
-                    IntraMode::VL => predict_bvlpred(&mut y_with_border, x0, y0, stride),
-                    IntraMode::HD => predict_bhdpred(&mut y_with_border, x0, y0, stride),
-                    IntraMode::HU => predict_bhupred(&mut y_with_border, x0, y0, stride),
-                }
+                predict_bmode(&mut y_with_border, bpred_modes[i], x0, y0, stride);
 
                 let block_index = sby * 16 * 4 + sbx * 16;
                 let mut current_subblock = [0i32; 16];
