@@ -235,6 +235,29 @@ async fn formats_are_what_was_asked_or_what_accept_allows() {
     assert_eq!(header(&second, "server-timing"), "", "nothing was rendered");
 }
 
+/// A WebP original decodes to exactly the pixels libwebp (Pillow) decodes
+/// it to: at a low quality, where the loop filter smooths hardest, at the
+/// default and at a high one. `format=png` of the original at its own size
+/// is those pixels, losslessly.
+#[tokio::test]
+async fn a_webp_original_decodes_to_exactly_libwebps_pixels() {
+    let replicate = FakeReplicate::start(3600).await;
+    let dir = tempdir::Dir::new("webp-decode");
+    for quality in [5, 80, 95] {
+        // flux-schnell's 1:1 at 0.25 megapixels is 512x512.
+        let input = format!("[route.image-cache.replicate.input]\noutput_format = \"webp\"\noutput_quality = {quality}\nmegapixels = \"0.25\"\n");
+        let host = Host::start_with_secrets(&replicate.document(&format!("generation = \"open\"\n{input}")), &[("replicate-token", TOKEN)]).await;
+        let original = client().get(host.url("/512x512/photo-lynx")).header("accept", "image/webp").send().await.unwrap();
+        assert_eq!((header(&original, "content-type"), header(&original, "x-image-source")), ("image/webp", "generated"), "q{quality}: the original as stored");
+        let (webp, png) = (dir.path().join(format!("q{quality}.webp")), dir.path().join(format!("q{quality}.png")));
+        std::fs::write(&webp, original.bytes().await.unwrap()).unwrap();
+        std::fs::write(&png, get(&host, "/512x512/photo-lynx?format=png").await.bytes().await.unwrap()).unwrap();
+        let cmp = reference(&webp, "format=png", &png).await;
+        assert_eq!((&cmp["actual_width"], &cmp["actual_format"]), (&Value::from(512), &Value::from("PNG")), "q{quality}: {cmp}");
+        assert_eq!(cmp["mean_abs_diff"], 0.0, "q{quality}: not libwebp's pixels: {cmp}");
+    }
+}
+
 /// Our lossy WebP of a photograph against Pillow's: decoded, within a
 /// stated distance of Pillow's own resize of the same source, and no more
 /// than 1.3x the bytes of Pillow's (libwebp's) WebP of the same pixels at

@@ -435,3 +435,211 @@ mod benches {
         });
     }
 }
+
+/// The normal filters a whole edge at a time with SIMD128 (edgeproxy patch).
+///
+/// An edge is 16 lanes with eight taps each, p3 p2 p1 p0 | q0 q1 q2 q3: a
+/// luma edge, or the same chroma edge of U (lanes 0-7) and V (lanes 8-15),
+/// whose filter parameters are the same. No lane reads what another writes, so
+/// they are filtered side by side where the functions above decide and branch
+/// pixel by pixel: the same bits, chosen with masks. This is how libwebp's SSE2
+/// filters work (`dec_sse2.c`), down to the sum of three saturating additions
+/// for `c(outer + 3 * (q0 - p0))`, and the transposes for vertical edges.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+pub(crate) mod simd {
+    use core::arch::wasm32::*;
+
+    /// Where an edge is in a plane.
+    #[derive(Clone, Copy)]
+    pub(crate) struct Lanes {
+        /// Tap p3 of lane 0.
+        first: usize,
+        /// The step to the next row of the plane: between taps for a
+        /// horizontal edge, between lanes for a vertical one.
+        stride: usize,
+        across_columns: bool,
+    }
+
+    impl Lanes {
+        /// A horizontal edge (filtered vertically) whose q0 row starts at `point`.
+        pub(crate) fn across_rows(point: usize, stride: usize) -> Lanes {
+            Lanes { first: point - 4 * stride, stride, across_columns: false }
+        }
+
+        /// A vertical edge (filtered horizontally) whose q0 column starts at `point`.
+        pub(crate) fn across_columns(point: usize, stride: usize) -> Lanes {
+            Lanes { first: point - 4, stride, across_columns: true }
+        }
+
+        /// Where row `n` of the edge's 8x16 (or 16x8) block starts.
+        fn row(self, n: usize) -> usize {
+            self.first + n * self.stride
+        }
+    }
+
+    /// The limits of one macroblock's filter.
+    #[derive(Clone, Copy)]
+    pub(crate) struct Limits {
+        pub(crate) hev_threshold: u8,
+        pub(crate) interior_limit: u8,
+        pub(crate) edge_limit: u8,
+    }
+
+    /// Filters one luma edge: a macroblock edge (`macroblock_filter_*`) or a
+    /// subblock edge (`subblock_filter_*`).
+    pub(crate) fn filter_luma(plane: &mut [u8], at: Lanes, macroblock: bool, limits: Limits) {
+        if at.across_columns {
+            // Rows i and i + 8 side by side, transposed into taps and back.
+            let rows = transpose(core::array::from_fn(|i| u64x2(read(plane, at.row(i)), read(plane, at.row(i + 8)))));
+            let filtered = transpose(filter(rows, macroblock, limits).0);
+            for (i, pair) in filtered.into_iter().enumerate() {
+                write(plane, at.row(i), u64x2_extract_lane::<0>(pair));
+                write(plane, at.row(i + 8), u64x2_extract_lane::<1>(pair));
+            }
+        } else {
+            let taps = core::array::from_fn(|k| u64x2(read(plane, at.row(k)), read(plane, at.row(k) + 8)));
+            let (filtered, changed) = filter(taps, macroblock, limits);
+            for k in changed {
+                write(plane, at.row(k), u64x2_extract_lane::<0>(filtered[k]));
+                write(plane, at.row(k) + 8, u64x2_extract_lane::<1>(filtered[k]));
+            }
+        }
+    }
+
+    /// Filters the same edge of both chroma planes.
+    pub(crate) fn filter_chroma(u: &mut [u8], v: &mut [u8], at: Lanes, macroblock: bool, limits: Limits) {
+        // Row n of U and of V side by side: taps along a horizontal edge,
+        // lanes (to transpose) across a vertical one.
+        let rows: [v128; 8] = core::array::from_fn(|n| u64x2(read(u, at.row(n)), read(v, at.row(n))));
+        let (rows, changed) = if at.across_columns {
+            (transpose(filter(transpose(rows), macroblock, limits).0), 0..8)
+        } else {
+            filter(rows, macroblock, limits)
+        };
+        for n in changed {
+            write(u, at.row(n), u64x2_extract_lane::<0>(rows[n]));
+            write(v, at.row(n), u64x2_extract_lane::<1>(rows[n]));
+        }
+    }
+
+    fn read(plane: &[u8], at: usize) -> u64 {
+        u64::from_le_bytes(plane[at..at + 8].try_into().expect("8 bytes"))
+    }
+
+    fn write(plane: &mut [u8], at: usize, value: u64) {
+        plane[at..at + 8].copy_from_slice(&value.to_le_bytes());
+    }
+
+    /// Two 8x8 byte transposes at once, one in each half of the vectors:
+    /// byte j of row i becomes byte i of row j. Its own inverse.
+    fn transpose(a: [v128; 8]) -> [v128; 8] {
+        // Interleave bytes, then pairs, then quadruples, as SSE2's unpacks do.
+        let bytes_lo = |x, y| i8x16_shuffle::<0, 16, 1, 17, 2, 18, 3, 19, 8, 24, 9, 25, 10, 26, 11, 27>(x, y);
+        let bytes_hi = |x, y| i8x16_shuffle::<4, 20, 5, 21, 6, 22, 7, 23, 12, 28, 13, 29, 14, 30, 15, 31>(x, y);
+        let pairs_lo = |x, y| i8x16_shuffle::<0, 1, 16, 17, 2, 3, 18, 19, 8, 9, 24, 25, 10, 11, 26, 27>(x, y);
+        let pairs_hi = |x, y| i8x16_shuffle::<4, 5, 20, 21, 6, 7, 22, 23, 12, 13, 28, 29, 14, 15, 30, 31>(x, y);
+        let quads_lo = |x, y| i8x16_shuffle::<0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27>(x, y);
+        let quads_hi = |x, y| i8x16_shuffle::<4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31>(x, y);
+        // b[2m] and b[2m + 1]: bytes 0-3 and 4-7 of rows 2m and 2m + 1, interleaved.
+        let b: [v128; 8] = core::array::from_fn(|j| if j % 2 == 0 { bytes_lo(a[j], a[j + 1]) } else { bytes_hi(a[j - 1], a[j]) });
+        // c[4h + n]: bytes 2n and 2n + 1 of rows 4h to 4h + 3.
+        let c: [v128; 8] = core::array::from_fn(|j| {
+            let (h, n) = (j / 4, j % 4);
+            let (x, y) = (b[4 * h + n / 2], b[4 * h + n / 2 + 2]);
+            if n % 2 == 0 { pairs_lo(x, y) } else { pairs_hi(x, y) }
+        });
+        core::array::from_fn(|k| if k % 2 == 0 { quads_lo(c[k / 2], c[k / 2 + 4]) } else { quads_hi(c[k / 2], c[k / 2 + 4]) })
+    }
+
+    /// Filters all 16 lanes of `taps` (pixels); returns them with the range
+    /// of taps that may have changed.
+    fn filter(taps: [v128; 8], macroblock: bool, limits: Limits) -> ([v128; 8], core::ops::Range<usize>) {
+        let filter = normal_mask(&taps, limits);
+        let hev = high_edge_variance(&taps, limits.hev_threshold);
+        let [p3, p2, p1, p0, q0, q1, q2, q3] = taps.map(signed);
+        if macroblock {
+            let [p2, p1, p0, q0, q1, q2] = macroblock_filter(filter, hev, [p2, p1, p0, q0, q1, q2]);
+            ([p3, p2, p1, p0, q0, q1, q2, q3].map(signed), 1..7)
+        } else {
+            let [p1, p0, q0, q1] = subblock_filter(filter, hev, [p1, p0, q0, q1]);
+            ([p3, p2, p1, p0, q0, q1, q2, q3].map(signed), 2..6)
+        }
+    }
+
+    /// `subblock_filter_*` on signed taps p1..q1.
+    fn subblock_filter(filter: v128, hev: v128, [p1, p0, q0, q1]: [v128; 4]) -> [v128; 4] {
+        let w = filter_value(v128_and(i8x16_sub_sat(p1, q1), hev), p0, q0);
+        let (a, b) = (shift3(i8x16_add_sat(w, i8x16_splat(4))), shift3(i8x16_add_sat(w, i8x16_splat(3))));
+        let q0 = v128_bitselect(i8x16_sub_sat(q0, a), q0, filter);
+        let p0 = v128_bitselect(i8x16_add_sat(p0, b), p0, filter);
+        // a is within -16..=15, so a + 1 cannot wrap.
+        let a = i8x16_shr(i8x16_add(a, i8x16_splat(1)), 1);
+        let inner = v128_andnot(filter, hev);
+        let q1 = v128_bitselect(i8x16_sub_sat(q1, a), q1, inner);
+        let p1 = v128_bitselect(i8x16_add_sat(p1, a), p1, inner);
+        [p1, p0, q0, q1]
+    }
+
+    /// `macroblock_filter_*` on signed taps p2..q2.
+    fn macroblock_filter(filter: v128, hev: v128, [p2, p1, p0, q0, q1, q2]: [v128; 6]) -> [v128; 6] {
+        let w = filter_value(i8x16_sub_sat(p1, q1), p0, q0);
+
+        // High edge variance: common_adjust, p0 and q0 only.
+        let narrow = v128_and(filter, hev);
+        let (a, b) = (shift3(i8x16_add_sat(w, i8x16_splat(4))), shift3(i8x16_add_sat(w, i8x16_splat(3))));
+        let q0 = v128_bitselect(i8x16_sub_sat(q0, a), q0, narrow);
+        let p0 = v128_bitselect(i8x16_add_sat(p0, b), p0, narrow);
+
+        // Otherwise: c((k * w + 63) >> 7) for k = 27, 18, 9, in 16 bits.
+        let wide = v128_andnot(filter, hev);
+        let (low, high) = (i16x8_extend_low_i8x16(w), i16x8_extend_high_i8x16(w));
+        let tap = |k: i16| {
+            let scaled = |half: v128| i16x8_shr(i16x8_add(i16x8_mul(half, i16x8_splat(k)), i16x8_splat(63)), 7);
+            i8x16_narrow_i16x8(scaled(low), scaled(high))
+        };
+        let (a27, a18, a9) = (tap(27), tap(18), tap(9));
+        [
+            v128_bitselect(i8x16_add_sat(p2, a9), p2, wide),
+            v128_bitselect(i8x16_add_sat(p1, a18), p1, wide),
+            v128_bitselect(i8x16_add_sat(p0, a27), p0, wide),
+            v128_bitselect(i8x16_sub_sat(q0, a27), q0, wide),
+            v128_bitselect(i8x16_sub_sat(q1, a18), q1, wide),
+            v128_bitselect(i8x16_sub_sat(q2, a9), q2, wide),
+        ]
+    }
+
+    /// u8 <-> the signed value (pixel - 128), both ways.
+    fn signed(v: v128) -> v128 {
+        v128_xor(v, u8x16_splat(0x80))
+    }
+
+    fn abs_diff(a: v128, b: v128) -> v128 {
+        v128_or(u8x16_sub_sat(a, b), u8x16_sub_sat(b, a))
+    }
+
+    /// Lanes passing `should_filter_*`: the simple threshold and the interior limit.
+    fn normal_mask(t: &[v128; 8], limits: Limits) -> v128 {
+        let [p3, p2, p1, p0, q0, q1, q2, q3] = *t;
+        // 2 * |p0 - q0| + |p1 - q1| / 2, saturating at 255: above any edge limit (at most 193).
+        let edge = u8x16_add_sat(u8x16_add_sat(abs_diff(p0, q0), abs_diff(p0, q0)), u8x16_shr(abs_diff(p1, q1), 1));
+        let interior = [abs_diff(p2, p1), abs_diff(p1, p0), abs_diff(q3, q2), abs_diff(q2, q1), abs_diff(q1, q0)]
+            .into_iter()
+            .fold(abs_diff(p3, p2), |a, b| u8x16_max(a, b));
+        v128_and(u8x16_le(edge, u8x16_splat(limits.edge_limit)), u8x16_le(interior, u8x16_splat(limits.interior_limit)))
+    }
+
+    fn high_edge_variance(t: &[v128; 8], threshold: u8) -> v128 {
+        let [_, _, p1, p0, q0, q1, _, _] = *t;
+        u8x16_gt(u8x16_max(abs_diff(p1, p0), abs_diff(q1, q0)), u8x16_splat(threshold))
+    }
+
+    /// c(outer + 3 * (q0 - p0)), as three saturating additions of c(q0 - p0).
+    fn filter_value(outer: v128, p0: v128, q0: v128) -> v128 {
+        let d = i8x16_sub_sat(q0, p0);
+        i8x16_add_sat(i8x16_add_sat(i8x16_add_sat(outer, d), d), d)
+    }
+
+    fn shift3(v: v128) -> v128 {
+        i8x16_shr(v, 3)
+    }
+}

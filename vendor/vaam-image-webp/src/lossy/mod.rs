@@ -977,6 +977,13 @@ impl<R: Read> Vp8Decoder<R> {
             let do_subblock_filtering =
                 mb.luma_mode == LumaMode::B || (!mb.coeffs_skipped && mb.non_zero_dct);
 
+            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+            if !self.frame.filter_type {
+                let limits = |edge_limit| loop_filter::simd::Limits { hev_threshold, interior_limit, edge_limit };
+                self.normal_loop_filter_simd(mbx, mby, limits(mbedge_limit), do_subblock_filtering.then(|| limits(sub_bedge_limit)));
+                return;
+            }
+
             //filter across left of macroblock
             if mbx > 0 {
                 //simple loop filtering
@@ -1184,6 +1191,48 @@ impl<R: Read> Vp8Decoder<R> {
                     }
                 }
             }
+        }
+    }
+
+    /// `loop_filter`'s normal filter, an edge at a time (edgeproxy patch;
+    /// `loop_filter::simd`): the same edges in the same order.
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    fn normal_loop_filter_simd(
+        &mut self,
+        mbx: usize,
+        mby: usize,
+        macroblock_edges: loop_filter::simd::Limits,
+        subblock_edges: Option<loop_filter::simd::Limits>,
+    ) {
+        use loop_filter::simd::{filter_chroma, filter_luma, Lanes};
+        let luma_w = self.mbwidth as usize * 16;
+        let chroma_w = self.mbwidth as usize * 8;
+        let luma = mby * 16 * luma_w + mbx * 16;
+        let chroma = mby * 8 * chroma_w + mbx * 8;
+        let frame = &mut self.frame;
+
+        // across the left of the macroblock, then its inner vertical edges
+        if mbx > 0 {
+            filter_luma(&mut frame.ybuf, Lanes::across_columns(luma, luma_w), true, macroblock_edges);
+            filter_chroma(&mut frame.ubuf, &mut frame.vbuf, Lanes::across_columns(chroma, chroma_w), true, macroblock_edges);
+        }
+        if let Some(limits) = subblock_edges {
+            for x in [4, 8, 12] {
+                filter_luma(&mut frame.ybuf, Lanes::across_columns(luma + x, luma_w), false, limits);
+            }
+            filter_chroma(&mut frame.ubuf, &mut frame.vbuf, Lanes::across_columns(chroma + 4, chroma_w), false, limits);
+        }
+
+        // across the top of the macroblock, then its inner horizontal edges
+        if mby > 0 {
+            filter_luma(&mut frame.ybuf, Lanes::across_rows(luma, luma_w), true, macroblock_edges);
+            filter_chroma(&mut frame.ubuf, &mut frame.vbuf, Lanes::across_rows(chroma, chroma_w), true, macroblock_edges);
+        }
+        if let Some(limits) = subblock_edges {
+            for y in [4, 8, 12] {
+                filter_luma(&mut frame.ybuf, Lanes::across_rows(luma + y * luma_w, luma_w), false, limits);
+            }
+            filter_chroma(&mut frame.ubuf, &mut frame.vbuf, Lanes::across_rows(chroma + 4 * chroma_w, chroma_w), false, limits);
         }
     }
 
