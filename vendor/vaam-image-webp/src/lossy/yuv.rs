@@ -173,6 +173,12 @@ fn fill_row_fancy_with_2_uv_rows<const BPP: usize>(
     let rest_row_buffer = &mut row_buffer[BPP..];
     let rest_y_row = &y_row[1..];
 
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    let (rest_row_buffer, rest_y_row, u_row_1, u_row_2, v_row_1, v_row_2) = {
+        let done = simd::fill_pairs::<BPP>(rest_row_buffer, rest_y_row, u_row_1, u_row_2, v_row_1, v_row_2);
+        (&mut rest_row_buffer[done * 2 * BPP..], &rest_y_row[done * 2..], &u_row_1[done..], &u_row_2[done..], &v_row_1[done..], &v_row_2[done..])
+    };
+
     // we do two pixels at a time since they share the same u/v values
     let mut main_row_chunks = rest_row_buffer.chunks_exact_mut(BPP * 2);
     let mut main_y_chunks = rest_y_row.chunks_exact(2);
@@ -509,6 +515,125 @@ fn rgb_to_u_raw(rgb: &[u8]) -> i32 {
 fn rgb_to_v_raw(rgb: &[u8]) -> i32 {
     28800 * i32::from(rgb[0]) - 24116 * i32::from(rgb[1]) - 4684 * i32::from(rgb[2])
         + (128 << YUV_FIX)
+}
+
+/// Fancy upsampling and the conversion to RGB, 16 pixels at a time with
+/// SIMD128 (edgeproxy patch): `fill_row_fancy_with_2_uv_rows`' loop over
+/// pixel pairs, with the same arithmetic in lanes, bit for bit.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod simd {
+    use core::arch::wasm32::*;
+
+    /// Pairs of pixels per step: 16 pixels, 9 chroma samples of each row.
+    const PAIRS: usize = 8;
+
+    /// Converts the leading pixel pairs of a row (after its first pixel) in
+    /// steps of `PAIRS`; returns how many pairs it converted. The arguments
+    /// are `fill_row_fancy_with_2_uv_rows`' after its first pixel.
+    pub(super) fn fill_pairs<const BPP: usize>(
+        rgb: &mut [u8],
+        y: &[u8],
+        u_row_1: &[u8],
+        u_row_2: &[u8],
+        v_row_1: &[u8],
+        v_row_2: &[u8],
+    ) -> usize {
+        let pairs = (y.len() / 2).min(rgb.len() / (2 * BPP)).min(u_row_1.len().saturating_sub(1));
+        let mut done = 0;
+        while done + PAIRS <= pairs {
+            let j = done;
+            let (u_first, u_second) = fancy(&u_row_1[j..j + PAIRS + 1], &u_row_2[j..j + PAIRS + 1]);
+            let (v_first, v_second) = fancy(&v_row_1[j..j + PAIRS + 1], &v_row_2[j..j + PAIRS + 1]);
+            let u = interleave(u_first, u_second);
+            let v = interleave(v_first, v_second);
+            let y = load16(&y[2 * j..2 * j + 16]);
+            let [r, g, b] = to_rgb(y, u, v);
+            store::<BPP>(&mut rgb[2 * j * BPP..(2 * j + 16) * BPP], r, g, b);
+            done += PAIRS;
+        }
+        done
+    }
+
+    fn load8(bytes: &[u8]) -> v128 {
+        u64x2(u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")), 0)
+    }
+
+    fn load16(bytes: &[u8]) -> v128 {
+        u64x2(u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")), u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes")))
+    }
+
+    /// `get_fancy_chroma_value` for the first and the second pixel of 8
+    /// pairs, as u16 lanes: (9 main + 3 secondary1 + 3 secondary2 +
+    /// tertiary + 8) / 16.
+    fn fancy(row_1: &[u8], row_2: &[u8]) -> (v128, v128) {
+        let a = u16x8_extend_low_u8x16(load8(&row_1[..8]));
+        let b = u16x8_extend_low_u8x16(load8(&row_1[1..9]));
+        let c = u16x8_extend_low_u8x16(load8(&row_2[..8]));
+        let d = u16x8_extend_low_u8x16(load8(&row_2[1..9]));
+        let weigh = |main, near1, near2, far| {
+            let sum = i16x8_add(i16x8_add(i16x8_mul(main, u16x8_splat(9)), i16x8_mul(i16x8_add(near1, near2), u16x8_splat(3))), i16x8_add(far, u16x8_splat(8)));
+            u16x8_shr(sum, 4)
+        };
+        (weigh(a, b, c, d), weigh(b, a, d, c))
+    }
+
+    /// 16 u8 lanes: first0, second0, first1, second1, ...
+    fn interleave(first: v128, second: v128) -> v128 {
+        let first = u8x16_narrow_i16x8(first, first);
+        let second = u8x16_narrow_i16x8(second, second);
+        i8x16_shuffle::<0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23>(first, second)
+    }
+
+    /// `yuv_to_r`, `yuv_to_g` and `yuv_to_b` of 16 pixels.
+    fn to_rgb(y: v128, u: v128, v: v128) -> [v128; 3] {
+        let halves = |x: v128| [u16x8_extend_low_u8x16(x), u16x8_extend_high_u8x16(x)];
+        let (y, u, v) = (halves(y), halves(u), halves(v));
+        // mulhi: (x * coeff) >> 8, for the quarter q (4 lanes) of the 16.
+        let mulhi = |x: &[v128; 2], q: usize, coeff: u16| {
+            let half = x[q / 2];
+            let product = if q % 2 == 0 { u32x4_extmul_low_u16x8(half, u16x8_splat(coeff)) } else { u32x4_extmul_high_u16x8(half, u16x8_splat(coeff)) };
+            u32x4_shr(product, 8)
+        };
+        let clip = |x: v128| i32x4_min(i32x4_max(i32x4_shr(x, 6), i32x4_splat(0)), i32x4_splat(255));
+        let mut out = [[i32x4_splat(0); 4]; 3];
+        for q in 0..4 {
+            let luma = mulhi(&y, q, 19077);
+            out[0][q] = clip(i32x4_sub(i32x4_add(luma, mulhi(&v, q, 26149)), i32x4_splat(14234)));
+            out[1][q] = clip(i32x4_add(i32x4_sub(i32x4_sub(luma, mulhi(&u, q, 6419)), mulhi(&v, q, 13320)), i32x4_splat(8708)));
+            out[2][q] = clip(i32x4_sub(i32x4_add(luma, mulhi(&u, q, 33050)), i32x4_splat(17685)));
+        }
+        out.map(|[q0, q1, q2, q3]| u8x16_narrow_i16x8(i16x8_narrow_i32x4(q0, q1), i16x8_narrow_i32x4(q2, q3)))
+    }
+
+    /// 16 pixels of R, G and B lanes as RGB or RGBA bytes.
+    fn store<const BPP: usize>(out: &mut [u8], r: v128, g: v128, b: v128) {
+        let vectors: [v128; 4] = if BPP == 3 {
+            // Bytes 0-15, 16-31 and 32-47 of r0 g0 b0 r1 g1 b1 ...
+            let t0 = i8x16_shuffle::<0, 16, 0, 1, 17, 0, 2, 18, 0, 3, 19, 0, 4, 20, 0, 5>(r, g);
+            let o0 = i8x16_shuffle::<0, 1, 16, 3, 4, 17, 6, 7, 18, 9, 10, 19, 12, 13, 20, 15>(t0, b);
+            let t1 = i8x16_shuffle::<21, 0, 6, 22, 0, 7, 23, 0, 8, 24, 0, 9, 25, 0, 10, 26>(r, g);
+            let o1 = i8x16_shuffle::<0, 21, 2, 3, 22, 5, 6, 23, 8, 9, 24, 11, 12, 25, 14, 15>(t1, b);
+            let t2 = i8x16_shuffle::<0, 11, 27, 0, 12, 28, 0, 13, 29, 0, 14, 30, 0, 15, 31, 0>(r, g);
+            let o2 = i8x16_shuffle::<26, 1, 2, 27, 4, 5, 28, 7, 8, 29, 10, 11, 30, 13, 14, 31>(t2, b);
+            [o0, o1, o2, o2]
+        } else {
+            let a = u8x16_splat(255);
+            let rg_low = i8x16_shuffle::<0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23>(r, g);
+            let rg_high = i8x16_shuffle::<8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31>(r, g);
+            let ba_low = i8x16_shuffle::<0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23>(b, a);
+            let ba_high = i8x16_shuffle::<8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31>(b, a);
+            [
+                i16x8_shuffle::<0, 8, 1, 9, 2, 10, 3, 11>(rg_low, ba_low),
+                i16x8_shuffle::<4, 12, 5, 13, 6, 14, 7, 15>(rg_low, ba_low),
+                i16x8_shuffle::<0, 8, 1, 9, 2, 10, 3, 11>(rg_high, ba_high),
+                i16x8_shuffle::<4, 12, 5, 13, 6, 14, 7, 15>(rg_high, ba_high),
+            ]
+        };
+        for (chunk, vector) in out.chunks_exact_mut(16).zip(vectors) {
+            chunk[..8].copy_from_slice(&u64x2_extract_lane::<0>(vector).to_le_bytes());
+            chunk[8..].copy_from_slice(&u64x2_extract_lane::<1>(vector).to_le_bytes());
+        }
+    }
 }
 
 #[cfg(test)]
