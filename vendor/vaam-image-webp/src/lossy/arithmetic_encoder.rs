@@ -1,3 +1,4 @@
+use super::common::{DCT_EOB, DCT_TOKEN_TREE, NUM_DCT_TOKENS};
 // currently just a direct translation of the encoder given in the vp8 specification
 #[derive(Default)]
 pub(crate) struct ArithmeticEncoder {
@@ -136,6 +137,13 @@ impl ArithmeticEncoder {
         }
     }
 
+    /// Writes a coefficient token (`DCT_TOKEN_TREE`) from `start_index`.
+    pub(crate) fn write_token(&mut self, probabilities: &[u8], token: i8, start_index: usize) {
+        for (encode_bool, prob_index) in dct_token_path(token, start_index) {
+            self.write_bool(encode_bool, probabilities[prob_index]);
+        }
+    }
+
     /// Flushes any remaining bits to the writer and consumes the encoder altogether
     pub(crate) fn flush_and_get_buffer(mut self) -> Vec<u8> {
         let mut c = self.bit_num;
@@ -214,6 +222,7 @@ pub(crate) fn tree_encode_path(tree: &[i8], value: i8, start_index: usize) -> Tr
 /// The branches `tree_encode_path` takes, root to leaf, on the stack: it runs
 /// once per coded token, and a `Vec` there made allocation a tenth of the
 /// encoder's time.
+#[derive(Clone, Copy)]
 pub(crate) struct TreePath {
     steps: [(bool, usize); TreePath::MAX_DEPTH],
     start: usize,
@@ -222,11 +231,29 @@ pub(crate) struct TreePath {
 impl TreePath {
     /// Deeper than any VP8 tree (the coefficient token tree has 11 levels).
     const MAX_DEPTH: usize = 16;
+    const EMPTY: TreePath = TreePath { steps: [(false, 0); TreePath::MAX_DEPTH], start: TreePath::MAX_DEPTH };
 
     fn push_front(&mut self, step: (bool, usize)) {
         self.start -= 1;
         self.steps[self.start] = step;
     }
+}
+
+/// `tree_encode_path(&DCT_TOKEN_TREE, token, start_index)`, computed once
+/// (edgeproxy patch): it runs for every coded token, in the dry run that
+/// counts them and again when they are written.
+pub(crate) fn dct_token_path(token: i8, start_index: usize) -> TreePath {
+    static PATHS: std::sync::OnceLock<[[TreePath; NUM_DCT_TOKENS]; 2]> = std::sync::OnceLock::new();
+    let paths = PATHS.get_or_init(|| {
+        std::array::from_fn(|half_start| {
+            std::array::from_fn(|token| match (2 * half_start, token as i8) {
+                // Right after a zero, the tree starts past the end-of-block branch.
+                (2, DCT_EOB) => TreePath::EMPTY,
+                (start, token) => tree_encode_path(&DCT_TOKEN_TREE, token, start),
+            })
+        })
+    });
+    paths[start_index / 2][token as usize]
 }
 
 impl IntoIterator for TreePath {
