@@ -67,7 +67,8 @@ impl Drop for Server {
 fn as_a_user(program: &Path, dir: &Path, home: &Path, extra_path: Option<&Path>) -> Command {
     let mut command = Command::new(program);
     let path = extra_path.map_or(BARE_PATH.to_owned(), |p| format!("{}:{BARE_PATH}", p.display()));
-    command.current_dir(dir).env_clear().env("PATH", path).env("HOME", home);
+    // TMPDIR: what wrangler and Spin leave there goes with the test's home.
+    command.current_dir(dir).env_clear().env("PATH", path).env("HOME", home).env("TMPDIR", home);
     command
 }
 
