@@ -1,5 +1,6 @@
-use super::common::{DCT_EOB, DCT_TOKEN_TREE, NUM_DCT_TOKENS};
 // currently just a direct translation of the encoder given in the vp8 specification
+use super::common::{DCT_EOB, DCT_TOKEN_TREE, NUM_DCT_TOKENS};
+
 #[derive(Default)]
 pub(crate) struct ArithmeticEncoder {
     /// the entropy values that have been encoded so far

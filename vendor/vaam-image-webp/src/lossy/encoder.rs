@@ -1739,8 +1739,7 @@ impl<W: Write> Vp8Encoder<W> {
                 // Pre-selection: score every mode by its prediction's own
                 // error plus its signalling cost, and run the full RD trial
                 // (transform, quantize, reconstruct) only on the best few.
-                let mut scored = [(0f64, IntraMode::DC); 10];
-                for (slot, &mode) in scored.iter_mut().zip(&Self::BPRED_MODE_CANDIDATES) {
+                let mut scored = Self::BPRED_MODE_CANDIDATES.map(|mode| {
                     predict_bmode(&mut y_with_border, mode, x0, y0, stride);
                     let mut sse: i64 = 0;
                     for y in 0..4 {
@@ -1750,8 +1749,8 @@ impl<W: Write> Vp8Encoder<W> {
                             sse += d * d;
                         }
                     }
-                    *slot = (sse as f64 + lambda * bpred_mode_bit_cost(top, left, mode), mode);
-                }
+                    (sse as f64 + lambda * bpred_mode_bit_cost(top, left, mode), mode)
+                });
                 scored.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
 
                 for &(_, mode) in &scored[..BPRED_RD_CANDIDATES] {
