@@ -106,6 +106,28 @@ fn coeff_rate_estimate(coeffs: &[i32]) -> i64 {
         .sum()
 }
 
+/// Sum of squared differences between two `N`x`N` blocks of pixels, each
+/// given by its first pixel's offset and its row stride. Row by
+/// row over slices, and in `i32` (a 16x16 block's SSE is below 2^24), so the
+/// compiler checks bounds once a row and can vectorize.
+fn block_sse<const N: usize>(
+    a: &[u8],
+    (a_at, a_stride): (usize, usize),
+    b: &[u8],
+    (b_at, b_stride): (usize, usize),
+) -> i64 {
+    let mut sse = 0i32;
+    for row in 0..N {
+        let a_row: &[u8; N] = a[a_at + row * a_stride..][..N].try_into().unwrap();
+        let b_row: &[u8; N] = b[b_at + row * b_stride..][..N].try_into().unwrap();
+        for (&p, &q) in a_row.iter().zip(b_row) {
+            let d = i32::from(p) - i32::from(q);
+            sse += d * d;
+        }
+    }
+    i64::from(sse)
+}
+
 /// Real entropy cost, in bits, of encoding `value` with a tree-structured
 /// binary code and per-node probabilities - the same tree walk
 /// `ArithmeticEncoder::write_with_tree` (`write_with_tree_start_index` with
@@ -225,7 +247,11 @@ fn bpred_mode_bit_cost(top: IntraMode, left: IntraMode, mode: IntraMode) -> f64 
         for top in 0..10 {
             for left in 0..10 {
                 for mode in 0..10 {
-                    t[top][left][mode] = tree_bit_cost(&KEYFRAME_BPRED_MODE_TREE, &KEYFRAME_BPRED_MODE_PROBS[top][left], mode as i8);
+                    t[top][left][mode] = tree_bit_cost(
+                        &KEYFRAME_BPRED_MODE_TREE,
+                        &KEYFRAME_BPRED_MODE_PROBS[top][left],
+                        mode as i8,
+                    );
                 }
             }
         }
@@ -779,13 +805,26 @@ struct Vp8Encoder<W> {
     ///
     /// `MacroblockInfo` is small (a `LumaMode`, an `Option<[IntraMode; 16]>`,
     /// a `ChromaMode`, an `Option<u8>`, a `bool`) - a few hundred KB for a
-    /// whole 1080p frame's worth of macroblocks - so caching the decision
-    /// itself, rather than the transform output (which stays uncached; see
-    /// `transform_luma_block` / `transform_chroma_blocks`, which run fresh
-    /// in every pass because they also carry border/complexity state each
-    /// pass depends on), is cheap.
+    /// whole 1080p frame's worth of macroblocks. The transform output is
+    /// cached too, in `mb_coeff_cache`.
     mb_info_cache: Vec<Option<MacroblockInfo>>,
+
+    /// Every macroblock's unquantized DCT coefficients (luma, then U, then
+    /// V: `MacroblockCoeffs`) as `count_skipped_macroblocks` computed them
+    /// while reconstructing the frame. Quantization is plain division, so
+    /// the two later passes would compute exactly these again, from the same
+    /// decisions and the same reconstruction; they read them here instead
+    /// and skip prediction and transforms altogether. `i16` holds them: a
+    /// 4x4 DCT of residuals in -255..=255 stays within about +-2041.
+    mb_coeff_cache: Vec<[i16; MACROBLOCK_COEFFS]>,
 }
+
+/// Coefficients of one macroblock: 16 luma blocks, then 4 U and 4 V blocks.
+const MACROBLOCK_COEFFS: usize = 16 * 16 + 2 * 16 * 4;
+
+/// One macroblock's unquantized coefficients, as `transform_luma_block` and
+/// `transform_chroma_blocks` return them.
+type MacroblockCoeffs = ([i32; 16 * 16], [i32; 16 * 4], [i32; 16 * 4]);
 
 impl<W: Write> Vp8Encoder<W> {
     fn new(writer: W) -> Self {
@@ -825,6 +864,7 @@ impl<W: Write> Vp8Encoder<W> {
             top_border_v: Vec::new(),
 
             mb_info_cache: Vec::new(),
+            mb_coeff_cache: Vec::new(),
         }
     }
 
@@ -1402,20 +1442,10 @@ impl<W: Write> Vp8Encoder<W> {
                 // write macroblock headers
                 self.write_macroblock_header(&macroblock_info, mbx.into());
 
-                // Reconstruction always has to run, skipped or not: even a
-                // skipped macroblock's borders (what the *next* macroblock
-                // predicts from) are the prediction with a zero residual
-                // added, which is exactly what `transform_luma_block` /
-                // `transform_chroma_blocks` compute - the decoder does the
-                // same thing unconditionally (`decode_frame_` in mod.rs always
-                // calls `intra_predict_luma`/`intra_predict_chroma`, just with
-                // an all-zero coefficient block when `coeffs_skipped`). Only
-                // the bit-writing below is conditional.
-                let y_block_data =
-                    self.transform_luma_block(mbx.into(), mby.into(), &macroblock_info);
-
-                let (u_block_data, v_block_data) =
-                    self.transform_chroma_blocks(mbx.into(), mby.into(), &macroblock_info);
+                // No reconstruction here: the coefficients are the ones the
+                // first pass computed while it reconstructed the frame (see
+                // `mb_coeff_cache`); only the bit-writing below remains.
+                let (y_block_data, u_block_data, v_block_data) = self.cached_coeffs(idx);
 
                 if !macroblock_info.coeffs_skipped {
                     self.encode_residual_data(
@@ -1523,28 +1553,29 @@ impl<W: Write> Vp8Encoder<W> {
         // same way as the four whole-macroblock modes above), compared
         // against the best of those four by the exact same Lagrangian cost
         // so the comparison is apples to apples.
-        let (bpred_distortion, bpred_rate, bpred_modes, bpred_coeffs) =
-            self.trial_luma_bpred(mbx, mby, &segment, lambda);
-        let bpred_cost = bpred_distortion as f64 + lambda * bpred_rate;
+        // The trial gives up (`None`) as soon as its running cost reaches
+        // the best 16x16 cost, which it then could not beat.
+        let bpred = self.trial_luma_bpred(mbx, mby, &segment, lambda, best_16x16_cost);
 
         // B_PRED has no Y2 block (`encode_residual_data` branches on this
         // exact condition), so its "all zero" check only looks at the 16
         // sub-blocks' own coefficients - there is no separate Y2 plane to
         // also check, unlike the 16x16 modes just below.
-        let (luma_mode, luma_bpred, luma_all_zero) = if bpred_cost < best_16x16_cost {
-            (
-                LumaMode::B,
-                Some(bpred_modes),
-                bpred_coeffs.iter().all(|&c| c == 0),
-            )
-        } else {
-            (
-                luma_mode_16x16,
-                None,
-                luma_coeffs_16x16.y2_coeffs.iter().all(|&c| c == 0)
-                    && luma_coeffs_16x16.y_coeffs.iter().all(|&c| c == 0),
-            )
-        };
+        let (luma_mode, luma_bpred, luma_all_zero) =
+            if let Some((bpred_modes, bpred_coeffs)) = bpred {
+                (
+                    LumaMode::B,
+                    Some(bpred_modes),
+                    bpred_coeffs.iter().all(|&c| c == 0),
+                )
+            } else {
+                (
+                    luma_mode_16x16,
+                    None,
+                    luma_coeffs_16x16.y2_coeffs.iter().all(|&c| c == 0)
+                        && luma_coeffs_16x16.y_coeffs.iter().all(|&c| c == 0),
+                )
+            };
 
         let mut best_chroma: Option<(f64, ChromaMode, ChromaCoeffs, ChromaCoeffs)> = None;
         for &mode in &Self::CHROMA_MODE_CANDIDATES {
@@ -1620,18 +1651,13 @@ impl<W: Write> Vp8Encoder<W> {
     /// macroblock (as produced by `trial_luma_16x16`, still carrying its
     /// 1-pixel border) and the true source pixels.
     fn luma_sse(&self, recon: &[u8; LUMA_BLOCK_SIZE], mbx: usize, mby: usize) -> i64 {
-        let stride = LUMA_STRIDE;
         let width = usize::from(self.macroblock_width) * 16;
-        let mut sse: i64 = 0;
-        for y in 0..16 {
-            for x in 0..16 {
-                let r = i64::from(recon[(y + 1) * stride + (x + 1)]);
-                let a = i64::from(self.frame.ybuf[(mby * 16 + y) * width + mbx * 16 + x]);
-                let d = r - a;
-                sse += d * d;
-            }
-        }
-        sse
+        block_sse::<16>(
+            recon,
+            (LUMA_STRIDE + 1, LUMA_STRIDE),
+            &self.frame.ybuf,
+            (mby * 16 * width + mbx * 16, width),
+        )
     }
 
     /// RD trial for B_PRED (4x4 sub-block) luma prediction.
@@ -1661,27 +1687,23 @@ impl<W: Write> Vp8Encoder<W> {
     /// `self.left_b_pred`) is copied into local variables before the
     /// per-sub-block loop starts, rather than updated in place.
     ///
-    /// Returns:
-    /// - the summed distortion (SSE, pixel domain, same units
-    ///   `trial_luma_16x16` returns),
-    /// - the summed rate: coefficient rate (`coeff_rate_estimate`, the same
-    ///   proxy `trial_luma_16x16` uses) plus submode signalling cost
-    ///   (`bpred_mode_bit_cost`, real entropy bits - see that function's
-    ///   doc comment for why these two are on different scales and what
-    ///   that means for how `lambda` weighs them),
-    /// - the 16 chosen submodes in raster order (for
-    ///   `MacroblockInfo::luma_bpred` / `write_macroblock_header`), and
-    /// - their quantized coefficients (to test whether the macroblock can
-    ///   be signalled skipped - B_PRED has no Y2 block, so unlike
-    ///   `trial_luma_16x16`'s `Luma16x16Coeffs` there is nothing else to
-    ///   check).
+    /// Returns `None` when B_PRED's cost (summed distortion plus `lambda`
+    /// times summed rate: coefficient rate by `coeff_rate_estimate`, the
+    /// proxy `trial_luma_16x16` uses, plus submode signalling cost by
+    /// `bpred_mode_bit_cost`) reaches `cost_to_beat`, the best 16x16 mode's;
+    /// otherwise the 16 chosen submodes in raster order (for
+    /// `MacroblockInfo::luma_bpred` / `write_macroblock_header`) and their
+    /// quantized coefficients (to test whether the macroblock can be
+    /// signalled skipped - B_PRED has no Y2 block, so there is nothing else
+    /// to check).
     fn trial_luma_bpred(
         &self,
         mbx: usize,
         mby: usize,
         segment: &Segment,
         lambda: f64,
-    ) -> (i64, f64, [IntraMode; 16], LumaYCoeffs) {
+        cost_to_beat: f64,
+    ) -> Option<([IntraMode; 16], LumaYCoeffs)> {
         let stride = LUMA_STRIDE;
         let mbw = self.macroblock_width;
         let width = usize::from(mbw * 16);
@@ -1736,20 +1758,22 @@ impl<W: Write> Vp8Encoder<W> {
                     [i32; 16],
                 )> = None;
 
+                let mut source = [0u8; 16];
+                for (y, row) in source.chunks_exact_mut(4).enumerate() {
+                    row.copy_from_slice(&self.frame.ybuf[y_data_block_index + y * width..][..4]);
+                }
+
                 // Pre-selection: score every mode by its prediction's own
                 // error plus its signalling cost, and run the full RD trial
                 // (transform, quantize, reconstruct) only on the best few.
                 let mut scored = Self::BPRED_MODE_CANDIDATES.map(|mode| {
                     predict_bmode(&mut y_with_border, mode, x0, y0, stride);
-                    let mut sse: i64 = 0;
-                    for y in 0..4 {
-                        for x in 0..4 {
-                            let d = i64::from(y_with_border[(y0 + y) * stride + x0 + x])
-                                - i64::from(self.frame.ybuf[y_data_block_index + y * width + x]);
-                            sse += d * d;
-                        }
-                    }
-                    (sse as f64 + lambda * bpred_mode_bit_cost(top, left, mode), mode)
+                    let sse =
+                        block_sse::<4>(&y_with_border, (y0 * stride + x0, stride), &source, (0, 4));
+                    (
+                        sse as f64 + lambda * bpred_mode_bit_cost(top, left, mode),
+                        mode,
+                    )
                 });
                 scored.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
 
@@ -1769,7 +1793,7 @@ impl<W: Write> Vp8Encoder<W> {
                         for x in 0..4 {
                             let border_index = (y0 + y) * stride + x0 + x;
                             let predicted_value = y_with_border[border_index];
-                            let actual_value = self.frame.ybuf[y_data_block_index + y * width + x];
+                            let actual_value = source[y * 4 + x];
                             predicted_block[y * 4 + x] = predicted_value;
                             residual[y * 4 + x] =
                                 i32::from(actual_value) - i32::from(predicted_value);
@@ -1802,9 +1826,7 @@ impl<W: Write> Vp8Encoder<W> {
                         for x in 0..4 {
                             let p = i32::from(predicted_block[y * 4 + x]);
                             let r = (p + dequantized[y * 4 + x]).clamp(0, 255);
-                            let actual =
-                                i64::from(self.frame.ybuf[y_data_block_index + y * width + x]);
-                            let d = i64::from(r) - actual;
+                            let d = i64::from(r) - i64::from(source[y * 4 + x]);
                             distortion += d * d;
                         }
                     }
@@ -1856,10 +1878,18 @@ impl<W: Write> Vp8Encoder<W> {
 
                 left = mode;
                 top_ctx[sbx] = mode;
+
+                // Distortion and rate only grow, so once the running cost
+                // reaches `cost_to_beat` B_PRED has lost (as libwebp's
+                // PickBestIntra4 stops); the decision is the one the full
+                // trial would reach.
+                if total_distortion as f64 + lambda * total_rate >= cost_to_beat {
+                    return None;
+                }
             }
         }
 
-        (total_distortion, total_rate, chosen_modes, y_coeffs)
+        Some((chosen_modes, y_coeffs))
     }
 
     /// RD trial for one candidate chroma prediction mode, covering both U
@@ -1926,18 +1956,13 @@ impl<W: Write> Vp8Encoder<W> {
         mbx: usize,
         mby: usize,
     ) -> i64 {
-        let stride = CHROMA_STRIDE;
         let chroma_width = usize::from(self.macroblock_width) * 8;
-        let mut sse: i64 = 0;
-        for y in 0..8 {
-            for x in 0..8 {
-                let r = i64::from(recon[(y + 1) * stride + (x + 1)]);
-                let a = i64::from(plane[(mby * 8 + y) * chroma_width + mbx * 8 + x]);
-                let d = r - a;
-                sse += d * d;
-            }
-        }
-        sse
+        block_sse::<8>(
+            recon,
+            (CHROMA_STRIDE + 1, CHROMA_STRIDE),
+            plane,
+            (mby * 8 * chroma_width + mbx * 8, chroma_width),
+        )
     }
 
     /// Dry run of the whole frame's macroblock loop - mode decision plus the
@@ -1985,11 +2010,15 @@ impl<W: Write> Vp8Encoder<W> {
             for mbx in 0..self.macroblock_width {
                 let info = self.choose_macroblock_info(mbx.into(), mby.into());
                 self.advance_bpred_context(&info, mbx.into());
-                self.transform_luma_block(mbx.into(), mby.into(), &info);
-                self.transform_chroma_blocks(mbx.into(), mby.into(), &info);
+                let y = self.transform_luma_block(mbx.into(), mby.into(), &info);
+                let (u, v) = self.transform_chroma_blocks(mbx.into(), mby.into(), &info);
 
                 let idx = usize::from(mby) * usize::from(self.macroblock_width) + usize::from(mbx);
                 self.mb_info_cache[idx] = Some(info);
+                let cached = &mut self.mb_coeff_cache[idx];
+                for (slot, &c) in cached.iter_mut().zip(y.iter().chain(&u).chain(&v)) {
+                    *slot = c as i16;
+                }
 
                 total += 1;
                 if info.coeffs_skipped {
@@ -2009,7 +2038,7 @@ impl<W: Write> Vp8Encoder<W> {
     ///
     /// Same two-pass shape as `count_skipped_macroblocks` just above, over
     /// the same macroblock grid, starting from the same `reset_frame_state`
-    /// defaults, mutating `top_border_*`/`left_border_*`/complexity/
+    /// defaults, mutating complexity/
     /// `top_b_pred`/`left_b_pred` exactly the same way given the same
     /// sequence of `MacroblockInfo` (both call `advance_bpred_context` right
     /// after the mode decision, same as `count_skipped_macroblocks` does -
@@ -2019,7 +2048,7 @@ impl<W: Write> Vp8Encoder<W> {
     /// which is exactly why this reads `mb_info_cache` (filled by
     /// `count_skipped_macroblocks`, immediately before this runs) instead of
     /// calling `choose_macroblock_info` again: it would just recompute the
-    /// same answer.
+    /// same answer, and `mb_coeff_cache` instead of transforming again.
     ///
     /// As of image-resizer#151 this equivalence extends to `encode_image`'s
     /// real pass too (see `mb_info_cache`'s doc comment on the struct for
@@ -2050,8 +2079,7 @@ impl<W: Write> Vp8Encoder<W> {
                 );
                 self.advance_bpred_context(&info, mbx);
 
-                let y_block_data = self.transform_luma_block(mbx, mby, &info);
-                let (u_block_data, v_block_data) = self.transform_chroma_blocks(mbx, mby, &info);
+                let (y_block_data, u_block_data, v_block_data) = self.cached_coeffs(idx);
 
                 if info.coeffs_skipped {
                     // matches `encode_image`'s handling of a skipped
@@ -2356,6 +2384,8 @@ impl<W: Write> Vp8Encoder<W> {
         // at different image dimensions - can never read a stale entry left
         // over from a previous frame.
         self.mb_info_cache = vec![None; usize::from(mb_width) * usize::from(mb_height)];
+        self.mb_coeff_cache =
+            vec![[0; MACROBLOCK_COEFFS]; usize::from(mb_width) * usize::from(mb_height)];
 
         self.reset_frame_state();
     }
@@ -2382,6 +2412,25 @@ impl<W: Write> Vp8Encoder<W> {
         self.top_border_y = vec![127u8; usize::from(mb_width) * 16 + 4];
         self.top_border_u = vec![127u8; usize::from(mb_width) * 8];
         self.top_border_v = vec![127u8; usize::from(mb_width) * 8];
+    }
+
+    /// The coefficients `count_skipped_macroblocks` computed for macroblock
+    /// `idx` (see `mb_coeff_cache`).
+    fn cached_coeffs(&self, idx: usize) -> MacroblockCoeffs {
+        let cached = &self.mb_coeff_cache[idx];
+        let mut coeffs: MacroblockCoeffs = ([0; 16 * 16], [0; 16 * 4], [0; 16 * 4]);
+        let (y, uv) = cached.split_at(16 * 16);
+        let (u, v) = uv.split_at(16 * 4);
+        for (to, from) in [
+            (&mut coeffs.0[..], y),
+            (&mut coeffs.1[..], u),
+            (&mut coeffs.2[..], v),
+        ] {
+            for (t, &f) in to.iter_mut().zip(from) {
+                *t = i32::from(f);
+            }
+        }
+        coeffs
     }
 
     // this is for all the luma modes except B
