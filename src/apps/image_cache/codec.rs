@@ -12,7 +12,7 @@
 
 use std::io::Cursor;
 
-use super::raster::Raster;
+use super::raster::{Planes, Raster};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -107,14 +107,43 @@ fn jpeg_decoder(bytes: &[u8]) -> Box<zune_jpeg::JpegDecoder<zune_jpeg::zune_core
     Box::new(zune_jpeg::JpegDecoder::new_with_options(zune_jpeg::zune_core::bytestream::ZCursor::new(bytes), options))
 }
 
-/// Decodes `bytes` if the header declares at most `max_pixels`.
-pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<Raster, DecodeError> {
+/// The size `bytes`' header declares, if at most `max_pixels`, and the
+/// memory its decoder may use: the pixels as RGBA8, plus the decoder's own
+/// working memory.
+fn checked_size(bytes: &[u8], max_pixels: u64) -> Result<(u32, u32, usize), DecodeError> {
     let (width, height, _) = header(bytes)?;
     if u64::from(width) * u64::from(height) > max_pixels || width == 0 || height == 0 {
         return Err(DecodeError::TooLarge(width, height));
     }
-    // The pixels as RGBA8, plus the decoder's own working memory.
-    let budget = (u64::from(width) * u64::from(height) * 4) as usize + (16 << 20);
+    Ok((width, height, (u64::from(width) * u64::from(height) * 4) as usize + (16 << 20)))
+}
+
+/// Decoded pixels, in the form the transform takes them.
+#[derive(Debug)]
+pub enum Decoded {
+    /// An opaque lossy WebP's Y'CbCr planes, not yet converted.
+    Planes(Planes),
+    /// RGB or RGBA.
+    Pixels(Raster),
+}
+
+/// [`decode`], or where `planes_will_do` and the image is an opaque lossy
+/// WebP, its planes before the conversion to RGB.
+pub fn decode_for(bytes: &[u8], max_pixels: u64, planes_will_do: bool) -> Result<Decoded, DecodeError> {
+    if planes_will_do && sniff(bytes) == Some(Kind::Webp) {
+        let (_, _, budget) = checked_size(bytes, max_pixels)?;
+        let mut decoder = image_webp::WebPDecoder::new(Cursor::new(bytes)).map_err(broken)?;
+        decoder.set_memory_limit(budget);
+        if let Some(yuv) = decoder.read_yuv420().map_err(broken)? {
+            return Ok(Decoded::Planes(Planes::new(&yuv)));
+        }
+    }
+    decode(bytes, max_pixels).map(Decoded::Pixels)
+}
+
+/// Decodes `bytes` if the header declares at most `max_pixels`.
+pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<Raster, DecodeError> {
+    let (width, height, budget) = checked_size(bytes, max_pixels)?;
     match sniff(bytes).expect("header() sniffed it") {
         Kind::Avif => Err(DecodeError::NotAnImage),
         Kind::Png => {
@@ -153,6 +182,84 @@ pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<Raster, DecodeError> {
             let mut data = vec![0; size];
             decoder.read_image(&mut data).map_err(broken)?;
             Ok(Raster::new(width, height, if decoder.has_alpha() { 4 } else { 3 }, data))
+        }
+    }
+}
+
+/// Whether `kind` at `quality` keeps chroma at half resolution (4:2:0),
+/// so that [`encode_decoded`] writes it straight from [`Planes`]: lossy
+/// WebP, and JPEG below quality 90 (jpeg-encoder's 4:4:4 threshold).
+pub fn takes_planes(kind: Kind, quality: u8) -> bool {
+    match kind {
+        Kind::Jpeg => quality < 90,
+        Kind::Webp => quality < 100,
+        Kind::Png | Kind::Avif => false,
+    }
+}
+
+/// [`encode`] for either form of pixels; planes are written as they are
+/// where [`takes_planes`], else converted to RGB first.
+pub fn encode_decoded(image: Decoded, kind: Kind, quality: u8, background: [u8; 4]) -> Result<Vec<u8>, String> {
+    let planes = match image {
+        Decoded::Planes(planes) if takes_planes(kind, quality) => planes,
+        Decoded::Planes(planes) => return encode(planes.into_rgb(), kind, quality, background),
+        Decoded::Pixels(raster) => return encode(raster, kind, quality, background),
+    };
+    let mut out = Vec::new();
+    if kind == Kind::Jpeg {
+        jpeg_encoder::Encoder::new(&mut out, quality).encode_image(JfifPlanes::new(&planes)?).map_err(|e| e.to_string())?;
+    } else {
+        let mut encoder = image_webp::WebPEncoder::new(&mut out);
+        encoder.set_params(webp_params(quality));
+        encoder.encode_yuv420(&planes.into_yuv420()).map_err(|e| e.to_string())?;
+    }
+    Ok(out)
+}
+
+/// Planes as a JPEG takes Y'CbCr (JFIF: the same BT.601 matrix, full range),
+/// each chroma sample given for its 2x2 pixels, which the encoder's 4:2:0
+/// subsampling then keeps as it is.
+struct JfifPlanes<'a> {
+    planes: &'a Planes,
+    width: u16,
+    height: u16,
+    /// Limited range (luma 16-235, chroma 16-240) to full, as tables.
+    luma: [u8; 256],
+    chroma: [u8; 256],
+}
+
+impl<'a> JfifPlanes<'a> {
+    fn new(planes: &'a Planes) -> Result<Self, String> {
+        let (Ok(width), Ok(height)) = (u16::try_from(planes.width()), u16::try_from(planes.height())) else {
+            return Err("JPEG cannot be wider or taller than 65535 pixels".into());
+        };
+        let table = |f: fn(f64) -> f64| std::array::from_fn(|v| f(v as f64).round().clamp(0.0, 255.0) as u8);
+        Ok(JfifPlanes { planes, width, height, luma: table(|y| (y - 16.0) * 255.0 / 219.0), chroma: table(|c| (c - 128.0) * 255.0 / 224.0 + 128.0) })
+    }
+}
+
+impl jpeg_encoder::ImageBuffer for JfifPlanes<'_> {
+    fn get_jpeg_color_type(&self) -> jpeg_encoder::JpegColorType {
+        jpeg_encoder::JpegColorType::Ycbcr
+    }
+
+    fn width(&self) -> u16 {
+        self.width
+    }
+
+    fn height(&self) -> u16 {
+        self.height
+    }
+
+    fn fill_buffers(&self, y: u16, buffers: &mut [Vec<u8>; 4]) {
+        let Planes { y: luma, u, v } = self.planes;
+        fn row(plane: &Raster, y: usize) -> &[u8] {
+            &plane.data[y * plane.width as usize..][..plane.width as usize]
+        }
+        let (y, width) = (usize::from(y), usize::from(self.width));
+        buffers[0].extend(row(luma, y).iter().map(|&l| self.luma[usize::from(l)]));
+        for (buffer, plane) in [(1, u), (2, v)] {
+            buffers[buffer].extend(row(plane, y / 2).iter().flat_map(|&c| [self.chroma[usize::from(c)]; 2]).take(width));
         }
     }
 }
@@ -231,6 +338,64 @@ mod tests {
             let back = decode(&bytes, 1 << 20).unwrap();
             assert_eq!((back.width, back.height), (33, 17), "{kind:?}");
         }
+    }
+
+    /// A photo-like 161x121 test card: gradients under squares.
+    fn card() -> Raster {
+        let (w, h) = (161u32, 121u32);
+        let data = (0..h)
+            .flat_map(|y| (0..w).flat_map(move |x| {
+                let square = if (x / 12 + y / 12) % 2 == 0 { 180 } else { 60 };
+                [(square + x / 4) as u8, (y * 2) as u8, (255 - square - y / 3) as u8]
+            }))
+            .collect();
+        Raster::new(w, h, 3, data)
+    }
+
+    #[test]
+    fn an_odd_sized_lossy_webp_keeps_its_last_row_and_column() {
+        // Smooth, so that every row and column should come back about as well.
+        let (w, h) = (161usize, 121usize);
+        let data = (0..h).flat_map(|y| (0..w).flat_map(move |x| [(x + y / 2) as u8, (y * 2) as u8, (250 - x) as u8])).collect();
+        let source = Raster::new(w as u32, h as u32, 3, data);
+        let back = decode(&encode(source.clone(), Kind::Webp, 90, [255; 4]).unwrap(), 1 << 20).unwrap();
+        let diff = |pixels: &[(usize, usize)]| {
+            let at = |r: &Raster, (x, y): (usize, usize)| r.data[(y * w + x) * 3..][..3].to_vec();
+            pixels.iter().flat_map(|&p| at(&source, p).into_iter().zip(at(&back, p)).map(|(a, b)| f64::from(a.abs_diff(b)))).sum::<f64>() / (pixels.len() * 3) as f64
+        };
+        let edges: Vec<_> = (0..h).map(|y| (w - 1, y)).chain((0..w).map(|x| (x, h - 1))).collect();
+        let inside: Vec<_> = (0..h - 1).flat_map(|y| (0..w - 1).map(move |x| (x, y))).collect();
+        let (edges, inside) = (diff(&edges), diff(&inside));
+        assert!(edges < 2.0 * inside + 1.0, "mean |diff| {edges} on the last column and row, {inside} inside");
+    }
+
+    #[test]
+    fn an_opaque_lossy_webp_is_resized_as_planes_and_encoded_as_well_as_from_rgb() {
+        let lossy = encode(card(), Kind::Webp, 80, [255; 4]).unwrap();
+        let Ok(Decoded::Planes(planes)) = decode_for(&lossy, 1 << 20, true) else { panic!("planes for an opaque lossy WebP") };
+        let pixels = decode(&lossy, 1 << 20).unwrap();
+        assert_eq!(planes.clone().into_rgb(), pixels, "unresized, the very pixels decode() gives");
+        let mean_diff = |a: &Raster, b: &Raster| a.data.iter().zip(&b.data).map(|(a, b)| f64::from(a.abs_diff(*b))).sum::<f64>() / a.data.len() as f64;
+        // Odd sizes and an off-centre box: the chroma box must follow the luma's.
+        for (out, window, focus) in [((75, 53), (140.0, 99.0), (0.3, 0.7)), ((160, 120), (161.0, 121.0), (0.5, 0.5)), ((30, 31), (121.0, 121.0), (1.0, 0.0))] {
+            // Both encoders keep chroma at half resolution: from planes it is
+            // resized once, from RGB upsampled, resized and averaged again.
+            let ideal = pixels.resize(out, window, focus);
+            for kind in [Kind::Jpeg, Kind::Webp] {
+                let roundtrip = |image| decode(&encode_decoded(image, kind, 80, [255; 4]).unwrap(), 1 << 20).unwrap();
+                let from_planes = roundtrip(Decoded::Planes(planes.resize(out, window, focus)));
+                let from_rgb = roundtrip(Decoded::Pixels(ideal.clone()));
+                assert_eq!((from_planes.width, from_planes.height), out);
+                let (ours, theirs) = (mean_diff(&from_planes, &ideal), mean_diff(&from_rgb, &ideal));
+                assert!(ours < theirs + 0.5, "{kind:?} {out:?}: mean |diff| from planes {ours}, from RGB {theirs}");
+            }
+        }
+        assert!(matches!(decode_for(&lossy, 1 << 20, false), Ok(Decoded::Pixels(_))), "planes only when they will do");
+        let lossless = encode(card(), Kind::Webp, 100, [255; 4]).unwrap();
+        assert!(matches!(decode_for(&lossless, 1 << 20, true), Ok(Decoded::Pixels(_))), "lossless WebP is RGB already");
+        let transparent = encode(card().with_alpha(), Kind::Webp, 80, [255; 4]).unwrap();
+        assert!(matches!(decode_for(&transparent, 1 << 20, true), Ok(Decoded::Pixels(p)) if p.has_alpha()));
+        assert_eq!(decode_for(&lossy, 100, true).err(), Some(DecodeError::TooLarge(161, 121)), "the pixel cap holds");
     }
 
     /// The WebP chunk after `RIFF....WEBP` (and after `VP8X` when there is alpha).

@@ -28,7 +28,7 @@ use serde::Deserialize;
 use crate::platform::{Body, Headers, Platform, Response, header};
 use crate::proxy::cache::CacheResult;
 use crate::proxy::{ErrorCode, Method, ProxyError, Session};
-use codec::Kind;
+use codec::{Decoded, Kind};
 use options::{Fit, Format, Transform};
 pub use replicate::ReplicateOptions;
 use request::{Placeholder, Target};
@@ -163,7 +163,7 @@ const EXAMPLES: &[&str] = &["/800x600/sunglasses-sloth", "/512x512/psychic-goat"
 
 /// Bumped when the pipeline's output for the same input changes, so that
 /// stored variants and ETags of the old pipeline are not reused.
-const PIPELINE_VERSION: u32 = 1;
+const PIPELINE_VERSION: u32 = 2;
 
 impl Options {
     pub fn validate(&self) -> Result<(), String> {
@@ -499,11 +499,17 @@ impl ImageCache<'_> {
     /// the steps read 0.
     fn render<P: Platform>(&self, platform: &P, original: &[u8], base: &Transform, transform: &Transform, kind: Kind, quality: u8) -> Result<(Vec<u8>, String), ProxyError> {
         let started = platform.now_ms();
-        let image = codec::decode(original, self.options.max_input_pixels).map_err(|e| ProxyError::internal(format!("the stored original cannot be decoded: {e:?}")))?;
+        // A lossy WebP original that is only resized, for an encoder that
+        // keeps chroma at half resolution anyway, never goes through RGB.
+        let planes_will_do = transform::only_resizes(base) && transform::only_resizes(transform) && codec::takes_planes(kind, quality);
+        let image = codec::decode_for(original, self.options.max_input_pixels, planes_will_do).map_err(|e| ProxyError::internal(format!("the stored original cannot be decoded: {e:?}")))?;
         let decoded = platform.now_ms();
-        let image = transform::apply(transform::apply(image, base), transform);
+        let image = match image {
+            Decoded::Planes(planes) => Decoded::Planes(transform::apply_to_planes(&transform::apply_to_planes(&planes, base), transform)),
+            Decoded::Pixels(image) => Decoded::Pixels(transform::apply(transform::apply(image, base), transform)),
+        };
         let transformed = platform.now_ms();
-        let bytes = codec::encode(image, kind, quality, transform.background.unwrap_or([255; 4])).map_err(|e| ProxyError::internal(format!("encoding failed: {e}")))?;
+        let bytes = codec::encode_decoded(image, kind, quality, transform.background.unwrap_or([255; 4])).map_err(|e| ProxyError::internal(format!("encoding failed: {e}")))?;
         let encoded = platform.now_ms();
         let timing = format!("decode;dur={}, transform;dur={}, encode;dur={}", decoded.saturating_sub(started), transformed.saturating_sub(decoded), encoded.saturating_sub(transformed));
         Ok((bytes, timing))

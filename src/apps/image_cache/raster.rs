@@ -7,7 +7,8 @@ use fast_image_resize as fr;
 
 use super::options::{Fit, Flip, Gravity};
 
-/// 8-bit pixels, 3 (RGB) or 4 (RGBA) channels, rows top to bottom.
+/// 8-bit pixels, 3 (RGB) or 4 (RGBA) channels (1 for a plane of
+/// [`Planes`]), rows top to bottom.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Raster {
     pub width: u32,
@@ -158,14 +159,10 @@ impl Raster {
     /// The fractions of the overflow cut from the left and top that
     /// `gravity` asks for; `auto` keeps the busiest part of the image.
     pub fn focus(&self, gravity: Gravity, window: (f64, f64)) -> (f64, f64) {
-        match gravity {
-            Gravity::Center => (0.5, 0.5),
-            Gravity::Point(x, y) => (f64::from(x), f64::from(y)),
-            Gravity::Auto => {
-                let (columns, rows) = self.edge_energy();
-                (busiest(&columns, window.0), busiest(&rows, window.1))
-            }
-        }
+        fixed_focus(gravity).unwrap_or_else(|| {
+            let (columns, rows) = self.edge_energy();
+            (busiest(&columns, window.0), busiest(&rows, window.1))
+        })
     }
 
     /// Sums of absolute luminance differences per column and per row.
@@ -189,28 +186,28 @@ impl Raster {
     }
 
     /// Scales `window` (a box of the source placed by `focus`) to `out`.
-    /// A large reduction is done in two steps, as Pillow's `thumbnail` does
+    pub fn resize(&self, out: (u32, u32), window: (f64, f64), focus: (f64, f64)) -> Raster {
+        self.resize_box(out, place(self.width, self.height, window, focus))
+    }
+
+    /// Scales the box `(left, top, width, height)` to `out`. A large
+    /// reduction is done in two steps, as Pillow's `thumbnail` does
     /// (`reducing_gap`): a box filter down to at least [`REDUCING_GAP`]
     /// times the output, then Lanczos3. Lanczos3's work grows with the
     /// reduction (its kernel spans 6 source pixels per output pixel per
     /// axis, times the scale); the box filter's is one read per source pixel.
-    pub fn resize(&self, out: (u32, u32), window: (f64, f64), focus: (f64, f64)) -> Raster {
-        let (sw, sh) = (f64::from(self.width), f64::from(self.height));
-        let window = (window.0.clamp(1.0, sw), window.1.clamp(1.0, sh));
-        // Clamped, so that rounding never puts the box a hair outside the source.
-        let left = ((sw - window.0) * focus.0).clamp(0.0, sw - window.0);
-        let top = ((sh - window.1) * focus.1).clamp(0.0, sh - window.1);
-        if out == (self.width, self.height) && window == (sw, sh) {
+    fn resize_box(&self, out: (u32, u32), (left, top, width, height): (f64, f64, f64, f64)) -> Raster {
+        if out == (self.width, self.height) && (width, height) == (f64::from(self.width), f64::from(self.height)) {
             return self.clone();
         }
-        let reduction = (window.0 / f64::from(out.0)).min(window.1 / f64::from(out.1));
+        let reduction = (width / f64::from(out.0)).min(height / f64::from(out.1));
         if reduction >= 2.0 * REDUCING_GAP {
             let factor = (reduction / REDUCING_GAP).floor();
-            let between = ((window.0 / factor).round() as u32, (window.1 / factor).round() as u32);
-            let reduced = self.scale(between, (left, top, window.0, window.1), fr::FilterType::Box);
+            let between = ((width / factor).round() as u32, (height / factor).round() as u32);
+            let reduced = self.scale(between, (left, top, width, height), fr::FilterType::Box);
             return reduced.scale(out, (0.0, 0.0, f64::from(between.0), f64::from(between.1)), fr::FilterType::Lanczos3);
         }
-        self.scale(out, (left, top, window.0, window.1), fr::FilterType::Lanczos3)
+        self.scale(out, (left, top, width, height), fr::FilterType::Lanczos3)
     }
 
     /// Scales the box `(left, top, width, height)` of this image to `out` with `filter`.
@@ -219,10 +216,10 @@ impl Raster {
         let mut data = vec![0; out.0 as usize * out.1 as usize * self.channels];
         // Typed, not `Resizer::resize`: its run-time dispatch over every pixel
         // type links a 512 KiB table for 16-bit alpha into the component.
-        if self.has_alpha() {
-            resize_typed::<fr::pixels::U8x4>(self, out, &mut data, &options);
-        } else {
-            resize_typed::<fr::pixels::U8x3>(self, out, &mut data, &options);
+        match self.channels {
+            4 => resize_typed::<fr::pixels::U8x4>(self, out, &mut data, &options),
+            3 => resize_typed::<fr::pixels::U8x3>(self, out, &mut data, &options),
+            _ => resize_typed::<fr::pixels::U8>(self, out, &mut data, &options),
         }
         Raster::new(out.0, out.1, self.channels, data)
     }
@@ -319,6 +316,100 @@ impl Raster {
             let diff = f32::from(*v) - f32::from(*b);
             *v = (f32::from(*v) + diff * percent / 100.0).round().clamp(0.0, 255.0) as u8;
         }
+    }
+}
+
+/// [`Raster::focus`] where it does not depend on the pixels (all but `auto`).
+pub fn fixed_focus(gravity: Gravity) -> Option<(f64, f64)> {
+    match gravity {
+        Gravity::Center => Some((0.5, 0.5)),
+        Gravity::Point(x, y) => Some((f64::from(x), f64::from(y))),
+        Gravity::Auto => None,
+    }
+}
+
+/// The box `window` of a `width`×`height` source placed by `focus`, as
+/// `(left, top, width, height)`. Clamped, so that rounding never puts the
+/// box a hair outside the source.
+fn place(width: u32, height: u32, window: (f64, f64), focus: (f64, f64)) -> (f64, f64, f64, f64) {
+    let (sw, sh) = (f64::from(width), f64::from(height));
+    let window = (window.0.clamp(1.0, sw), window.1.clamp(1.0, sh));
+    let left = ((sw - window.0) * focus.0).clamp(0.0, sw - window.0);
+    let top = ((sh - window.1) * focus.1).clamp(0.0, sh - window.1);
+    (left, top, window.0, window.1)
+}
+
+/// An opaque image still in Y'CbCr 4:2:0, as a lossy WebP decodes: luma, and
+/// two chroma planes of half its size each way. Resizing it before the
+/// conversion to RGB touches 1.5 samples a pixel instead of 3, and converts
+/// only the output's pixels: what libwebp's scaled decoding, and so
+/// libvips' shrink-on-load, does.
+#[derive(Clone, Debug)]
+pub struct Planes {
+    /// Luma, 16-235 (BT.601, limited range).
+    pub y: Raster,
+    /// Blue-difference chroma, 16-240, half the luma's size (rounded up).
+    pub u: Raster,
+    /// Red-difference chroma, as `u`.
+    pub v: Raster,
+}
+
+impl Planes {
+    /// The planes out of the decoder's padded rows.
+    pub fn new(image: &image_webp::Yuv420) -> Planes {
+        let plane = |data: &[u8], stride: usize, width: u32, height: u32| {
+            let rows = data.chunks_exact(stride).take(height as usize);
+            Raster::new(width, height, 1, rows.flat_map(|row| &row[..width as usize]).copied().collect())
+        };
+        let (cw, ch) = (image.width.div_ceil(2), image.height.div_ceil(2));
+        Planes {
+            y: plane(&image.y, image.stride, image.width, image.height),
+            u: plane(&image.u, image.stride / 2, cw, ch),
+            v: plane(&image.v, image.stride / 2, cw, ch),
+        }
+    }
+
+    pub fn width(&self) -> u32 {
+        self.y.width
+    }
+
+    pub fn height(&self) -> u32 {
+        self.y.height
+    }
+
+    /// [`Raster::resize`] for each plane: chroma takes the luma's box, halved,
+    /// to half the output (rounded up, as the output's own chroma would be).
+    pub fn resize(&self, out: (u32, u32), window: (f64, f64), focus: (f64, f64)) -> Planes {
+        let (left, top, width, height) = place(self.width(), self.height(), window, focus);
+        let chroma_out = (out.0.div_ceil(2), out.1.div_ceil(2));
+        // A chroma sample of the output spans two of its luma pixels.
+        let chroma_side = |side: f64, out: u32, chroma_out: u32, room: f64| (side * f64::from(chroma_out) / f64::from(out)).min(room);
+        let chroma_box = (
+            left / 2.0,
+            top / 2.0,
+            chroma_side(width, out.0, chroma_out.0, f64::from(self.u.width) - left / 2.0),
+            chroma_side(height, out.1, chroma_out.1, f64::from(self.u.height) - top / 2.0),
+        );
+        Planes {
+            y: self.y.resize_box(out, (left, top, width, height)),
+            u: self.u.resize_box(chroma_out, chroma_box),
+            v: self.v.resize_box(chroma_out, chroma_box),
+        }
+    }
+
+    /// RGB, converted as the WebP decoder converts (libwebp's).
+    pub fn into_rgb(self) -> Raster {
+        let (width, height) = (self.width(), self.height());
+        Raster::new(width, height, 3, self.into_yuv420().to_rgb8())
+    }
+
+    /// The planes in the WebP codec's layout.
+    pub fn into_yuv420(self) -> image_webp::Yuv420 {
+        let (width, height) = (self.width(), self.height());
+        // Luma rows twice as long as chroma rows: one pad byte when the width is odd.
+        let stride = 2 * self.u.width as usize;
+        let y = if stride == width as usize { self.y.data } else { self.y.data.chunks_exact(width as usize).flat_map(|row| row.iter().copied().chain([0])).collect() };
+        image_webp::Yuv420 { width, height, stride, y, u: self.u.data, v: self.v.data }
     }
 }
 

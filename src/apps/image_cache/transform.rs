@@ -4,8 +4,8 @@
 //! route's cap before any pixel is touched.
 
 use super::codec::Kind;
-use super::options::{Format, OptionError, Transform};
-use super::raster::{Geometry, Raster, geometry};
+use super::options::{Fit, Format, Gravity, OptionError, Transform};
+use super::raster::{Geometry, Planes, Raster, fixed_focus, geometry};
 
 const WHITE: [u8; 4] = [255, 255, 255, 255];
 
@@ -79,6 +79,28 @@ pub fn apply(mut image: Raster, t: &Transform) -> Raster {
         image.sharpen(amount);
     }
     image
+}
+
+/// Whether all `t` does to the pixels is a resize that [`apply_to_planes`]
+/// can do: no trim, flip, rotation, padding, filter or `gravity=auto` (whose
+/// search for detail reads RGB).
+pub fn only_resizes(t: &Transform) -> bool {
+    let Transform { trim, flip, rotate, fit, gravity, brightness, contrast, gamma, saturation, blur, sharpen, .. } = *t;
+    trim.is_none()
+        && flip.is_none()
+        && rotate.unwrap_or(0) == 0
+        && fit != Some(Fit::Pad)
+        && gravity != Some(Gravity::Auto)
+        && [brightness, contrast, gamma, saturation, blur].iter().all(Option::is_none)
+        && sharpen.unwrap_or(0.0) <= 0.0
+}
+
+/// [`apply`] for a `t` that [`only_resizes`], on planes not yet in RGB.
+pub fn apply_to_planes(image: &Planes, t: &Transform) -> Planes {
+    debug_assert!(only_resizes(t));
+    let g = plan(t, image.width(), image.height());
+    let focus = fixed_focus(t.gravity.unwrap_or_default()).expect("only_resizes() rules out gravity=auto");
+    image.resize((g.out_width, g.out_height), g.window, focus)
 }
 
 /// The encoding to send: the one asked for, or for `auto`, Cloudflare's

@@ -740,6 +740,34 @@ impl<R: BufRead + Seek> WebPDecoder<R> {
         Ok(())
     }
 
+    /// The planes of a still, opaque lossy image as the VP8 decoder leaves
+    /// them, before the conversion to RGB, or `None` for any other image
+    /// (lossless, with alpha, animated): for callers that resize first and
+    /// convert the smaller result, as libwebp's scaled decoding does.
+    pub fn read_yuv420(&mut self) -> Result<Option<Yuv420>, DecodingError> {
+        if self.is_animated() || self.has_alpha() || self.chunks.contains_key(&WebPRiffChunk::VP8L)
+        {
+            return Ok(None);
+        }
+        let range = self
+            .chunks
+            .get(&WebPRiffChunk::VP8)
+            .ok_or(DecodingError::ChunkMissing)?;
+        let reader = range_reader(&mut self.r, range.start..range.end)?;
+        let frame = Vp8Decoder::decode_frame(reader)?;
+        if u32::from(frame.width) != self.width || u32::from(frame.height) != self.height {
+            return Err(DecodingError::InconsistentImageSizes);
+        }
+        Ok(Some(Yuv420 {
+            width: self.width,
+            height: self.height,
+            stride: usize::from(frame.buffer_width()),
+            y: frame.ybuf,
+            u: frame.ubuf,
+            v: frame.vbuf,
+        }))
+    }
+
     /// Reads the next frame of the animation.
     ///
     /// The frame contents are written into `buf` and the method returns the duration of the frame
@@ -1030,5 +1058,60 @@ mod tests {
         // All pixels are the same value
         let first_pixel = &data[..RGB_BPP];
         assert!(data.chunks_exact(3).all(|ch| ch.iter().eq(first_pixel)));
+    }
+}
+
+/// An image as 8-bit Y'CbCr planes (BT.601, limited range), chroma at half
+/// the resolution each way, its samples centred between luma pairs: what a
+/// lossy WebP holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Yuv420 {
+    /// The image's width in pixels.
+    pub width: u32,
+    /// The image's height in pixels.
+    pub height: u32,
+    /// Bytes from one luma row to the next: even, and at least `width`.
+    /// Chroma rows are `stride / 2` bytes apart.
+    pub stride: usize,
+    /// Luma, `height` rows (or more) of `stride` bytes.
+    pub y: Vec<u8>,
+    /// Blue-difference chroma, `height.div_ceil(2)` rows (or more) of `stride / 2` bytes.
+    pub u: Vec<u8>,
+    /// Red-difference chroma, laid out as `u`.
+    pub v: Vec<u8>,
+}
+
+impl Yuv420 {
+    /// RGB8 pixels, converted exactly as [`WebPDecoder::read_image`] converts
+    /// (libwebp's "fancy" upsampling of the chroma).
+    ///
+    /// # Panics
+    /// If the planes are shorter than their layout says, or `stride` is odd
+    /// or narrower than `width`.
+    pub fn to_rgb8(&self) -> Vec<u8> {
+        let (width, height) = (self.width as usize, self.height as usize);
+        assert!(
+            self.stride % 2 == 0 && self.stride >= width,
+            "stride is even and at least the width"
+        );
+        assert!(self.y.len() >= self.stride * height, "luma plane too short");
+        let chroma = self.stride / 2 * height.div_ceil(2);
+        assert!(
+            self.u.len() >= chroma && self.v.len() >= chroma,
+            "chroma plane too short"
+        );
+        let mut rgb = vec![0; width * height * 3];
+        if width > 0 && height > 0 {
+            crate::lossy::fill_rgb_buffer_fancy::<3>(
+                &mut rgb,
+                &self.y,
+                &self.u,
+                &self.v,
+                width,
+                height,
+                self.stride,
+            );
+        }
+        rgb
     }
 }

@@ -5,7 +5,7 @@ use quick_error::quick_error;
 
 use crate::{
     lossless::{encode_frame_lossless, EncoderParams},
-    lossy::encoder::encode_frame_lossy,
+    lossy::encoder::{encode_frame_lossy, encode_frame_lossy_yuv420},
 };
 
 /// Color type of the image.
@@ -169,6 +169,22 @@ impl<W: Write> WebPEncoder<W> {
     /// Set the `EncoderParams` to use.
     pub fn set_params(&mut self, params: EncoderParams) {
         self.params = params;
+    }
+
+    /// Encode an opaque picture given as Y'CbCr 4:2:0 planes, as a lossy
+    /// WebP's decoder returns them ([`crate::WebPDecoder::read_yuv420`]), at
+    /// the params' lossy quality: the planes go to the VP8 encoder as they
+    /// are, with no round trip through RGB. Always lossy, in the simple
+    /// container: metadata set on this encoder is not written.
+    pub fn encode_yuv420(mut self, picture: &crate::Yuv420) -> Result<(), EncodingError> {
+        let mut frame = Vec::new();
+        encode_frame_lossy_yuv420(&mut frame, picture, self.params.lossy_quality)?;
+        self.writer.write_all(b"RIFF")?;
+        self.writer
+            .write_all(&(chunk_size(frame.len()) + 4).to_le_bytes())?;
+        self.writer.write_all(b"WEBP")?;
+        write_chunk(&mut self.writer, b"VP8 ", &frame)?;
+        Ok(())
     }
 
     /// Encode image data with the indicated color type.

@@ -8,6 +8,7 @@ use super::prediction::*;
 use super::transform;
 use super::yuv::convert_image_y;
 use super::yuv::convert_image_yuv;
+use super::yuv::macroblock_planes;
 use super::Frame;
 use crate::ColorType;
 use crate::EncodingError;
@@ -1364,13 +1365,6 @@ impl<W: Write> Vp8Encoder<W> {
         height: u16,
         lossy_quality: u8,
     ) -> Result<(), EncodingError> {
-        let (y_bytes, u_bytes, v_bytes) = match color {
-            ColorType::Rgb8 => convert_image_yuv::<3>(data, width, height),
-            ColorType::Rgba8 => convert_image_yuv::<4>(data, width, height),
-            ColorType::L8 => convert_image_y::<1>(data, width, height),
-            ColorType::La8 => convert_image_y::<2>(data, width, height),
-        };
-
         let bytes_per_pixel = match color {
             ColorType::L8 => 1,
             ColorType::La8 => 2,
@@ -1385,6 +1379,27 @@ impl<W: Write> Vp8Encoder<W> {
             color
         );
 
+        let (y_bytes, u_bytes, v_bytes) = match color {
+            ColorType::Rgb8 => convert_image_yuv::<3>(data, width, height),
+            ColorType::Rgba8 => convert_image_yuv::<4>(data, width, height),
+            ColorType::L8 => convert_image_y::<1>(data, width, height),
+            ColorType::La8 => convert_image_y::<2>(data, width, height),
+        };
+
+        self.encode_planes(width, height, y_bytes, u_bytes, v_bytes, lossy_quality)
+    }
+
+    /// Encodes a picture given as Y'CbCr 4:2:0 planes in whole macroblocks
+    /// (`convert_image_yuv`'s layout, edges replicated past the picture).
+    fn encode_planes(
+        &mut self,
+        width: u16,
+        height: u16,
+        y_bytes: Vec<u8>,
+        u_bytes: Vec<u8>,
+        v_bytes: Vec<u8>,
+        lossy_quality: u8,
+    ) -> Result<(), EncodingError> {
         self.setup_encoding(lossy_quality, width, height, y_bytes, u_bytes, v_bytes);
 
         // Learn the real skip rate before writing the frame header, which is
@@ -1416,10 +1431,7 @@ impl<W: Write> Vp8Encoder<W> {
             // reset left complexity / bpreds for left of image
             self.left_complexity = Complexity::default();
             self.left_b_pred = [IntraMode::default(); 4];
-
-            self.left_border_y = [129u8; 16 + 1];
-            self.left_border_u = [129u8; 8 + 1];
-            self.left_border_v = [129u8; 8 + 1];
+            // No pixel borders to reset: this pass reconstructs nothing.
 
             for mbx in 0..self.macroblock_width {
                 // Reads the decision `count_skipped_macroblocks` already made
@@ -2056,7 +2068,7 @@ impl<W: Write> Vp8Encoder<W> {
     /// calling `choose_macroblock_info` a third time. This method still does
     /// not itself write into the cache; it only ever consumes what
     /// `count_skipped_macroblocks` already produced for this frame. The
-    /// border/b_pred/complexity state this mutates is fully reset by
+    /// b_pred/complexity state this mutates is fully reset by
     /// `reset_frame_state` immediately afterwards, same as after
     /// `count_skipped_macroblocks`.
     fn collect_token_counts(&mut self) -> TokenCounts {
@@ -2065,9 +2077,6 @@ impl<W: Write> Vp8Encoder<W> {
         for mby in 0..self.macroblock_height {
             self.left_complexity = Complexity::default();
             self.left_b_pred = [IntraMode::default(); 4];
-            self.left_border_y = [129u8; 16 + 1];
-            self.left_border_u = [129u8; 8 + 1];
-            self.left_border_v = [129u8; 8 + 1];
 
             for mbx in 0..self.macroblock_width {
                 let mbx = usize::from(mbx);
@@ -2951,6 +2960,21 @@ pub(crate) fn encode_frame_lossy<W: Write>(
     vp8_encoder.encode_image(data, color, width, height, lossy_quality)?;
 
     Ok(())
+}
+
+/// [`encode_frame_lossy`] for a picture already in Y'CbCr 4:2:0.
+pub(crate) fn encode_frame_lossy_yuv420<W: Write>(
+    writer: W,
+    picture: &crate::Yuv420,
+    lossy_quality: u8,
+) -> Result<(), EncodingError> {
+    let (Ok(width), Ok(height)) = (u16::try_from(picture.width), u16::try_from(picture.height))
+    else {
+        return Err(EncodingError::InvalidDimensions);
+    };
+    let (y_bytes, u_bytes, v_bytes) =
+        macroblock_planes(picture).ok_or(EncodingError::InvalidDimensions)?;
+    Vp8Encoder::new(writer).encode_planes(width, height, y_bytes, u_bytes, v_bytes, lossy_quality)
 }
 
 #[cfg(test)]

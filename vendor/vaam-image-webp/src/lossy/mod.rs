@@ -17,6 +17,8 @@ mod prediction;
 mod transform;
 mod yuv;
 
+pub(crate) use yuv::fill_rgb_buffer_fancy;
+
 #[derive(Clone, Copy)]
 pub(crate) struct TreeNode {
     pub left: u8,
@@ -171,7 +173,7 @@ impl Frame {
         self.width.div_ceil(2)
     }
 
-    const fn buffer_width(&self) -> u16 {
+    pub(crate) const fn buffer_width(&self) -> u16 {
         let difference = self.width % 16;
         if difference > 0 {
             self.width + (16 - difference % 16)

@@ -175,8 +175,22 @@ fn fill_row_fancy_with_2_uv_rows<const BPP: usize>(
 
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
     let (rest_row_buffer, rest_y_row, u_row_1, u_row_2, v_row_1, v_row_2) = {
-        let done = simd::fill_pairs::<BPP>(rest_row_buffer, rest_y_row, u_row_1, u_row_2, v_row_1, v_row_2);
-        (&mut rest_row_buffer[done * 2 * BPP..], &rest_y_row[done * 2..], &u_row_1[done..], &u_row_2[done..], &v_row_1[done..], &v_row_2[done..])
+        let done = simd::fill_pairs::<BPP>(
+            rest_row_buffer,
+            rest_y_row,
+            u_row_1,
+            u_row_2,
+            v_row_1,
+            v_row_2,
+        );
+        (
+            &mut rest_row_buffer[done * 2 * BPP..],
+            &rest_y_row[done * 2..],
+            &u_row_1[done..],
+            &u_row_2[done..],
+            &v_row_1[done..],
+            &v_row_2[done..],
+        )
     };
 
     // we do two pixels at a time since they share the same u/v values
@@ -411,15 +425,16 @@ pub(crate) fn convert_image_yuv<const BPP: usize>(
     let mut v_bytes = vec![0u8; chroma_size];
 
     // loop through two rows at a time so that we can calculate the average of the 2x2 pixels
-    // for averaging for the chroma pixels when downscaling
-    for (((image_rows, y_rows), u_row), v_row) in image_data
-        .chunks_exact(BPP * width * 2)
-        .zip(y_bytes.chunks_exact_mut(luma_width * 2))
-        .zip(u_bytes.chunks_exact_mut(chroma_width))
-        .zip(v_bytes.chunks_exact_mut(chroma_width))
-    {
-        let (image_row_1, image_row_2) = image_rows.split_at(BPP * width);
-        let (y_row_1, y_row_2) = y_rows.split_at_mut(luma_width);
+    // for averaging for the chroma pixels when downscaling. An odd last row
+    // or column is paired with itself, as libwebp does, so that it is
+    // converted too (the pairs alone left it black).
+    for cy in 0..height.div_ceil(2) {
+        let row = |y: usize| &image_data[y * BPP * width..][..BPP * width];
+        let (image_row_1, image_row_2) = (row(2 * cy), row((2 * cy + 1).min(height - 1)));
+        let (y_row_1, y_row_2) =
+            y_bytes[2 * cy * luma_width..][..2 * luma_width].split_at_mut(luma_width);
+        let u_row = &mut u_bytes[cy * chroma_width..][..chroma_width];
+        let v_row = &mut v_bytes[cy * chroma_width..][..chroma_width];
 
         for (((((row_1, row_2), y_pixels_1), y_pixels_2), u_pixel), v_pixel) in image_row_1
             .chunks_exact(BPP * 2)
@@ -440,9 +455,88 @@ pub(crate) fn convert_image_yuv<const BPP: usize>(
             *u_pixel = rgb_to_u_avg(rgb1, rgb2, rgb3, rgb4);
             *v_pixel = rgb_to_v_avg(rgb1, rgb2, rgb3, rgb4);
         }
+
+        if width % 2 == 1 {
+            let last = width - 1;
+            let (rgb1, rgb3) = (
+                &image_row_1[last * BPP..][..BPP],
+                &image_row_2[last * BPP..][..BPP],
+            );
+            y_row_1[last] = rgb_to_y(rgb1);
+            y_row_2[last] = rgb_to_y(rgb3);
+            u_row[last / 2] = rgb_to_u_avg(rgb1, rgb1, rgb3, rgb3);
+            v_row[last / 2] = rgb_to_v_avg(rgb1, rgb1, rgb3, rgb3);
+        }
     }
+    // Past the picture, up to whole macroblocks: its last column and row
+    // repeated, as libwebp pads. Zeros there would be a sharp edge inside
+    // the edge blocks, whose quantisation error rings into the picture.
+    replicate_edges(&mut y_bytes, luma_width, width, height);
+    replicate_edges(
+        &mut u_bytes,
+        chroma_width,
+        width.div_ceil(2),
+        height.div_ceil(2),
+    );
+    replicate_edges(
+        &mut v_bytes,
+        chroma_width,
+        width.div_ceil(2),
+        height.div_ceil(2),
+    );
 
     (y_bytes, u_bytes, v_bytes)
+}
+
+/// `picture`'s planes in whole macroblocks, as `convert_image_yuv` lays
+/// them out; `None` if the planes are shorter than their layout says.
+pub(crate) fn macroblock_planes(picture: &crate::Yuv420) -> Option<(Vec<u8>, Vec<u8>, Vec<u8>)> {
+    let (width, height) = (picture.width as usize, picture.height as usize);
+    let (chroma_width, chroma_height) = (width.div_ceil(2), height.div_ceil(2));
+    let stride = picture.stride;
+    if stride % 2 == 1 || stride < width || picture.y.len() < stride * height {
+        return None;
+    }
+    if picture.u.len() < stride / 2 * chroma_height || picture.v.len() < stride / 2 * chroma_height
+    {
+        return None;
+    }
+    let (mb_width, mb_height) = (width.div_ceil(16), height.div_ceil(16));
+    let plane = |source: &[u8], source_stride: usize, w: usize, h: usize, mb: usize| {
+        let stride = mb * mb_width;
+        let mut plane = vec![0u8; stride * mb * mb_height];
+        for (row, source) in plane
+            .chunks_exact_mut(stride)
+            .zip(source.chunks(source_stride))
+            .take(h)
+        {
+            row[..w].copy_from_slice(&source[..w]);
+        }
+        replicate_edges(&mut plane, stride, w, h);
+        plane
+    };
+    Some((
+        plane(&picture.y, stride, width, height, 16),
+        plane(&picture.u, stride / 2, chroma_width, chroma_height, 8),
+        plane(&picture.v, stride / 2, chroma_width, chroma_height, 8),
+    ))
+}
+
+/// Fills a plane of rows `stride` apart beyond its `width`×`height` picture
+/// with the picture's last column, then its last row.
+fn replicate_edges(plane: &mut [u8], stride: usize, width: usize, height: usize) {
+    if width == 0 || height == 0 {
+        return;
+    }
+    for row in plane.chunks_exact_mut(stride).take(height) {
+        let last = row[width - 1];
+        row[width..].fill(last);
+    }
+    let (picture, below) = plane.split_at_mut(height * stride);
+    let last_row = &picture[(height - 1) * stride..];
+    for row in below.chunks_exact_mut(stride) {
+        row.copy_from_slice(last_row);
+    }
 }
 
 pub(crate) fn convert_image_y<const BPP: usize>(
@@ -538,7 +632,9 @@ mod simd {
         v_row_1: &[u8],
         v_row_2: &[u8],
     ) -> usize {
-        let pairs = (y.len() / 2).min(rgb.len() / (2 * BPP)).min(u_row_1.len().saturating_sub(1));
+        let pairs = (y.len() / 2)
+            .min(rgb.len() / (2 * BPP))
+            .min(u_row_1.len().saturating_sub(1));
         let mut done = 0;
         while done + PAIRS <= pairs {
             let j = done;
@@ -555,11 +651,17 @@ mod simd {
     }
 
     fn load8(bytes: &[u8]) -> v128 {
-        u64x2(u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")), 0)
+        u64x2(
+            u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")),
+            0,
+        )
     }
 
     fn load16(bytes: &[u8]) -> v128 {
-        u64x2(u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")), u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes")))
+        u64x2(
+            u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")),
+            u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes")),
+        )
     }
 
     /// `get_fancy_chroma_value` for the first and the second pixel of 8
@@ -571,7 +673,13 @@ mod simd {
         let c = u16x8_extend_low_u8x16(load8(&row_2[..8]));
         let d = u16x8_extend_low_u8x16(load8(&row_2[1..9]));
         let weigh = |main, near1, near2, far| {
-            let sum = i16x8_add(i16x8_add(i16x8_mul(main, u16x8_splat(9)), i16x8_mul(i16x8_add(near1, near2), u16x8_splat(3))), i16x8_add(far, u16x8_splat(8)));
+            let sum = i16x8_add(
+                i16x8_add(
+                    i16x8_mul(main, u16x8_splat(9)),
+                    i16x8_mul(i16x8_add(near1, near2), u16x8_splat(3)),
+                ),
+                i16x8_add(far, u16x8_splat(8)),
+            );
             u16x8_shr(sum, 4)
         };
         (weigh(a, b, c, d), weigh(b, a, d, c))
@@ -591,18 +699,34 @@ mod simd {
         // mulhi: (x * coeff) >> 8, for the quarter q (4 lanes) of the 16.
         let mulhi = |x: &[v128; 2], q: usize, coeff: u16| {
             let half = x[q / 2];
-            let product = if q % 2 == 0 { u32x4_extmul_low_u16x8(half, u16x8_splat(coeff)) } else { u32x4_extmul_high_u16x8(half, u16x8_splat(coeff)) };
+            let product = if q % 2 == 0 {
+                u32x4_extmul_low_u16x8(half, u16x8_splat(coeff))
+            } else {
+                u32x4_extmul_high_u16x8(half, u16x8_splat(coeff))
+            };
             u32x4_shr(product, 8)
         };
-        let clip = |x: v128| i32x4_min(i32x4_max(i32x4_shr(x, 6), i32x4_splat(0)), i32x4_splat(255));
+        let clip =
+            |x: v128| i32x4_min(i32x4_max(i32x4_shr(x, 6), i32x4_splat(0)), i32x4_splat(255));
         let mut out = [[i32x4_splat(0); 4]; 3];
         for q in 0..4 {
             let luma = mulhi(&y, q, 19077);
-            out[0][q] = clip(i32x4_sub(i32x4_add(luma, mulhi(&v, q, 26149)), i32x4_splat(14234)));
-            out[1][q] = clip(i32x4_add(i32x4_sub(i32x4_sub(luma, mulhi(&u, q, 6419)), mulhi(&v, q, 13320)), i32x4_splat(8708)));
-            out[2][q] = clip(i32x4_sub(i32x4_add(luma, mulhi(&u, q, 33050)), i32x4_splat(17685)));
+            out[0][q] = clip(i32x4_sub(
+                i32x4_add(luma, mulhi(&v, q, 26149)),
+                i32x4_splat(14234),
+            ));
+            out[1][q] = clip(i32x4_add(
+                i32x4_sub(i32x4_sub(luma, mulhi(&u, q, 6419)), mulhi(&v, q, 13320)),
+                i32x4_splat(8708),
+            ));
+            out[2][q] = clip(i32x4_sub(
+                i32x4_add(luma, mulhi(&u, q, 33050)),
+                i32x4_splat(17685),
+            ));
         }
-        out.map(|[q0, q1, q2, q3]| u8x16_narrow_i16x8(i16x8_narrow_i32x4(q0, q1), i16x8_narrow_i32x4(q2, q3)))
+        out.map(|[q0, q1, q2, q3]| {
+            u8x16_narrow_i16x8(i16x8_narrow_i32x4(q0, q1), i16x8_narrow_i32x4(q2, q3))
+        })
     }
 
     /// 16 pixels of R, G and B lanes as RGB or RGBA bytes.
@@ -610,18 +734,26 @@ mod simd {
         let vectors: [v128; 4] = if BPP == 3 {
             // Bytes 0-15, 16-31 and 32-47 of r0 g0 b0 r1 g1 b1 ...
             let t0 = i8x16_shuffle::<0, 16, 0, 1, 17, 0, 2, 18, 0, 3, 19, 0, 4, 20, 0, 5>(r, g);
-            let o0 = i8x16_shuffle::<0, 1, 16, 3, 4, 17, 6, 7, 18, 9, 10, 19, 12, 13, 20, 15>(t0, b);
+            let o0 =
+                i8x16_shuffle::<0, 1, 16, 3, 4, 17, 6, 7, 18, 9, 10, 19, 12, 13, 20, 15>(t0, b);
             let t1 = i8x16_shuffle::<21, 0, 6, 22, 0, 7, 23, 0, 8, 24, 0, 9, 25, 0, 10, 26>(r, g);
-            let o1 = i8x16_shuffle::<0, 21, 2, 3, 22, 5, 6, 23, 8, 9, 24, 11, 12, 25, 14, 15>(t1, b);
-            let t2 = i8x16_shuffle::<0, 11, 27, 0, 12, 28, 0, 13, 29, 0, 14, 30, 0, 15, 31, 0>(r, g);
-            let o2 = i8x16_shuffle::<26, 1, 2, 27, 4, 5, 28, 7, 8, 29, 10, 11, 30, 13, 14, 31>(t2, b);
+            let o1 =
+                i8x16_shuffle::<0, 21, 2, 3, 22, 5, 6, 23, 8, 9, 24, 11, 12, 25, 14, 15>(t1, b);
+            let t2 =
+                i8x16_shuffle::<0, 11, 27, 0, 12, 28, 0, 13, 29, 0, 14, 30, 0, 15, 31, 0>(r, g);
+            let o2 =
+                i8x16_shuffle::<26, 1, 2, 27, 4, 5, 28, 7, 8, 29, 10, 11, 30, 13, 14, 31>(t2, b);
             [o0, o1, o2, o2]
         } else {
             let a = u8x16_splat(255);
-            let rg_low = i8x16_shuffle::<0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23>(r, g);
-            let rg_high = i8x16_shuffle::<8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31>(r, g);
-            let ba_low = i8x16_shuffle::<0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23>(b, a);
-            let ba_high = i8x16_shuffle::<8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31>(b, a);
+            let rg_low =
+                i8x16_shuffle::<0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23>(r, g);
+            let rg_high =
+                i8x16_shuffle::<8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31>(r, g);
+            let ba_low =
+                i8x16_shuffle::<0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23>(b, a);
+            let ba_high =
+                i8x16_shuffle::<8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31>(b, a);
             [
                 i16x8_shuffle::<0, 8, 1, 9, 2, 10, 3, 11>(rg_low, ba_low),
                 i16x8_shuffle::<4, 12, 5, 13, 6, 14, 7, 15>(rg_low, ba_low),
