@@ -135,7 +135,7 @@ pub fn decode_for(bytes: &[u8], max_pixels: u64, planes_will_do: bool) -> Result
         let mut decoder = image_webp::WebPDecoder::new(Cursor::new(bytes)).map_err(broken)?;
         decoder.set_memory_limit(budget);
         if let Some(yuv) = decoder.read_yuv420().map_err(broken)? {
-            return Ok(Decoded::Planes(Planes::new(&yuv)));
+            return Ok(Decoded::Planes(Planes::new(yuv)));
         }
     }
     decode(bytes, max_pixels).map(Decoded::Pixels)
@@ -259,7 +259,13 @@ impl jpeg_encoder::ImageBuffer for JfifPlanes<'_> {
         let (y, width) = (usize::from(y), usize::from(self.width));
         buffers[0].extend(row(luma, y).iter().map(|&l| self.luma[usize::from(l)]));
         for (buffer, plane) in [(1, u), (2, v)] {
-            buffers[buffer].extend(row(plane, y / 2).iter().flat_map(|&c| [self.chroma[usize::from(c)]; 2]).take(width));
+            let buffer = &mut buffers[buffer];
+            let start = buffer.len();
+            buffer.resize(start + width.next_multiple_of(2), 0);
+            for (pair, &c) in buffer[start..].chunks_exact_mut(2).zip(row(plane, y / 2)) {
+                pair.fill(self.chroma[usize::from(c)]);
+            }
+            buffer.truncate(start + width);
         }
     }
 }

@@ -355,17 +355,25 @@ pub struct Planes {
 }
 
 impl Planes {
-    /// The planes out of the decoder's padded rows.
-    pub fn new(image: &image_webp::Yuv420) -> Planes {
-        let plane = |data: &[u8], stride: usize, width: u32, height: u32| {
-            let rows = data.chunks_exact(stride).take(height as usize);
-            Raster::new(width, height, 1, rows.flat_map(|row| &row[..width as usize]).copied().collect())
+    /// The planes out of the decoder's rows (copied only where they are
+    /// padded past the picture's width).
+    pub fn new(image: image_webp::Yuv420) -> Planes {
+        let plane = |mut data: Vec<u8>, stride: usize, width: u32, height: u32| {
+            let (width_bytes, rows) = (width as usize, height as usize);
+            if stride != width_bytes {
+                data = data.chunks_exact(stride).take(rows).fold(Vec::with_capacity(width_bytes * rows), |mut plane, row| {
+                    plane.extend_from_slice(&row[..width_bytes]);
+                    plane
+                });
+            }
+            data.truncate(width_bytes * rows);
+            Raster::new(width, height, 1, data)
         };
         let (cw, ch) = (image.width.div_ceil(2), image.height.div_ceil(2));
         Planes {
-            y: plane(&image.y, image.stride, image.width, image.height),
-            u: plane(&image.u, image.stride / 2, cw, ch),
-            v: plane(&image.v, image.stride / 2, cw, ch),
+            y: plane(image.y, image.stride, image.width, image.height),
+            u: plane(image.u, image.stride / 2, cw, ch),
+            v: plane(image.v, image.stride / 2, cw, ch),
         }
     }
 
@@ -408,7 +416,15 @@ impl Planes {
         let (width, height) = (self.width(), self.height());
         // Luma rows twice as long as chroma rows: one pad byte when the width is odd.
         let stride = 2 * self.u.width as usize;
-        let y = if stride == width as usize { self.y.data } else { self.y.data.chunks_exact(width as usize).flat_map(|row| row.iter().copied().chain([0])).collect() };
+        let y = if stride == width as usize {
+            self.y.data
+        } else {
+            self.y.data.chunks_exact(width as usize).fold(Vec::with_capacity(stride * height as usize), |mut y, row| {
+                y.extend_from_slice(row);
+                y.push(0);
+                y
+            })
+        };
         image_webp::Yuv420 { width, height, stride, y, u: self.u.data, v: self.v.data }
     }
 }
