@@ -212,16 +212,64 @@ impl Raster {
 
     /// Scales the box `(left, top, width, height)` of this image to `out` with `filter`.
     fn scale(&self, out: (u32, u32), (left, top, width, height): (f64, f64, f64, f64), filter: fr::FilterType) -> Raster {
+        if self.channels == 1 {
+            return self.scale_plane(out, (left, top, width, height), filter);
+        }
         let options = fr::ResizeOptions::new().resize_alg(fr::ResizeAlg::Convolution(filter)).crop(left, top, width, height);
         let mut data = vec![0; out.0 as usize * out.1 as usize * self.channels];
         // Typed, not `Resizer::resize`: its run-time dispatch over every pixel
         // type links a 512 KiB table for 16-bit alpha into the component.
-        match self.channels {
-            4 => resize_typed::<fr::pixels::U8x4>(self, out, &mut data, &options),
-            3 => resize_typed::<fr::pixels::U8x3>(self, out, &mut data, &options),
-            _ => resize_typed::<fr::pixels::U8>(self, out, &mut data, &options),
+        if self.has_alpha() {
+            resize_typed::<fr::pixels::U8x4>(self, out, &mut data, &options);
+        } else {
+            resize_typed::<fr::pixels::U8x3>(self, out, &mut data, &options);
         }
         Raster::new(out.0, out.1, self.channels, data)
+    }
+
+    /// [`Raster::scale`] for one channel, a pass at a time. fast_image_resize
+    /// filters a one-channel row slowly (per output pixel, across the taps:
+    /// 4.4 ms natively for a 1184x880 plane to 800 wide), four-channel rows
+    /// fast (0.55 ms): so the rows are filtered four at a time, as the
+    /// channels of one image a quarter as tall, then the columns.
+    fn scale_plane(&self, out: (u32, u32), (left, top, width, height): (f64, f64, f64, f64), filter: fr::FilterType) -> Raster {
+        let (w, h) = (self.width as usize, self.height as usize);
+        let mut packed = vec![0; w * h.next_multiple_of(4)];
+        for (group, rows) in packed.chunks_exact_mut(4 * w).enumerate() {
+            // The last group repeats the last row where the height is not a multiple of four.
+            let row = |k: usize| &self.data[(4 * group + k).min(h - 1) * w..][..w];
+            let pixels = rows.chunks_exact_mut(4).zip(row(0)).zip(row(1)).zip(row(2)).zip(row(3));
+            for ((((pixel, &a), &b), &c), &d) in pixels {
+                pixel.copy_from_slice(&[a, b, c, d]);
+            }
+        }
+        let groups = Raster::new(self.width, h.div_ceil(4) as u32, 4, packed);
+        let convolution = fr::ResizeOptions::new().resize_alg(fr::ResizeAlg::Convolution(filter));
+        // Four rows, not colour and alpha: nothing to premultiply.
+        let options = convolution.clone().use_alpha(false).crop(left, 0.0, width, f64::from(groups.height));
+        let ow = out.0 as usize;
+        let mut rows = vec![0; ow * 4 * groups.height as usize];
+        resize_typed::<fr::pixels::U8x4>(&groups, (out.0, groups.height), &mut rows, &options);
+        let mut unpacked = vec![0; ow * h];
+        for (pixels, four_rows) in rows.chunks_exact(4 * ow).zip(unpacked.chunks_mut(4 * ow)) {
+            if let Ok([r0, r1, r2, r3]) = <[&mut [u8]; 4]>::try_from(four_rows.chunks_exact_mut(ow).collect::<Vec<_>>()) {
+                for ((((pixel, a), b), c), d) in pixels.chunks_exact(4).zip(r0).zip(r1).zip(r2).zip(r3) {
+                    [*a, *b, *c, *d] = [pixel[0], pixel[1], pixel[2], pixel[3]];
+                }
+            } else {
+                // The last rows, fewer than four.
+                for (k, row) in four_rows.chunks_exact_mut(ow).enumerate() {
+                    for (v, pixel) in row.iter_mut().zip(pixels.chunks_exact(4)) {
+                        *v = pixel[k];
+                    }
+                }
+            }
+        }
+        let columns = Raster::new(out.0, self.height, 1, unpacked);
+        let options = convolution.crop(0.0, top, f64::from(out.0), height);
+        let mut data = vec![0; ow * out.1 as usize];
+        resize_typed::<fr::pixels::U8>(&columns, out, &mut data, &options);
+        Raster::new(out.0, out.1, 1, data)
     }
 
     /// This image centred on a `width`×`height` canvas of `background`.
