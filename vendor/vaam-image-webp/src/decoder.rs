@@ -691,15 +691,7 @@ impl<R: BufRead + Seek> WebPDecoder<R> {
                 }
             }
         } else {
-            let range = self
-                .chunks
-                .get(&WebPRiffChunk::VP8)
-                .ok_or(DecodingError::ChunkMissing)?;
-            let reader = range_reader(&mut self.r, range.start..range.end)?;
-            let frame = Vp8Decoder::decode_frame(reader)?;
-            if u32::from(frame.width) != self.width || u32::from(frame.height) != self.height {
-                return Err(DecodingError::InconsistentImageSizes);
-            }
+            let frame = self.decode_lossy_frame()?;
 
             if self.has_alpha() {
                 frame.fill_rgba(buf, self.webp_decode_options.lossy_upsampling);
@@ -749,6 +741,19 @@ impl<R: BufRead + Seek> WebPDecoder<R> {
         {
             return Ok(None);
         }
+        let frame = self.decode_lossy_frame()?;
+        Ok(Some(Yuv420 {
+            width: self.width,
+            height: self.height,
+            stride: usize::from(frame.buffer_width()),
+            y: frame.ybuf,
+            u: frame.ubuf,
+            v: frame.vbuf,
+        }))
+    }
+
+    /// The still image's VP8 frame, checked against the container's size.
+    fn decode_lossy_frame(&mut self) -> Result<crate::lossy::Frame, DecodingError> {
         let range = self
             .chunks
             .get(&WebPRiffChunk::VP8)
@@ -758,14 +763,7 @@ impl<R: BufRead + Seek> WebPDecoder<R> {
         if u32::from(frame.width) != self.width || u32::from(frame.height) != self.height {
             return Err(DecodingError::InconsistentImageSizes);
         }
-        Ok(Some(Yuv420 {
-            width: self.width,
-            height: self.height,
-            stride: usize::from(frame.buffer_width()),
-            y: frame.ybuf,
-            u: frame.ubuf,
-            v: frame.vbuf,
-        }))
+        Ok(frame)
     }
 
     /// Reads the next frame of the animation.

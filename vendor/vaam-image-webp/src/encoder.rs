@@ -125,6 +125,15 @@ fn write_chunk<W: Write>(mut w: W, name: &[u8], data: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// One frame chunk in the simple container (`RIFF` size `WEBP` chunk).
+fn write_simple_container<W: Write>(mut w: W, chunk: &[u8], frame: &[u8]) -> Result<(), EncodingError> {
+    w.write_all(b"RIFF")?;
+    w.write_all(&(chunk_size(frame.len()) + 4).to_le_bytes())?;
+    w.write_all(b"WEBP")?;
+    write_chunk(w, chunk, frame)?;
+    Ok(())
+}
+
 /// WebP Encoder.
 pub struct WebPEncoder<W> {
     writer: W,
@@ -179,12 +188,7 @@ impl<W: Write> WebPEncoder<W> {
     pub fn encode_yuv420(mut self, picture: &crate::Yuv420) -> Result<(), EncodingError> {
         let mut frame = Vec::new();
         encode_frame_lossy_yuv420(&mut frame, picture, self.params.lossy_quality)?;
-        self.writer.write_all(b"RIFF")?;
-        self.writer
-            .write_all(&(chunk_size(frame.len()) + 4).to_le_bytes())?;
-        self.writer.write_all(b"WEBP")?;
-        write_chunk(&mut self.writer, b"VP8 ", &frame)?;
-        Ok(())
+        write_simple_container(&mut self.writer, b"VP8 ", &frame)
     }
 
     /// Encode image data with the indicated color type.
@@ -226,11 +230,7 @@ impl<W: Write> WebPEncoder<W> {
             && !lossy_with_alpha;
 
         if use_simple_container {
-            self.writer.write_all(b"RIFF")?;
-            self.writer
-                .write_all(&(chunk_size(frame.len()) + 4).to_le_bytes())?;
-            self.writer.write_all(b"WEBP")?;
-            write_chunk(&mut self.writer, frame_chunk, &frame)?;
+            write_simple_container(&mut self.writer, frame_chunk, &frame)?;
         } else {
             let mut total_bytes = 22 + chunk_size(frame.len());
             if !self.icc_profile.is_empty() {
