@@ -156,6 +156,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_a_plain_resize_may_skip_rgb() {
+        let t = |list: &str| Transform::parse_list(list).unwrap();
+        for list in ["", "width=200", "width=100,height=300,fit=cover,gravity=0.2x0.8", "width=150,dpr=2,fit=crop", "quality=60,format=webp", "rotate=0,sharpen=0"] {
+            assert!(only_resizes(&t(list)), "{list}");
+        }
+        for list in ["trim=10;20;30;40", "flip=h", "rotate=90", "width=300,height=300,fit=pad", "width=100,height=300,fit=cover,gravity=auto", "blur=8", "sharpen=2", "brightness=1.3", "contrast=1.5", "gamma=2", "saturation=0"] {
+            assert!(!only_resizes(&t(list)), "{list}");
+        }
+    }
+
+    #[test]
     fn a_stored_original_goes_as_it_is_only_to_a_client_that_takes_its_type() {
         let chromium = "image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8";
         assert!(takes_as_is(chromium, "image/png") && takes_as_is(chromium, "image/webp"));
