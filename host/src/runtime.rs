@@ -185,6 +185,11 @@ impl Pool {
     fn engine(limits: GuestLimits) -> anyhow::Result<Engine> {
         let mut config = Config::new();
         GuestLimits::configure(&mut config);
+        // For profiling the guest: `perf record` then names its functions
+        // from /tmp/perf-<pid>.map (BENCHMARKS.md, "Profile").
+        if std::env::var_os("EDGEPROXY_PERF_MAP").is_some() {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         // Instances come from a pool of pre-reserved slots with copy-on-write
         // memory images: that is what makes one instance per request cheap.
         let mut pool = PoolingAllocationConfig::default();
