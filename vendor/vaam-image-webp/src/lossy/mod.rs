@@ -804,7 +804,12 @@ impl<R: Read> Vp8Decoder<R> {
         };
         let probs = &self.token_probs[plane as usize];
         let decoder = &mut self.partitions[p];
+        let dq = (i32::from(dcq), i32::from(acq));
+        if let Some(nonzero) = decoder.read_coefficients_fast(probs, first_coeff, complexity, dq, block) {
+            return Ok(nonzero);
+        }
 
+        // Near the end of the data: token by token.
         let mut res = decoder.start_accumulated_result();
 
         let mut complexity = complexity;

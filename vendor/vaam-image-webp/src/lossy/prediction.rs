@@ -137,12 +137,42 @@ pub(crate) fn add_residue(
     x0: usize,
     stride: usize,
 ) {
-    let mut pos = y0 * stride + x0;
-    for row in rblock.chunks(4) {
-        for (p, &a) in pblock[pos..][..4].iter_mut().zip(row.iter()) {
+    let pos = y0 * stride + x0;
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    simd::add_residue(pblock, rblock, pos, stride);
+    #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+    for (r, row) in rblock.chunks(4).enumerate() {
+        for (p, &a) in pblock[pos + r * stride..][..4].iter_mut().zip(row.iter()) {
             *p = (a + i32::from(*p)).max(0).min(255) as u8;
         }
-        pos += stride;
+    }
+}
+
+/// [`add_residue`] on wasm with SIMD128: the four rows at once, clamped by
+/// saturating narrowing, i32 to i16 to u8, which is `.max(0).min(255)`.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod simd {
+    use core::arch::wasm32::*;
+
+    pub(super) fn add_residue(pblock: &mut [u8], rblock: &[i32; 16], pos: usize, stride: usize) {
+        let row = |r: usize| i32x4(rblock[4 * r], rblock[4 * r + 1], rblock[4 * r + 2], rblock[4 * r + 3]);
+        let residue = [row(0), row(1), row(2), row(3)];
+        let pixels = &mut pblock[pos..pos + 3 * stride + 4];
+        let load = |r: usize| u32::from_le_bytes(pixels[r * stride..r * stride + 4].try_into().unwrap());
+        let predicted = u32x4(load(0), load(1), load(2), load(3));
+        let low = u16x8_extend_low_u8x16(predicted);
+        let high = u16x8_extend_high_u8x16(predicted);
+        let sums = [
+            i32x4_add(u32x4_extend_low_u16x8(low), residue[0]),
+            i32x4_add(u32x4_extend_high_u16x8(low), residue[1]),
+            i32x4_add(u32x4_extend_low_u16x8(high), residue[2]),
+            i32x4_add(u32x4_extend_high_u16x8(high), residue[3]),
+        ];
+        let bytes = u8x16_narrow_i16x8(i16x8_narrow_i32x4(sums[0], sums[1]), i16x8_narrow_i32x4(sums[2], sums[3]));
+        let rows = [u32x4_extract_lane::<0>(bytes), u32x4_extract_lane::<1>(bytes), u32x4_extract_lane::<2>(bytes), u32x4_extract_lane::<3>(bytes)];
+        for (r, value) in rows.into_iter().enumerate() {
+            pixels[r * stride..r * stride + 4].copy_from_slice(&value.to_le_bytes());
+        }
     }
 }
 
