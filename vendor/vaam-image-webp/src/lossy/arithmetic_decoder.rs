@@ -1,6 +1,6 @@
 use crate::decoder::DecodingError;
 
-use super::common::{COEFF_BANDS, DCT_CAT_BASE, PROB_DCT_CAT, ZIGZAG};
+use super::common::{IntraMode, COEFF_BANDS, DCT_CAT_BASE, PROB_DCT_CAT, ZIGZAG};
 use super::TreeNode;
 
 #[must_use]
@@ -276,6 +276,31 @@ impl ArithmeticDecoder {
         let nonzero = d.commit_if_valid(nonzero)?;
         *block = out;
         Some(nonzero)
+    }
+
+    /// A macroblock's sixteen 4x4 intra modes in raster order, in one call
+    /// (as [`Self::read_coefficients_fast`]), each read with the tree for
+    /// the modes above and left of it, `nodes[above][left]`, starting from
+    /// the macroblocks' above and left ones. `None`, with nothing read, where
+    /// they run past the data.
+    #[inline(never)]
+    pub(crate) fn read_subblock_modes_fast(
+        &mut self,
+        nodes: &[[[TreeNode; 9]; 10]; 10],
+        above: [IntraMode; 4],
+        left: [IntraMode; 4],
+    ) -> Option<[i8; 16]> {
+        let mut d = self.fast();
+        let (mut above, mut left) = (above.map(|m| m as usize), left.map(|m| m as usize));
+        let mut modes = [0; 16];
+        for (i, mode) in modes.iter_mut().enumerate() {
+            let (x, y) = (i % 4, i / 4);
+            let tree = &nodes[above[x]][left[y]];
+            *mode = d.fast_read_with_tree(tree, tree[0]);
+            // The tree's leaves are the ten modes.
+            (above[x], left[y]) = (*mode as usize, *mode as usize);
+        }
+        d.commit_if_valid(modes)
     }
 
     // As a similar (but different) speedup to BitResult, the FastDecoder reads
@@ -565,9 +590,11 @@ impl FastDecoder<'_> {
         // Apply that shift to `range` and `self.bitcount`.
         //
         // Subtract 24 because we only care about leading zeros in the
-        // lowest byte of `range` which is a `u32`.
+        // lowest byte of `range` which is a `u32`. `range` is 1..=254, so
+        // this never underflows; not saturating keeps a compare and a
+        // select off the chain every bit waits on.
         debug_assert!((1..=254).contains(&range));
-        let shift = range.leading_zeros().saturating_sub(24);
+        let shift = range.leading_zeros() - 24;
         range <<= shift;
         bit_count -= shift as i32;
 
@@ -701,6 +728,7 @@ impl FastDecoder<'_> {
         v
     }
 
+    #[inline(always)]
     fn fast_read_with_tree(&mut self, tree: &[TreeNode], mut node: TreeNode) -> i8 {
         loop {
             let prob = node.prob;

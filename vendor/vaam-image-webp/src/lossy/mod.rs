@@ -632,25 +632,36 @@ impl<R: Read> Vp8Decoder<R> {
         // intra prediction
         let luma = (self.b.read_with_tree(&KEYFRAME_YMODE_NODES)).or_accumulate(&mut res);
         mb.luma_mode =
-            LumaMode::from_i8(luma).ok_or(DecodingError::LumaPredictionModeInvalid(luma))?;
+            LumaMode::from_i8(luma).ok_or_else(|| DecodingError::LumaPredictionModeInvalid(luma))?;
 
         match mb.luma_mode.into_intra() {
             // `LumaMode::B` - This is predicted individually
             None => {
-                for y in 0usize..4 {
-                    for x in 0usize..4 {
-                        let top = self.top[mbx].bpred[x];
-                        let left = self.left.bpred[y];
-                        let intra = self.b.read_with_tree(
-                            &KEYFRAME_BPRED_MODE_NODES[top as usize][left as usize],
-                        );
-                        let intra = intra.or_accumulate(&mut res);
-                        let bmode = IntraMode::from_i8(intra)
-                            .ok_or(DecodingError::IntraPredictionModeInvalid(intra))?;
-                        mb.bpred[x + y * 4] = bmode;
+                let (above, left) = (self.top[mbx].bpred, self.left.bpred);
+                if let Some(modes) = self.b.read_subblock_modes_fast(&KEYFRAME_BPRED_MODE_NODES, above, left) {
+                    for (i, &intra) in modes.iter().enumerate() {
+                        let bmode = IntraMode::from_i8(intra).ok_or_else(|| DecodingError::IntraPredictionModeInvalid(intra))?;
+                        mb.bpred[i] = bmode;
+                        self.top[mbx].bpred[i % 4] = bmode;
+                        self.left.bpred[i / 4] = bmode;
+                    }
+                } else {
+                    // Near the end of the data: mode by mode.
+                    for y in 0usize..4 {
+                        for x in 0usize..4 {
+                            let top = self.top[mbx].bpred[x];
+                            let left = self.left.bpred[y];
+                            let intra = self.b.read_with_tree(
+                                &KEYFRAME_BPRED_MODE_NODES[top as usize][left as usize],
+                            );
+                            let intra = intra.or_accumulate(&mut res);
+                            let bmode = IntraMode::from_i8(intra)
+                                .ok_or_else(|| DecodingError::IntraPredictionModeInvalid(intra))?;
+                            mb.bpred[x + y * 4] = bmode;
 
-                        self.top[mbx].bpred[x] = bmode;
-                        self.left.bpred[y] = bmode;
+                            self.top[mbx].bpred[x] = bmode;
+                            self.left.bpred[y] = bmode;
+                        }
                     }
                 }
             }
@@ -664,7 +675,7 @@ impl<R: Read> Vp8Decoder<R> {
 
         let chroma = (self.b.read_with_tree(&KEYFRAME_UV_MODE_NODES)).or_accumulate(&mut res);
         mb.chroma_mode = ChromaMode::from_i8(chroma)
-            .ok_or(DecodingError::ChromaPredictionModeInvalid(chroma))?;
+            .ok_or_else(|| DecodingError::ChromaPredictionModeInvalid(chroma))?;
 
         // top should store the bottom of the current bpred, which is the final 4 values
         self.top[mbx].bpred = mb.bpred[12..].try_into().unwrap();
