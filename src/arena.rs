@@ -36,6 +36,10 @@ unsafe extern "C" {
 
 struct Arena {
     next: Cell<usize>,
+    /// The highest `next` has been: memory above it was never handed out,
+    /// so it is still zero (a new instance's, or `memory.grow`'s, pages),
+    /// and `alloc_zeroed` need not clear it.
+    high_water: Cell<usize>,
     last: Cell<usize>,
     /// Where a new call starts: the end of what set-up keeps.
     mark: Cell<usize>,
@@ -47,7 +51,7 @@ struct Arena {
 unsafe impl Sync for Arena {}
 
 #[global_allocator]
-static ARENA: Arena = Arena { next: Cell::new(0), last: Cell::new(0), mark: Cell::new(0), call_ended: Cell::new(false) };
+static ARENA: Arena = Arena { next: Cell::new(0), high_water: Cell::new(0), last: Cell::new(0), mark: Cell::new(0), call_ended: Cell::new(false) };
 
 /// Room kept free above the mark: an ordinary request allocates less, so a
 /// request on a set-up snapshot never grows memory (set-up's parse leaves
@@ -111,6 +115,12 @@ impl Arena {
         self.last.set(0);
     }
 
+    /// Hands out memory up to `end`.
+    fn advance(&self, end: usize) {
+        self.next.set(end);
+        self.high_water.set(self.high_water.get().max(end));
+    }
+
     fn is_last(&self, ptr: *mut u8, size: usize) -> bool {
         ptr as usize == self.last.get() && ptr as usize + size == self.next.get()
     }
@@ -119,16 +129,30 @@ impl Arena {
 unsafe impl GlobalAlloc for Arena {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if self.next.get() == 0 {
-            self.next.set(&raw const __heap_base as usize);
+            self.advance(&raw const __heap_base as usize);
         }
         let start = (self.next.get() + layout.align() - 1) & !(layout.align() - 1);
         let Some(end) = start.checked_add(layout.size()) else { return null_mut() };
         if !Self::reserve(end) {
             return null_mut();
         }
-        self.next.set(end);
+        self.advance(end);
         self.last.set(start);
         start as *mut u8
+    }
+
+    /// Clears only what was handed out before: a render's large zeroed
+    /// buffers (`vec![0; n]`) land on never-used memory, which is zero.
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let clean_from = self.high_water.get();
+        // SAFETY: as `alloc`.
+        let ptr = unsafe { self.alloc(layout) };
+        if !ptr.is_null() {
+            let dirty = clean_from.saturating_sub(ptr as usize).min(layout.size());
+            // SAFETY: `ptr` is `layout.size()` writable bytes, `dirty` of them.
+            unsafe { std::ptr::write_bytes(ptr, 0, dirty) };
+        }
+        ptr
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
@@ -143,7 +167,7 @@ unsafe impl GlobalAlloc for Arena {
             if !Self::reserve(end) {
                 return null_mut();
             }
-            self.next.set(end);
+            self.advance(end);
             return ptr;
         }
         // SAFETY: as GlobalAlloc::realloc's default: a fresh block, then a copy.
