@@ -205,9 +205,9 @@ pub fn encode_decoded(image: Decoded, kind: Kind, quality: u8, background: [u8; 
         Decoded::Planes(planes) => return encode(planes.into_rgb(), kind, quality, background),
         Decoded::Pixels(raster) => return encode(raster, kind, quality, background),
     };
-    let mut out = Vec::new();
+    let mut out = output_buffer(planes.width(), planes.height());
     if kind == Kind::Jpeg {
-        jpeg_encoder::Encoder::new(&mut out, quality).encode_image(JfifPlanes::new(&planes)?).map_err(|e| e.to_string())?;
+        jpeg_encoder::Encoder::new(&mut out, quality).encode_image(JfifPlanes::new(planes)?).map_err(|e| e.to_string())?;
     } else {
         let mut encoder = image_webp::WebPEncoder::new(&mut out);
         encoder.set_params(webp_params(quality));
@@ -216,29 +216,38 @@ pub fn encode_decoded(image: Decoded, kind: Kind, quality: u8, background: [u8; 
     Ok(out)
 }
 
+/// An encoder's output, with room for a lossy one's bytes from the start:
+/// grown by doubling, each step would be a copy (the wasm arena reuses
+/// nothing), and room never written costs nothing.
+fn output_buffer(width: u32, height: u32) -> Vec<u8> {
+    Vec::with_capacity(width as usize * height as usize / 2)
+}
+
 /// Planes as a JPEG takes Y'CbCr (JFIF: the same BT.601 matrix, full range),
 /// each chroma sample given for its 2x2 pixels, which the encoder's 4:2:0
 /// subsampling then keeps as it is.
-struct JfifPlanes<'a> {
-    planes: &'a Planes,
+struct JfifPlanes {
+    planes: Planes,
     width: u16,
     height: u16,
-    /// Limited range (luma 16-235, chroma 16-240) to full, as tables.
-    luma: [u8; 256],
-    chroma: [u8; 256],
 }
 
-impl<'a> JfifPlanes<'a> {
-    fn new(planes: &'a Planes) -> Result<Self, String> {
+impl JfifPlanes {
+    /// Limited range (luma 16-235, chroma 16-240) stretched to full, by table,
+    /// in place.
+    fn new(mut planes: Planes) -> Result<Self, String> {
         let (Ok(width), Ok(height)) = (u16::try_from(planes.width()), u16::try_from(planes.height())) else {
             return Err("JPEG cannot be wider or taller than 65535 pixels".into());
         };
-        let table = |f: fn(f64) -> f64| std::array::from_fn(|v| f(v as f64).round().clamp(0.0, 255.0) as u8);
-        Ok(JfifPlanes { planes, width, height, luma: table(|y| (y - 16.0) * 255.0 / 219.0), chroma: table(|c| (c - 128.0) * 255.0 / 224.0 + 128.0) })
+        let table = |f: fn(f64) -> f64| -> [u8; 256] { std::array::from_fn(|v| f(v as f64).round().clamp(0.0, 255.0) as u8) };
+        let (luma, chroma) = (table(|y| (y - 16.0) * 255.0 / 219.0), table(|c| (c - 128.0) * 255.0 / 224.0 + 128.0));
+        planes.y.data.iter_mut().for_each(|v| *v = luma[usize::from(*v)]);
+        planes.u.data.iter_mut().chain(planes.v.data.iter_mut()).for_each(|v| *v = chroma[usize::from(*v)]);
+        Ok(JfifPlanes { planes, width, height })
     }
 }
 
-impl jpeg_encoder::ImageBuffer for JfifPlanes<'_> {
+impl jpeg_encoder::ImageBuffer for JfifPlanes {
     fn get_jpeg_color_type(&self) -> jpeg_encoder::JpegColorType {
         jpeg_encoder::JpegColorType::Ycbcr
     }
@@ -252,18 +261,18 @@ impl jpeg_encoder::ImageBuffer for JfifPlanes<'_> {
     }
 
     fn fill_buffers(&self, y: u16, buffers: &mut [Vec<u8>; 4]) {
-        let Planes { y: luma, u, v } = self.planes;
+        let Planes { y: luma, u, v } = &self.planes;
         fn row(plane: &Raster, y: usize) -> &[u8] {
             &plane.data[y * plane.width as usize..][..plane.width as usize]
         }
         let (y, width) = (usize::from(y), usize::from(self.width));
-        buffers[0].extend(row(luma, y).iter().map(|&l| self.luma[usize::from(l)]));
+        buffers[0].extend_from_slice(row(luma, y));
         for (buffer, plane) in [(1, u), (2, v)] {
             let buffer = &mut buffers[buffer];
             let start = buffer.len();
             buffer.resize(start + width.next_multiple_of(2), 0);
             for (pair, &c) in buffer[start..].chunks_exact_mut(2).zip(row(plane, y / 2)) {
-                pair.fill(self.chroma[usize::from(c)]);
+                (pair[0], pair[1]) = (c, c);
             }
             buffer.truncate(start + width);
         }
@@ -273,7 +282,7 @@ impl jpeg_encoder::ImageBuffer for JfifPlanes<'_> {
 /// Encodes `raster` as `kind`. JPEG has no alpha: transparency is composed
 /// over `background` first. `quality` (1-100) applies to JPEG and WebP.
 pub fn encode(raster: Raster, kind: Kind, quality: u8, background: [u8; 4]) -> Result<Vec<u8>, String> {
-    let mut out = Vec::new();
+    let mut out = output_buffer(raster.width, raster.height);
     match kind {
         Kind::Jpeg => {
             let raster = raster.flatten(background);
@@ -386,10 +395,10 @@ mod tests {
         for (out, window, focus) in [((75, 53), (140.0, 99.0), (0.3, 0.7)), ((160, 120), (161.0, 121.0), (0.5, 0.5)), ((30, 31), (121.0, 121.0), (1.0, 0.0))] {
             // Both encoders keep chroma at half resolution: from planes it is
             // resized once, from RGB upsampled, resized and averaged again.
-            let ideal = pixels.resize(out, window, focus);
+            let ideal = pixels.clone().resize(out, window, focus);
             for kind in [Kind::Jpeg, Kind::Webp] {
                 let roundtrip = |image| decode(&encode_decoded(image, kind, 80, [255; 4]).unwrap(), 1 << 20).unwrap();
-                let from_planes = roundtrip(Decoded::Planes(planes.resize(out, window, focus)));
+                let from_planes = roundtrip(Decoded::Planes(planes.clone().resize(out, window, focus)));
                 let from_rgb = roundtrip(Decoded::Pixels(ideal.clone()));
                 assert_eq!((from_planes.width, from_planes.height), out);
                 let (ours, theirs) = (mean_diff(&from_planes, &ideal), mean_diff(&from_rgb, &ideal));

@@ -505,7 +505,7 @@ impl ImageCache<'_> {
         let image = codec::decode_for(original, self.options.max_input_pixels, planes_will_do).map_err(|e| ProxyError::internal(format!("the stored original cannot be decoded: {e:?}")))?;
         let decoded = platform.now_ms();
         let image = match image {
-            Decoded::Planes(planes) => Decoded::Planes(transform::apply_to_planes(&transform::apply_to_planes(&planes, base), transform)),
+            Decoded::Planes(planes) => Decoded::Planes(transform::apply_to_planes(transform::apply_to_planes(planes, base), transform)),
             Decoded::Pixels(image) => Decoded::Pixels(transform::apply(transform::apply(image, base), transform)),
         };
         let transformed = platform.now_ms();

@@ -186,8 +186,9 @@ impl Raster {
     }
 
     /// Scales `window` (a box of the source placed by `focus`) to `out`.
-    pub fn resize(&self, out: (u32, u32), window: (f64, f64), focus: (f64, f64)) -> Raster {
-        self.resize_box(out, place(self.width, self.height, window, focus))
+    pub fn resize(self, out: (u32, u32), window: (f64, f64), focus: (f64, f64)) -> Raster {
+        let area = place(self.width, self.height, window, focus);
+        self.resize_box(out, area)
     }
 
     /// Scales the box `(left, top, width, height)` to `out`. A large
@@ -196,9 +197,9 @@ impl Raster {
     /// times the output, then Lanczos3. Lanczos3's work grows with the
     /// reduction (its kernel spans 6 source pixels per output pixel per
     /// axis, times the scale); the box filter's is one read per source pixel.
-    fn resize_box(&self, out: (u32, u32), (left, top, width, height): (f64, f64, f64, f64)) -> Raster {
+    fn resize_box(self, out: (u32, u32), (left, top, width, height): (f64, f64, f64, f64)) -> Raster {
         if out == (self.width, self.height) && (width, height) == (f64::from(self.width), f64::from(self.height)) {
-            return self.clone();
+            return self;
         }
         let reduction = (width / f64::from(out.0)).min(height / f64::from(out.1));
         if reduction >= 2.0 * REDUCING_GAP {
@@ -247,7 +248,9 @@ impl Raster {
         let ow = out.0 as usize;
         let mut rows = vec![0; ow * 4 * groups.height as usize];
         resize_typed::<fr::pixels::U8x4>(&groups, (out.0, groups.height), &mut rows, &options);
-        let mut unpacked = vec![0; ow * h];
+        // Each pass writes into the memory the pass before last read (the
+        // wasm arena reuses none by itself, and fresh pages cost faults).
+        let mut unpacked = reuse(groups.data, ow * h);
         for (pixels, four_rows) in rows.chunks_exact(4 * ow).zip(unpacked.chunks_mut(4 * ow)) {
             if four_rows.len() == 4 * ow {
                 let (r0, rest) = four_rows.split_at_mut(ow);
@@ -265,7 +268,7 @@ impl Raster {
         }
         let columns = Raster::new(out.0, self.height, 1, unpacked);
         let options = convolution.crop(0.0, top, f64::from(out.0), height);
-        let mut data = vec![0; ow * out.1 as usize];
+        let mut data = reuse(rows, ow * out.1 as usize);
         resize_typed::<fr::pixels::U8>(&columns, out, &mut data, &options);
         Raster::new(out.0, out.1, 1, data)
     }
@@ -433,7 +436,7 @@ impl Planes {
 
     /// [`Raster::resize`] for each plane: chroma takes the luma's box, halved,
     /// to half the output (rounded up, as the output's own chroma would be).
-    pub fn resize(&self, out: (u32, u32), window: (f64, f64), focus: (f64, f64)) -> Planes {
+    pub fn resize(self, out: (u32, u32), window: (f64, f64), focus: (f64, f64)) -> Planes {
         let (left, top, width, height) = place(self.width(), self.height(), window, focus);
         let chroma_out = (out.0.div_ceil(2), out.1.div_ceil(2));
         // A chroma sample of the output spans two of its luma pixels.
@@ -473,6 +476,13 @@ impl Planes {
         };
         image_webp::Yuv420 { width, height, stride, y, u: self.u.data, v: self.v.data }
     }
+}
+
+/// `buffer`'s memory as `len` zeros.
+fn reuse(mut buffer: Vec<u8>, len: usize) -> Vec<u8> {
+    buffer.clear();
+    buffer.resize(len, 0);
+    buffer
 }
 
 /// Four rows of one channel as the four channels of one row:
@@ -661,7 +671,7 @@ mod tests {
             })
             .collect();
         let image = Raster::new(w, h, 3, data);
-        let two_steps = image.resize((80, 60), (960.0, 720.0), (0.5, 0.5));
+        let two_steps = image.clone().resize((80, 60), (960.0, 720.0), (0.5, 0.5));
         let one_pass = image.scale((80, 60), (0.0, 0.0, 960.0, 720.0), fr::FilterType::Lanczos3);
         let diff = two_steps.data.iter().zip(&one_pass.data).map(|(a, b)| f64::from(a.abs_diff(*b))).sum::<f64>() / two_steps.data.len() as f64;
         assert!(diff < 2.0, "mean |diff| {diff}");

@@ -96,7 +96,7 @@ pub fn only_resizes(t: &Transform) -> bool {
 }
 
 /// [`apply`] for a `t` that [`only_resizes`], on planes not yet in RGB.
-pub fn apply_to_planes(image: &Planes, t: &Transform) -> Planes {
+pub fn apply_to_planes(image: Planes, t: &Transform) -> Planes {
     debug_assert!(only_resizes(t));
     let g = plan(t, image.width(), image.height());
     let focus = fixed_focus(t.gravity.unwrap_or_default()).expect("only_resizes() rules out gravity=auto");
