@@ -186,7 +186,7 @@ impl Pool {
         let mut config = Config::new();
         GuestLimits::configure(&mut config);
         // For profiling the guest: `perf record` then names its functions
-        // from /tmp/perf-<pid>.map (BENCHMARKS.md, "Profile").
+        // from /tmp/perf-<pid>.map (BENCHMARKS.md, "Profiling the guest").
         if std::env::var_os("EDGEPROXY_PERF_MAP").is_some() {
             config.profiler(wasmtime::ProfilingStrategy::PerfMap);
         }

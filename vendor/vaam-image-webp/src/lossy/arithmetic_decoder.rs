@@ -178,16 +178,6 @@ impl ArithmeticDecoder {
 
     // Do not inline this because inlining seems to worsen performance.
     #[inline(never)]
-    pub(crate) fn read_sign(&mut self) -> BitResult<bool> {
-        if let Some(b) = self.fast().read_sign() {
-            return BitResult::ok(b);
-        }
-
-        self.cold_read_flag()
-    }
-
-    // Do not inline this because inlining seems to worsen performance.
-    #[inline(never)]
     pub(crate) fn read_literal(&mut self, n: u8) -> BitResult<u8> {
         if let Some(v) = self.fast().read_literal(n) {
             return BitResult::ok(v);
@@ -228,79 +218,58 @@ impl ArithmeticDecoder {
     }
 
     /// One 4x4 block's coefficient tokens, from position `first`, with the
-    /// reader's state in locals throughout and the token tree unrolled
-    /// (libwebp's `GetCoeffs`/`GetLargeValue`): a call per token was about
-    /// a third of a 1-megapixel decode in wasm. Coefficients times `dq`
-    /// (DC, AC) land in `block` in zigzag order; the answer is whether any
-    /// token but an immediate end of block was read. `None`, with nothing
-    /// read or written, where the block runs past the data: the caller then
-    /// reads it token by token, which handles the end.
+    /// token tree unrolled (libwebp's `GetCoeffs`/`GetLargeValue`).
+    /// Coefficients times `dq` (DC, AC) land in `block` in zigzag order; the
+    /// answer is whether any token but an immediate end of block was read.
+    /// Read first with the reader's state in locals (a call per token was
+    /// about a third of a 1-megapixel decode in wasm); a block that runs
+    /// past the data is read again bit by bit, which handles the end.
     #[inline(never)]
-    pub(crate) fn read_coefficients_fast(
+    pub(crate) fn read_coefficients(
         &mut self,
         probs: &[[[TreeNode; 11]; 3]; 8],
         first: usize,
         complexity: usize,
         dq: (i32, i32),
         block: &mut [i32; 16],
-    ) -> Option<bool> {
+    ) -> Result<bool, DecodingError> {
         let mut out = *block;
-        let mut d = self.fast();
-        let mut n = first;
-        let mut p = &probs[usize::from(COEFF_BANDS[n])][complexity];
-        let nonzero = loop {
-            if !d.fast_read_bit(p[0].prob) {
-                // End of block.
-                break n > first;
+        let mut fast = self.fast();
+        let nonzero = coefficients(&mut fast, probs, first, complexity, dq, &mut out);
+        let nonzero = match fast.commit_if_valid(nonzero) {
+            Some(nonzero) => nonzero,
+            None => {
+                out = *block;
+                let mut careful = Careful { decoder: self, result: BitResultAccumulator };
+                let nonzero = coefficients(&mut careful, probs, first, complexity, dq, &mut out);
+                let Careful { decoder, result } = careful;
+                decoder.check(result, nonzero)?
             }
-            // A run of zeros (no end of block can follow a zero).
-            while !d.fast_read_bit(p[1].prob) {
-                n += 1;
-                if n == 16 {
-                    break;
-                }
-                p = &probs[usize::from(COEFF_BANDS[n])][0];
-            }
-            if n == 16 {
-                break true;
-            }
-            let (magnitude, context) = if !d.fast_read_bit(p[2].prob) { (1, 1) } else { (d.fast_read_large_value(p), 2) };
-            let value = if d.fast_read_sign() { -magnitude } else { magnitude };
-            out[usize::from(ZIGZAG[n])] = value * if n > 0 { dq.1 } else { dq.0 };
-            n += 1;
-            if n == 16 {
-                break true;
-            }
-            p = &probs[usize::from(COEFF_BANDS[n])][context];
         };
-        let nonzero = d.commit_if_valid(nonzero)?;
         *block = out;
-        Some(nonzero)
+        Ok(nonzero)
     }
 
-    /// A macroblock's sixteen 4x4 intra modes in raster order, in one call
-    /// (as [`Self::read_coefficients_fast`]), each read with the tree for
-    /// the modes above and left of it, `nodes[above][left]`, starting from
-    /// the macroblocks' above and left ones. `None`, with nothing read, where
-    /// they run past the data.
+    /// A macroblock's sixteen 4x4 intra modes in raster order, each read
+    /// with the tree for the modes above and left of it,
+    /// `nodes[above][left]`, starting from the macroblock's above and left
+    /// ones: in one call, as [`Self::read_coefficients`].
     #[inline(never)]
-    pub(crate) fn read_subblock_modes_fast(
+    pub(crate) fn read_subblock_modes(
         &mut self,
         nodes: &[[[TreeNode; 9]; 10]; 10],
         above: [IntraMode; 4],
         left: [IntraMode; 4],
-    ) -> Option<[i8; 16]> {
-        let mut d = self.fast();
-        let (mut above, mut left) = (above.map(|m| m as usize), left.map(|m| m as usize));
-        let mut modes = [0; 16];
-        for (i, mode) in modes.iter_mut().enumerate() {
-            let (x, y) = (i % 4, i / 4);
-            let tree = &nodes[above[x]][left[y]];
-            *mode = d.fast_read_with_tree(tree, tree[0]);
-            // The tree's leaves are the ten modes.
-            (above[x], left[y]) = (*mode as usize, *mode as usize);
+    ) -> Result<[i8; 16], DecodingError> {
+        let mut fast = self.fast();
+        let modes = subblock_modes(&mut fast, nodes, above, left);
+        if let Some(modes) = fast.commit_if_valid(modes) {
+            return Ok(modes);
         }
-        d.commit_if_valid(modes)
+        let mut careful = Careful { decoder: self, result: BitResultAccumulator };
+        let modes = subblock_modes(&mut careful, nodes, above, left);
+        let Careful { decoder, result } = careful;
+        decoder.check(result, modes)
     }
 
     // As a similar (but different) speedup to BitResult, the FastDecoder reads
@@ -487,11 +456,6 @@ impl FastDecoder<'_> {
         self.commit_if_valid(value)
     }
 
-    fn read_sign(mut self) -> Option<bool> {
-        let value = self.fast_read_sign();
-        self.commit_if_valid(value)
-    }
-
     fn read_literal(mut self, n: u8) -> Option<u8> {
         let value = self.fast_read_literal(n);
         self.commit_if_valid(value)
@@ -516,36 +480,6 @@ impl FastDecoder<'_> {
     fn read_with_tree(mut self, tree: &[TreeNode], first_node: TreeNode) -> Option<i8> {
         let value = self.fast_read_with_tree(tree, first_node);
         self.commit_if_valid(value)
-    }
-
-    /// A token of 2 or more, as libwebp's `GetLargeValue`: the tree's nodes
-    /// 3 to 10, then a category's extra bits.
-    #[inline(always)]
-    fn fast_read_large_value(&mut self, p: &[TreeNode; 11]) -> i32 {
-        if !self.fast_read_bit(p[3].prob) {
-            if !self.fast_read_bit(p[4].prob) {
-                2
-            } else {
-                3 + i32::from(self.fast_read_bit(p[5].prob))
-            }
-        } else if !self.fast_read_bit(p[6].prob) {
-            let category = usize::from(self.fast_read_bit(p[7].prob));
-            self.fast_read_extra_bits(category)
-        } else {
-            let high = self.fast_read_bit(p[8].prob);
-            let low = self.fast_read_bit(p[9 + usize::from(high)].prob);
-            self.fast_read_extra_bits(2 + 2 * usize::from(high) + usize::from(low))
-        }
-    }
-
-    /// DCT_CAT1 (`category` 0) to DCT_CAT6: base plus extra bits.
-    #[inline(always)]
-    fn fast_read_extra_bits(&mut self, category: usize) -> i32 {
-        let mut extra = 0;
-        for &prob in PROB_DCT_CAT[category].iter().take_while(|&&prob| prob != 0) {
-            extra = 2 * extra + i32::from(self.fast_read_bit(prob));
-        }
-        i32::from(DCT_CAT_BASE[category]) + extra
     }
 
     #[inline(always)]
@@ -740,6 +674,132 @@ impl FastDecoder<'_> {
             node = *next_node;
         }
     }
+}
+
+/// Where [`coefficients`] and [`subblock_modes`] get their bits: the
+/// [`FastDecoder`], or near the end of the data the [`Careful`] reader.
+trait Bits {
+    fn bit(&mut self, probability: u8) -> bool;
+    fn sign(&mut self) -> bool;
+    fn tree(&mut self, tree: &[TreeNode]) -> i8;
+}
+
+impl Bits for FastDecoder<'_> {
+    #[inline(always)]
+    fn bit(&mut self, probability: u8) -> bool {
+        self.fast_read_bit(probability)
+    }
+
+    #[inline(always)]
+    fn sign(&mut self) -> bool {
+        self.fast_read_sign()
+    }
+
+    #[inline(always)]
+    fn tree(&mut self, tree: &[TreeNode]) -> i8 {
+        self.fast_read_with_tree(tree, tree[0])
+    }
+}
+
+/// Bits read one by one against the end of the data: past it they read as
+/// zeros, and [`ArithmeticDecoder::check`] on `result` reports it.
+struct Careful<'a> {
+    decoder: &'a mut ArithmeticDecoder,
+    result: BitResultAccumulator,
+}
+
+impl Bits for Careful<'_> {
+    fn bit(&mut self, probability: u8) -> bool {
+        self.decoder.cold_read_bit(probability).or_accumulate(&mut self.result)
+    }
+
+    fn sign(&mut self) -> bool {
+        self.decoder.cold_read_flag().or_accumulate(&mut self.result)
+    }
+
+    fn tree(&mut self, tree: &[TreeNode]) -> i8 {
+        self.decoder.cold_read_with_tree(tree, 0).or_accumulate(&mut self.result)
+    }
+}
+
+/// [`ArithmeticDecoder::read_coefficients`]'s tokens, from `bits`.
+#[inline(always)]
+fn coefficients<B: Bits>(
+    bits: &mut B,
+    probs: &[[[TreeNode; 11]; 3]; 8],
+    first: usize,
+    complexity: usize,
+    dq: (i32, i32),
+    block: &mut [i32; 16],
+) -> bool {
+    let mut n = first;
+    let mut p = &probs[usize::from(COEFF_BANDS[n])][complexity];
+    loop {
+        if !bits.bit(p[0].prob) {
+            // End of block.
+            return n > first;
+        }
+        // A run of zeros (no end of block can follow a zero).
+        while !bits.bit(p[1].prob) {
+            n += 1;
+            if n == 16 {
+                return true;
+            }
+            p = &probs[usize::from(COEFF_BANDS[n])][0];
+        }
+        let (magnitude, context) = if !bits.bit(p[2].prob) { (1, 1) } else { (large_value(bits, p), 2) };
+        let value = if bits.sign() { -magnitude } else { magnitude };
+        block[usize::from(ZIGZAG[n])] = value * if n > 0 { dq.1 } else { dq.0 };
+        n += 1;
+        if n == 16 {
+            return true;
+        }
+        p = &probs[usize::from(COEFF_BANDS[n])][context];
+    }
+}
+
+/// A token of 2 or more, as libwebp's `GetLargeValue`: the tree's nodes 3
+/// to 10, then a category's extra bits.
+#[inline(always)]
+fn large_value<B: Bits>(bits: &mut B, p: &[TreeNode; 11]) -> i32 {
+    if !bits.bit(p[3].prob) {
+        if !bits.bit(p[4].prob) {
+            2
+        } else {
+            3 + i32::from(bits.bit(p[5].prob))
+        }
+    } else if !bits.bit(p[6].prob) {
+        let category = usize::from(bits.bit(p[7].prob));
+        extra_bits(bits, category)
+    } else {
+        let high = bits.bit(p[8].prob);
+        let low = bits.bit(p[9 + usize::from(high)].prob);
+        extra_bits(bits, 2 + 2 * usize::from(high) + usize::from(low))
+    }
+}
+
+/// DCT_CAT1 (`category` 0) to DCT_CAT6: base plus extra bits.
+#[inline(always)]
+fn extra_bits<B: Bits>(bits: &mut B, category: usize) -> i32 {
+    let mut extra = 0;
+    for &prob in PROB_DCT_CAT[category].iter().take_while(|&&prob| prob != 0) {
+        extra = 2 * extra + i32::from(bits.bit(prob));
+    }
+    i32::from(DCT_CAT_BASE[category]) + extra
+}
+
+/// [`ArithmeticDecoder::read_subblock_modes`]'s modes, from `bits`.
+#[inline(always)]
+fn subblock_modes<B: Bits>(bits: &mut B, nodes: &[[[TreeNode; 9]; 10]; 10], above: [IntraMode; 4], left: [IntraMode; 4]) -> [i8; 16] {
+    let (mut above, mut left) = (above.map(|m| m as usize), left.map(|m| m as usize));
+    let mut modes = [0; 16];
+    for (i, mode) in modes.iter_mut().enumerate() {
+        let (x, y) = (i % 4, i / 4);
+        *mode = bits.tree(&nodes[above[x]][left[y]]);
+        // The tree's leaves are the ten modes.
+        (above[x], left[y]) = (*mode as usize, *mode as usize);
+    }
+    modes
 }
 
 #[cfg(test)]

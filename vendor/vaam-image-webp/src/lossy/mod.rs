@@ -638,31 +638,12 @@ impl<R: Read> Vp8Decoder<R> {
             // `LumaMode::B` - This is predicted individually
             None => {
                 let (above, left) = (self.top[mbx].bpred, self.left.bpred);
-                if let Some(modes) = self.b.read_subblock_modes_fast(&KEYFRAME_BPRED_MODE_NODES, above, left) {
-                    for (i, &intra) in modes.iter().enumerate() {
-                        let bmode = IntraMode::from_i8(intra).ok_or_else(|| DecodingError::IntraPredictionModeInvalid(intra))?;
-                        mb.bpred[i] = bmode;
-                        self.top[mbx].bpred[i % 4] = bmode;
-                        self.left.bpred[i / 4] = bmode;
-                    }
-                } else {
-                    // Near the end of the data: mode by mode.
-                    for y in 0usize..4 {
-                        for x in 0usize..4 {
-                            let top = self.top[mbx].bpred[x];
-                            let left = self.left.bpred[y];
-                            let intra = self.b.read_with_tree(
-                                &KEYFRAME_BPRED_MODE_NODES[top as usize][left as usize],
-                            );
-                            let intra = intra.or_accumulate(&mut res);
-                            let bmode = IntraMode::from_i8(intra)
-                                .ok_or_else(|| DecodingError::IntraPredictionModeInvalid(intra))?;
-                            mb.bpred[x + y * 4] = bmode;
-
-                            self.top[mbx].bpred[x] = bmode;
-                            self.left.bpred[y] = bmode;
-                        }
-                    }
+                let modes = self.b.read_subblock_modes(&KEYFRAME_BPRED_MODE_NODES, above, left)?;
+                for (i, &intra) in modes.iter().enumerate() {
+                    let bmode = IntraMode::from_i8(intra).ok_or_else(|| DecodingError::IntraPredictionModeInvalid(intra))?;
+                    mb.bpred[i] = bmode;
+                    self.top[mbx].bpred[i % 4] = bmode;
+                    self.left.bpred[i / 4] = bmode;
                 }
             }
             Some(mode) => {
@@ -814,79 +795,8 @@ impl<R: Read> Vp8Decoder<R> {
             0usize
         };
         let probs = &self.token_probs[plane as usize];
-        let decoder = &mut self.partitions[p];
         let dq = (i32::from(dcq), i32::from(acq));
-        if let Some(nonzero) = decoder.read_coefficients_fast(probs, first_coeff, complexity, dq, block) {
-            return Ok(nonzero);
-        }
-
-        // Near the end of the data: token by token.
-        let mut res = decoder.start_accumulated_result();
-
-        let mut complexity = complexity;
-        let mut has_coefficients = false;
-        let mut skip = false;
-
-        for i in first_coeff..16usize {
-            let band = COEFF_BANDS[i] as usize;
-            let tree = &probs[band][complexity];
-
-            let token = decoder
-                .read_with_tree_with_first_node(tree, tree[skip as usize])
-                .or_accumulate(&mut res);
-
-            let mut abs_value = i32::from(match token {
-                DCT_EOB => break,
-
-                DCT_0 => {
-                    skip = true;
-                    has_coefficients = true;
-                    complexity = 0;
-                    continue;
-                }
-
-                literal @ DCT_1..=DCT_4 => i16::from(literal),
-
-                category @ DCT_CAT1..=DCT_CAT6 => {
-                    let probs = PROB_DCT_CAT[(category - DCT_CAT1) as usize];
-
-                    let mut extra = 0i16;
-
-                    for t in probs.iter().copied() {
-                        if t == 0 {
-                            break;
-                        }
-                        let b = decoder.read_bool(t).or_accumulate(&mut res);
-                        extra = extra + extra + i16::from(b);
-                    }
-
-                    i16::from(DCT_CAT_BASE[(category - DCT_CAT1) as usize]) + extra
-                }
-
-                c => panic!("unknown token: {c}"),
-            });
-
-            skip = false;
-
-            complexity = if abs_value == 0 {
-                0
-            } else if abs_value == 1 {
-                1
-            } else {
-                2
-            };
-
-            if decoder.read_sign().or_accumulate(&mut res) {
-                abs_value = -abs_value;
-            }
-
-            let zigzag = ZIGZAG[i] as usize;
-            block[zigzag] = abs_value * i32::from(if zigzag > 0 { acq } else { dcq });
-
-            has_coefficients = true;
-        }
-
-        decoder.check(res, has_coefficients)
+        self.partitions[p].read_coefficients(probs, first_coeff, complexity, dq, block)
     }
 
     fn read_residual_data(
