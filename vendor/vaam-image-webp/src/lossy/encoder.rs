@@ -71,6 +71,38 @@ struct Luma16x16Coeffs {
     y_coeffs: LumaYCoeffs,
 }
 
+/// What a macroblock's mode decision leaves for the pass that commits it:
+/// the chosen modes, and the chosen trials' unquantized DCT coefficients
+/// and reconstructions (the borders later macroblocks predict from), so
+/// that nothing is predicted and transformed again once chosen.
+struct MacroblockDecision {
+    info: MacroblockInfo,
+    y_dct: LumaYCoeffs,
+    u_dct: ChromaCoeffs,
+    v_dct: ChromaCoeffs,
+    y_recon: [u8; LUMA_BLOCK_SIZE],
+    u_recon: [u8; CHROMA_BLOCK_SIZE],
+    v_recon: [u8; CHROMA_BLOCK_SIZE],
+}
+
+/// One luma trial (a 16x16 mode, or B_PRED): its unquantized DCT
+/// coefficients, its reconstruction with the border it predicted from,
+/// and whether every quantized coefficient is zero.
+struct LumaTrial {
+    dct: LumaYCoeffs,
+    recon: [u8; LUMA_BLOCK_SIZE],
+    all_zero: bool,
+}
+
+/// One chroma trial, both planes: as [`LumaTrial`].
+struct ChromaTrial {
+    u_dct: ChromaCoeffs,
+    v_dct: ChromaCoeffs,
+    u_recon: [u8; CHROMA_BLOCK_SIZE],
+    v_recon: [u8; CHROMA_BLOCK_SIZE],
+    all_zero: bool,
+}
+
 type LumaYCoeffs = [i32; 16 * 16];
 
 type ChromaCoeffs = [i32; 16 * 4];
@@ -99,12 +131,11 @@ type ChromaCoeffs = [i32; 16 * 4];
 /// mode decision actually needs). This tracks real token cost closely enough
 /// in practice (see the rd_eval numbers in the commit message) without
 /// needing the token tree at all.
+///
+/// Summed branch-free in `i32` (at most 256 coefficients of at most 2^16)
+/// so that it vectorizes.
 fn coeff_rate_estimate(coeffs: &[i32]) -> i64 {
-    coeffs
-        .iter()
-        .filter(|&&c| c != 0)
-        .map(|&c| 1 + i64::from(c.abs()))
-        .sum()
+    i64::from(coeffs.iter().map(|&c| c.abs() + i32::from(c != 0)).sum::<i32>())
 }
 
 /// Sum of squared differences between two `N`x`N` blocks of pixels, each
@@ -1593,7 +1624,7 @@ impl<W: Write> Vp8Encoder<W> {
     /// once per macroblock, in `encode_image`, using the mode this function
     /// returns - so the borders the *next* macroblock predicts from are
     /// always the actual reconstruction of the chosen mode, never a trial.
-    fn choose_macroblock_info(&self, mbx: usize, mby: usize) -> MacroblockInfo {
+    fn decide_macroblock(&self, mbx: usize, mby: usize) -> MacroblockDecision {
         // The one place a macroblock's segment id is decided - every other
         // reader of `MacroblockInfo::segment_id` (quantisation, residual
         // coding, reconstruction) just threads this same value through, so
@@ -1603,19 +1634,19 @@ impl<W: Write> Vp8Encoder<W> {
         let segment = self.segments[segment_id as usize];
         let lambda = mode_decision_lambda(&segment);
 
-        let mut best_luma: Option<(f64, LumaMode, Luma16x16Coeffs)> = None;
+        let mut best_luma: Option<(f64, LumaMode, LumaTrial)> = None;
         for &mode in &Self::LUMA_MODE_CANDIDATES {
-            let (distortion, rate, coeffs) = self.trial_luma_16x16(mode, mbx, mby, &segment);
+            let (distortion, rate, trial) = self.trial_luma_16x16(mode, mbx, mby, &segment);
             let cost = distortion as f64 + lambda * rate as f64;
             let better = match &best_luma {
                 None => true,
                 Some((best_cost, ..)) => cost < *best_cost,
             };
             if better {
-                best_luma = Some((cost, mode, coeffs));
+                best_luma = Some((cost, mode, trial));
             }
         }
-        let (best_16x16_cost, luma_mode_16x16, luma_coeffs_16x16) =
+        let (best_16x16_cost, luma_mode_16x16, luma_16x16) =
             best_luma.expect("LUMA_MODE_CANDIDATES is non-empty");
 
         // B_PRED candidate: a sequential, per-sub-block search (see
@@ -1631,37 +1662,24 @@ impl<W: Write> Vp8Encoder<W> {
         // exact condition), so its "all zero" check only looks at the 16
         // sub-blocks' own coefficients - there is no separate Y2 plane to
         // also check, unlike the 16x16 modes just below.
-        let (luma_mode, luma_bpred, luma_all_zero) =
-            if let Some((bpred_modes, bpred_coeffs)) = bpred {
-                (
-                    LumaMode::B,
-                    Some(bpred_modes),
-                    bpred_coeffs.iter().all(|&c| c == 0),
-                )
-            } else {
-                (
-                    luma_mode_16x16,
-                    None,
-                    luma_coeffs_16x16.y2_coeffs.iter().all(|&c| c == 0)
-                        && luma_coeffs_16x16.y_coeffs.iter().all(|&c| c == 0),
-                )
-            };
+        let (luma_mode, luma_bpred, luma) = match bpred {
+            Some((bpred_modes, trial)) => (LumaMode::B, Some(bpred_modes), trial),
+            None => (luma_mode_16x16, None, luma_16x16),
+        };
 
-        let mut best_chroma: Option<(f64, ChromaMode, ChromaCoeffs, ChromaCoeffs)> = None;
+        let mut best_chroma: Option<(f64, ChromaMode, ChromaTrial)> = None;
         for &mode in &Self::CHROMA_MODE_CANDIDATES {
-            let (distortion, rate, u_coeffs, v_coeffs) =
-                self.trial_chroma(mode, mbx, mby, &segment);
+            let (distortion, rate, trial) = self.trial_chroma(mode, mbx, mby, &segment);
             let cost = distortion as f64 + lambda * rate as f64;
             let better = match &best_chroma {
                 None => true,
                 Some((best_cost, ..)) => cost < *best_cost,
             };
             if better {
-                best_chroma = Some((cost, mode, u_coeffs, v_coeffs));
+                best_chroma = Some((cost, mode, trial));
             }
         }
-        let (_, chroma_mode, u_coeffs, v_coeffs) =
-            best_chroma.expect("CHROMA_MODE_CANDIDATES is non-empty");
+        let (_, chroma_mode, chroma) = best_chroma.expect("CHROMA_MODE_CANDIDATES is non-empty");
 
         // The macroblock can be signalled as skipped iff the chosen modes
         // leave every quantized coefficient at zero - luma (`luma_all_zero`,
@@ -1670,15 +1688,22 @@ impl<W: Write> Vp8Encoder<W> {
         // chroma planes. `write_macroblock_header` / `encode_image` are what
         // actually act on this flag; this is purely "would every block
         // we're about to write be empty".
-        let coeffs_skipped =
-            luma_all_zero && u_coeffs.iter().all(|&c| c == 0) && v_coeffs.iter().all(|&c| c == 0);
+        let coeffs_skipped = luma.all_zero && chroma.all_zero;
 
-        MacroblockInfo {
-            luma_mode,
-            luma_bpred,
-            chroma_mode,
-            segment_id: Some(segment_id as usize),
-            coeffs_skipped,
+        MacroblockDecision {
+            info: MacroblockInfo {
+                luma_mode,
+                luma_bpred,
+                chroma_mode,
+                segment_id: Some(segment_id as usize),
+                coeffs_skipped,
+            },
+            y_dct: luma.dct,
+            u_dct: chroma.u_dct,
+            v_dct: chroma.v_dct,
+            y_recon: luma.recon,
+            u_recon: chroma.u_recon,
+            v_recon: chroma.v_recon,
         }
     }
 
@@ -1693,10 +1718,10 @@ impl<W: Write> Vp8Encoder<W> {
         mbx: usize,
         mby: usize,
         segment: &Segment,
-    ) -> (i64, i64, Luma16x16Coeffs) {
+    ) -> (i64, i64, LumaTrial) {
         let y_with_border = self.get_predicted_luma_block_16x16(luma_mode, mbx, mby);
-        let luma_blocks = self.get_luma_blocks_from_predicted_16x16(&y_with_border, mbx, mby);
-        let mut coeffs = self.get_luma_block_coeffs_16x16(luma_blocks, segment);
+        let dct = self.get_luma_blocks_from_predicted_16x16(&y_with_border, mbx, mby);
+        let mut coeffs = self.get_luma_block_coeffs_16x16(dct, segment);
         let dequantized_blocks =
             self.get_dequantized_blocks_from_coeffs_luma_16x16(&mut coeffs, segment);
 
@@ -1712,9 +1737,13 @@ impl<W: Write> Vp8Encoder<W> {
         }
 
         let distortion = self.luma_sse(&recon, mbx, mby);
+        // (Of the coefficients as dequantized and inverse-transformed in
+        // place above: the encoder's calibration of `LAMBDA_SCALE`.)
         let rate = coeff_rate_estimate(&coeffs.y2_coeffs) + coeff_rate_estimate(&coeffs.y_coeffs);
+        let all_zero =
+            coeffs.y2_coeffs.iter().all(|&c| c == 0) && coeffs.y_coeffs.iter().all(|&c| c == 0);
 
-        (distortion, rate, coeffs)
+        (distortion, rate, LumaTrial { dct, recon, all_zero })
     }
 
     /// Sum of squared error between a trial reconstruction of a 16x16 luma
@@ -1773,7 +1802,7 @@ impl<W: Write> Vp8Encoder<W> {
         segment: &Segment,
         lambda: f64,
         cost_to_beat: f64,
-    ) -> Option<([IntraMode; 16], LumaYCoeffs)> {
+    ) -> Option<([IntraMode; 16], LumaTrial)> {
         let stride = LUMA_STRIDE;
         let mbw = self.macroblock_width;
         let width = usize::from(mbw * 16);
@@ -1799,7 +1828,8 @@ impl<W: Write> Vp8Encoder<W> {
         let mut total_distortion: i64 = 0;
         let mut total_rate: f64 = 0.0;
         let mut chosen_modes = [IntraMode::default(); 16];
-        let mut y_coeffs: LumaYCoeffs = [0i32; 16 * 16];
+        let mut y_dct: LumaYCoeffs = [0i32; 16 * 16];
+        let mut all_zero = true;
 
         for sby in 0usize..4 {
             let mut left = self.left_b_pred[sby];
@@ -1814,15 +1844,17 @@ impl<W: Write> Vp8Encoder<W> {
                 let top = top_ctx[sbx];
                 let y_data_block_index = (mby * 16 + sby * 4) * width + mbx * 16 + sbx * 4;
 
-                // (cost, mode, distortion, rate, quantized coeffs, the raw
-                // predicted 4x4 block, the dequantized residual) of the
-                // best candidate seen so far for this sub-block.
+                // (cost, mode, distortion, rate, unquantized and quantized
+                // coeffs, the raw predicted 4x4 block, the dequantized
+                // residual) of the best candidate seen so far for this
+                // sub-block.
                 #[allow(clippy::type_complexity)]
                 let mut best: Option<(
                     f64,
                     IntraMode,
                     i64,
                     f64,
+                    [i32; 16],
                     [i32; 16],
                     [u8; 16],
                     [i32; 16],
@@ -1916,6 +1948,7 @@ impl<W: Write> Vp8Encoder<W> {
                             mode,
                             distortion,
                             rate,
+                            residual,
                             quantized,
                             predicted_block,
                             dequantized,
@@ -1923,7 +1956,7 @@ impl<W: Write> Vp8Encoder<W> {
                     }
                 }
 
-                let (_, mode, distortion, rate, quantized, predicted_block, dequantized) =
+                let (_, mode, distortion, rate, dct, quantized, predicted_block, dequantized) =
                     best.expect("BPRED_MODE_CANDIDATES is non-empty");
 
                 // Commit the winning sub-block's reconstruction into the
@@ -1942,7 +1975,8 @@ impl<W: Write> Vp8Encoder<W> {
                 }
 
                 chosen_modes[i] = mode;
-                y_coeffs[i * 16..][..16].copy_from_slice(&quantized);
+                y_dct[i * 16..][..16].copy_from_slice(&dct);
+                all_zero &= quantized.iter().all(|&c| c == 0);
                 total_distortion += distortion;
                 total_rate += rate;
 
@@ -1959,7 +1993,7 @@ impl<W: Write> Vp8Encoder<W> {
             }
         }
 
-        Some((chosen_modes, y_coeffs))
+        Some((chosen_modes, LumaTrial { dct: y_dct, recon: y_with_border, all_zero }))
     }
 
     /// RD trial for one candidate chroma prediction mode, covering both U
@@ -1971,7 +2005,7 @@ impl<W: Write> Vp8Encoder<W> {
         mbx: usize,
         mby: usize,
         segment: &Segment,
-    ) -> (i64, i64, ChromaCoeffs, ChromaCoeffs) {
+    ) -> (i64, i64, ChromaTrial) {
         let mut predicted_u = self.get_predicted_chroma_block(
             chroma_mode,
             mbx,
@@ -2012,8 +2046,16 @@ impl<W: Write> Vp8Encoder<W> {
         let distortion = self.chroma_sse(&predicted_u, &self.frame.ubuf, mbx, mby)
             + self.chroma_sse(&predicted_v, &self.frame.vbuf, mbx, mby);
         let rate = coeff_rate_estimate(&u_coeffs) + coeff_rate_estimate(&v_coeffs);
+        let all_zero = u_coeffs.iter().chain(&v_coeffs).all(|&c| c == 0);
+        let trial = ChromaTrial {
+            u_dct: u_blocks,
+            v_dct: v_blocks,
+            u_recon: predicted_u,
+            v_recon: predicted_v,
+            all_zero,
+        };
 
-        (distortion, rate, u_coeffs, v_coeffs)
+        (distortion, rate, trial)
     }
 
     /// Sum of squared error between a trial reconstruction of one 8x8 chroma
@@ -2078,15 +2120,19 @@ impl<W: Write> Vp8Encoder<W> {
             self.left_border_v = [129u8; 8 + 1];
 
             for mbx in 0..self.macroblock_width {
-                let info = self.choose_macroblock_info(mbx.into(), mby.into());
+                let decision = self.decide_macroblock(mbx.into(), mby.into());
+                let info = decision.info;
                 self.advance_bpred_context(&info, mbx.into());
-                let y = self.transform_luma_block(mbx.into(), mby.into(), &info);
-                let (u, v) = self.transform_chroma_blocks(mbx.into(), mby.into(), &info);
+                // The chosen trials' reconstructions are what the decoder
+                // will have: the borders the next macroblocks predict from.
+                self.set_luma_borders(mbx.into(), &decision.y_recon);
+                self.set_chroma_borders(mbx.into(), &decision.u_recon, &decision.v_recon);
 
                 let idx = usize::from(mby) * usize::from(self.macroblock_width) + usize::from(mbx);
                 self.mb_info_cache[idx] = Some(info);
                 let cached = &mut self.mb_coeff_cache[idx];
-                for (slot, &c) in cached.iter_mut().zip(y.iter().chain(&u).chain(&v)) {
+                let dct = decision.y_dct.iter().chain(&decision.u_dct).chain(&decision.v_dct);
+                for (slot, &c) in cached.iter_mut().zip(dct) {
                     *slot = c as i16;
                 }
 
@@ -2634,6 +2680,10 @@ impl<W: Write> Vp8Encoder<W> {
         dequantized_luma_residue
     }
 
+    // Test-only since the mode decision's trials leave their coefficients and
+    // reconstruction (`MacroblockDecision`): the independent computation
+    // `all_three_passes_agree_on_mode_decisions` checks them against.
+    //
     // Transforms the luma macroblock in the following ways
     // 1. Does the luma prediction and subtracts from the block
     // 2. Converts the block so each 4x4 subblock is contiguous within the block
@@ -2653,6 +2703,7 @@ impl<W: Write> Vp8Encoder<W> {
     // writes for later macroblocks to predict from would silently diverge
     // from what a real decoder reconstructs, since the decoder always
     // dequantizes with the segment id actually written in the header.
+    #[cfg(test)]
     fn transform_luma_block(
         &mut self,
         mbx: usize,
@@ -2695,20 +2746,36 @@ impl<W: Write> Vp8Encoder<W> {
             }
         }
 
-        // set borders from values
-        for (y, border_value) in self.left_border_y.iter_mut().enumerate() {
-            *border_value = y_with_border[y * LUMA_STRIDE + 16];
-        }
-
-        for (x, border_value) in self.top_border_y[mbx * 16..][..16].iter_mut().enumerate() {
-            *border_value = y_with_border[16 * LUMA_STRIDE + x + 1];
-        }
+        self.set_luma_borders(mbx, &y_with_border);
 
         luma_blocks
     }
 
+    /// Takes the right column and bottom row of a macroblock's luma
+    /// reconstruction (with its border, as the trials leave it) as the
+    /// borders the next macroblocks predict from.
+    fn set_luma_borders(&mut self, mbx: usize, recon: &[u8; LUMA_BLOCK_SIZE]) {
+        for (y, border_value) in self.left_border_y.iter_mut().enumerate() {
+            *border_value = recon[y * LUMA_STRIDE + 16];
+        }
+        self.top_border_y[mbx * 16..][..16].copy_from_slice(&recon[16 * LUMA_STRIDE + 1..][..16]);
+    }
+
+    /// [`Self::set_luma_borders`] for both chroma planes.
+    fn set_chroma_borders(&mut self, mbx: usize, u: &[u8; CHROMA_BLOCK_SIZE], v: &[u8; CHROMA_BLOCK_SIZE]) {
+        for (y, (u_border, v_border)) in
+            self.left_border_u.iter_mut().zip(self.left_border_v.iter_mut()).enumerate()
+        {
+            *u_border = u[y * CHROMA_STRIDE + 8];
+            *v_border = v[y * CHROMA_STRIDE + 8];
+        }
+        self.top_border_u[mbx * 8..][..8].copy_from_slice(&u[8 * CHROMA_STRIDE + 1..][..8]);
+        self.top_border_v[mbx * 8..][..8].copy_from_slice(&v[8 * CHROMA_STRIDE + 1..][..8]);
+    }
+
     // this is for transforming the luma blocks for each subblock independently
     // meaning the luma mode is B
+    #[cfg(test)]
     fn transform_luma_blocks_4x4(
         &mut self,
         bpred_modes: [IntraMode; 16],
@@ -2768,14 +2835,7 @@ impl<W: Write> Vp8Encoder<W> {
             }
         }
 
-        // set borders from values
-        for (y, border_value) in self.left_border_y.iter_mut().enumerate() {
-            *border_value = y_with_border[y * stride + 16];
-        }
-
-        for (x, border_value) in self.top_border_y[mbx * 16..][..16].iter_mut().enumerate() {
-            *border_value = y_with_border[16 * stride + x + 1];
-        }
+        self.set_luma_borders(mbx, &y_with_border);
 
         luma_blocks
     }
@@ -2909,6 +2969,7 @@ impl<W: Write> Vp8Encoder<W> {
         dequantized_blocks
     }
 
+    #[cfg(test)]
     fn transform_chroma_blocks(
         &mut self,
         mbx: usize,
@@ -2966,25 +3027,7 @@ impl<W: Write> Vp8Encoder<W> {
             }
         }
 
-        // set borders
-        for ((y, u_border_value), v_border_value) in self
-            .left_border_u
-            .iter_mut()
-            .enumerate()
-            .zip(self.left_border_v.iter_mut())
-        {
-            *u_border_value = predicted_u[y * stride + 8];
-            *v_border_value = predicted_v[y * stride + 8];
-        }
-
-        for ((x, u_border_value), v_border_value) in self.top_border_u[mbx * 8..][..8]
-            .iter_mut()
-            .enumerate()
-            .zip(self.top_border_v[mbx * 8..][..8].iter_mut())
-        {
-            *u_border_value = predicted_u[8 * stride + x + 1];
-            *v_border_value = predicted_v[8 * stride + x + 1];
-        }
+        self.set_chroma_borders(mbx, &predicted_u, &predicted_v);
 
         (u_blocks, v_blocks)
     }
@@ -3211,8 +3254,11 @@ mod tests {
     /// only compare the cache against itself. This function exists so the
     /// test below has a decision that was, genuinely, computed independently
     /// of the cache to compare the cache against.
-    fn independent_real_pass_infos(encoder: &mut Vp8Encoder<Vec<u8>>) -> Vec<MacroblockInfo> {
+    fn independent_real_pass_infos(
+        encoder: &mut Vp8Encoder<Vec<u8>>,
+    ) -> (Vec<MacroblockInfo>, Vec<[i16; MACROBLOCK_COEFFS]>) {
         let mut infos = Vec::new();
+        let mut coeffs = Vec::new();
 
         for mby in 0..encoder.macroblock_height {
             encoder.left_complexity = Complexity::default();
@@ -3222,7 +3268,7 @@ mod tests {
             encoder.left_border_v = [129u8; 8 + 1];
 
             for mbx in 0..encoder.macroblock_width {
-                let info = encoder.choose_macroblock_info(mbx.into(), mby.into());
+                let info = encoder.decide_macroblock(mbx.into(), mby.into()).info;
                 encoder.write_macroblock_header(&info, mbx.into());
 
                 let y_block_data = encoder.transform_luma_block(mbx.into(), mby.into(), &info);
@@ -3244,10 +3290,15 @@ mod tests {
                 }
 
                 infos.push(info);
+                let mut all = [0i16; MACROBLOCK_COEFFS];
+                for (slot, &c) in all.iter_mut().zip(y_block_data.iter().chain(&u_block_data).chain(&v_block_data)) {
+                    *slot = c as i16;
+                }
+                coeffs.push(all);
             }
         }
 
-        infos
+        (infos, coeffs)
     }
 
     /// `(fixture name, width, height, lossy quality, pixel generator)` - just
@@ -3309,10 +3360,16 @@ mod tests {
 
             // Pass 3: independently recomputed, deliberately not consulting
             // the cache.
-            let pass3 = independent_real_pass_infos(&mut encoder);
+            let (pass3, pass3_coeffs) = independent_real_pass_infos(&mut encoder);
 
             assert_eq!(pass1, pass2, "fixture '{name}': pass 1/2 disagreed");
             assert_eq!(pass1, pass3, "fixture '{name}': pass 1/3 disagreed");
+            // Pass 1 keeps its chosen trials' coefficients (and builds on
+            // their reconstructions); transforming anew gives the same.
+            assert!(
+                encoder.mb_coeff_cache == pass3_coeffs,
+                "fixture '{name}': pass 1's coefficients differ from a fresh transform's"
+            );
         }
     }
 }
