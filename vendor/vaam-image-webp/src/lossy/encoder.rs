@@ -174,7 +174,7 @@ mod simd {
 
     /// Sums of the squared differences of 16 byte lanes, in four i32 lanes.
     #[inline(always)]
-    fn squared_differences(a: v128, b: v128) -> v128 {
+    pub(super) fn squared_differences(a: v128, b: v128) -> v128 {
         let d = v128_or(u8x16_sub_sat(a, b), u8x16_sub_sat(b, a));
         let (low, high) = (u16x8_extend_low_u8x16(d), u16x8_extend_high_u8x16(d));
         i32x4_add(i32x4_dot_i16x8(low, low), i32x4_dot_i16x8(high, high))
@@ -182,7 +182,7 @@ mod simd {
 
     /// Rows `first..first + count` of `K` bytes each, `stride` apart, as one vector.
     #[inline(always)]
-    fn rows<const K: usize>(p: &[u8], at: usize, stride: usize, first: usize) -> v128 {
+    pub(super) fn rows<const K: usize>(p: &[u8], at: usize, stride: usize, first: usize) -> v128 {
         let row = |r: usize| &p[at + (first + r) * stride..][..K];
         match K {
             // (The crate forbids `unsafe`, so no v128_load: two u64 loads.)
@@ -213,8 +213,164 @@ mod simd {
             };
             sums = i32x4_add(sums, squared_differences(va, vb));
         }
-        let total = i32x4_extract_lane::<0>(sums) + i32x4_extract_lane::<1>(sums) + i32x4_extract_lane::<2>(sums) + i32x4_extract_lane::<3>(sums);
-        Some(i64::from(total))
+        Some(i64::from(sum_lanes(sums)))
+    }
+
+    /// The sum of four i32 lanes.
+    #[inline(always)]
+    pub(super) fn sum_lanes(v: v128) -> i32 {
+        i32x4_extract_lane::<0>(v) + i32x4_extract_lane::<1>(v) + i32x4_extract_lane::<2>(v) + i32x4_extract_lane::<3>(v)
+    }
+}
+
+/// The rate-distortion trial of one B_PRED candidate, a 4x4 sub-block
+/// predicted in place: transform, quantize, dequantize, inverse-transform
+/// and reconstruct, as the real pass and the decoder do, then distortion
+/// against the source and `coeff_rate_estimate`'s rate. Four candidates of
+/// each of a macroblock's sixteen sub-blocks run it, so it is the hottest
+/// path of the encoder; on wasm with SIMD128 it runs on whole vectors from
+/// the prediction to the rate (`subblock_simd`), the same integers.
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+mod subblock {
+    use super::{coeff_rate_estimate, transform};
+
+    pub(super) struct Trial {
+        pub(super) distortion: i64,
+        pub(super) rate: i64,
+        dct: [i32; 16],
+        quantized: [i32; 16],
+        reconstruction: [u8; 16],
+    }
+
+    /// `pixels[at..]`, rows `stride` apart, holds the prediction; `source`
+    /// the 4x4 source pixels; `quant` the DC and AC quantizers.
+    pub(super) fn trial(pixels: &[u8], at: usize, stride: usize, source: &[u8; 16], (dc, ac): (i16, i16)) -> Trial {
+        let quant = |index: usize| i32::from(if index > 0 { ac } else { dc });
+        let mut predicted = [0u8; 16];
+        let mut dct = [0i32; 16];
+        for (i, (p, d)) in predicted.iter_mut().zip(&mut dct).enumerate() {
+            *p = pixels[at + (i / 4) * stride + i % 4];
+            *d = i32::from(source[i]) - i32::from(*p);
+        }
+        transform::dct4x4(&mut dct);
+        let quantized: [i32; 16] = std::array::from_fn(|i| dct[i] / quant(i));
+        let mut residue: [i32; 16] = std::array::from_fn(|i| quantized[i] * quant(i));
+        transform::idct4x4(&mut residue);
+        let reconstruction: [u8; 16] =
+            std::array::from_fn(|i| (i32::from(predicted[i]) + residue[i]).clamp(0, 255) as u8);
+        let distortion = reconstruction
+            .iter()
+            .zip(source)
+            .map(|(&r, &s)| i64::from((i32::from(r) - i32::from(s)).pow(2)))
+            .sum();
+        Trial { distortion, rate: coeff_rate_estimate(&quantized), dct, quantized, reconstruction }
+    }
+
+    impl Trial {
+        /// The unquantized coefficients, which the real pass codes.
+        pub(super) fn dct(&self) -> [i32; 16] {
+            self.dct
+        }
+
+        pub(super) fn all_zero(&self) -> bool {
+            self.quantized.iter().all(|&c| c == 0)
+        }
+
+        pub(super) fn write_reconstruction(&self, pixels: &mut [u8], at: usize, stride: usize) {
+            for (row, values) in self.reconstruction.chunks_exact(4).enumerate() {
+                pixels[at + row * stride..][..4].copy_from_slice(values);
+            }
+        }
+    }
+}
+
+/// [`subblock`] on wasm with SIMD128: the block as four `i32x4` rows
+/// throughout. Quantizing divides in `f32`, exactly: every coefficient of
+/// a transformed 4x4 residual is below 2^12 in magnitude and every
+/// quantizer below 2^9, so a quotient that is not an integer is at least
+/// 2^-9 from one, more than `f32`'s rounding error, and truncating gives
+/// the integer division's result.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod subblock {
+    use super::simd::{rows, squared_differences, sum_lanes};
+    use super::transform::simd::{dct_rows, idct_rows};
+    use core::arch::wasm32::*;
+
+    pub(super) struct Trial {
+        pub(super) distortion: i64,
+        pub(super) rate: i64,
+        dct: [v128; 4],
+        quantized: [v128; 4],
+        reconstruction: v128,
+    }
+
+    pub(super) fn trial(pixels: &[u8], at: usize, stride: usize, source: &[u8; 16], (dc, ac): (i16, i16)) -> Trial {
+        let predicted = rows::<4>(pixels, at, stride, 0);
+        let source_pixels = rows::<4>(source, 0, 4, 0);
+        let (p_low, p_high) = (u16x8_extend_low_u8x16(predicted), u16x8_extend_high_u8x16(predicted));
+        let d_low = i16x8_sub(u16x8_extend_low_u8x16(source_pixels), p_low);
+        let d_high = i16x8_sub(u16x8_extend_high_u8x16(source_pixels), p_high);
+        let dct = dct_rows([
+            i32x4_extend_low_i16x8(d_low),
+            i32x4_extend_high_i16x8(d_low),
+            i32x4_extend_low_i16x8(d_high),
+            i32x4_extend_high_i16x8(d_high),
+        ]);
+        let (dc, ac) = (i32::from(dc), i32::from(ac));
+        let quant_row = |row: usize| if row == 0 { i32x4(dc, ac, ac, ac) } else { i32x4_splat(ac) };
+        let quantized: [v128; 4] = std::array::from_fn(|row| {
+            let quotient = f32x4_div(f32x4_convert_i32x4(dct[row]), f32x4_convert_i32x4(quant_row(row)));
+            i32x4_trunc_sat_f32x4(quotient)
+        });
+        let residue = idct_rows(std::array::from_fn(|row| i32x4_mul(quantized[row], quant_row(row))));
+        let sums = [
+            i32x4_add(u32x4_extend_low_u16x8(p_low), residue[0]),
+            i32x4_add(u32x4_extend_high_u16x8(p_low), residue[1]),
+            i32x4_add(u32x4_extend_low_u16x8(p_high), residue[2]),
+            i32x4_add(u32x4_extend_high_u16x8(p_high), residue[3]),
+        ];
+        // Saturating narrowing, i32 to i16 to u8, is the clamp to 0..=255.
+        let reconstruction =
+            u8x16_narrow_i16x8(i16x8_narrow_i32x4(sums[0], sums[1]), i16x8_narrow_i32x4(sums[2], sums[3]));
+        // `coeff_rate_estimate`: |c| + 1 for each non-zero c (`ne` is -1 there).
+        let rate = quantized.iter().fold(i32x4_splat(0), |acc, &q| {
+            i32x4_sub(i32x4_add(acc, i32x4_abs(q)), i32x4_ne(q, i32x4_splat(0)))
+        });
+        Trial {
+            distortion: i64::from(sum_lanes(squared_differences(reconstruction, source_pixels))),
+            rate: i64::from(sum_lanes(rate)),
+            dct,
+            quantized,
+            reconstruction,
+        }
+    }
+
+    impl Trial {
+        /// The unquantized coefficients, which the real pass codes.
+        pub(super) fn dct(&self) -> [i32; 16] {
+            std::array::from_fn(|i| match i % 4 {
+                0 => i32x4_extract_lane::<0>(self.dct[i / 4]),
+                1 => i32x4_extract_lane::<1>(self.dct[i / 4]),
+                2 => i32x4_extract_lane::<2>(self.dct[i / 4]),
+                _ => i32x4_extract_lane::<3>(self.dct[i / 4]),
+            })
+        }
+
+        pub(super) fn all_zero(&self) -> bool {
+            !v128_any_true(self.quantized.iter().fold(i32x4_splat(0), |acc, &q| v128_or(acc, q)))
+        }
+
+        pub(super) fn write_reconstruction(&self, pixels: &mut [u8], at: usize, stride: usize) {
+            let rows = [
+                u32x4_extract_lane::<0>(self.reconstruction),
+                u32x4_extract_lane::<1>(self.reconstruction),
+                u32x4_extract_lane::<2>(self.reconstruction),
+                u32x4_extract_lane::<3>(self.reconstruction),
+            ];
+            for (row, value) in rows.into_iter().enumerate() {
+                pixels[at + row * stride..][..4].copy_from_slice(&value.to_le_bytes());
+            }
+        }
     }
 }
 
@@ -1844,21 +2000,9 @@ impl<W: Write> Vp8Encoder<W> {
                 let top = top_ctx[sbx];
                 let y_data_block_index = (mby * 16 + sby * 4) * width + mbx * 16 + sbx * 4;
 
-                // (cost, mode, distortion, rate, unquantized and quantized
-                // coeffs, the raw predicted 4x4 block, the dequantized
-                // residual) of the best candidate seen so far for this
-                // sub-block.
-                #[allow(clippy::type_complexity)]
-                let mut best: Option<(
-                    f64,
-                    IntraMode,
-                    i64,
-                    f64,
-                    [i32; 16],
-                    [i32; 16],
-                    [u8; 16],
-                    [i32; 16],
-                )> = None;
+                // (cost, mode, rate, trial) of the best candidate seen so
+                // far for this sub-block.
+                let mut best: Option<(f64, IntraMode, f64, subblock::Trial)> = None;
 
                 let mut source = [0u8; 16];
                 for (y, row) in source.chunks_exact_mut(4).enumerate() {
@@ -1888,76 +2032,21 @@ impl<W: Write> Vp8Encoder<W> {
                     // safe: nothing one candidate's prediction writes is
                     // ever read by the next candidate's prediction.
                     predict_bmode(&mut y_with_border, mode, x0, y0, stride);
-
-                    let mut predicted_block = [0u8; 16];
-                    let mut residual = [0i32; 16];
-                    for y in 0..4 {
-                        for x in 0..4 {
-                            let border_index = (y0 + y) * stride + x0 + x;
-                            let predicted_value = y_with_border[border_index];
-                            let actual_value = source[y * 4 + x];
-                            predicted_block[y * 4 + x] = predicted_value;
-                            residual[y * 4 + x] =
-                                i32::from(actual_value) - i32::from(predicted_value);
-                        }
-                    }
-
-                    transform::dct4x4(&mut residual);
-
-                    // quantize
-                    let mut quantized = residual;
-                    for (index, v) in quantized.iter_mut().enumerate() {
-                        let quant = if index > 0 { segment.yac } else { segment.ydc };
-                        *v /= i32::from(quant);
-                    }
-
-                    // Dequantize and inverse-transform, matching the
-                    // round-trip `transform_luma_blocks_4x4` performs
-                    // exactly, so this trial's reconstruction is the one
-                    // the real pass (and the decoder) will actually
-                    // produce.
-                    let mut dequantized = quantized;
-                    for (index, v) in dequantized.iter_mut().enumerate() {
-                        let quant = if index > 0 { segment.yac } else { segment.ydc };
-                        *v *= i32::from(quant);
-                    }
-                    transform::idct4x4(&mut dequantized);
-
-                    let mut distortion: i64 = 0;
-                    for y in 0..4 {
-                        for x in 0..4 {
-                            let p = i32::from(predicted_block[y * 4 + x]);
-                            let r = (p + dequantized[y * 4 + x]).clamp(0, 255);
-                            let d = i64::from(r) - i64::from(source[y * 4 + x]);
-                            distortion += d * d;
-                        }
-                    }
-
-                    let coeff_rate = coeff_rate_estimate(&quantized) as f64;
-                    let submode_rate = bpred_mode_bit_cost(top, left, mode);
-                    let rate = coeff_rate + submode_rate;
-                    let cost = distortion as f64 + lambda * rate;
-
-                    let better = match &best {
-                        None => true,
-                        Some((best_cost, ..)) => cost < *best_cost,
-                    };
-                    if better {
-                        best = Some((
-                            cost,
-                            mode,
-                            distortion,
-                            rate,
-                            residual,
-                            quantized,
-                            predicted_block,
-                            dequantized,
-                        ));
+                    let trial = subblock::trial(
+                        &y_with_border,
+                        y0 * stride + x0,
+                        stride,
+                        &source,
+                        (segment.ydc, segment.yac),
+                    );
+                    let rate = trial.rate as f64 + bpred_mode_bit_cost(top, left, mode);
+                    let cost = trial.distortion as f64 + lambda * rate;
+                    if best.as_ref().is_none_or(|(best_cost, ..)| cost < *best_cost) {
+                        best = Some((cost, mode, rate, trial));
                     }
                 }
 
-                let (_, mode, distortion, rate, dct, quantized, predicted_block, dequantized) =
-                    best.expect("BPRED_MODE_CANDIDATES is non-empty");
+                let (_, mode, rate, trial) = best.expect("BPRED_MODE_CANDIDATES is non-empty");
 
                 // Commit the winning sub-block's reconstruction into the
                 // shared border buffer before moving on to the next
@@ -1965,19 +2054,12 @@ impl<W: Write> Vp8Encoder<W> {
                 // (and, once this mode is chosen for real, later
                 // macroblocks) predict from the same lossy reconstruction
                 // the decoder will have, rather than from source pixels.
-                for y in 0..4 {
-                    for x in 0..4 {
-                        let border_index = (y0 + y) * stride + x0 + x;
-                        let p = i32::from(predicted_block[y * 4 + x]);
-                        y_with_border[border_index] =
-                            (p + dequantized[y * 4 + x]).clamp(0, 255) as u8;
-                    }
-                }
+                trial.write_reconstruction(&mut y_with_border, y0 * stride + x0, stride);
 
                 chosen_modes[i] = mode;
-                y_dct[i * 16..][..16].copy_from_slice(&dct);
-                all_zero &= quantized.iter().all(|&c| c == 0);
-                total_distortion += distortion;
+                y_dct[i * 16..][..16].copy_from_slice(&trial.dct());
+                all_zero &= trial.all_zero();
+                total_distortion += trial.distortion;
                 total_rate += rate;
 
                 left = mode;

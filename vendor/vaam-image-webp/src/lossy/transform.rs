@@ -179,7 +179,7 @@ pub(crate) fn dct4x4(block: &mut [i32; 16]) {
 /// one). Blocks outside that (only from corrupt streams) return `false` and
 /// take the scalar code, so the output is the same bit for bit.
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-mod simd {
+pub(crate) mod simd {
     use core::arch::wasm32::*;
 
     const EXACT_IN_I32: i32 = 4096;
@@ -239,11 +239,18 @@ mod simd {
         if !within_exact_range(&rows) {
             return false;
         }
+        store(block, idct_rows(rows));
+        true
+    }
+
+    /// The inverse transform of a block given and returned as four rows;
+    /// every input within +-`EXACT_IN_I32`.
+    #[inline(always)]
+    pub(crate) fn idct_rows(rows: [v128; 4]) -> [v128; 4] {
         let columns = transpose(idct_pass(rows));
         let round = |v: v128| i32x4_shr(i32x4_add(v, i32x4_splat(4)), 3);
         let [o0, o1, o2, o3] = idct_pass(columns);
-        store(block, transpose([round(o0), round(o1), round(o2), round(o3)]));
-        true
+        transpose([round(o0), round(o1), round(o2), round(o3)])
     }
 
     pub(super) fn dct4x4(block: &mut [i32; 16]) -> bool {
@@ -251,6 +258,14 @@ mod simd {
         if !within_exact_range(&rows) {
             return false;
         }
+        store(block, dct_rows(rows));
+        true
+    }
+
+    /// The forward transform of a block given and returned as four rows;
+    /// every input within +-`EXACT_IN_I32`.
+    #[inline(always)]
+    pub(crate) fn dct_rows(rows: [v128; 4]) -> [v128; 4] {
         // The scalar code's first loop works along rows: transpose so that
         // vector k holds element k of every row.
         let [x0, x1, x2, x3] = transpose(rows);
@@ -280,8 +295,7 @@ mod simd {
         // `+ 1` where d != 0: the comparison's lanes are -1 there.
         let out1 = i32x4_sub(mix(c, d, 12000, 16), i32x4_ne(d, i32x4_splat(0)));
         let out3 = mix(d, i32x4_neg(c), 51000, 16);
-        store(block, [out0, out1, out2, out3]);
-        true
+        [out0, out1, out2, out3]
     }
 }
 
