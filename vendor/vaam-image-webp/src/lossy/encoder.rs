@@ -57,7 +57,7 @@ struct MacroblockInfo {
     chroma_mode: ChromaMode,
     // Which of `Vp8Encoder::segments` this macroblock uses (index into
     // `segments`, 0..MAX_SEGMENTS), chosen by `classify_segments`'s activity
-    // classifier and set by `choose_macroblock_info` - the only place this
+    // classifier and set by `decide_macroblock` - the only place this
     // is ever `None` is `MacroblockInfo::default()` before that runs.
     // `unwrap_or(0)` elsewhere is a defensive fallback, not a real "no
     // segment" case: segmentation is always on (see `setup_encoding`).
@@ -109,10 +109,10 @@ type ChromaCoeffs = [i32; 16 * 4];
 
 // --- Rate-distortion mode decision ------------------------------------------
 //
-// `choose_macroblock_info` picks, for each macroblock, the 16x16 luma
+// `decide_macroblock` picks, for each macroblock, the 16x16 luma
 // prediction mode and chroma prediction mode that minimise a Lagrangian cost
 // `distortion + lambda * rate`, instead of the fixed DC/DC choice the encoder
-// used to make unconditionally. See `choose_macroblock_info` for the search
+// used to make unconditionally. See `decide_macroblock` for the search
 // itself and `mode_decision_lambda` for how `lambda` is derived.
 
 /// Cheap proxy for the number of bits a block of quantized coefficients will
@@ -528,7 +528,7 @@ const LAMBDA_SCALE: f64 = 0.02;
 /// `Qstep`, since AC coefficients dominate both the coefficient count and
 /// the typical energy in a block. `segment` here is always the specific
 /// segment `classify_segments` assigned this macroblock to (see
-/// `choose_macroblock_info`), not a frame-wide constant: adaptive
+/// `decide_macroblock`), not a frame-wide constant: adaptive
 /// quantisation means different macroblocks can have different `Qstep`, so
 /// `lambda` has to be recomputed per macroblock rather than once per frame.
 ///
@@ -574,7 +574,7 @@ fn skip_probability(skipped: u32, total: u32) -> u8 {
 // probabilities (`token_probs[plane][band][context][node]`,
 // `TokenProbTables`) away from the `COEFF_PROBS` default, at a per-value
 // cost of one flag bit plus, when set, 8 more bits (`encode_updated_token_
-// probabilities`). `collect_token_counts` runs the frame once (dry, like
+// probabilities`). `tokenize_frame` tokenizes the frame once (after
 // `count_skipped_macroblocks`) to learn how often each branch of the
 // coefficient token tree is actually taken in each bucket;
 // `derive_updated_token_probs` turns those counts into the final
@@ -583,8 +583,8 @@ fn skip_probability(skipped: u32, total: u32) -> u8 {
 // signalling cost.
 
 /// One coefficient-token coding event within a block, as produced by
-/// [`tokenize_block`]: which `(band, context)` bucket of
-/// `token_probs[plane]` it reads probabilities from, the DCT token coded (a
+/// [`tokenize_block`]: which `(plane, band, context)` bucket of
+/// `token_probs` it reads probabilities from, the DCT token coded (a
 /// `DCT_*` constant, or `DCT_EOB`), and the token tree's start index. That
 /// index is `2` right after a zero coefficient (two zeros in a row can never
 /// be followed by an end-of-block that the decoder couldn't have inferred by
@@ -592,32 +592,40 @@ fn skip_probability(skipped: u32, total: u32) -> u8 {
 /// and `0` otherwise. `quantized_value` is the signed quantized coefficient;
 /// only the real encode path needs it, to derive the sign bit and category
 /// "extra" bits (both coded with fixed, non-adapted probabilities), and the
-/// token-statistics pass ignores it.
+/// token statistics ignore it.
+#[derive(Clone, Copy)]
 struct TokenEvent {
-    band: usize,
-    context: usize,
+    plane: Plane,
+    band: u8,
+    context: u8,
     token: i8,
-    start_index: usize,
+    start_index: u8,
     quantized_value: i32,
 }
 
-/// Quantizes, zigzags, and walks one block's coefficients, returning the
-/// sequence of token-tree coding events (see `TokenEvent`) plus whether the
-/// block has any non-zero coefficient (the `has_coeffs` complexity-context
-/// bookkeeping `encode_residual_data` threads between blocks).
+/// A frame's tokens, as `tokenize_frame` leaves them for the pass that
+/// writes them: every coded macroblock's events in order, and where each
+/// macroblock's end (an index into `events`, skipped ones empty).
+struct FrameTokens {
+    events: Vec<TokenEvent>,
+    macroblock_ends: Vec<u32>,
+}
+
+/// Quantizes, zigzags, and walks one block's coefficients, appending the
+/// sequence of token-tree coding events (see `TokenEvent`) to `events`;
+/// returns whether the block has any non-zero coefficient (the complexity
+/// context `Vp8Encoder::tokenize_macroblock` threads between blocks).
 ///
-/// Pulled out of `encode_coefficients` so the real encode path and the
-/// token-probability statistics dry run (`Vp8Encoder::collect_token_counts`)
-/// tokenize every block identically - two independent copies of this logic
-/// could silently drift apart, which would desync the probabilities the
-/// header advertises from what the residual partitions actually use.
+/// The frame is tokenized once (`Vp8Encoder::tokenize_frame`): the same
+/// events give the token statistics behind the header's probabilities and
+/// are what the real pass writes, so the two cannot drift apart.
 fn tokenize_block(
     block: &[i32; 16],
     plane: Plane,
     complexity: usize,
-    dc_quant: i16,
-    ac_quant: i16,
-) -> (Vec<TokenEvent>, bool) {
+    (dc_quant, ac_quant): (i16, i16),
+    events: &mut Vec<TokenEvent>,
+) -> bool {
     let first_coeff = if plane == Plane::YCoeff1 { 1 } else { 0 };
 
     assert!(complexity <= 2);
@@ -641,7 +649,6 @@ fn tokenize_block(
             0
         };
 
-    let mut events = Vec::new();
     let mut skip_eob = false;
 
     for index in first_coeff..end_of_block_index {
@@ -679,10 +686,11 @@ fn tokenize_block(
         };
 
         events.push(TokenEvent {
-            band,
-            context: complexity,
+            plane,
+            band: band as u8,
+            context: complexity as u8,
             token,
-            start_index,
+            start_index: start_index as u8,
             quantized_value: coeff,
         });
 
@@ -698,15 +706,16 @@ fn tokenize_block(
         let band_index = usize::max(first_coeff, end_of_block_index);
         let band = usize::from(COEFF_BANDS[band_index]);
         events.push(TokenEvent {
-            band,
-            context: complexity,
+            plane,
+            band: band as u8,
+            context: complexity as u8,
             token: DCT_EOB,
             start_index: 0,
             quantized_value: 0,
         });
     }
 
-    (events, end_of_block_index > 0)
+    end_of_block_index > 0
 }
 
 /// Per-`(plane, band, context)` bucket branch counts for every internal node
@@ -714,18 +723,19 @@ fn tokenize_block(
 /// true_count]` for `token_probs[plane][band][context][node]`. Same shape as
 /// `TokenProbTables`, but counting how often each branch was actually taken
 /// this frame instead of holding a probability. Built by
-/// `Vp8Encoder::collect_token_counts`, consumed by
+/// `Vp8Encoder::tokenize_frame`, consumed by
 /// `derive_updated_token_probs`.
 type TokenCounts = [[[[[u64; 2]; NUM_DCT_TOKENS - 1]; 3]; 8]; 4];
 
-/// Adds one block's tokenization (see `tokenize_block`) into `counts`, by
+/// Adds a frame's tokens (see `tokenize_block`) into `counts`, by
 /// replaying the exact same root-to-leaf tree walk
 /// `write_with_tree_start_index` performs when actually writing a token
 /// (`tree_encode_path`) and counting each branch instead of encoding it.
-fn accumulate_token_events(counts: &mut TokenCounts, plane: Plane, events: &[TokenEvent]) {
+fn accumulate_token_events(counts: &mut TokenCounts, events: &[TokenEvent]) {
     for event in events {
-        for (bit, prob_index) in dct_token_path(event.token, event.start_index) {
-            counts[plane as usize][event.band][event.context][prob_index][usize::from(bit)] += 1;
+        let bucket = &mut counts[event.plane as usize][usize::from(event.band)][usize::from(event.context)];
+        for (bit, prob_index) in dct_token_path(event.token, usize::from(event.start_index)) {
+            bucket[prob_index][usize::from(bit)] += 1;
         }
     }
 }
@@ -758,7 +768,7 @@ fn total_branch_bit_cost(false_count: u64, true_count: u64, prob: Prob) -> f64 {
         + true_count as f64 * branch_bit_cost(prob, true)
 }
 
-/// Decides, from `counts` (see `Vp8Encoder::collect_token_counts`), which of
+/// Decides, from `counts` (see `Vp8Encoder::tokenize_frame`), which of
 /// the frame header's ~1056 coefficient probabilities are worth overriding
 /// away from `COEFF_PROBS`, and returns the resulting table - used both to
 /// fill in the header (`Vp8Encoder::encode_updated_token_probabilities`) and,
@@ -965,7 +975,7 @@ struct Vp8Encoder<W> {
     /// macroblock_width + mbx`. Populated once per frame by
     /// `classify_segments` (called from `setup_encoding`, after
     /// `self.frame`/`macroblock_width`/`macroblock_height` are set) and read
-    /// by `choose_macroblock_info`, which is the only place a `segment_id`
+    /// by `decide_macroblock`, which is the only place a `segment_id`
     /// is chosen for a macroblock - everywhere else threads the id that
     /// decision already made, so mode decision, quantisation and
     /// reconstruction always agree on which segment a macroblock is in.
@@ -1000,68 +1010,27 @@ struct Vp8Encoder<W> {
     top_border_v: Vec<u8>,
 
     /// Per-macroblock RD mode decision, indexed `mby * macroblock_width +
-    /// mbx`, computed once by `count_skipped_macroblocks` and reused by
-    /// `collect_token_counts` *and* `encode_image`'s real pass, instead of
-    /// re-running `choose_macroblock_info`'s RD search (mode search over 4
-    /// luma candidates, B_PRED's 10-mode search over 16 sub-blocks, and 4
-    /// chroma candidates) a second or third time for the same macroblock.
+    /// mbx`, made once by `count_skipped_macroblocks` and read by
+    /// `tokenize_frame` and `encode_image`'s real pass, which decide nothing.
     ///
-    /// Consulted by all three passes as of image-resizer#151. That relies on
-    /// all three agreeing on every mode decision, macroblock for macroblock -
-    /// which in turn relies on all three evolving `top_b_pred`/
-    /// `left_b_pred` (the B_PRED submode entropy context
-    /// `choose_macroblock_info`, via `trial_luma_bpred`'s
-    /// `bpred_mode_bit_cost` rate term, reads to score candidates) exactly
-    /// the same way, macroblock by macroblock. `encode_image`'s real pass
-    /// advances that context inside `write_macroblock_header` (interleaved
-    /// with the bits it writes, since each sub-block's write depends on the
-    /// pre-update context). `count_skipped_macroblocks` and
-    /// `collect_token_counts` never write bits, so they instead call
-    /// `advance_bpred_context` - the same state transition, extracted so it
-    /// can run without anywhere to write to - at the same point in their
-    /// loop (right after the mode decision, before the transforms) that
-    /// `encode_image` calls `write_macroblock_header`.
+    /// The real pass advances the B_PRED submode context (`top_b_pred`/
+    /// `left_b_pred`, which `trial_luma_bpred`'s submode costs read) in
+    /// `write_macroblock_header`; `count_skipped_macroblocks` advances it
+    /// the same way at the same point (`advance_bpred_context`), so a pass
+    /// deciding afresh would decide the same
+    /// (`the_first_pass_decides_and_transforms_as_a_fresh_pass_would`). Without that, the
+    /// decisions once differed from a fresh pass's at about 1 in 3
+    /// macroblocks (image-resizer#151).
     ///
-    /// Before image-resizer#151, that context update happened *only* inside
-    /// `write_macroblock_header`, so it ran exclusively in the real pass:
-    /// the two dry runs' `top_b_pred`/`left_b_pred` stayed frozen at
-    /// `reset_frame_state`'s defaults for the whole frame. Verified
-    /// empirically at the time (temporary instrumentation, since reverted)
-    /// that this meant the two dry runs always agreed with each other but
-    /// the real pass - whose context genuinely evolved - disagreed with them
-    /// at roughly 1 in 3 macroblocks on a mixed-activity test image,
-    /// including outright different winning `LumaMode`s and
-    /// `coeffs_skipped` flags, not just different B_PRED submodes. That was
-    /// why the cache used to stop at the two dry runs: reusing a dry-run
-    /// decision in the real pass would have changed the encoded bitstream.
-    /// `advance_bpred_context` closes that gap, so now the real pass's own
-    /// (independently-computed, pre-#151) decisions are provably identical
-    /// to what pass 1 already cached - see
-    /// `all_three_passes_agree_on_mode_decisions` below - which is what
-    /// makes reading the cache here safe rather than merely convenient.
-    ///
-    /// Reset once per frame in `setup_encoding` (not in `reset_frame_state`,
-    /// which also runs *between* `count_skipped_macroblocks` and
-    /// `collect_token_counts`, and again before `encode_image`'s real pass -
-    /// clearing the cache there would erase pass 1's results before a later
-    /// pass could read them). Sized and reallocated there too, so a second
-    /// `encode_image` call on the same encoder - even at different
-    /// dimensions - can never read a stale entry left over from a previous
-    /// frame.
-    ///
-    /// `MacroblockInfo` is small (a `LumaMode`, an `Option<[IntraMode; 16]>`,
-    /// a `ChromaMode`, an `Option<u8>`, a `bool`) - a few hundred KB for a
-    /// whole 1080p frame's worth of macroblocks. The transform output is
-    /// cached too, in `mb_coeff_cache`.
+    /// Reset and sized once per frame in `setup_encoding`, not in
+    /// `reset_frame_state`, which runs between the passes.
     mb_info_cache: Vec<Option<MacroblockInfo>>,
 
     /// Every macroblock's unquantized DCT coefficients (luma, then U, then
-    /// V: `MacroblockCoeffs`) as `count_skipped_macroblocks` computed them
-    /// while reconstructing the frame. Quantization is plain division, so
-    /// the two later passes would compute exactly these again, from the same
-    /// decisions and the same reconstruction; they read them here instead
-    /// and skip prediction and transforms altogether. `i16` holds them: a
-    /// 4x4 DCT of residuals in -255..=255 stays within about +-2041.
+    /// V: `MacroblockCoeffs`) as `count_skipped_macroblocks` kept them from
+    /// the chosen trials, for `tokenize_frame`, which quantizes them (plain
+    /// division). `i16` holds them: a 4x4 DCT of residuals in -255..=255
+    /// stays within about +-2041.
     mb_coeff_cache: Vec<[i16; MACROBLOCK_COEFFS]>,
 }
 
@@ -1272,7 +1241,7 @@ impl<W: Write> Vp8Encoder<W> {
     /// starts from, followed by the new 8-bit value when it does.
     ///
     /// `self.token_probs` must already hold exactly the probabilities
-    /// `encode_coefficients` used - set by `derive_updated_token_probs` in
+    /// `write_tokens` uses - set by `derive_updated_token_probs` in
     /// `encode_image`, before this is called - since whatever is written
     /// here is what the decoder will use to read every coefficient in the
     /// residual partitions. See that function's doc comment for how the
@@ -1299,7 +1268,7 @@ impl<W: Write> Vp8Encoder<W> {
             // `encode_segment_updates` always sets `update_mb_segmentation_map`,
             // so every macroblock's id is transmitted here (11.1) - every
             // `MacroblockInfo` this encoder produces has one, since
-            // `choose_macroblock_info` is the only place `segment_id` is set
+            // `decide_macroblock` is the only place `segment_id` is set
             // and it always sets it from `mb_segment_ids`.
             let segment_id = macroblock_info
                 .segment_id
@@ -1378,7 +1347,7 @@ impl<W: Write> Vp8Encoder<W> {
     /// sub-block, interleaved with the writes, because a later sub-block in
     /// the same macroblock reads an earlier one's just-written mode as its
     /// own `top`/`left`. So this function exists purely so `count_skipped_macroblocks`
-    /// / `collect_token_counts` (image-resizer#151) can advance
+    /// (image-resizer#151) can advance
     /// `top_b_pred`/`left_b_pred` the same way the real pass does, without
     /// writing (or having anywhere to write) bits during a dry run - not to
     /// deduplicate `write_macroblock_header`'s own logic.
@@ -1418,152 +1387,16 @@ impl<W: Write> Vp8Encoder<W> {
         }
     }
 
-    // 13 in specification, matches read_residual_data in the decoder
-    fn encode_residual_data(
-        &mut self,
-        macroblock_info: &MacroblockInfo,
-        partition_index: usize,
-        mbx: usize,
-        y_block_data: &[i32; 16 * 16],
-        u_block_data: &[i32; 16 * 4],
-        v_block_data: &[i32; 16 * 4],
-    ) {
-        let mut plane = if macroblock_info.luma_mode == LumaMode::B {
-            Plane::YCoeff0
-        } else {
-            Plane::Y2
-        };
-
-        // TODO: change to get index from macroblock
-        let segment = self.segments[macroblock_info.segment_id.unwrap_or(0)];
-
-        // Y2
-        if plane == Plane::Y2 {
-            // encode 0th coefficient of each luma
-            let mut coeffs0 = get_coeffs0_from_block(y_block_data);
-
-            // wht here on the 0th coeffs
-            transform::wht4x4(&mut coeffs0);
-
-            let complexity = self.left_complexity.y2 + self.top_complexity[mbx].y2;
-
-            let has_coeffs = self.encode_coefficients(
-                &coeffs0,
-                partition_index,
-                plane,
-                complexity.into(),
-                segment.y2dc,
-                segment.y2ac,
-            );
-
-            self.left_complexity.y2 = if has_coeffs { 1 } else { 0 };
-            self.top_complexity[mbx].y2 = if has_coeffs { 1 } else { 0 };
-
-            // next encode luma coefficients without the 0th coeffs
-            plane = Plane::YCoeff1;
-        }
-
-        // now encode the 16 luma 4x4 subblocks in the macroblock
-        for y in 0usize..4 {
-            let mut left = self.left_complexity.y[y];
-            for x in 0..4 {
-                let block = y_block_data[y * 4 * 16 + x * 16..][..16]
-                    .try_into()
-                    .unwrap();
-
-                let top = self.top_complexity[mbx].y[x];
-                let complexity = left + top;
-
-                let has_coeffs = self.encode_coefficients(
-                    &block,
-                    partition_index,
-                    plane,
-                    complexity.into(),
-                    segment.ydc,
-                    segment.yac,
-                );
-
-                left = if has_coeffs { 1 } else { 0 };
-                self.top_complexity[mbx].y[x] = if has_coeffs { 1 } else { 0 };
-            }
-            // set for the next macroblock
-            self.left_complexity.y[y] = left;
-        }
-
-        plane = Plane::Chroma;
-
-        // encode the 4 u 4x4 subblocks
-        for y in 0usize..2 {
-            let mut left = self.left_complexity.u[y];
-            for x in 0usize..2 {
-                let block = u_block_data[y * 2 * 16 + x * 16..][..16]
-                    .try_into()
-                    .unwrap();
-
-                let top = self.top_complexity[mbx].u[x];
-                let complexity = left + top;
-
-                let has_coeffs = self.encode_coefficients(
-                    &block,
-                    partition_index,
-                    plane,
-                    complexity.into(),
-                    segment.uvdc,
-                    segment.uvac,
-                );
-
-                left = if has_coeffs { 1 } else { 0 };
-                self.top_complexity[mbx].u[x] = if has_coeffs { 1 } else { 0 };
-            }
-            self.left_complexity.u[y] = left;
-        }
-
-        // encode the 4 v 4x4 subblocks
-        for y in 0usize..2 {
-            let mut left = self.left_complexity.v[y];
-            for x in 0usize..2 {
-                let block = v_block_data[y * 2 * 16 + x * 16..][..16]
-                    .try_into()
-                    .unwrap();
-
-                let top = self.top_complexity[mbx].v[x];
-                let complexity = left + top;
-
-                let has_coeffs = self.encode_coefficients(
-                    &block,
-                    partition_index,
-                    plane,
-                    complexity.into(),
-                    segment.uvdc,
-                    segment.uvac,
-                );
-
-                left = if has_coeffs { 1 } else { 0 };
-                self.top_complexity[mbx].v[x] = if has_coeffs { 1 } else { 0 };
-            }
-            self.left_complexity.v[y] = left;
-        }
-    }
-
-    // encodes the coefficients which is the reverse procedure of read_coefficients in the decoder
-    // returns whether there was any non-zero data in the block for the complexity
-    fn encode_coefficients(
-        &mut self,
-        block: &[i32; 16],
-        partition_index: usize,
-        plane: Plane,
-        complexity: usize,
-        dc_quant: i16,
-        ac_quant: i16,
-    ) -> bool {
-        let (events, has_coeffs) = tokenize_block(block, plane, complexity, dc_quant, ac_quant);
-
+    /// Writes tokens (`tokenize_frame`'s) into residual partition
+    /// `partition_index` with the frame's probabilities: the reverse of the
+    /// decoder's `read_coefficients`.
+    fn write_tokens(&mut self, partition_index: usize, events: &[TokenEvent]) {
         let encoder = &mut self.partitions[partition_index];
-        let probs = &self.token_probs[plane as usize];
 
-        for event in &events {
-            let token_probs = &probs[event.band][event.context];
-            encoder.write_token(token_probs, event.token, event.start_index);
+        for event in events {
+            let token_probs =
+                &self.token_probs[event.plane as usize][usize::from(event.band)][usize::from(event.context)];
+            encoder.write_token(token_probs, event.token, usize::from(event.start_index));
 
             if event.token == DCT_EOB || event.token == DCT_0 {
                 continue;
@@ -1597,9 +1430,6 @@ impl<W: Write> Vp8Encoder<W> {
             // note flag means coeff is negative
             encoder.write_flag(!event.quantized_value.is_positive());
         }
-
-        // whether the block has a non zero coefficient
-        has_coeffs
     }
 
     fn encode_image(
@@ -1658,69 +1488,40 @@ impl<W: Write> Vp8Encoder<W> {
 
         // Same reasoning, for the coefficient token probabilities this time:
         // `encode_compressed_frame_header` (below) has to advertise them
-        // before any residual data is written, so learn the real per-bucket
-        // token statistics with one more dry run and derive the frame's
-        // `token_probs` from them now. `encode_coefficients` reads
+        // before any residual data is written, so tokenize the frame now,
+        // learn the real per-bucket token statistics from its tokens and
+        // derive the frame's `token_probs` from them. `write_tokens` reads
         // `self.token_probs` directly, so setting it here is what makes the
         // real pass below use exactly what the header just advertised - see
         // `derive_updated_token_probs` for the update decision itself.
-        let token_counts = self.collect_token_counts();
+        let tokens = self.tokenize_frame();
+        let mut token_counts: TokenCounts = [[[[[0u64; 2]; NUM_DCT_TOKENS - 1]; 3]; 8]; 4];
+        accumulate_token_events(&mut token_counts, &tokens.events);
         self.reset_frame_state();
         self.token_probs = derive_updated_token_probs(&token_counts);
 
         self.encode_compressed_frame_header();
 
-        // encode residual partitions first
+        // The real pass: macroblock headers, and the tokens into the
+        // residual partitions. It decides nothing: the modes are the ones
+        // `count_skipped_macroblocks` chose (`mb_info_cache`), the tokens
+        // `tokenize_frame`'s.
+        let mut macroblock_start = 0;
         for mby in 0..self.macroblock_height {
             let partition_index = usize::from(mby) % self.partitions.len();
-            // reset left complexity / bpreds for left of image
-            self.left_complexity = Complexity::default();
             self.left_b_pred = [IntraMode::default(); 4];
-            // No pixel borders to reset: this pass reconstructs nothing.
 
             for mbx in 0..self.macroblock_width {
-                // Reads the decision `count_skipped_macroblocks` already made
-                // for this macroblock instead of calling
-                // `choose_macroblock_info` a third time - safe as of
-                // image-resizer#151 because `count_skipped_macroblocks` /
-                // `collect_token_counts` now advance `top_b_pred`/
-                // `left_b_pred` (via `advance_bpred_context`) exactly the way
-                // `write_macroblock_header` below advances them, so all three
-                // passes agree on every mode decision - see `mb_info_cache`'s
-                // doc comment for why, and
-                // `all_three_passes_agree_on_mode_decisions` for the test
-                // that guards it.
                 let idx = usize::from(mby) * usize::from(self.macroblock_width) + usize::from(mbx);
                 let macroblock_info = self.mb_info_cache[idx].expect(
                     "count_skipped_macroblocks populates every macroblock's cached mode \
                      decision before encode_image's real pass runs",
                 );
-
-                // write macroblock headers
                 self.write_macroblock_header(&macroblock_info, mbx.into());
 
-                // No reconstruction here: the coefficients are the ones the
-                // first pass computed while it reconstructed the frame (see
-                // `mb_coeff_cache`); only the bit-writing below remains.
-                let (y_block_data, u_block_data, v_block_data) = self.cached_coeffs(idx);
-
-                if !macroblock_info.coeffs_skipped {
-                    self.encode_residual_data(
-                        &macroblock_info,
-                        partition_index,
-                        mbx as usize,
-                        &y_block_data,
-                        &u_block_data,
-                        &v_block_data,
-                    );
-                } else {
-                    // since coeffs are all zero, need to set all complexities to 0
-                    // except if the luma mode is B then won't set Y2
-                    self.left_complexity
-                        .clear(macroblock_info.luma_mode != LumaMode::B);
-                    self.top_complexity[usize::from(mbx)]
-                        .clear(macroblock_info.luma_mode != LumaMode::B);
-                }
+                let macroblock_end = tokens.macroblock_ends[idx] as usize;
+                self.write_tokens(partition_index, &tokens.events[macroblock_start..macroblock_end]);
+                macroblock_start = macroblock_end;
             }
         }
 
@@ -1741,7 +1542,7 @@ impl<W: Write> Vp8Encoder<W> {
     /// is deliberately not in this list - it needs its own per-block search
     /// with sequential reconstruction and `left_b_pred`/`top_b_pred` context
     /// tracking, which `trial_luma_bpred` does separately; its result is
-    /// compared against the winner of this list in `choose_macroblock_info`.
+    /// compared against the winner of this list in `decide_macroblock`.
     const LUMA_MODE_CANDIDATES: [LumaMode; 4] =
         [LumaMode::DC, LumaMode::V, LumaMode::H, LumaMode::TM];
 
@@ -1814,7 +1615,7 @@ impl<W: Write> Vp8Encoder<W> {
         // the best 16x16 cost, which it then could not beat.
         let bpred = self.trial_luma_bpred(mbx, mby, &segment, lambda, best_16x16_cost);
 
-        // B_PRED has no Y2 block (`encode_residual_data` branches on this
+        // B_PRED has no Y2 block (`tokenize_macroblock` branches on this
         // exact condition), so its "all zero" check only looks at the 16
         // sub-blocks' own coefficients - there is no separate Y2 plane to
         // also check, unlike the 16x16 modes just below.
@@ -2159,37 +1960,18 @@ impl<W: Write> Vp8Encoder<W> {
         )
     }
 
-    /// Dry run of the whole frame's macroblock loop - mode decision plus the
-    /// real, state-mutating reconstruction - counting what fraction of
-    /// macroblocks end up skippable, without writing any header or residual
-    /// bits. Used only to pick `prob_skip_false` (see `skip_probability`)
-    /// before the frame header is written, since that header comes before
-    /// any macroblock data in the bitstream and so has to be decided upfront.
+    /// The first pass: decides every macroblock's modes
+    /// (`decide_macroblock`), reconstructs the frame from the chosen trials
+    /// (the borders later macroblocks predict from) and keeps their
+    /// coefficients and decisions (`mb_coeff_cache`, `mb_info_cache`) for
+    /// the passes after it. Returns how many macroblocks are skippable, of
+    /// how many: `prob_skip_false` (`skip_probability`) goes in the frame
+    /// header, before any macroblock data.
     ///
-    /// This intentionally reuses `choose_macroblock_info` /
-    /// `transform_luma_block` / `transform_chroma_blocks` verbatim rather
-    /// than re-implementing a cheaper estimate: mode decision depends on
-    /// pixel data, the pixel border state (`top_border_*`/`left_border_*`)
-    /// and the B_PRED submode entropy context (`top_b_pred`/`left_b_pred`),
-    /// never on coefficient entropy-coding probabilities - see
-    /// `collect_token_counts`'s doc comment for why that particular
-    /// distinction matters here. `advance_bpred_context` (image-resizer#151)
-    /// keeps that B_PRED context evolving exactly the way
-    /// `write_macroblock_header` evolves it in the real pass, at the same
-    /// point in the loop (right after `choose_macroblock_info`, before the
-    /// transforms) - without it, `top_b_pred`/`left_b_pred` would stay
-    /// frozen at `reset_frame_state`'s defaults for the whole dry run, which
-    /// made this method's mode decisions disagree with the real pass at
-    /// roughly 1 in 3 macroblocks on a mixed-activity test image (measured
-    /// with temporary instrumentation before the fix, since reverted).
-    ///
-    /// This is also where `mb_info_cache` is populated (see its doc comment
-    /// on the struct): `collect_token_counts` below runs the identical dry
-    /// run a second time for its own, different, statistic, and
-    /// `encode_image`'s real pass after that, and both read this pass's
-    /// decisions back out instead of repeating the RD search that produced
-    /// them. The border/b_pred/complexity state this mutates is fully reset
-    /// by `reset_frame_state` immediately afterwards.
+    /// It advances the B_PRED context (`advance_bpred_context`) right after
+    /// each decision, as `write_macroblock_header` does in the real pass;
+    /// see `mb_info_cache`. The state it mutates is reset by
+    /// `reset_frame_state` afterwards.
     fn count_skipped_macroblocks(&mut self) -> (u32, u32) {
         let mut total = 0u32;
         let mut skipped = 0u32;
@@ -2228,182 +2010,94 @@ impl<W: Write> Vp8Encoder<W> {
         (skipped, total)
     }
 
-    /// Dry run of the whole frame's macroblock loop, counting how often each
-    /// branch of the coefficient token tree is taken per `(plane, band,
-    /// context)` bucket (`TokenCounts`) - the statistics
-    /// `derive_updated_token_probs` turns into the frame header's
-    /// coefficient probability updates.
-    ///
-    /// Same two-pass shape as `count_skipped_macroblocks` just above, over
-    /// the same macroblock grid, starting from the same `reset_frame_state`
-    /// defaults, mutating complexity/
-    /// `top_b_pred`/`left_b_pred` exactly the same way given the same
-    /// sequence of `MacroblockInfo` (both call `advance_bpred_context` right
-    /// after the mode decision, same as `count_skipped_macroblocks` does -
-    /// see that method's doc comment). That means this method's mode
-    /// decisions are byte-identical to that method's, macroblock for
-    /// macroblock, by induction on the (matching) border/context state -
-    /// which is exactly why this reads `mb_info_cache` (filled by
-    /// `count_skipped_macroblocks`, immediately before this runs) instead of
-    /// calling `choose_macroblock_info` again: it would just recompute the
-    /// same answer, and `mb_coeff_cache` instead of transforming again.
-    ///
-    /// As of image-resizer#151 this equivalence extends to `encode_image`'s
-    /// real pass too (see `mb_info_cache`'s doc comment on the struct for
-    /// why), which is why that pass also reads from the cache instead of
-    /// calling `choose_macroblock_info` a third time. This method still does
-    /// not itself write into the cache; it only ever consumes what
-    /// `count_skipped_macroblocks` already produced for this frame. The
-    /// b_pred/complexity state this mutates is fully reset by
-    /// `reset_frame_state` immediately afterwards, same as after
-    /// `count_skipped_macroblocks`.
-    fn collect_token_counts(&mut self) -> TokenCounts {
-        let mut counts: TokenCounts = [[[[[0u64; 2]; NUM_DCT_TOKENS - 1]; 3]; 8]; 4];
+    /// Tokenizes every macroblock's coefficients (`mb_coeff_cache`, with
+    /// the modes in `mb_info_cache`, both left by `count_skipped_macroblocks`)
+    /// in coding order, threading the left/top complexity contexts as the
+    /// decoder does: the events both for the token statistics and for the
+    /// real pass to write. A skipped macroblock codes no tokens and leaves
+    /// its neighbours all-zero contexts.
+    fn tokenize_frame(&mut self) -> FrameTokens {
+        let macroblocks = usize::from(self.macroblock_width) * usize::from(self.macroblock_height);
+        // About a dozen events a coded macroblock at usual qualities.
+        let mut events = Vec::with_capacity(macroblocks * 16);
+        let mut macroblock_ends = Vec::with_capacity(macroblocks);
 
-        for mby in 0..self.macroblock_height {
+        for mby in 0..usize::from(self.macroblock_height) {
             self.left_complexity = Complexity::default();
-            self.left_b_pred = [IntraMode::default(); 4];
 
-            for mbx in 0..self.macroblock_width {
-                let mbx = usize::from(mbx);
-                let mby = usize::from(mby);
+            for mbx in 0..usize::from(self.macroblock_width) {
                 let idx = mby * usize::from(self.macroblock_width) + mbx;
                 let info = self.mb_info_cache[idx].expect(
                     "count_skipped_macroblocks populates every macroblock's cached mode \
-                     decision before collect_token_counts runs",
+                     decision before tokenize_frame runs",
                 );
-                self.advance_bpred_context(&info, mbx);
-
-                let (y_block_data, u_block_data, v_block_data) = self.cached_coeffs(idx);
-
                 if info.coeffs_skipped {
-                    // matches `encode_image`'s handling of a skipped
-                    // macroblock: no residual data (and so no tokens) is
-                    // ever coded for it, but the complexity context it
-                    // leaves for its neighbours is still all-zero.
+                    // No luma Y2 context to clear for B_PRED, which has none.
                     self.left_complexity.clear(info.luma_mode != LumaMode::B);
                     self.top_complexity[mbx].clear(info.luma_mode != LumaMode::B);
-                    continue;
+                } else {
+                    let (y, u, v) = self.cached_coeffs(idx);
+                    self.tokenize_macroblock(&info, mbx, &y, &u, &v, &mut events);
                 }
-
-                self.accumulate_residual_token_counts(
-                    &info,
-                    mbx,
-                    &y_block_data,
-                    &u_block_data,
-                    &v_block_data,
-                    &mut counts,
-                );
+                macroblock_ends.push(events.len() as u32);
             }
         }
 
-        counts
+        FrameTokens { events, macroblock_ends }
     }
 
-    /// Tokenizes and counts one non-skipped macroblock's residual data into
-    /// `counts` - the statistics-only counterpart of `encode_residual_data`,
-    /// which this mirrors block for block (Y2, then the 16 luma sub-blocks,
-    /// then chroma), including its left/top complexity-context threading,
-    /// so the `(band, context)` bucket each token is counted into is exactly
-    /// the one `encode_coefficients` will use for that same coefficient in
-    /// the real pass.
-    fn accumulate_residual_token_counts(
+    /// Tokenizes one coded macroblock's blocks in the decoder's order (Y2
+    /// unless B_PRED, the 16 luma blocks, then U and V), threading the
+    /// left/top complexity contexts.
+    fn tokenize_macroblock(
         &mut self,
         macroblock_info: &MacroblockInfo,
         mbx: usize,
         y_block_data: &[i32; 16 * 16],
         u_block_data: &[i32; 16 * 4],
         v_block_data: &[i32; 16 * 4],
-        counts: &mut TokenCounts,
+        events: &mut Vec<TokenEvent>,
     ) {
-        let mut plane = if macroblock_info.luma_mode == LumaMode::B {
-            Plane::YCoeff0
-        } else {
-            Plane::Y2
-        };
-
         let segment = self.segments[macroblock_info.segment_id.unwrap_or(0)];
 
-        if plane == Plane::Y2 {
+        let luma_plane = if macroblock_info.luma_mode == LumaMode::B {
+            Plane::YCoeff0
+        } else {
             let mut coeffs0 = get_coeffs0_from_block(y_block_data);
             transform::wht4x4(&mut coeffs0);
 
             let complexity = self.left_complexity.y2 + self.top_complexity[mbx].y2;
-            let (events, has_coeffs) = tokenize_block(
+            let has_coeffs = tokenize_block(
                 &coeffs0,
                 Plane::Y2,
                 complexity.into(),
-                segment.y2dc,
-                segment.y2ac,
+                (segment.y2dc, segment.y2ac),
+                events,
             );
-            accumulate_token_events(counts, Plane::Y2, &events);
+            self.left_complexity.y2 = u8::from(has_coeffs);
+            self.top_complexity[mbx].y2 = u8::from(has_coeffs);
+            Plane::YCoeff1
+        };
 
-            self.left_complexity.y2 = if has_coeffs { 1 } else { 0 };
-            self.top_complexity[mbx].y2 = if has_coeffs { 1 } else { 0 };
-
-            plane = Plane::YCoeff1;
-        }
-
-        for y in 0usize..4 {
-            let mut left = self.left_complexity.y[y];
-            for x in 0..4 {
-                let block = y_block_data[y * 4 * 16 + x * 16..][..16]
-                    .try_into()
-                    .unwrap();
-
-                let top = self.top_complexity[mbx].y[x];
-                let complexity = left + top;
-
-                let (events, has_coeffs) =
-                    tokenize_block(block, plane, complexity.into(), segment.ydc, segment.yac);
-                accumulate_token_events(counts, plane, &events);
-
-                left = if has_coeffs { 1 } else { 0 };
-                self.top_complexity[mbx].y[x] = if has_coeffs { 1 } else { 0 };
+        let (left, top) = (&mut self.left_complexity, &mut self.top_complexity[mbx]);
+        let planes: [(Plane, (i16, i16), &[i32], usize, &mut [u8], &mut [u8]); 3] = [
+            (luma_plane, (segment.ydc, segment.yac), y_block_data, 4, &mut left.y, &mut top.y),
+            (Plane::Chroma, (segment.uvdc, segment.uvac), u_block_data, 2, &mut left.u, &mut top.u),
+            (Plane::Chroma, (segment.uvdc, segment.uvac), v_block_data, 2, &mut left.v, &mut top.v),
+        ];
+        // Blocks in raster order, `side` by `side`, each 16 coefficients.
+        for (plane, quant, data, side, left, top) in planes {
+            for y in 0..side {
+                let mut left_has_coeffs = left[y];
+                for x in 0..side {
+                    let block = data[(y * side + x) * 16..][..16].try_into().unwrap();
+                    let complexity = usize::from(left_has_coeffs + top[x]);
+                    let has_coeffs = tokenize_block(block, plane, complexity, quant, events);
+                    left_has_coeffs = u8::from(has_coeffs);
+                    top[x] = u8::from(has_coeffs);
+                }
+                left[y] = left_has_coeffs;
             }
-            self.left_complexity.y[y] = left;
-        }
-
-        plane = Plane::Chroma;
-
-        for y in 0usize..2 {
-            let mut left = self.left_complexity.u[y];
-            for x in 0usize..2 {
-                let block = u_block_data[y * 2 * 16 + x * 16..][..16]
-                    .try_into()
-                    .unwrap();
-
-                let top = self.top_complexity[mbx].u[x];
-                let complexity = left + top;
-
-                let (events, has_coeffs) =
-                    tokenize_block(block, plane, complexity.into(), segment.uvdc, segment.uvac);
-                accumulate_token_events(counts, plane, &events);
-
-                left = if has_coeffs { 1 } else { 0 };
-                self.top_complexity[mbx].u[x] = if has_coeffs { 1 } else { 0 };
-            }
-            self.left_complexity.u[y] = left;
-        }
-
-        for y in 0usize..2 {
-            let mut left = self.left_complexity.v[y];
-            for x in 0usize..2 {
-                let block = v_block_data[y * 2 * 16 + x * 16..][..16]
-                    .try_into()
-                    .unwrap();
-
-                let top = self.top_complexity[mbx].v[x];
-                let complexity = left + top;
-
-                let (events, has_coeffs) =
-                    tokenize_block(block, plane, complexity.into(), segment.uvdc, segment.uvac);
-                accumulate_token_events(counts, plane, &events);
-
-                left = if has_coeffs { 1 } else { 0 };
-                self.top_complexity[mbx].v[x] = if has_coeffs { 1 } else { 0 };
-            }
-            self.left_complexity.v[y] = left;
         }
     }
 
@@ -2589,10 +2283,9 @@ impl<W: Write> Vp8Encoder<W> {
     /// (borders, B_PRED context, coefficient complexity) back to its
     /// initial, "no macroblocks encoded yet" values. Called from
     /// `setup_encoding` (first use) and from `encode_image` after each of
-    /// its two dry runs - `count_skipped_macroblocks` and
-    /// `collect_token_counts` - both of which mutate all of this exactly
-    /// like the real pass would, and must not leak into it, into each
-    /// other, or into the real pass that follows.
+    /// the passes before the real one - `count_skipped_macroblocks` and
+    /// `tokenize_frame` - which mutate it as the real pass would, and must
+    /// not leak into each other or into the real pass that follows.
     fn reset_frame_state(&mut self) {
         let mb_width = self.macroblock_width;
 
@@ -2764,7 +2457,7 @@ impl<W: Write> Vp8Encoder<W> {
 
     // Test-only since the mode decision's trials leave their coefficients and
     // reconstruction (`MacroblockDecision`): the independent computation
-    // `all_three_passes_agree_on_mode_decisions` checks them against.
+    // `the_first_pass_decides_and_transforms_as_a_fresh_pass_would` checks them against.
     //
     // Transforms the luma macroblock in the following ways
     // 1. Does the luma prediction and subtracts from the block
@@ -2775,9 +2468,9 @@ impl<W: Write> Vp8Encoder<W> {
     // result is and is used to populate the borders for the next macroblock
     //
     // Segment consistency: this always looks up `self.segments[macroblock_info
-    // .segment_id]` - the same id `choose_macroblock_info` picked for this
+    // .segment_id]` - the same id `decide_macroblock` picked for this
     // macroblock via `classify_segments` - rather than any fixed segment.
-    // `choose_macroblock_info`'s RD search already priced every mode against
+    // `decide_macroblock`'s RD search already priced every mode against
     // that same segment's quantiser (`mode_decision_lambda`,
     // `trial_luma_16x16`/`trial_luma_bpred`), so reconstruction has to use
     // the identical quantiser too: any mismatch here would still decode
@@ -3060,7 +2753,7 @@ impl<W: Write> Vp8Encoder<W> {
     ) -> ([i32; 16 * 4], [i32; 16 * 4]) {
         let stride = CHROMA_STRIDE;
         let chroma_mode = macroblock_info.chroma_mode;
-        // Same segment `choose_macroblock_info` picked for this macroblock
+        // Same segment `decide_macroblock` picked for this macroblock
         // (via `macroblock_info.segment_id`) - see `transform_luma_block`'s
         // doc comment for why reconstruction has to agree with mode
         // decision on this.
@@ -3323,19 +3016,14 @@ mod tests {
         pixels
     }
 
-    /// Runs an independent re-implementation of `encode_image`'s real,
-    /// bit-writing macroblock loop - calling `choose_macroblock_info` (and
-    /// `write_macroblock_header`, `transform_luma_block`,
-    /// `transform_chroma_blocks`, `encode_residual_data`) directly, the way
-    /// that loop did before image-resizer#151 started reading
-    /// `mb_info_cache` - and returns the `MacroblockInfo` it independently
-    /// decided on for every macroblock, in `mby`-major, `mbx`-minor order.
-    ///
-    /// This deliberately does not call `encode_image` itself: after #151,
-    /// `encode_image`'s loop just reads `mb_info_cache`, so calling it would
-    /// only compare the cache against itself. This function exists so the
-    /// test below has a decision that was, genuinely, computed independently
-    /// of the cache to compare the cache against.
+    /// Decides and transforms every macroblock from scratch, as the real
+    /// pass did before image-resizer#151 read `mb_info_cache`: calling
+    /// `decide_macroblock` for the modes only, then
+    /// `write_macroblock_header`, `transform_luma_block` and
+    /// `transform_chroma_blocks` (which predict and transform anew) and
+    /// `tokenize_macroblock` for the contexts. Returns the decisions and
+    /// coefficients, in `mby`-major, `mbx`-minor order, to compare with what
+    /// `count_skipped_macroblocks` cached.
     fn independent_real_pass_infos(
         encoder: &mut Vp8Encoder<Vec<u8>>,
     ) -> (Vec<MacroblockInfo>, Vec<[i16; MACROBLOCK_COEFFS]>) {
@@ -3358,13 +3046,13 @@ mod tests {
                     encoder.transform_chroma_blocks(mbx.into(), mby.into(), &info);
 
                 if !info.coeffs_skipped {
-                    encoder.encode_residual_data(
+                    encoder.tokenize_macroblock(
                         &info,
-                        0,
                         mbx.into(),
                         &y_block_data,
                         &u_block_data,
                         &v_block_data,
+                        &mut Vec::new(),
                     );
                 } else {
                     encoder.left_complexity.clear(info.luma_mode != LumaMode::B);
@@ -3384,29 +3072,21 @@ mod tests {
     }
 
     /// `(fixture name, width, height, lossy quality, pixel generator)` - just
-    /// named to keep `all_three_passes_agree_on_mode_decisions` below under
+    /// named to keep `the_first_pass_decides_and_transforms_as_a_fresh_pass_would` below under
     /// clippy's `type_complexity` threshold.
     type ModeAgreementFixture = (&'static str, u16, u16, u8, fn(u16, u16) -> Vec<u8>);
 
-    /// The correctness claim that justifies extending `mb_info_cache` to
-    /// `encode_image`'s real pass (image-resizer#151): with
-    /// `advance_bpred_context` keeping the two dry runs'
-    /// `top_b_pred`/`left_b_pred` in step with the real pass, all three
-    /// passes must land on the exact same `MacroblockInfo` for every
-    /// macroblock. This drives `count_skipped_macroblocks` (pass 1, which
-    /// fills `mb_info_cache`) and `collect_token_counts` (pass 2, which
-    /// reads it) as `encode_image` does, then separately runs
-    /// `independent_real_pass_infos` - a from-scratch, cache-blind
-    /// recomputation of what the real pass decides - and asserts all three
-    /// results are identical, macroblock for macroblock, for a few fixtures
-    /// spanning flat, noisy and mixed-activity content.
+    /// The passes after the first decide and transform nothing: they read
+    /// the first pass's decisions (`mb_info_cache`) and coefficients
+    /// (`mb_coeff_cache`, from the chosen trials). This holds only if a pass
+    /// deciding and transforming from scratch, with the B_PRED context
+    /// evolving as in the real pass, gets the same, macroblock for
+    /// macroblock; checked here on flat, noisy and mixed-activity content.
     ///
-    /// If this ever fails, the fix is not to relax the assertion: it means
-    /// the real pass would decide something other than what `encode_image`
-    /// now reads from the cache, i.e. the cache extension would silently
-    /// change the encoded bitstream.
+    /// If this ever fails, the fix is not to relax the assertion: the
+    /// cached decisions or coefficients would change the bitstream.
     #[test]
-    fn all_three_passes_agree_on_mode_decisions() {
+    fn the_first_pass_decides_and_transforms_as_a_fresh_pass_would() {
         let fixtures: [ModeAgreementFixture; 3] = [
             ("flat", 32, 32, 70, flat_rgb),
             ("noisy", 48, 32, 60, noisy_rgb),
@@ -3420,37 +3100,20 @@ mod tests {
             let mut encoder = Vp8Encoder::new(Vec::new());
             encoder.setup_encoding(quality, width, height, y_bytes, u_bytes, v_bytes);
 
-            // Pass 1: fills `mb_info_cache`.
             encoder.count_skipped_macroblocks();
-            let pass1: Vec<MacroblockInfo> = encoder
+            let first: Vec<MacroblockInfo> = encoder
                 .mb_info_cache
                 .iter()
-                .map(|info| info.expect("pass 1 fills every entry"))
+                .map(|info| info.expect("the first pass fills every entry"))
                 .collect();
             encoder.reset_frame_state();
 
-            // Pass 2: reads the same cache (image-resizer#136) - recorded
-            // here for completeness, since it is what `encode_image` also
-            // reads after this test's pass 3 runs.
-            encoder.collect_token_counts();
-            let pass2: Vec<MacroblockInfo> = encoder
-                .mb_info_cache
-                .iter()
-                .map(|info| info.expect("pass 1 fills every entry"))
-                .collect();
-            encoder.reset_frame_state();
+            let (fresh, fresh_coeffs) = independent_real_pass_infos(&mut encoder);
 
-            // Pass 3: independently recomputed, deliberately not consulting
-            // the cache.
-            let (pass3, pass3_coeffs) = independent_real_pass_infos(&mut encoder);
-
-            assert_eq!(pass1, pass2, "fixture '{name}': pass 1/2 disagreed");
-            assert_eq!(pass1, pass3, "fixture '{name}': pass 1/3 disagreed");
-            // Pass 1 keeps its chosen trials' coefficients (and builds on
-            // their reconstructions); transforming anew gives the same.
+            assert_eq!(first, fresh, "fixture '{name}': the decisions differ");
             assert!(
-                encoder.mb_coeff_cache == pass3_coeffs,
-                "fixture '{name}': pass 1's coefficients differ from a fresh transform's"
+                encoder.mb_coeff_cache == fresh_coeffs,
+                "fixture '{name}': the first pass's coefficients differ from a fresh transform's"
             );
         }
     }
