@@ -133,15 +133,15 @@ impl ArithmeticEncoder {
         start_index: usize,
     ) {
         assert_eq!(tree.len(), probabilities.len() * 2);
-        for (encode_bool, prob_index) in tree_encode_path(tree, value, start_index) {
-            self.write_bool(encode_bool, probabilities[prob_index]);
+        for &(encode_bool, prob_index) in tree_encode_path(tree, value, start_index).steps() {
+            self.write_bool(encode_bool, probabilities[usize::from(prob_index)]);
         }
     }
 
     /// Writes a coefficient token (`DCT_TOKEN_TREE`) from `start_index`.
     pub(crate) fn write_token(&mut self, probabilities: &[u8], token: i8, start_index: usize) {
-        for (encode_bool, prob_index) in dct_token_path(token, start_index) {
-            self.write_bool(encode_bool, probabilities[prob_index]);
+        for &(encode_bool, prob_index) in dct_token_path(token, start_index).steps() {
+            self.write_bool(encode_bool, probabilities[usize::from(prob_index)]);
         }
     }
 
@@ -190,11 +190,11 @@ pub(crate) fn tree_encode_path(tree: &[i8], value: i8, start_index: usize) -> Tr
     loop {
         if current_index == start_index {
             // just write the 0 using the prob
-            path.push_front((false, current_index / 2));
+            path.push_front((false, (current_index / 2) as u8));
             break;
         }
         if current_index == start_index + 1 {
-            path.push_front((true, current_index / 2));
+            path.push_front((true, (current_index / 2) as u8));
             break;
         }
 
@@ -206,7 +206,7 @@ pub(crate) fn tree_encode_path(tree: &[i8], value: i8, start_index: usize) -> Tr
             true
         };
 
-        path.push_front((encode_val, current_index / 2));
+        path.push_front((encode_val, (current_index / 2) as u8));
 
         let previous_index = tree
             .iter()
@@ -222,10 +222,10 @@ pub(crate) fn tree_encode_path(tree: &[i8], value: i8, start_index: usize) -> Tr
 
 /// The branches `tree_encode_path` takes, root to leaf, on the stack: it runs
 /// once per coded token, and a `Vec` there made allocation a tenth of the
-/// encoder's time.
+/// encoder's time. Each step is the bit and the index of its probability.
 #[derive(Clone, Copy)]
 pub(crate) struct TreePath {
-    steps: [(bool, usize); TreePath::MAX_DEPTH],
+    steps: [(bool, u8); TreePath::MAX_DEPTH],
     start: usize,
 }
 
@@ -234,16 +234,21 @@ impl TreePath {
     const MAX_DEPTH: usize = 16;
     const EMPTY: TreePath = TreePath { steps: [(false, 0); TreePath::MAX_DEPTH], start: TreePath::MAX_DEPTH };
 
-    fn push_front(&mut self, step: (bool, usize)) {
+    fn push_front(&mut self, step: (bool, u8)) {
         self.start -= 1;
         self.steps[self.start] = step;
+    }
+
+    /// The steps, root to leaf: the order the bits are written in.
+    pub(crate) fn steps(&self) -> &[(bool, u8)] {
+        &self.steps[self.start..]
     }
 }
 
 /// `tree_encode_path(&DCT_TOKEN_TREE, token, start_index)`, computed once
 /// (edgeproxy patch): it runs for every coded token, in the dry run that
 /// counts them and again when they are written.
-pub(crate) fn dct_token_path(token: i8, start_index: usize) -> TreePath {
+pub(crate) fn dct_token_path(token: i8, start_index: usize) -> &'static TreePath {
     static PATHS: std::sync::OnceLock<[[TreePath; NUM_DCT_TOKENS]; 2]> = std::sync::OnceLock::new();
     let paths = PATHS.get_or_init(|| {
         std::array::from_fn(|half_start| {
@@ -254,16 +259,7 @@ pub(crate) fn dct_token_path(token: i8, start_index: usize) -> TreePath {
             })
         })
     });
-    paths[start_index / 2][token as usize]
-}
-
-impl IntoIterator for TreePath {
-    type Item = (bool, usize);
-    type IntoIter = std::iter::Skip<std::array::IntoIter<(bool, usize), { TreePath::MAX_DEPTH }>>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        self.steps.into_iter().skip(self.start)
-    }
+    &paths[start_index / 2][token as usize]
 }
 
 #[cfg(test)]

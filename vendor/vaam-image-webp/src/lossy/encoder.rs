@@ -216,6 +216,56 @@ mod simd {
         Some(i64::from(sum_lanes(sums)))
     }
 
+    /// A 4x4 block of `i32` as four rows.
+    #[inline(always)]
+    pub(super) fn load_rows(block: &[i32; 16]) -> [v128; 4] {
+        std::array::from_fn(|r| i32x4(block[4 * r], block[4 * r + 1], block[4 * r + 2], block[4 * r + 3]))
+    }
+
+    #[inline(always)]
+    pub(super) fn store_rows(rows: [v128; 4]) -> [i32; 16] {
+        std::array::from_fn(|i| match i % 4 {
+            0 => i32x4_extract_lane::<0>(rows[i / 4]),
+            1 => i32x4_extract_lane::<1>(rows[i / 4]),
+            2 => i32x4_extract_lane::<2>(rows[i / 4]),
+            _ => i32x4_extract_lane::<3>(rows[i / 4]),
+        })
+    }
+
+    /// [`super::residual_dct`] of two 4x4 blocks of pixels given as
+    /// vectors (`rows::<4>`).
+    #[inline(always)]
+    pub(super) fn residual_dct(predicted: v128, source: v128) -> [v128; 4] {
+        let d_low = i16x8_sub(u16x8_extend_low_u8x16(source), u16x8_extend_low_u8x16(predicted));
+        let d_high = i16x8_sub(u16x8_extend_high_u8x16(source), u16x8_extend_high_u8x16(predicted));
+        super::transform::simd::dct_rows([
+            i32x4_extend_low_i16x8(d_low),
+            i32x4_extend_high_i16x8(d_low),
+            i32x4_extend_low_i16x8(d_high),
+            i32x4_extend_high_i16x8(d_high),
+        ])
+    }
+
+    /// The quantizers of a 4x4 block's rows: DC first, the rest AC.
+    #[inline(always)]
+    pub(super) fn quant_row(row: usize, (dc, ac): (i16, i16)) -> v128 {
+        let (dc, ac) = (i32::from(dc), i32::from(ac));
+        if row == 0 { i32x4(dc, ac, ac, ac) } else { i32x4_splat(ac) }
+    }
+
+    /// [`super::quantize`] by an `f32` division, exact at these magnitudes:
+    /// every coefficient below 2^15 in magnitude and every quantizer below
+    /// 2^9, a quotient that is not an integer is at least 2^-9 from one,
+    /// more than `f32`'s rounding error of at most 2^-10 here, so
+    /// truncating gives the integer division's result.
+    #[inline(always)]
+    pub(super) fn quantize(rows: [v128; 4], quant: (i16, i16)) -> [v128; 4] {
+        std::array::from_fn(|row| {
+            let divisor = f32x4_convert_i32x4(quant_row(row, quant));
+            i32x4_trunc_sat_f32x4(f32x4_div(f32x4_convert_i32x4(rows[row]), divisor))
+        })
+    }
+
     /// The sum of four i32 lanes.
     #[inline(always)]
     pub(super) fn sum_lanes(v: v128) -> i32 {
@@ -223,47 +273,98 @@ mod simd {
     }
 }
 
-/// The rate-distortion trial of one B_PRED candidate, a 4x4 sub-block
-/// predicted in place: transform, quantize, dequantize, inverse-transform
-/// and reconstruct, as the real pass and the decoder do, then distortion
-/// against the source and `coeff_rate_estimate`'s rate. Four candidates of
-/// each of a macroblock's sixteen sub-blocks run it, so it is the hottest
-/// path of the encoder; on wasm with SIMD128 it runs on whole vectors from
-/// the prediction to the rate (`subblock_simd`), the same integers.
+/// A 4x4 block's residual (source minus prediction, each given by its
+/// first pixel's offset and row stride), transformed.
+fn residual_dct(predicted: &[u8], (p_at, p_stride): (usize, usize), source: &[u8], (s_at, s_stride): (usize, usize)) -> [i32; 16] {
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    {
+        simd::store_rows(simd::residual_dct(
+            simd::rows::<4>(predicted, p_at, p_stride, 0),
+            simd::rows::<4>(source, s_at, s_stride, 0),
+        ))
+    }
+    #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+    {
+        let mut block: [i32; 16] = std::array::from_fn(|i| {
+            let (y, x) = (i / 4, i % 4);
+            i32::from(source[s_at + y * s_stride + x]) - i32::from(predicted[p_at + y * p_stride + x])
+        });
+        transform::dct4x4(&mut block);
+        block
+    }
+}
+
+/// A block's coefficients quantized: divided by the DC quantizer (index 0)
+/// or the AC one, truncating, as the decoder expects them.
+fn quantize(block: &[i32; 16], (dc, ac): (i16, i16)) -> [i32; 16] {
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    {
+        simd::store_rows(simd::quantize(simd::load_rows(block), (dc, ac)))
+    }
+    #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+    {
+        std::array::from_fn(|i| block[i] / i32::from(if i > 0 { ac } else { dc }))
+    }
+}
+
+/// A B_PRED sub-block's search, the hottest path of the encoder: the ten
+/// predictions of a 4x4 sub-block (`predictions`, in
+/// `BPRED_MODE_CANDIDATES`' order) scored by their error (`sse`), and the
+/// rate-distortion trial of the best few (`trial`): transform, quantize,
+/// dequantize, inverse-transform and reconstruct, as the real pass and the
+/// decoder do, then distortion against the source and
+/// `coeff_rate_estimate`'s rate.
+///
+/// On wasm with SIMD128 a block is one vector throughout: the ten
+/// predictions are shuffles of the sub-block's edge, smoothed (libwebp's
+/// approach), instead of each predictor writing into the border buffer;
+/// the same integers, so the same bytes.
 #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
 mod subblock {
-    use super::{coeff_rate_estimate, transform};
+    use super::{coeff_rate_estimate, predict_bmode, quantize, residual_dct, transform, Vp8Encoder};
+
+    /// A 4x4 block of pixels, row by row.
+    pub(super) type Block = [u8; 16];
+
+    /// The 4x4 block at `pixels[at..]`, rows `stride` apart.
+    pub(super) fn load(pixels: &[u8], at: usize, stride: usize) -> Block {
+        std::array::from_fn(|i| pixels[at + (i / 4) * stride + i % 4])
+    }
+
+    /// The sub-block at `pixels[at..]`'s ten predictions from its edge
+    /// (the row above, the column left, above-right): each predictor
+    /// writes into the sub-block, read back (and overwritten by the chosen
+    /// reconstruction later).
+    pub(super) fn predictions(pixels: &mut [u8], at: usize, stride: usize) -> [Block; 10] {
+        let (y0, x0) = (at / stride, at % stride);
+        Vp8Encoder::<Vec<u8>>::BPRED_MODE_CANDIDATES.map(|mode| {
+            predict_bmode(pixels, mode, x0, y0, stride);
+            load(pixels, at, stride)
+        })
+    }
+
+    pub(super) fn sse(a: &Block, b: &Block) -> i64 {
+        a.iter().zip(b).map(|(&p, &q)| i64::from((i32::from(p) - i32::from(q)).pow(2))).sum()
+    }
 
     pub(super) struct Trial {
         pub(super) distortion: i64,
         pub(super) rate: i64,
         dct: [i32; 16],
         quantized: [i32; 16],
-        reconstruction: [u8; 16],
+        reconstruction: Block,
     }
 
-    /// `pixels[at..]`, rows `stride` apart, holds the prediction; `source`
-    /// the 4x4 source pixels; `quant` the DC and AC quantizers.
-    pub(super) fn trial(pixels: &[u8], at: usize, stride: usize, source: &[u8; 16], (dc, ac): (i16, i16)) -> Trial {
+    /// `predicted` against `source` with the DC and AC quantizers `quant`.
+    pub(super) fn trial(predicted: &Block, source: &Block, (dc, ac): (i16, i16)) -> Trial {
         let quant = |index: usize| i32::from(if index > 0 { ac } else { dc });
-        let mut predicted = [0u8; 16];
-        let mut dct = [0i32; 16];
-        for (i, (p, d)) in predicted.iter_mut().zip(&mut dct).enumerate() {
-            *p = pixels[at + (i / 4) * stride + i % 4];
-            *d = i32::from(source[i]) - i32::from(*p);
-        }
-        transform::dct4x4(&mut dct);
-        let quantized: [i32; 16] = std::array::from_fn(|i| dct[i] / quant(i));
+        let dct = residual_dct(predicted, (0, 4), source, (0, 4));
+        let quantized = quantize(&dct, (dc, ac));
         let mut residue: [i32; 16] = std::array::from_fn(|i| quantized[i] * quant(i));
         transform::idct4x4(&mut residue);
-        let reconstruction: [u8; 16] =
+        let reconstruction: Block =
             std::array::from_fn(|i| (i32::from(predicted[i]) + residue[i]).clamp(0, 255) as u8);
-        let distortion = reconstruction
-            .iter()
-            .zip(source)
-            .map(|(&r, &s)| i64::from((i32::from(r) - i32::from(s)).pow(2)))
-            .sum();
-        Trial { distortion, rate: coeff_rate_estimate(&quantized), dct, quantized, reconstruction }
+        Trial { distortion: sse(&reconstruction, source), rate: coeff_rate_estimate(&quantized), dct, quantized, reconstruction }
     }
 
     impl Trial {
@@ -284,17 +385,92 @@ mod subblock {
     }
 }
 
-/// [`subblock`] on wasm with SIMD128: the block as four `i32x4` rows
-/// throughout. Quantizing divides in `f32`, exactly: every coefficient of
-/// a transformed 4x4 residual is below 2^12 in magnitude and every
-/// quantizer below 2^9, so a quotient that is not an integer is at least
-/// 2^-9 from one, more than `f32`'s rounding error, and truncating gives
-/// the integer division's result.
+/// Where each pixel of eight 4x4 predictions (VE, HE, LD, RD, VR, VL, HD,
+/// HU, row by row) comes from: below 16, lane `i` of the edge smoothed in
+/// threes, `avg3(e[i-1], e[i], e[i+1])`; from 16, lane `i - 16` of it
+/// smoothed in twos, `avg2(e[i], e[i+1])`. The edge `e` is L3 L2 L1 L0 P
+/// A0..A7 A7 A7 L3 (left column bottom up, top-left, the row above and
+/// above-right, repeated at the ends as the predictors repeat them), so
+/// `e[-1]` is L3 and lane 31 is L3 itself. Checked against the scalar
+/// predictors in `bpred_shuffles_match_the_predictors`.
+#[cfg_attr(not(any(test, all(target_arch = "wasm32", target_feature = "simd128"))), allow(dead_code))]
+const BPRED_SHUFFLES: [[u8; 16]; 8] = [
+    [5, 6, 7, 8, 5, 6, 7, 8, 5, 6, 7, 8, 5, 6, 7, 8],
+    [3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0],
+    [6, 7, 8, 9, 7, 8, 9, 10, 8, 9, 10, 11, 9, 10, 11, 12],
+    [4, 5, 6, 7, 3, 4, 5, 6, 2, 3, 4, 5, 1, 2, 3, 4],
+    [20, 21, 22, 23, 4, 5, 6, 7, 3, 20, 21, 22, 2, 4, 5, 6],
+    [21, 22, 23, 24, 6, 7, 8, 9, 22, 23, 24, 10, 7, 8, 9, 11],
+    [19, 4, 5, 6, 18, 3, 19, 4, 17, 2, 18, 3, 16, 1, 17, 2],
+    [18, 2, 17, 1, 17, 1, 16, 0, 16, 0, 31, 31, 31, 31, 31, 31],
+];
+
+/// The edge of the sub-block at `pixels[at..]` (rows `stride` apart) in
+/// `BPRED_SHUFFLES`' layout.
+#[cfg_attr(not(any(test, all(target_arch = "wasm32", target_feature = "simd128"))), allow(dead_code))]
+fn bpred_edge(pixels: &[u8], at: usize, stride: usize) -> [u8; 16] {
+    let left = |row: usize| pixels[at + row * stride - 1];
+    let above = &pixels[at - stride - 1..][..9];
+    let mut edge = [left(3), left(2), left(1), left(0), 0, 0, 0, 0, 0, 0, 0, 0, 0, above[8], above[8], left(3)];
+    edge[4..13].copy_from_slice(above);
+    edge
+}
+
+/// [`subblock`] on wasm with SIMD128.
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod subblock {
-    use super::simd::{rows, squared_differences, sum_lanes};
-    use super::transform::simd::{dct_rows, idct_rows};
+    use super::simd::{quant_row, quantize, residual_dct, rows, squared_differences, sum_lanes};
+    use super::transform::simd::idct_rows;
+    use super::{bpred_edge, BPRED_SHUFFLES};
     use core::arch::wasm32::*;
+
+    pub(super) type Block = v128;
+
+    pub(super) fn load(pixels: &[u8], at: usize, stride: usize) -> Block {
+        rows::<4>(pixels, at, stride, 0)
+    }
+
+    fn from_bytes(bytes: [u8; 16]) -> v128 {
+        u64x2(u64::from_le_bytes(bytes[..8].try_into().unwrap()), u64::from_le_bytes(bytes[8..].try_into().unwrap()))
+    }
+
+    pub(super) fn predictions(pixels: &mut [u8], at: usize, stride: usize) -> [Block; 10] {
+        let e = bpred_edge(pixels, at, stride);
+        let edge = from_bytes(e);
+        let previous = i8x16_shuffle::<0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14>(edge, edge);
+        let next = i8x16_shuffle::<1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 15>(edge, edge);
+        // (a + 2b + c + 2) >> 2 exactly, in bytes: the rounding-up average
+        // of b and the rounded-down average of a and c (libwebp's AVG3).
+        let outer = u8x16_sub_sat(u8x16_avgr(previous, next), v128_and(v128_xor(previous, next), u8x16_splat(1)));
+        let threes = u8x16_avgr(outer, edge);
+        let twos = u8x16_avgr(edge, next);
+        let pick = |table: &[u8; 16]| {
+            let indices = from_bytes(*table);
+            // Out-of-range indices select zero: each source fills its own lanes.
+            v128_or(i8x16_swizzle(threes, indices), i8x16_swizzle(twos, i8x16_sub(indices, u8x16_splat(16))))
+        };
+
+        let (left, corner, above) = ([e[3], e[2], e[1], e[0]], e[4], [e[5], e[6], e[7], e[8]]);
+        let dc = (above.iter().chain(&left).map(|&p| u32::from(p)).sum::<u32>() + 4) >> 3;
+        // TM: left + above - corner, clamped by saturating narrowing.
+        let above_twice = u16x8(
+            above[0].into(), above[1].into(), above[2].into(), above[3].into(),
+            above[0].into(), above[1].into(), above[2].into(), above[3].into(),
+        );
+        let tm_rows = |r: usize| {
+            let (first, second) = (u16::from(left[r]), u16::from(left[r + 1]));
+            let left_rows = u16x8(first, first, first, first, second, second, second, second);
+            i16x8_sub(i16x8_add(above_twice, left_rows), i16x8_splat(corner.into()))
+        };
+        let tm = u8x16_narrow_i16x8(tm_rows(0), tm_rows(2));
+
+        let [ve, he, ld, rd, vr, vl, hd, hu] = BPRED_SHUFFLES.each_ref().map(pick);
+        [u8x16_splat(dc as u8), tm, ve, he, ld, rd, vr, vl, hd, hu]
+    }
+
+    pub(super) fn sse(a: &Block, b: &Block) -> i64 {
+        i64::from(sum_lanes(squared_differences(*a, *b)))
+    }
 
     pub(super) struct Trial {
         pub(super) distortion: i64,
@@ -304,25 +480,11 @@ mod subblock {
         reconstruction: v128,
     }
 
-    pub(super) fn trial(pixels: &[u8], at: usize, stride: usize, source: &[u8; 16], (dc, ac): (i16, i16)) -> Trial {
-        let predicted = rows::<4>(pixels, at, stride, 0);
-        let source_pixels = rows::<4>(source, 0, 4, 0);
-        let (p_low, p_high) = (u16x8_extend_low_u8x16(predicted), u16x8_extend_high_u8x16(predicted));
-        let d_low = i16x8_sub(u16x8_extend_low_u8x16(source_pixels), p_low);
-        let d_high = i16x8_sub(u16x8_extend_high_u8x16(source_pixels), p_high);
-        let dct = dct_rows([
-            i32x4_extend_low_i16x8(d_low),
-            i32x4_extend_high_i16x8(d_low),
-            i32x4_extend_low_i16x8(d_high),
-            i32x4_extend_high_i16x8(d_high),
-        ]);
-        let (dc, ac) = (i32::from(dc), i32::from(ac));
-        let quant_row = |row: usize| if row == 0 { i32x4(dc, ac, ac, ac) } else { i32x4_splat(ac) };
-        let quantized: [v128; 4] = std::array::from_fn(|row| {
-            let quotient = f32x4_div(f32x4_convert_i32x4(dct[row]), f32x4_convert_i32x4(quant_row(row)));
-            i32x4_trunc_sat_f32x4(quotient)
-        });
-        let residue = idct_rows(std::array::from_fn(|row| i32x4_mul(quantized[row], quant_row(row))));
+    pub(super) fn trial(predicted: &Block, source: &Block, quant: (i16, i16)) -> Trial {
+        let (p_low, p_high) = (u16x8_extend_low_u8x16(*predicted), u16x8_extend_high_u8x16(*predicted));
+        let dct = residual_dct(*predicted, *source);
+        let quantized = quantize(dct, quant);
+        let residue = idct_rows(std::array::from_fn(|row| i32x4_mul(quantized[row], quant_row(row, quant))));
         let sums = [
             i32x4_add(u32x4_extend_low_u16x8(p_low), residue[0]),
             i32x4_add(u32x4_extend_high_u16x8(p_low), residue[1]),
@@ -337,7 +499,7 @@ mod subblock {
             i32x4_sub(i32x4_add(acc, i32x4_abs(q)), i32x4_ne(q, i32x4_splat(0)))
         });
         Trial {
-            distortion: i64::from(sum_lanes(squared_differences(reconstruction, source_pixels))),
+            distortion: sse(&reconstruction, source),
             rate: i64::from(sum_lanes(rate)),
             dct,
             quantized,
@@ -348,12 +510,7 @@ mod subblock {
     impl Trial {
         /// The unquantized coefficients, which the real pass codes.
         pub(super) fn dct(&self) -> [i32; 16] {
-            std::array::from_fn(|i| match i % 4 {
-                0 => i32x4_extract_lane::<0>(self.dct[i / 4]),
-                1 => i32x4_extract_lane::<1>(self.dct[i / 4]),
-                2 => i32x4_extract_lane::<2>(self.dct[i / 4]),
-                _ => i32x4_extract_lane::<3>(self.dct[i / 4]),
-            })
+            super::simd::store_rows(self.dct)
         }
 
         pub(super) fn all_zero(&self) -> bool {
@@ -464,6 +621,8 @@ fn branch_bit_cost(prob: Prob, branch_is_true: bool) -> f64 {
 const BPRED_RD_CANDIDATES: usize = 4;
 
 /// Predicts one 4x4 sub-block in place with `mode`.
+// (SIMD builds predict a sub-block's ten modes at once by shuffles: `subblock`.)
+#[cfg_attr(all(target_arch = "wasm32", target_feature = "simd128", not(test)), allow(dead_code))]
 fn predict_bmode(y_with_border: &mut [u8], mode: IntraMode, x0: usize, y0: usize, stride: usize) {
     match mode {
         IntraMode::TM => predict_tmpred(y_with_border, 4, x0, y0, stride),
@@ -631,13 +790,11 @@ fn tokenize_block(
     assert!(complexity <= 2);
     let mut complexity = complexity;
 
-    // convert to zigzag and quantize
-    // this is the only lossy part of the encoding
+    // quantize (the only lossy part of the encoding) and zigzag
+    let quantized = quantize(block, (dc_quant, ac_quant));
     let mut zigzag_block = [0i32; 16];
     for i in first_coeff..16 {
-        let zigzag_index = usize::from(ZIGZAG[i]);
-        let quant = if zigzag_index > 0 { ac_quant } else { dc_quant };
-        zigzag_block[i] = block[zigzag_index] / i32::from(quant);
+        zigzag_block[i] = quantized[usize::from(ZIGZAG[i])];
     }
 
     // get index of last coefficient that isn't 0
@@ -727,15 +884,29 @@ fn tokenize_block(
 /// `derive_updated_token_probs`.
 type TokenCounts = [[[[[u64; 2]; NUM_DCT_TOKENS - 1]; 3]; 8]; 4];
 
-/// Adds a frame's tokens (see `tokenize_block`) into `counts`, by
-/// replaying the exact same root-to-leaf tree walk
-/// `write_with_tree_start_index` performs when actually writing a token
-/// (`tree_encode_path`) and counting each branch instead of encoding it.
+/// Adds a frame's tokens (see `tokenize_block`) into `counts`: how often
+/// each token was coded from each start index in each `(plane, band,
+/// context)` bucket, then each of those counts along the token's
+/// root-to-leaf tree walk (`dct_token_path`, the one
+/// `ArithmeticEncoder::write_token` takes to write it), branch by branch.
 fn accumulate_token_events(counts: &mut TokenCounts, events: &[TokenEvent]) {
+    let mut tokens = [[[[[0u32; NUM_DCT_TOKENS]; 2]; 3]; 8]; 4];
     for event in events {
-        let bucket = &mut counts[event.plane as usize][usize::from(event.band)][usize::from(event.context)];
-        for (bit, prob_index) in dct_token_path(event.token, usize::from(event.start_index)) {
-            bucket[prob_index][usize::from(bit)] += 1;
+        let bucket = &mut tokens[event.plane as usize][usize::from(event.band)][usize::from(event.context)];
+        bucket[usize::from(event.start_index / 2)][event.token as usize] += 1;
+    }
+    for (plane, plane_tokens) in tokens.iter().enumerate() {
+        for (band, band_tokens) in plane_tokens.iter().enumerate() {
+            for (context, context_tokens) in band_tokens.iter().enumerate() {
+                let branches = &mut counts[plane][band][context];
+                for (half_start, start_tokens) in context_tokens.iter().enumerate() {
+                    for (token, &n) in start_tokens.iter().enumerate().filter(|&(_, &n)| n > 0) {
+                        for &(bit, prob_index) in dct_token_path(token as i8, 2 * half_start).steps() {
+                            branches[usize::from(prob_index)][usize::from(bit)] += u64::from(n);
+                        }
+                    }
+                }
+            }
         }
     }
 }
@@ -1805,41 +1976,22 @@ impl<W: Write> Vp8Encoder<W> {
                 // far for this sub-block.
                 let mut best: Option<(f64, IntraMode, f64, subblock::Trial)> = None;
 
-                let mut source = [0u8; 16];
-                for (y, row) in source.chunks_exact_mut(4).enumerate() {
-                    row.copy_from_slice(&self.frame.ybuf[y_data_block_index + y * width..][..4]);
-                }
+                let source = subblock::load(&self.frame.ybuf, y_data_block_index, width);
+                let at = y0 * stride + x0;
+                let predictions = subblock::predictions(&mut y_with_border, at, stride);
 
                 // Pre-selection: score every mode by its prediction's own
                 // error plus its signalling cost, and run the full RD trial
                 // (transform, quantize, reconstruct) only on the best few.
-                let mut scored = Self::BPRED_MODE_CANDIDATES.map(|mode| {
-                    predict_bmode(&mut y_with_border, mode, x0, y0, stride);
-                    let sse =
-                        block_sse::<4>(&y_with_border, (y0 * stride + x0, stride), &source, (0, 4));
-                    (
-                        sse as f64 + lambda * bpred_mode_bit_cost(top, left, mode),
-                        mode,
-                    )
+                let mut scored: [(f64, IntraMode, usize); 10] = std::array::from_fn(|k| {
+                    let mode = Self::BPRED_MODE_CANDIDATES[k];
+                    let sse = subblock::sse(&predictions[k], &source);
+                    (sse as f64 + lambda * bpred_mode_bit_cost(top, left, mode), mode, k)
                 });
                 scored.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
 
-                for &(_, mode) in &scored[..BPRED_RD_CANDIDATES] {
-                    // Every 4x4 predictor reads only border pixels that are
-                    // already committed - either from outside this
-                    // macroblock, or from an earlier sub-block in raster
-                    // order - and writes only its own 4x4 interior. So
-                    // trying candidates back to back on the same buffer is
-                    // safe: nothing one candidate's prediction writes is
-                    // ever read by the next candidate's prediction.
-                    predict_bmode(&mut y_with_border, mode, x0, y0, stride);
-                    let trial = subblock::trial(
-                        &y_with_border,
-                        y0 * stride + x0,
-                        stride,
-                        &source,
-                        (segment.ydc, segment.yac),
-                    );
+                for &(_, mode, k) in &scored[..BPRED_RD_CANDIDATES] {
+                    let trial = subblock::trial(&predictions[k], &source, (segment.ydc, segment.yac));
                     let rate = trial.rate as f64 + bpred_mode_bit_cost(top, left, mode);
                     let cost = trial.distortion as f64 + lambda * rate;
                     if best.as_ref().is_none_or(|(best_cost, ..)| cost < *best_cost) {
@@ -1855,7 +2007,7 @@ impl<W: Write> Vp8Encoder<W> {
                 // (and, once this mode is chosen for real, later
                 // macroblocks) predict from the same lossy reconstruction
                 // the decoder will have, rather than from source pixels.
-                trial.write_reconstruction(&mut y_with_border, y0 * stride + x0, stride);
+                trial.write_reconstruction(&mut y_with_border, at, stride);
 
                 chosen_modes[i] = mode;
                 y_dct[i * 16..][..16].copy_from_slice(&trial.dct());
@@ -2369,21 +2521,12 @@ impl<W: Write> Vp8Encoder<W> {
                 let block_index = block_y * 16 * 4 + block_x * 16;
                 let border_block_index = (block_y * 4 + 1) * stride + block_x * 4 + 1;
                 let y_data_block_index = (mby * 16 + block_y * 4) * width + mbx * 16 + block_x * 4;
-
-                let mut block = [0i32; 16];
-                for y in 0..4 {
-                    for x in 0..4 {
-                        let predicted_index = border_block_index + y * stride + x;
-                        let predicted_value = predicted_y_block[predicted_index];
-                        let actual_index = y_data_block_index + y * width + x;
-                        let actual_value = self.frame.ybuf[actual_index];
-                        block[y * 4 + x] = i32::from(actual_value) - i32::from(predicted_value);
-                    }
-                }
-
-                // transform block before copying it into main block
-                transform::dct4x4(&mut block);
-
+                let block = residual_dct(
+                    predicted_y_block,
+                    (border_block_index, stride),
+                    &self.frame.ybuf,
+                    (y_data_block_index, width),
+                );
                 luma_blocks[block_index..][..16].copy_from_slice(&block);
             }
         }
@@ -2409,15 +2552,11 @@ impl<W: Write> Vp8Encoder<W> {
             *value /= i32::from(quant);
         }
 
-        // quantize the y blocks
+        // quantize the y blocks (their DC is in the Y2 block)
         for y_block in luma_blocks.chunks_exact_mut(16) {
-            for (index, y_value) in y_block.iter_mut().enumerate() {
-                if index == 0 {
-                    *y_value = 0;
-                } else {
-                    *y_value /= i32::from(segment.yac);
-                }
-            }
+            let y_block: &mut [i32; 16] = y_block.try_into().unwrap();
+            *y_block = quantize(y_block, (segment.yac, segment.yac));
+            y_block[0] = 0;
         }
 
         Luma16x16Coeffs {
@@ -2668,21 +2807,12 @@ impl<W: Write> Vp8Encoder<W> {
                 let border_block_index = (block_y * 4 + 1) * stride + block_x * 4 + 1;
                 let chroma_data_block_index =
                     (mby * 8 + block_y * 4) * chroma_width + mbx * 8 + block_x * 4;
-
-                let mut chroma_block = [0i32; 16];
-                for y in 0..4 {
-                    for x in 0..4 {
-                        let predicted_index = border_block_index + y * stride + x;
-                        let predicted_value = predicted_chroma[predicted_index];
-                        let actual_index = chroma_data_block_index + y * chroma_width + x;
-                        let actual_value = chroma_data[actual_index];
-                        chroma_block[y * 4 + x] =
-                            i32::from(actual_value) - i32::from(predicted_value);
-                    }
-                }
-
-                transform::dct4x4(&mut chroma_block);
-
+                let chroma_block = residual_dct(
+                    predicted_chroma,
+                    (border_block_index, stride),
+                    chroma_data,
+                    (chroma_data_block_index, chroma_width),
+                );
                 chroma_blocks[block_index..][..16].copy_from_slice(&chroma_block);
             }
         }
@@ -2696,21 +2826,9 @@ impl<W: Write> Vp8Encoder<W> {
         segment: &Segment,
     ) -> ChromaCoeffs {
         let mut chroma_coeffs: ChromaCoeffs = [0i32; 16 * 4];
-
-        for (block, coeff_block) in chroma_blocks
-            .chunks_exact(16)
-            .zip(chroma_coeffs.chunks_exact_mut(16))
-        {
-            for ((index, &value), coeff) in block.iter().enumerate().zip(coeff_block.iter_mut()) {
-                let quant = if index > 0 {
-                    segment.uvac
-                } else {
-                    segment.uvdc
-                };
-                *coeff = value / i32::from(quant);
-            }
+        for (block, coeff_block) in chroma_blocks.chunks_exact(16).zip(chroma_coeffs.chunks_exact_mut(16)) {
+            coeff_block.copy_from_slice(&quantize(block.try_into().unwrap(), (segment.uvdc, segment.uvac)));
         }
-
         chroma_coeffs
     }
 
@@ -2955,6 +3073,38 @@ mod tests {
                     via_write.left_b_pred, via_advance.left_b_pred,
                     "left_b_pred diverged for mbx={mbx}"
                 );
+            }
+        }
+    }
+
+    /// The SIMD predictions are shuffles of the smoothed edge by
+    /// `BPRED_SHUFFLES`; here the same picks, in scalar, must equal what
+    /// the predictors write, for every sub-block position of random
+    /// borders (the extremes included: the smoothing rounds at 0 and 255).
+    #[test]
+    fn bpred_shuffles_match_the_predictors() {
+        let avg3 = |a: u8, b: u8, c: u8| ((u16::from(a) + 2 * u16::from(b) + u16::from(c) + 2) >> 2) as u8;
+        let avg2 = |a: u8, b: u8| ((u16::from(a) + u16::from(b) + 1) >> 1) as u8;
+        let mut random = Xorshift32(0x9e37_79b9);
+        for round in 0..64 {
+            let mut pixels: Vec<u8> = (0..LUMA_BLOCK_SIZE)
+                .map(|_| match round % 4 {
+                    0 => random.next_u8() % 2 * 255,
+                    _ => random.next_u8(),
+                })
+                .collect();
+            for (y0, x0) in (0..4).flat_map(|y| (0..4).map(move |x| (4 * y + 1, 4 * x + 1))) {
+                let at = y0 * LUMA_STRIDE + x0;
+                let e = bpred_edge(&pixels, at, LUMA_STRIDE);
+                let threes: [u8; 16] = std::array::from_fn(|i| avg3(e[i.max(1) - 1], e[i], e[(i + 1).min(15)]));
+                let twos: [u8; 16] = std::array::from_fn(|i| avg2(e[i], e[(i + 1).min(15)]));
+                let modes = [IntraMode::VE, IntraMode::HE, IntraMode::LD, IntraMode::RD, IntraMode::VR, IntraMode::VL, IntraMode::HD, IntraMode::HU];
+                for (mode, table) in modes.into_iter().zip(&BPRED_SHUFFLES) {
+                    let picked = table.map(|t| if t < 16 { threes[usize::from(t)] } else { twos[usize::from(t) - 16] });
+                    predict_bmode(&mut pixels, mode, x0, y0, LUMA_STRIDE);
+                    let predicted = subblock::load(&pixels, at, LUMA_STRIDE);
+                    assert_eq!(picked, predicted, "{mode:?} at ({x0}, {y0})");
+                }
             }
         }
     }

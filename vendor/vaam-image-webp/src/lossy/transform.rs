@@ -133,15 +133,12 @@ pub(crate) fn wht4x4(block: &mut [i32; 16]) {
     }
 }
 
+// (SIMD builds transform whole vectors, `simd::dct_rows`, instead.)
+#[cfg_attr(all(target_arch = "wasm32", target_feature = "simd128"), allow(dead_code))]
 pub(crate) fn dct4x4(block: &mut [i32; 16]) {
     // The intermediate results may overflow the types, so we stretch the type.
     fn fetch(block: &[i32], idx: usize) -> i64 {
         i64::from(block[idx])
-    }
-
-    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-    if simd::dct4x4(block) {
-        return;
     }
 
     // vertical
@@ -253,17 +250,9 @@ pub(crate) mod simd {
         transpose([round(o0), round(o1), round(o2), round(o3)])
     }
 
-    pub(super) fn dct4x4(block: &mut [i32; 16]) -> bool {
-        let rows = load(block);
-        if !within_exact_range(&rows) {
-            return false;
-        }
-        store(block, dct_rows(rows));
-        true
-    }
-
     /// The forward transform of a block given and returned as four rows;
-    /// every input within +-`EXACT_IN_I32`.
+    /// every input within +-`EXACT_IN_I32` (the encoder's residuals are
+    /// within +-255).
     #[inline(always)]
     pub(crate) fn dct_rows(rows: [v128; 4]) -> [v128; 4] {
         // The scalar code's first loop works along rows: transpose so that
