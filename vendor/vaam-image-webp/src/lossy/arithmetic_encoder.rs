@@ -59,31 +59,34 @@ impl ArithmeticEncoder {
     pub(crate) fn write_bool(&mut self, bool_to_write: bool, probability: u8) {
         let split = 1 + (((self.range - 1) * u32::from(probability)) >> 8);
 
+        let mut range = split;
         if bool_to_write {
             self.bottom += split;
-            self.range -= split;
-        } else {
-            self.range = split;
+            range = self.range - split;
         }
 
-        while self.range < 128 {
-            self.range <<= 1;
-
-            if self.bottom & (1 << 31) != 0 {
+        // Normalize in one step, as libvpx's `vp8_encode_bool` does (the
+        // spec's loop doubles `range` back into 128..=255 a bit at a time,
+        // writing a byte whenever `bit_num` more bits have gone out, with
+        // any carry out of bit 31 rippling into the bytes written): `shift`
+        // doublings, and at most one byte, once `shift` reaches `bit_num`.
+        let mut shift = range.leading_zeros() as i32 - 24;
+        range <<= shift;
+        let past_byte = shift - self.bit_num;
+        if past_byte >= 0 {
+            let to_byte = self.bit_num;
+            if (self.bottom << (to_byte - 1)) & (1 << 31) != 0 {
                 self.add_one_to_output();
             }
-            self.bottom <<= 1;
-
-            self.bit_num -= 1;
-            // we have a byte now so can write it
-            if self.bit_num == 0 {
-                let new_value = (self.bottom >> 24) as u8;
-                self.writer.push(new_value);
-                // only keep low 3 bytes
-                self.bottom &= (1 << 24) - 1;
-                self.bit_num = 8;
-            }
+            self.writer.push((self.bottom >> (24 - to_byte)) as u8);
+            self.bottom = (self.bottom << to_byte) & ((1 << 24) - 1);
+            shift = past_byte;
+            self.bit_num = 8 - past_byte;
+        } else {
+            self.bit_num = -past_byte;
         }
+        self.bottom <<= shift;
+        self.range = range;
     }
 
     pub(crate) fn write_literal(&mut self, num_bits: u8, value: u8) {

@@ -66,28 +66,19 @@ struct MacroblockInfo {
     coeffs_skipped: bool,
 }
 
+// The trials transform block by block; this, and the helpers that build
+// and invert it, are the straightforward whole-macroblock path the tests
+// hold them to (`transform_luma_block`).
+#[cfg(test)]
 struct Luma16x16Coeffs {
     y2_coeffs: [i32; 16],
     y_coeffs: LumaYCoeffs,
 }
 
-/// What a macroblock's mode decision leaves for the pass that commits it:
-/// the chosen modes, and the chosen trials' unquantized DCT coefficients
-/// and reconstructions (the borders later macroblocks predict from), so
-/// that nothing is predicted and transformed again once chosen.
-struct MacroblockDecision {
-    info: MacroblockInfo,
-    y_dct: LumaYCoeffs,
-    u_dct: ChromaCoeffs,
-    v_dct: ChromaCoeffs,
-    y_recon: [u8; LUMA_BLOCK_SIZE],
-    u_recon: [u8; CHROMA_BLOCK_SIZE],
-    v_recon: [u8; CHROMA_BLOCK_SIZE],
-}
-
 /// One luma trial (a 16x16 mode, or B_PRED): its unquantized DCT
 /// coefficients, its reconstruction with the border it predicted from,
 /// and whether every quantized coefficient is zero.
+#[derive(Clone)]
 struct LumaTrial {
     dct: LumaYCoeffs,
     recon: [u8; LUMA_BLOCK_SIZE],
@@ -95,12 +86,45 @@ struct LumaTrial {
 }
 
 /// One chroma trial, both planes: as [`LumaTrial`].
+#[derive(Clone)]
 struct ChromaTrial {
     u_dct: ChromaCoeffs,
     v_dct: ChromaCoeffs,
     u_recon: [u8; CHROMA_BLOCK_SIZE],
     v_recon: [u8; CHROMA_BLOCK_SIZE],
     all_zero: bool,
+}
+
+/// Where a macroblock's mode decision runs its trials: two of each kind,
+/// the best so far and the next candidate, so that no trial is copied.
+/// After `Vp8Encoder::decide_macroblock`, the chosen ones hold the
+/// coefficients and reconstructions the first pass commits, so that nothing
+/// is predicted and transformed again once chosen.
+struct TrialSlots {
+    luma: [LumaTrial; 2],
+    chroma: [ChromaTrial; 2],
+}
+
+impl TrialSlots {
+    fn new() -> Box<Self> {
+        let luma = LumaTrial { dct: [0; 16 * 16], recon: [0; LUMA_BLOCK_SIZE], all_zero: true };
+        let chroma = ChromaTrial {
+            u_dct: [0; 16 * 4],
+            v_dct: [0; 16 * 4],
+            u_recon: [0; CHROMA_BLOCK_SIZE],
+            v_recon: [0; CHROMA_BLOCK_SIZE],
+            all_zero: true,
+        };
+        Box::new(Self { luma: [luma.clone(), luma], chroma: [chroma.clone(), chroma] })
+    }
+}
+
+/// A macroblock's mode decision: the modes, and which of the `TrialSlots`
+/// hold the chosen trials.
+struct MacroblockDecision {
+    info: MacroblockInfo,
+    luma_slot: usize,
+    chroma_slot: usize,
 }
 
 type LumaYCoeffs = [i32; 16 * 16];
@@ -1752,7 +1776,7 @@ impl<W: Write> Vp8Encoder<W> {
     /// once per macroblock, in `encode_image`, using the mode this function
     /// returns - so the borders the *next* macroblock predicts from are
     /// always the actual reconstruction of the chosen mode, never a trial.
-    fn decide_macroblock(&self, mbx: usize, mby: usize) -> MacroblockDecision {
+    fn decide_macroblock(&self, mbx: usize, mby: usize, slots: &mut TrialSlots) -> MacroblockDecision {
         // The one place a macroblock's segment id is decided - every other
         // reader of `MacroblockInfo::segment_id` (quantisation, residual
         // coding, reconstruction) just threads this same value through, so
@@ -1762,19 +1786,18 @@ impl<W: Write> Vp8Encoder<W> {
         let segment = self.segments[segment_id as usize];
         let lambda = mode_decision_lambda(&segment);
 
-        let mut best_luma: Option<(f64, LumaMode, LumaTrial)> = None;
+        // (cost, mode, slot) of the best 16x16 mode so far; each trial runs
+        // in the slot the best one does not hold.
+        let mut best_luma: Option<(f64, LumaMode, usize)> = None;
         for &mode in &Self::LUMA_MODE_CANDIDATES {
-            let (distortion, rate, trial) = self.trial_luma_16x16(mode, mbx, mby, &segment);
+            let slot = best_luma.map_or(0, |(.., best)| 1 - best);
+            let (distortion, rate) = self.trial_luma_16x16(mode, mbx, mby, &segment, &mut slots.luma[slot]);
             let cost = distortion as f64 + lambda * rate as f64;
-            let better = match &best_luma {
-                None => true,
-                Some((best_cost, ..)) => cost < *best_cost,
-            };
-            if better {
-                best_luma = Some((cost, mode, trial));
+            if best_luma.is_none_or(|(best_cost, ..)| cost < best_cost) {
+                best_luma = Some((cost, mode, slot));
             }
         }
-        let (best_16x16_cost, luma_mode_16x16, luma_16x16) =
+        let (best_16x16_cost, luma_mode_16x16, luma_16x16_slot) =
             best_luma.expect("LUMA_MODE_CANDIDATES is non-empty");
 
         // B_PRED candidate: a sequential, per-sub-block search (see
@@ -1784,39 +1807,38 @@ impl<W: Write> Vp8Encoder<W> {
         // so the comparison is apples to apples.
         // The trial gives up (`None`) as soon as its running cost reaches
         // the best 16x16 cost, which it then could not beat.
-        let bpred = self.trial_luma_bpred(mbx, mby, &segment, lambda, best_16x16_cost);
+        let bpred_slot = 1 - luma_16x16_slot;
+        let bpred =
+            self.trial_luma_bpred(mbx, mby, &segment, lambda, best_16x16_cost, &mut slots.luma[bpred_slot]);
 
         // B_PRED has no Y2 block (`tokenize_macroblock` branches on this
         // exact condition), so its "all zero" check only looks at the 16
         // sub-blocks' own coefficients - there is no separate Y2 plane to
         // also check, unlike the 16x16 modes just below.
-        let (luma_mode, luma_bpred, luma) = match bpred {
-            Some((bpred_modes, trial)) => (LumaMode::B, Some(bpred_modes), trial),
-            None => (luma_mode_16x16, None, luma_16x16),
+        let (luma_mode, luma_bpred, luma_slot) = match bpred {
+            Some(bpred_modes) => (LumaMode::B, Some(bpred_modes), bpred_slot),
+            None => (luma_mode_16x16, None, luma_16x16_slot),
         };
 
-        let mut best_chroma: Option<(f64, ChromaMode, ChromaTrial)> = None;
+        let mut best_chroma: Option<(f64, ChromaMode, usize)> = None;
         for &mode in &Self::CHROMA_MODE_CANDIDATES {
-            let (distortion, rate, trial) = self.trial_chroma(mode, mbx, mby, &segment);
+            let slot = best_chroma.map_or(0, |(.., best)| 1 - best);
+            let (distortion, rate) = self.trial_chroma(mode, mbx, mby, &segment, &mut slots.chroma[slot]);
             let cost = distortion as f64 + lambda * rate as f64;
-            let better = match &best_chroma {
-                None => true,
-                Some((best_cost, ..)) => cost < *best_cost,
-            };
-            if better {
-                best_chroma = Some((cost, mode, trial));
+            if best_chroma.is_none_or(|(best_cost, ..)| cost < best_cost) {
+                best_chroma = Some((cost, mode, slot));
             }
         }
-        let (_, chroma_mode, chroma) = best_chroma.expect("CHROMA_MODE_CANDIDATES is non-empty");
+        let (_, chroma_mode, chroma_slot) = best_chroma.expect("CHROMA_MODE_CANDIDATES is non-empty");
 
         // The macroblock can be signalled as skipped iff the chosen modes
-        // leave every quantized coefficient at zero - luma (`luma_all_zero`,
-        // computed above from either the 16x16 y2+y coefficients or the
+        // leave every quantized coefficient at zero - luma (`all_zero`,
+        // computed by the trials from either the 16x16 y2+y coefficients or the
         // B_PRED sub-blocks' own coefficients, whichever mode won) and both
         // chroma planes. `write_macroblock_header` / `encode_image` are what
         // actually act on this flag; this is purely "would every block
         // we're about to write be empty".
-        let coeffs_skipped = luma.all_zero && chroma.all_zero;
+        let coeffs_skipped = slots.luma[luma_slot].all_zero && slots.chroma[chroma_slot].all_zero;
 
         MacroblockDecision {
             info: MacroblockInfo {
@@ -1826,12 +1848,8 @@ impl<W: Write> Vp8Encoder<W> {
                 segment_id: Some(segment_id as usize),
                 coeffs_skipped,
             },
-            y_dct: luma.dct,
-            u_dct: chroma.u_dct,
-            v_dct: chroma.v_dct,
-            y_recon: luma.recon,
-            u_recon: chroma.u_recon,
-            v_recon: chroma.v_recon,
+            luma_slot,
+            chroma_slot,
         }
     }
 
@@ -1846,32 +1864,41 @@ impl<W: Write> Vp8Encoder<W> {
         mbx: usize,
         mby: usize,
         segment: &Segment,
-    ) -> (i64, i64, LumaTrial) {
-        let y_with_border = self.get_predicted_luma_block_16x16(luma_mode, mbx, mby);
-        let dct = self.get_luma_blocks_from_predicted_16x16(&y_with_border, mbx, mby);
-        let mut coeffs = self.get_luma_block_coeffs_16x16(dct, segment);
-        let dequantized_blocks =
-            self.get_dequantized_blocks_from_coeffs_luma_16x16(&mut coeffs, segment);
+        trial: &mut LumaTrial,
+    ) -> (i64, i64) {
+        trial.recon = self.get_predicted_luma_block_16x16(luma_mode, mbx, mby);
+        trial.dct = self.get_luma_blocks_from_predicted_16x16(&trial.recon, mbx, mby);
 
-        // Reconstruct into a copy of the predicted block so this trial never
-        // touches `self.top_border_y` / `self.left_border_y`.
-        let mut recon = y_with_border;
-        for y in 0usize..4 {
-            for x in 0usize..4 {
-                let i = x + y * 4;
-                let rb: &[i32; 16] = dequantized_blocks[i * 16..][..16].try_into().unwrap();
-                add_residue(&mut recon, rb, 1 + y * 4, 1 + x * 4, LUMA_STRIDE);
-            }
+        // The blocks' DC coefficients go in the Y2 block, through the WHT;
+        // dequantized and inverse-transformed as the decoder does, they are
+        // the blocks' DCs again.
+        let mut y2 = get_coeffs0_from_block(&trial.dct);
+        transform::wht4x4(&mut y2);
+        let y2_quantized = quantize(&y2, (segment.y2dc, segment.y2ac));
+        let mut dcs: [i32; 16] = std::array::from_fn(|i| {
+            y2_quantized[i] * i32::from(if i > 0 { segment.y2ac } else { segment.y2dc })
+        });
+        transform::iwht4x4(&mut dcs);
+
+        // The rate and whether all is zero are taken of the dequantized,
+        // inverse-transformed values (the encoder's calibration of
+        // `LAMBDA_SCALE`). The reconstruction never touches
+        // `self.top_border_y` / `self.left_border_y`.
+        let mut rate = coeff_rate_estimate(&dcs);
+        let mut all_zero = dcs.iter().all(|&c| c == 0);
+        for (k, &dc) in dcs.iter().enumerate() {
+            let block: &[i32; 16] = trial.dct[k * 16..][..16].try_into().unwrap();
+            let quantized = quantize(block, (segment.yac, segment.yac));
+            let mut residue: [i32; 16] = std::array::from_fn(|i| quantized[i] * i32::from(segment.yac));
+            residue[0] = dc;
+            transform::idct4x4(&mut residue);
+            rate += coeff_rate_estimate(&residue);
+            all_zero &= residue.iter().all(|&c| c == 0);
+            add_residue(&mut trial.recon, &residue, 1 + (k / 4) * 4, 1 + (k % 4) * 4, LUMA_STRIDE);
         }
+        trial.all_zero = all_zero;
 
-        let distortion = self.luma_sse(&recon, mbx, mby);
-        // (Of the coefficients as dequantized and inverse-transformed in
-        // place above: the encoder's calibration of `LAMBDA_SCALE`.)
-        let rate = coeff_rate_estimate(&coeffs.y2_coeffs) + coeff_rate_estimate(&coeffs.y_coeffs);
-        let all_zero =
-            coeffs.y2_coeffs.iter().all(|&c| c == 0) && coeffs.y_coeffs.iter().all(|&c| c == 0);
-
-        (distortion, rate, LumaTrial { dct, recon, all_zero })
+        (self.luma_sse(&trial.recon, mbx, mby), rate)
     }
 
     /// Sum of squared error between a trial reconstruction of a 16x16 luma
@@ -1930,7 +1957,8 @@ impl<W: Write> Vp8Encoder<W> {
         segment: &Segment,
         lambda: f64,
         cost_to_beat: f64,
-    ) -> Option<([IntraMode; 16], LumaTrial)> {
+        trial: &mut LumaTrial,
+    ) -> Option<[IntraMode; 16]> {
         let stride = LUMA_STRIDE;
         let mbw = self.macroblock_width;
         let width = usize::from(mbw * 16);
@@ -2028,7 +2056,8 @@ impl<W: Write> Vp8Encoder<W> {
             }
         }
 
-        Some((chosen_modes, LumaTrial { dct: y_dct, recon: y_with_border, all_zero }))
+        *trial = LumaTrial { dct: y_dct, recon: y_with_border, all_zero };
+        Some(chosen_modes)
     }
 
     /// RD trial for one candidate chroma prediction mode, covering both U
@@ -2040,57 +2069,33 @@ impl<W: Write> Vp8Encoder<W> {
         mbx: usize,
         mby: usize,
         segment: &Segment,
-    ) -> (i64, i64, ChromaTrial) {
-        let mut predicted_u = self.get_predicted_chroma_block(
-            chroma_mode,
-            mbx,
-            mby,
-            &self.top_border_u,
-            &self.left_border_u,
-        );
-        let mut predicted_v = self.get_predicted_chroma_block(
-            chroma_mode,
-            mbx,
-            mby,
-            &self.top_border_v,
-            &self.left_border_v,
-        );
-
-        let u_blocks =
-            self.get_chroma_blocks_from_predicted(&predicted_u, &self.frame.ubuf, mbx, mby);
-        let v_blocks =
-            self.get_chroma_blocks_from_predicted(&predicted_v, &self.frame.vbuf, mbx, mby);
-
-        let u_coeffs = self.get_chroma_block_coeffs(u_blocks, segment);
-        let v_coeffs = self.get_chroma_block_coeffs(v_blocks, segment);
-
-        let dequantized_u = self.get_dequantized_blocks_from_coeffs_chroma(&u_coeffs, segment);
-        let dequantized_v = self.get_dequantized_blocks_from_coeffs_chroma(&v_coeffs, segment);
-
-        for y in 0usize..2 {
-            for x in 0usize..2 {
-                let i = x + y * 2;
-                let urb: &[i32; 16] = dequantized_u[i * 16..][..16].try_into().unwrap();
-                add_residue(&mut predicted_u, urb, 1 + y * 4, 1 + x * 4, CHROMA_STRIDE);
-
-                let vrb: &[i32; 16] = dequantized_v[i * 16..][..16].try_into().unwrap();
-                add_residue(&mut predicted_v, vrb, 1 + y * 4, 1 + x * 4, CHROMA_STRIDE);
+        trial: &mut ChromaTrial,
+    ) -> (i64, i64) {
+        let quant = (segment.uvdc, segment.uvac);
+        let mut rate = 0;
+        let mut all_zero = true;
+        let planes = [
+            (&self.top_border_u, &self.left_border_u, &self.frame.ubuf, &mut trial.u_dct, &mut trial.u_recon),
+            (&self.top_border_v, &self.left_border_v, &self.frame.vbuf, &mut trial.v_dct, &mut trial.v_recon),
+        ];
+        for (top, left, source, dct, recon) in planes {
+            *recon = self.get_predicted_chroma_block(chroma_mode, mbx, mby, top, left);
+            *dct = self.get_chroma_blocks_from_predicted(recon, source, mbx, mby);
+            for k in 0..4 {
+                let quantized = quantize(dct[k * 16..][..16].try_into().unwrap(), quant);
+                rate += coeff_rate_estimate(&quantized);
+                all_zero &= quantized.iter().all(|&c| c == 0);
+                let mut residue: [i32; 16] =
+                    std::array::from_fn(|i| quantized[i] * i32::from(if i > 0 { quant.1 } else { quant.0 }));
+                transform::idct4x4(&mut residue);
+                add_residue(recon, &residue, 1 + (k / 2) * 4, 1 + (k % 2) * 4, CHROMA_STRIDE);
             }
         }
+        trial.all_zero = all_zero;
 
-        let distortion = self.chroma_sse(&predicted_u, &self.frame.ubuf, mbx, mby)
-            + self.chroma_sse(&predicted_v, &self.frame.vbuf, mbx, mby);
-        let rate = coeff_rate_estimate(&u_coeffs) + coeff_rate_estimate(&v_coeffs);
-        let all_zero = u_coeffs.iter().chain(&v_coeffs).all(|&c| c == 0);
-        let trial = ChromaTrial {
-            u_dct: u_blocks,
-            v_dct: v_blocks,
-            u_recon: predicted_u,
-            v_recon: predicted_v,
-            all_zero,
-        };
-
-        (distortion, rate, trial)
+        let distortion = self.chroma_sse(&trial.u_recon, &self.frame.ubuf, mbx, mby)
+            + self.chroma_sse(&trial.v_recon, &self.frame.vbuf, mbx, mby);
+        (distortion, rate)
     }
 
     /// Sum of squared error between a trial reconstruction of one 8x8 chroma
@@ -2127,6 +2132,7 @@ impl<W: Write> Vp8Encoder<W> {
     fn count_skipped_macroblocks(&mut self) -> (u32, u32) {
         let mut total = 0u32;
         let mut skipped = 0u32;
+        let mut slots = TrialSlots::new();
 
         for mby in 0..self.macroblock_height {
             self.left_complexity = Complexity::default();
@@ -2136,18 +2142,19 @@ impl<W: Write> Vp8Encoder<W> {
             self.left_border_v = [129u8; 8 + 1];
 
             for mbx in 0..self.macroblock_width {
-                let decision = self.decide_macroblock(mbx.into(), mby.into());
+                let decision = self.decide_macroblock(mbx.into(), mby.into(), &mut slots);
                 let info = decision.info;
+                let (luma, chroma) = (&slots.luma[decision.luma_slot], &slots.chroma[decision.chroma_slot]);
                 self.advance_bpred_context(&info, mbx.into());
                 // The chosen trials' reconstructions are what the decoder
                 // will have: the borders the next macroblocks predict from.
-                self.set_luma_borders(mbx.into(), &decision.y_recon);
-                self.set_chroma_borders(mbx.into(), &decision.u_recon, &decision.v_recon);
+                self.set_luma_borders(mbx.into(), &luma.recon);
+                self.set_chroma_borders(mbx.into(), &chroma.u_recon, &chroma.v_recon);
 
                 let idx = usize::from(mby) * usize::from(self.macroblock_width) + usize::from(mbx);
                 self.mb_info_cache[idx] = Some(info);
                 let cached = &mut self.mb_coeff_cache[idx];
-                let dct = decision.y_dct.iter().chain(&decision.u_dct).chain(&decision.v_dct);
+                let dct = luma.dct.iter().chain(&chroma.u_dct).chain(&chroma.v_dct);
                 for (slot, &c) in cached.iter_mut().zip(dct) {
                     *slot = c as i16;
                 }
@@ -2535,6 +2542,7 @@ impl<W: Write> Vp8Encoder<W> {
     }
 
     // converts the predicted y block to the coeffs
+    #[cfg(test)]
     fn get_luma_block_coeffs_16x16(
         &self,
         mut luma_blocks: [i32; 16 * 16],
@@ -2565,6 +2573,7 @@ impl<W: Write> Vp8Encoder<W> {
         }
     }
 
+    #[cfg(test)]
     fn get_dequantized_blocks_from_coeffs_luma_16x16(
         &self,
         coeffs: &mut Luma16x16Coeffs,
@@ -2820,6 +2829,7 @@ impl<W: Write> Vp8Encoder<W> {
         chroma_blocks
     }
 
+    #[cfg(test)]
     fn get_chroma_block_coeffs(
         &self,
         chroma_blocks: [i32; 16 * 4],
@@ -2832,6 +2842,7 @@ impl<W: Write> Vp8Encoder<W> {
         chroma_coeffs
     }
 
+    #[cfg(test)]
     fn get_dequantized_blocks_from_coeffs_chroma(
         &self,
         chroma_coeffs: &ChromaCoeffs,
@@ -3188,7 +3199,7 @@ mod tests {
             encoder.left_border_v = [129u8; 8 + 1];
 
             for mbx in 0..encoder.macroblock_width {
-                let info = encoder.decide_macroblock(mbx.into(), mby.into()).info;
+                let info = encoder.decide_macroblock(mbx.into(), mby.into(), &mut TrialSlots::new()).info;
                 encoder.write_macroblock_header(&info, mbx.into());
 
                 let y_block_data = encoder.transform_luma_block(mbx.into(), mby.into(), &info);
