@@ -243,17 +243,21 @@ mod simd {
     /// A 4x4 block of `i32` as four rows.
     #[inline(always)]
     pub(super) fn load_rows(block: &[i32; 16]) -> [v128; 4] {
-        std::array::from_fn(|r| i32x4(block[4 * r], block[4 * r + 1], block[4 * r + 2], block[4 * r + 3]))
+        // (Not `array::from_fn`: its closures are left uninlined in hot loops.)
+        let row = |r: usize| i32x4(block[4 * r], block[4 * r + 1], block[4 * r + 2], block[4 * r + 3]);
+        [row(0), row(1), row(2), row(3)]
     }
 
     #[inline(always)]
     pub(super) fn store_rows(rows: [v128; 4]) -> [i32; 16] {
-        std::array::from_fn(|i| match i % 4 {
-            0 => i32x4_extract_lane::<0>(rows[i / 4]),
-            1 => i32x4_extract_lane::<1>(rows[i / 4]),
-            2 => i32x4_extract_lane::<2>(rows[i / 4]),
-            _ => i32x4_extract_lane::<3>(rows[i / 4]),
-        })
+        let mut block = [0; 16];
+        for (r, &row) in rows.iter().enumerate() {
+            block[4 * r] = i32x4_extract_lane::<0>(row);
+            block[4 * r + 1] = i32x4_extract_lane::<1>(row);
+            block[4 * r + 2] = i32x4_extract_lane::<2>(row);
+            block[4 * r + 3] = i32x4_extract_lane::<3>(row);
+        }
+        block
     }
 
     /// [`super::residual_dct`] of two 4x4 blocks of pixels given as
@@ -284,10 +288,11 @@ mod simd {
     /// truncating gives the integer division's result.
     #[inline(always)]
     pub(super) fn quantize(rows: [v128; 4], quant: (i16, i16)) -> [v128; 4] {
-        std::array::from_fn(|row| {
-            let divisor = f32x4_convert_i32x4(quant_row(row, quant));
-            i32x4_trunc_sat_f32x4(f32x4_div(f32x4_convert_i32x4(rows[row]), divisor))
-        })
+        let row = |r: usize| {
+            let divisor = f32x4_convert_i32x4(quant_row(r, quant));
+            i32x4_trunc_sat_f32x4(f32x4_div(f32x4_convert_i32x4(rows[r]), divisor))
+        };
+        [row(0), row(1), row(2), row(3)]
     }
 
     /// The sum of four i32 lanes.
@@ -309,10 +314,11 @@ fn residual_dct(predicted: &[u8], (p_at, p_stride): (usize, usize), source: &[u8
     }
     #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
     {
-        let mut block: [i32; 16] = std::array::from_fn(|i| {
+        let mut block = [0i32; 16];
+        for (i, value) in block.iter_mut().enumerate() {
             let (y, x) = (i / 4, i % 4);
-            i32::from(source[s_at + y * s_stride + x]) - i32::from(predicted[p_at + y * p_stride + x])
-        });
+            *value = i32::from(source[s_at + y * s_stride + x]) - i32::from(predicted[p_at + y * p_stride + x]);
+        }
         transform::dct4x4(&mut block);
         block
     }
@@ -327,8 +333,20 @@ fn quantize(block: &[i32; 16], (dc, ac): (i16, i16)) -> [i32; 16] {
     }
     #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
     {
-        std::array::from_fn(|i| block[i] / i32::from(if i > 0 { ac } else { dc }))
+        let mut quantized = *block;
+        quantized[0] /= i32::from(dc);
+        quantized[1..].iter_mut().for_each(|c| *c /= i32::from(ac));
+        quantized
     }
+}
+
+/// Quantized coefficients multiplied back by their quantizers, as the
+/// decoder does.
+fn dequantize(quantized: &[i32; 16], (dc, ac): (i16, i16)) -> [i32; 16] {
+    let mut coefficients = *quantized;
+    coefficients[0] *= i32::from(dc);
+    coefficients[1..].iter_mut().for_each(|c| *c *= i32::from(ac));
+    coefficients
 }
 
 /// A B_PRED sub-block's search, the hottest path of the encoder: the ten
@@ -345,7 +363,7 @@ fn quantize(block: &[i32; 16], (dc, ac): (i16, i16)) -> [i32; 16] {
 /// the same integers, so the same bytes.
 #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
 mod subblock {
-    use super::{coeff_rate_estimate, predict_bmode, quantize, residual_dct, transform, Vp8Encoder};
+    use super::{coeff_rate_estimate, dequantize, predict_bmode, quantize, residual_dct, transform, Vp8Encoder};
 
     /// A 4x4 block of pixels, row by row.
     pub(super) type Block = [u8; 16];
@@ -381,13 +399,14 @@ mod subblock {
 
     /// `predicted` against `source` with the DC and AC quantizers `quant`.
     pub(super) fn trial(predicted: &Block, source: &Block, (dc, ac): (i16, i16)) -> Trial {
-        let quant = |index: usize| i32::from(if index > 0 { ac } else { dc });
         let dct = residual_dct(predicted, (0, 4), source, (0, 4));
         let quantized = quantize(&dct, (dc, ac));
-        let mut residue: [i32; 16] = std::array::from_fn(|i| quantized[i] * quant(i));
+        let mut residue = dequantize(&quantized, (dc, ac));
         transform::idct4x4(&mut residue);
-        let reconstruction: Block =
-            std::array::from_fn(|i| (i32::from(predicted[i]) + residue[i]).clamp(0, 255) as u8);
+        let mut reconstruction = *predicted;
+        for (pixel, r) in reconstruction.iter_mut().zip(residue) {
+            *pixel = (i32::from(*pixel) + r).clamp(0, 255) as u8;
+        }
         Trial { distortion: sse(&reconstruction, source), rate: coeff_rate_estimate(&quantized), dct, quantized, reconstruction }
     }
 
@@ -488,7 +507,8 @@ mod subblock {
         };
         let tm = u8x16_narrow_i16x8(tm_rows(0), tm_rows(2));
 
-        let [ve, he, ld, rd, vr, vl, hd, hu] = BPRED_SHUFFLES.each_ref().map(pick);
+        let [ve, he, ld, rd, vr, vl, hd, hu] = &BPRED_SHUFFLES;
+        let [ve, he, ld, rd, vr, vl, hd, hu] = [pick(ve), pick(he), pick(ld), pick(rd), pick(vr), pick(vl), pick(hd), pick(hu)];
         [u8x16_splat(dc as u8), tm, ve, he, ld, rd, vr, vl, hd, hu]
     }
 
@@ -508,7 +528,8 @@ mod subblock {
         let (p_low, p_high) = (u16x8_extend_low_u8x16(*predicted), u16x8_extend_high_u8x16(*predicted));
         let dct = residual_dct(*predicted, *source);
         let quantized = quantize(dct, quant);
-        let residue = idct_rows(std::array::from_fn(|row| i32x4_mul(quantized[row], quant_row(row, quant))));
+        let dequantized = |r: usize| i32x4_mul(quantized[r], quant_row(r, quant));
+        let residue = idct_rows([dequantized(0), dequantized(1), dequantized(2), dequantized(3)]);
         let sums = [
             i32x4_add(u32x4_extend_low_u16x8(p_low), residue[0]),
             i32x4_add(u32x4_extend_high_u16x8(p_low), residue[1]),
@@ -1875,9 +1896,7 @@ impl<W: Write> Vp8Encoder<W> {
         let mut y2 = get_coeffs0_from_block(&trial.dct);
         transform::wht4x4(&mut y2);
         let y2_quantized = quantize(&y2, (segment.y2dc, segment.y2ac));
-        let mut dcs: [i32; 16] = std::array::from_fn(|i| {
-            y2_quantized[i] * i32::from(if i > 0 { segment.y2ac } else { segment.y2dc })
-        });
+        let mut dcs = dequantize(&y2_quantized, (segment.y2dc, segment.y2ac));
         transform::iwht4x4(&mut dcs);
 
         // The rate and whether all is zero are taken of the dequantized,
@@ -1889,7 +1908,7 @@ impl<W: Write> Vp8Encoder<W> {
         for (k, &dc) in dcs.iter().enumerate() {
             let block: &[i32; 16] = trial.dct[k * 16..][..16].try_into().unwrap();
             let quantized = quantize(block, (segment.yac, segment.yac));
-            let mut residue: [i32; 16] = std::array::from_fn(|i| quantized[i] * i32::from(segment.yac));
+            let mut residue = dequantize(&quantized, (segment.yac, segment.yac));
             residue[0] = dc;
             transform::idct4x4(&mut residue);
             rate += coeff_rate_estimate(&residue);
@@ -2011,11 +2030,12 @@ impl<W: Write> Vp8Encoder<W> {
                 // Pre-selection: score every mode by its prediction's own
                 // error plus its signalling cost, and run the full RD trial
                 // (transform, quantize, reconstruct) only on the best few.
-                let mut scored: [(f64, IntraMode, usize); 10] = std::array::from_fn(|k| {
+                let mut scored = [(0.0, IntraMode::default(), 0); 10];
+                for (k, (entry, prediction)) in scored.iter_mut().zip(&predictions).enumerate() {
                     let mode = Self::BPRED_MODE_CANDIDATES[k];
-                    let sse = subblock::sse(&predictions[k], &source);
-                    (sse as f64 + lambda * bpred_mode_bit_cost(top, left, mode), mode, k)
-                });
+                    let sse = subblock::sse(prediction, &source);
+                    *entry = (sse as f64 + lambda * bpred_mode_bit_cost(top, left, mode), mode, k);
+                }
                 scored.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
 
                 for &(_, mode, k) in &scored[..BPRED_RD_CANDIDATES] {
@@ -2085,8 +2105,7 @@ impl<W: Write> Vp8Encoder<W> {
                 let quantized = quantize(dct[k * 16..][..16].try_into().unwrap(), quant);
                 rate += coeff_rate_estimate(&quantized);
                 all_zero &= quantized.iter().all(|&c| c == 0);
-                let mut residue: [i32; 16] =
-                    std::array::from_fn(|i| quantized[i] * i32::from(if i > 0 { quant.1 } else { quant.0 }));
+                let mut residue = dequantize(&quantized, quant);
                 transform::idct4x4(&mut residue);
                 add_residue(recon, &residue, 1 + (k / 2) * 4, 1 + (k % 2) * 4, CHROMA_STRIDE);
             }
