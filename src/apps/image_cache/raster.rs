@@ -523,7 +523,9 @@ mod simd {
     pub fn interleave4(rows: [&[u8]; 4], pixels: &mut [u8]) -> usize {
         let n = (pixels.len() / 4).min(rows.iter().map(|r| r.len()).min().unwrap_or(0));
         for i in (0..n - n % 16).step_by(16) {
-            let [a, b, c, d] = rows.map(|row| v128_load_16(&row[i..i + 16]));
+            // (Spelt out, not `array::map`: its closure is left uninlined in wasm.)
+            let load = |row: &[u8]| v128_load_16(&row[i..i + 16]);
+            let [a, b, c, d] = [load(rows[0]), load(rows[1]), load(rows[2]), load(rows[3])];
             // Bytes of rows 0 and 1 paired, then of 2 and 3; then the pairs paired.
             let ab_lo = u8x16_shuffle::<0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23>(a, b);
             let ab_hi = u8x16_shuffle::<8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31>(a, b);
@@ -544,10 +546,11 @@ mod simd {
         for i in (0..n - n % 16).step_by(16) {
             // Each vector's four pixels sorted by channel (four u32 lanes),
             // then the 4x4 matrix of lanes transposed.
-            let [p0, p1, p2, p3] = [0, 1, 2, 3].map(|k| {
+            let sorted = |k: usize| {
                 let v = v128_load_16(&pixels[4 * i + 16 * k..][..16]);
                 u8x16_shuffle::<0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15>(v, v)
-            });
+            };
+            let [p0, p1, p2, p3] = [sorted(0), sorted(1), sorted(2), sorted(3)];
             let q0 = u32x4_shuffle::<0, 4, 1, 5>(p0, p1);
             let q1 = u32x4_shuffle::<2, 6, 3, 7>(p0, p1);
             let q2 = u32x4_shuffle::<0, 4, 1, 5>(p2, p3);

@@ -490,14 +490,14 @@ pub(crate) mod simd {
     pub(crate) fn filter_luma(plane: &mut [u8], at: Lanes, macroblock: bool, limits: Limits) {
         if at.across_columns {
             // Rows i and i + 8 side by side, transposed into taps and back.
-            let rows = transpose(core::array::from_fn(|i| u64x2(read(plane, at.row(i)), read(plane, at.row(i + 8)))));
+            let rows = transpose(eight(|i| u64x2(read(plane, at.row(i)), read(plane, at.row(i + 8)))));
             let filtered = transpose(filter(rows, macroblock, limits).0);
             for (i, pair) in filtered.into_iter().enumerate() {
                 write(plane, at.row(i), u64x2_extract_lane::<0>(pair));
                 write(plane, at.row(i + 8), u64x2_extract_lane::<1>(pair));
             }
         } else {
-            let taps = core::array::from_fn(|k| u64x2(read(plane, at.row(k)), read(plane, at.row(k) + 8)));
+            let taps = eight(|k| u64x2(read(plane, at.row(k)), read(plane, at.row(k) + 8)));
             let (filtered, changed) = filter(taps, macroblock, limits);
             for k in changed {
                 write(plane, at.row(k), u64x2_extract_lane::<0>(filtered[k]));
@@ -510,7 +510,7 @@ pub(crate) mod simd {
     pub(crate) fn filter_chroma(u: &mut [u8], v: &mut [u8], at: Lanes, macroblock: bool, limits: Limits) {
         // Row n of U and of V side by side: taps along a horizontal edge,
         // lanes (to transpose) across a vertical one.
-        let rows: [v128; 8] = core::array::from_fn(|n| u64x2(read(u, at.row(n)), read(v, at.row(n))));
+        let rows = eight(|n| u64x2(read(u, at.row(n)), read(v, at.row(n))));
         let (rows, changed) = if at.across_columns {
             (transpose(filter(transpose(rows), macroblock, limits).0), 0..8)
         } else {
@@ -541,14 +541,21 @@ pub(crate) mod simd {
         let quads_lo = |x, y| i8x16_shuffle::<0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27>(x, y);
         let quads_hi = |x, y| i8x16_shuffle::<4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31>(x, y);
         // b[2m] and b[2m + 1]: bytes 0-3 and 4-7 of rows 2m and 2m + 1, interleaved.
-        let b: [v128; 8] = core::array::from_fn(|j| if j % 2 == 0 { bytes_lo(a[j], a[j + 1]) } else { bytes_hi(a[j - 1], a[j]) });
+        let b = eight(|j| if j % 2 == 0 { bytes_lo(a[j], a[j + 1]) } else { bytes_hi(a[j - 1], a[j]) });
         // c[4h + n]: bytes 2n and 2n + 1 of rows 4h to 4h + 3.
-        let c: [v128; 8] = core::array::from_fn(|j| {
+        let c = eight(|j| {
             let (h, n) = (j / 4, j % 4);
             let (x, y) = (b[4 * h + n / 2], b[4 * h + n / 2 + 2]);
             if n % 2 == 0 { pairs_lo(x, y) } else { pairs_hi(x, y) }
         });
-        core::array::from_fn(|k| if k % 2 == 0 { quads_lo(c[k / 2], c[k / 2 + 4]) } else { quads_hi(c[k / 2], c[k / 2 + 4]) })
+        eight(|k| if k % 2 == 0 { quads_lo(c[k / 2], c[k / 2 + 4]) } else { quads_hi(c[k / 2], c[k / 2 + 4]) })
+    }
+
+    /// `[f(0), .., f(7)]`, spelt out: in the wasm build `array::from_fn`'s
+    /// closures are left uninlined, a call per element.
+    #[inline(always)]
+    fn eight(f: impl Fn(usize) -> v128) -> [v128; 8] {
+        [f(0), f(1), f(2), f(3), f(4), f(5), f(6), f(7)]
     }
 
     /// Filters all 16 lanes of `taps` (pixels); returns them with the range

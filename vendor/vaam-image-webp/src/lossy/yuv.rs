@@ -724,9 +724,9 @@ mod simd {
                 i32x4_splat(17685),
             ));
         }
-        out.map(|[q0, q1, q2, q3]| {
-            u8x16_narrow_i16x8(i16x8_narrow_i32x4(q0, q1), i16x8_narrow_i32x4(q2, q3))
-        })
+        // (Spelt out: `array::map`'s closure is left uninlined in the wasm build.)
+        let bytes = |[q0, q1, q2, q3]: [v128; 4]| u8x16_narrow_i16x8(i16x8_narrow_i32x4(q0, q1), i16x8_narrow_i32x4(q2, q3));
+        [bytes(out[0]), bytes(out[1]), bytes(out[2])]
     }
 
     /// 16 pixels of R, G and B lanes as RGB or RGBA bytes.
