@@ -1253,8 +1253,7 @@ struct Vp8Encoder<W> {
 /// Coefficients of one macroblock: 16 luma blocks, then 4 U and 4 V blocks.
 const MACROBLOCK_COEFFS: usize = 16 * 16 + 2 * 16 * 4;
 
-/// One macroblock's unquantized coefficients, as `transform_luma_block` and
-/// `transform_chroma_blocks` return them.
+/// One macroblock's unquantized coefficients (`cached_coeffs`).
 type MacroblockCoeffs = ([i32; 16 * 16], [i32; 16 * 4], [i32; 16 * 4]);
 
 impl<W: Write> Vp8Encoder<W> {
@@ -1790,13 +1789,12 @@ impl<W: Write> Vp8Encoder<W> {
     ///
     /// This method is deliberately `&self`, not `&mut self`: every trial
     /// below runs predict -> residual -> DCT -> quantize -> dequantize ->
-    /// IDCT -> reconstruct against *local* copies of the prediction buffers,
-    /// and reads `top_border_*` / `left_border_*` / `self.frame` without
-    /// touching them. The real, state-mutating version of this pipeline
-    /// (`transform_luma_block` / `transform_chroma_blocks`) runs exactly
-    /// once per macroblock, in `encode_image`, using the mode this function
-    /// returns - so the borders the *next* macroblock predicts from are
-    /// always the actual reconstruction of the chosen mode, never a trial.
+    /// IDCT -> reconstruct into `slots`, and reads `top_border_*` /
+    /// `left_border_*` / `self.frame` without touching them. The chosen
+    /// trials (the returned slots) hold the coefficients and reconstruction
+    /// `count_skipped_macroblocks` commits - so the borders the *next*
+    /// macroblock predicts from are always the reconstruction of the chosen
+    /// mode, exactly as the decoder will have it.
     fn decide_macroblock(&self, mbx: usize, mby: usize, slots: &mut TrialSlots) -> MacroblockDecision {
         // The one place a macroblock's segment id is decided - every other
         // reader of `MacroblockInfo::segment_id` (quantisation, residual
@@ -2444,7 +2442,7 @@ impl<W: Write> Vp8Encoder<W> {
 
         // Fresh, all-`None` per frame - see `mb_info_cache`'s doc comment for
         // why this lives here rather than in `reset_frame_state` (which also
-        // runs *between* the three passes that share this cache, and would
+        // runs *between* the passes that share this cache, and would
         // erase it mid-frame if it reset it too). Reallocating by the
         // current `mb_width`/`mb_height` here, on every `encode_image` call,
         // is also what guarantees a second call on the same encoder - even
