@@ -428,43 +428,12 @@ mod subblock {
     }
 }
 
-/// Where each pixel of eight 4x4 predictions (VE, HE, LD, RD, VR, VL, HD,
-/// HU, row by row) comes from: below 16, lane `i` of the edge smoothed in
-/// threes, `avg3(e[i-1], e[i], e[i+1])`; from 16, lane `i - 16` of it
-/// smoothed in twos, `avg2(e[i], e[i+1])`. The edge `e` is L3 L2 L1 L0 P
-/// A0..A7 A7 A7 L3 (left column bottom up, top-left, the row above and
-/// above-right, repeated at the ends as the predictors repeat them), so
-/// `e[-1]` is L3 and lane 31 is L3 itself. Checked against the scalar
-/// predictors in `bpred_shuffles_match_the_predictors`.
-#[cfg_attr(not(any(test, all(target_arch = "wasm32", target_feature = "simd128"))), allow(dead_code))]
-const BPRED_SHUFFLES: [[u8; 16]; 8] = [
-    [5, 6, 7, 8, 5, 6, 7, 8, 5, 6, 7, 8, 5, 6, 7, 8],
-    [3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0],
-    [6, 7, 8, 9, 7, 8, 9, 10, 8, 9, 10, 11, 9, 10, 11, 12],
-    [4, 5, 6, 7, 3, 4, 5, 6, 2, 3, 4, 5, 1, 2, 3, 4],
-    [20, 21, 22, 23, 4, 5, 6, 7, 3, 20, 21, 22, 2, 4, 5, 6],
-    [21, 22, 23, 24, 6, 7, 8, 9, 22, 23, 24, 10, 7, 8, 9, 11],
-    [19, 4, 5, 6, 18, 3, 19, 4, 17, 2, 18, 3, 16, 1, 17, 2],
-    [18, 2, 17, 1, 17, 1, 16, 0, 16, 0, 31, 31, 31, 31, 31, 31],
-];
-
-/// The edge of the sub-block at `pixels[at..]` (rows `stride` apart) in
-/// `BPRED_SHUFFLES`' layout.
-#[cfg_attr(not(any(test, all(target_arch = "wasm32", target_feature = "simd128"))), allow(dead_code))]
-fn bpred_edge(pixels: &[u8], at: usize, stride: usize) -> [u8; 16] {
-    let left = |row: usize| pixels[at + row * stride - 1];
-    let above = &pixels[at - stride - 1..][..9];
-    let mut edge = [left(3), left(2), left(1), left(0), 0, 0, 0, 0, 0, 0, 0, 0, 0, above[8], above[8], left(3)];
-    edge[4..13].copy_from_slice(above);
-    edge
-}
-
 /// [`subblock`] on wasm with SIMD128.
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod subblock {
     use super::simd::{quant_row, quantize, residual_dct, rows, squared_differences, sum_lanes};
     use super::transform::simd::idct_rows;
-    use super::{bpred_edge, BPRED_SHUFFLES};
+    use super::{bpred_simd, Vp8Encoder};
     use core::arch::wasm32::*;
 
     pub(super) type Block = v128;
@@ -473,43 +442,21 @@ mod subblock {
         rows::<4>(pixels, at, stride, 0)
     }
 
-    fn from_bytes(bytes: [u8; 16]) -> v128 {
-        u64x2(u64::from_le_bytes(bytes[..8].try_into().unwrap()), u64::from_le_bytes(bytes[8..].try_into().unwrap()))
-    }
-
     pub(super) fn predictions(pixels: &mut [u8], at: usize, stride: usize) -> [Block; 10] {
-        let e = bpred_edge(pixels, at, stride);
-        let edge = from_bytes(e);
-        let previous = i8x16_shuffle::<0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14>(edge, edge);
-        let next = i8x16_shuffle::<1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 15>(edge, edge);
-        // (a + 2b + c + 2) >> 2 exactly, in bytes: the rounding-up average
-        // of b and the rounded-down average of a and c (libwebp's AVG3).
-        let outer = u8x16_sub_sat(u8x16_avgr(previous, next), v128_and(v128_xor(previous, next), u8x16_splat(1)));
-        let threes = u8x16_avgr(outer, edge);
-        let twos = u8x16_avgr(edge, next);
-        let pick = |table: &[u8; 16]| {
-            let indices = from_bytes(*table);
-            // Out-of-range indices select zero: each source fills its own lanes.
-            v128_or(i8x16_swizzle(threes, indices), i8x16_swizzle(twos, i8x16_sub(indices, u8x16_splat(16))))
-        };
-
-        let (left, corner, above) = ([e[3], e[2], e[1], e[0]], e[4], [e[5], e[6], e[7], e[8]]);
-        let dc = (above.iter().chain(&left).map(|&p| u32::from(p)).sum::<u32>() + 4) >> 3;
-        // TM: left + above - corner, clamped by saturating narrowing.
-        let above_twice = u16x8(
-            above[0].into(), above[1].into(), above[2].into(), above[3].into(),
-            above[0].into(), above[1].into(), above[2].into(), above[3].into(),
-        );
-        let tm_rows = |r: usize| {
-            let (first, second) = (u16::from(left[r]), u16::from(left[r + 1]));
-            let left_rows = u16x8(first, first, first, first, second, second, second, second);
-            i16x8_sub(i16x8_add(above_twice, left_rows), i16x8_splat(corner.into()))
-        };
-        let tm = u8x16_narrow_i16x8(tm_rows(0), tm_rows(2));
-
-        let [ve, he, ld, rd, vr, vl, hd, hu] = &BPRED_SHUFFLES;
-        let [ve, he, ld, rd, vr, vl, hd, hu] = [pick(ve), pick(he), pick(ld), pick(rd), pick(vr), pick(vl), pick(hd), pick(hu)];
-        [u8x16_splat(dc as u8), tm, ve, he, ld, rd, vr, vl, hd, hu]
+        let edge = bpred_simd::edge(pixels, at, stride);
+        let [dc, tm, ve, he, ld, rd, vr, vl, hd, hu] = Vp8Encoder::<Vec<u8>>::BPRED_MODE_CANDIDATES;
+        [
+            edge.predict(dc),
+            edge.predict(tm),
+            edge.predict(ve),
+            edge.predict(he),
+            edge.predict(ld),
+            edge.predict(rd),
+            edge.predict(vr),
+            edge.predict(vl),
+            edge.predict(hd),
+            edge.predict(hu),
+        ]
     }
 
     pub(super) fn sse(a: &Block, b: &Block) -> i64 {
@@ -563,15 +510,7 @@ mod subblock {
         }
 
         pub(super) fn write_reconstruction(&self, pixels: &mut [u8], at: usize, stride: usize) {
-            let rows = [
-                u32x4_extract_lane::<0>(self.reconstruction),
-                u32x4_extract_lane::<1>(self.reconstruction),
-                u32x4_extract_lane::<2>(self.reconstruction),
-                u32x4_extract_lane::<3>(self.reconstruction),
-            ];
-            for (row, value) in rows.into_iter().enumerate() {
-                pixels[at + row * stride..][..4].copy_from_slice(&value.to_le_bytes());
-            }
+            bpred_simd::write(pixels, at, stride, self.reconstruction);
         }
     }
 }

@@ -193,6 +193,12 @@ pub(crate) fn predict_4x4(ws: &mut [u8], stride: usize, modes: &[IntraMode], res
             let y0 = sby * 4 + 1;
             let x0 = sbx * 4 + 1;
 
+            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+            {
+                let at = y0 * stride + x0;
+                bpred_simd::write(ws, at, stride, bpred_simd::edge(ws, at, stride).predict(modes[i]));
+            }
+            #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
             match modes[i] {
                 IntraMode::TM => predict_tmpred(ws, 4, x0, y0, stride),
                 IntraMode::VE => predict_bvepred(ws, x0, y0, stride),
@@ -208,6 +214,124 @@ pub(crate) fn predict_4x4(ws: &mut [u8], stride: usize, modes: &[IntraMode], res
 
             let rb: &[i32; 16] = resdata[i * 16..][..16].try_into().unwrap();
             add_residue(ws, rb, y0, x0, stride);
+        }
+    }
+}
+
+/// Where each pixel of eight 4x4 predictions (VE, HE, LD, RD, VR, VL, HD,
+/// HU, row by row) comes from: below 16, lane `i` of the edge smoothed in
+/// threes, `avg3(e[i-1], e[i], e[i+1])`; from 16, lane `i - 16` of it
+/// smoothed in twos, `avg2(e[i], e[i+1])`. The edge `e` is L3 L2 L1 L0 P
+/// A0..A7 A7 A7 L3 (left column bottom up, top-left, the row above and
+/// above-right, repeated at the ends as the predictors repeat them), so
+/// `e[-1]` is L3 and lane 31 is L3 itself. Checked against the scalar
+/// predictors in the encoder's `bpred_shuffles_match_the_predictors`.
+#[cfg_attr(not(any(test, all(target_arch = "wasm32", target_feature = "simd128"))), allow(dead_code))]
+pub(crate) const BPRED_SHUFFLES: [[u8; 16]; 8] = [
+    [5, 6, 7, 8, 5, 6, 7, 8, 5, 6, 7, 8, 5, 6, 7, 8],
+    [3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0],
+    [6, 7, 8, 9, 7, 8, 9, 10, 8, 9, 10, 11, 9, 10, 11, 12],
+    [4, 5, 6, 7, 3, 4, 5, 6, 2, 3, 4, 5, 1, 2, 3, 4],
+    [20, 21, 22, 23, 4, 5, 6, 7, 3, 20, 21, 22, 2, 4, 5, 6],
+    [21, 22, 23, 24, 6, 7, 8, 9, 22, 23, 24, 10, 7, 8, 9, 11],
+    [19, 4, 5, 6, 18, 3, 19, 4, 17, 2, 18, 3, 16, 1, 17, 2],
+    [18, 2, 17, 1, 17, 1, 16, 0, 16, 0, 31, 31, 31, 31, 31, 31],
+];
+
+/// The edge of the sub-block at `pixels[at..]` (rows `stride` apart) in
+/// `BPRED_SHUFFLES`' layout.
+#[cfg_attr(not(any(test, all(target_arch = "wasm32", target_feature = "simd128"))), allow(dead_code))]
+pub(crate) fn bpred_edge(pixels: &[u8], at: usize, stride: usize) -> [u8; 16] {
+    let left = |row: usize| pixels[at + row * stride - 1];
+    let above = &pixels[at - stride - 1..][..9];
+    let mut edge = [left(3), left(2), left(1), left(0), 0, 0, 0, 0, 0, 0, 0, 0, 0, above[8], above[8], left(3)];
+    edge[4..13].copy_from_slice(above);
+    edge
+}
+
+/// A 4x4 sub-block's intra predictions on wasm with SIMD128, from its edge
+/// smoothed once: `BPRED_SHUFFLES`' picks, DC and TM, each one vector (the
+/// rows of the block). The same bytes as the scalar predictors; the decoder
+/// predicts one mode a sub-block, the encoder's search all ten.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+pub(crate) mod bpred_simd {
+    use super::{bpred_edge, BPRED_SHUFFLES};
+    use crate::lossy::common::IntraMode;
+    use core::arch::wasm32::*;
+
+    pub(crate) struct Edge {
+        edge: [u8; 16],
+        threes: v128,
+        twos: v128,
+    }
+
+    fn from_bytes(bytes: [u8; 16]) -> v128 {
+        u64x2(u64::from_le_bytes(bytes[..8].try_into().unwrap()), u64::from_le_bytes(bytes[8..].try_into().unwrap()))
+    }
+
+    /// The edge of the sub-block at `pixels[at..]`, rows `stride` apart.
+    #[inline(always)]
+    pub(crate) fn edge(pixels: &[u8], at: usize, stride: usize) -> Edge {
+        let e = bpred_edge(pixels, at, stride);
+        let edge = from_bytes(e);
+        let previous = i8x16_shuffle::<0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14>(edge, edge);
+        let next = i8x16_shuffle::<1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 15>(edge, edge);
+        // (a + 2b + c + 2) >> 2 exactly, in bytes: the rounding-up average
+        // of b and the rounded-down average of a and c (libwebp's AVG3).
+        let outer = u8x16_sub_sat(u8x16_avgr(previous, next), v128_and(v128_xor(previous, next), u8x16_splat(1)));
+        Edge { edge: e, threes: u8x16_avgr(outer, edge), twos: u8x16_avgr(edge, next) }
+    }
+
+    impl Edge {
+        /// The prediction by `mode`, row by row.
+        #[inline(always)]
+        pub(crate) fn predict(&self, mode: IntraMode) -> v128 {
+            let pick = |table: usize| {
+                let indices = from_bytes(BPRED_SHUFFLES[table]);
+                // Out-of-range indices select zero: each source fills its own lanes.
+                v128_or(i8x16_swizzle(self.threes, indices), i8x16_swizzle(self.twos, i8x16_sub(indices, u8x16_splat(16))))
+            };
+            let e = &self.edge;
+            match mode {
+                IntraMode::DC => {
+                    let sum: u32 = e[..4].iter().chain(&e[5..9]).map(|&p| u32::from(p)).sum();
+                    u8x16_splat(((sum + 4) >> 3) as u8)
+                }
+                IntraMode::TM => {
+                    // left + above - corner, clamped by saturating narrowing.
+                    let (left, corner) = ([e[3], e[2], e[1], e[0]], i16::from(e[4]));
+                    let a = |k: usize| u16::from(e[5 + k]);
+                    let above_twice = u16x8(a(0), a(1), a(2), a(3), a(0), a(1), a(2), a(3));
+                    let rows = |r: usize| {
+                        let (first, second) = (u16::from(left[r]), u16::from(left[r + 1]));
+                        let left_rows = u16x8(first, first, first, first, second, second, second, second);
+                        i16x8_sub(i16x8_add(above_twice, left_rows), i16x8_splat(corner))
+                    };
+                    u8x16_narrow_i16x8(rows(0), rows(2))
+                }
+                IntraMode::VE => pick(0),
+                IntraMode::HE => pick(1),
+                IntraMode::LD => pick(2),
+                IntraMode::RD => pick(3),
+                IntraMode::VR => pick(4),
+                IntraMode::VL => pick(5),
+                IntraMode::HD => pick(6),
+                IntraMode::HU => pick(7),
+            }
+        }
+    }
+
+    /// Writes a block's rows to `pixels[at..]`, `stride` apart.
+    #[inline(always)]
+    pub(crate) fn write(pixels: &mut [u8], at: usize, stride: usize, block: v128) {
+        let rows = [
+            u32x4_extract_lane::<0>(block),
+            u32x4_extract_lane::<1>(block),
+            u32x4_extract_lane::<2>(block),
+            u32x4_extract_lane::<3>(block),
+        ];
+        for (row, value) in rows.into_iter().enumerate() {
+            pixels[at + row * stride..][..4].copy_from_slice(&value.to_le_bytes());
         }
     }
 }
