@@ -295,6 +295,40 @@ mod simd {
         [row(0), row(1), row(2), row(3)]
     }
 
+    /// A 4x4 prediction (`rows::<4>`) plus a residue (four rows), clamped
+    /// to 0..=255 by saturating narrowing, i32 to i16 to u8.
+    #[inline(always)]
+    pub(super) fn add_clamped(predicted: v128, residue: [v128; 4]) -> v128 {
+        let (low, high) = (u16x8_extend_low_u8x16(predicted), u16x8_extend_high_u8x16(predicted));
+        let sums = [
+            i32x4_add(u32x4_extend_low_u16x8(low), residue[0]),
+            i32x4_add(u32x4_extend_high_u16x8(low), residue[1]),
+            i32x4_add(u32x4_extend_low_u16x8(high), residue[2]),
+            i32x4_add(u32x4_extend_high_u16x8(high), residue[3]),
+        ];
+        u8x16_narrow_i16x8(i16x8_narrow_i32x4(sums[0], sums[1]), i16x8_narrow_i32x4(sums[2], sums[3]))
+    }
+
+    /// `coeff_rate_estimate` of four rows: |c| + 1 for each non-zero c
+    /// (`ne` is -1 there).
+    #[inline(always)]
+    pub(super) fn rate(rows: &[v128; 4]) -> i64 {
+        let sums = rows.iter().fold(i32x4_splat(0), |acc, &c| {
+            i32x4_sub(i32x4_add(acc, i32x4_abs(c)), i32x4_ne(c, i32x4_splat(0)))
+        });
+        i64::from(sum_lanes(sums))
+    }
+
+    /// [`super::reconstruct`]; `None` where the inverse transform's inputs
+    /// are out of its exact range and the scalar code has to take them.
+    #[inline(always)]
+    pub(super) fn reconstruct(pixels: &mut [u8], at: usize, stride: usize, dequantized: &[i32; 16]) -> Option<i64> {
+        let residue = super::transform::simd::idct_rows_checked(load_rows(dequantized))?;
+        let reconstruction = add_clamped(rows::<4>(pixels, at, stride, 0), residue);
+        super::bpred_simd::write(pixels, at, stride, reconstruction);
+        Some(rate(&residue))
+    }
+
     /// The sum of four i32 lanes.
     #[inline(always)]
     pub(super) fn sum_lanes(v: v128) -> i32 {
@@ -338,6 +372,21 @@ fn quantize(block: &[i32; 16], (dc, ac): (i16, i16)) -> [i32; 16] {
         quantized[1..].iter_mut().for_each(|c| *c /= i32::from(ac));
         quantized
     }
+}
+
+/// Inverse-transforms a block's dequantized coefficients and adds the
+/// residue to its prediction at `pixels[at..]` (rows `stride` apart),
+/// clamped, as the decoder reconstructs it. Returns the residue's
+/// `coeff_rate_estimate` (zero exactly when the residue is).
+fn reconstruct(pixels: &mut [u8], at: usize, stride: usize, dequantized: &[i32; 16]) -> i64 {
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    if let Some(rate) = simd::reconstruct(pixels, at, stride, dequantized) {
+        return rate;
+    }
+    let mut residue = *dequantized;
+    transform::idct4x4(&mut residue);
+    add_residue(pixels, &residue, at / stride, at % stride, stride);
+    coeff_rate_estimate(&residue)
 }
 
 /// Quantized coefficients multiplied back by their quantizers, as the
@@ -431,7 +480,7 @@ mod subblock {
 /// [`subblock`] on wasm with SIMD128.
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod subblock {
-    use super::simd::{quant_row, quantize, residual_dct, rows, squared_differences, sum_lanes};
+    use super::simd::{add_clamped, quant_row, quantize, rate, residual_dct, rows, squared_differences, sum_lanes};
     use super::transform::simd::idct_rows;
     use super::{bpred_simd, Vp8Encoder};
     use core::arch::wasm32::*;
@@ -472,27 +521,14 @@ mod subblock {
     }
 
     pub(super) fn trial(predicted: &Block, source: &Block, quant: (i16, i16)) -> Trial {
-        let (p_low, p_high) = (u16x8_extend_low_u8x16(*predicted), u16x8_extend_high_u8x16(*predicted));
         let dct = residual_dct(*predicted, *source);
         let quantized = quantize(dct, quant);
         let dequantized = |r: usize| i32x4_mul(quantized[r], quant_row(r, quant));
         let residue = idct_rows([dequantized(0), dequantized(1), dequantized(2), dequantized(3)]);
-        let sums = [
-            i32x4_add(u32x4_extend_low_u16x8(p_low), residue[0]),
-            i32x4_add(u32x4_extend_high_u16x8(p_low), residue[1]),
-            i32x4_add(u32x4_extend_low_u16x8(p_high), residue[2]),
-            i32x4_add(u32x4_extend_high_u16x8(p_high), residue[3]),
-        ];
-        // Saturating narrowing, i32 to i16 to u8, is the clamp to 0..=255.
-        let reconstruction =
-            u8x16_narrow_i16x8(i16x8_narrow_i32x4(sums[0], sums[1]), i16x8_narrow_i32x4(sums[2], sums[3]));
-        // `coeff_rate_estimate`: |c| + 1 for each non-zero c (`ne` is -1 there).
-        let rate = quantized.iter().fold(i32x4_splat(0), |acc, &q| {
-            i32x4_sub(i32x4_add(acc, i32x4_abs(q)), i32x4_ne(q, i32x4_splat(0)))
-        });
+        let reconstruction = add_clamped(*predicted, residue);
         Trial {
             distortion: sse(&reconstruction, source),
-            rate: i64::from(sum_lanes(rate)),
+            rate: rate(&quantized),
             dct,
             quantized,
             reconstruction,
@@ -1845,12 +1881,12 @@ impl<W: Write> Vp8Encoder<W> {
         for (k, &dc) in dcs.iter().enumerate() {
             let block: &[i32; 16] = trial.dct[k * 16..][..16].try_into().unwrap();
             let quantized = quantize(block, (segment.yac, segment.yac));
-            let mut residue = dequantize(&quantized, (segment.yac, segment.yac));
-            residue[0] = dc;
-            transform::idct4x4(&mut residue);
-            rate += coeff_rate_estimate(&residue);
-            all_zero &= residue.iter().all(|&c| c == 0);
-            add_residue(&mut trial.recon, &residue, 1 + (k / 4) * 4, 1 + (k % 4) * 4, LUMA_STRIDE);
+            let mut dequantized = dequantize(&quantized, (segment.yac, segment.yac));
+            dequantized[0] = dc;
+            let at = (1 + (k / 4) * 4) * LUMA_STRIDE + 1 + (k % 4) * 4;
+            let residue_rate = reconstruct(&mut trial.recon, at, LUMA_STRIDE, &dequantized);
+            rate += residue_rate;
+            all_zero &= residue_rate == 0;
         }
         trial.all_zero = all_zero;
 
@@ -1967,15 +2003,21 @@ impl<W: Write> Vp8Encoder<W> {
                 // Pre-selection: score every mode by its prediction's own
                 // error plus its signalling cost, and run the full RD trial
                 // (transform, quantize, reconstruct) only on the best few.
-                let mut scored = [(0.0, IntraMode::default(), 0); 10];
+                // Each mode's score and index as one integer: scores are
+                // non-negative, so their bits order as they do, and the
+                // index orders ties as the stable sort of the scores did.
+                let mut scored = [0u128; 10];
                 for (k, (entry, prediction)) in scored.iter_mut().zip(&predictions).enumerate() {
                     let mode = Self::BPRED_MODE_CANDIDATES[k];
                     let sse = subblock::sse(prediction, &source);
-                    *entry = (sse as f64 + lambda * bpred_mode_bit_cost(top, left, mode), mode, k);
+                    let score = sse as f64 + lambda * bpred_mode_bit_cost(top, left, mode);
+                    *entry = (u128::from(score.to_bits()) << 8) | k as u128;
                 }
-                scored.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
+                scored.sort_unstable();
 
-                for &(_, mode, k) in &scored[..BPRED_RD_CANDIDATES] {
+                for &entry in &scored[..BPRED_RD_CANDIDATES] {
+                    let k = (entry & 0xff) as usize;
+                    let mode = Self::BPRED_MODE_CANDIDATES[k];
                     let trial = subblock::trial(&predictions[k], &source, (segment.ydc, segment.yac));
                     let rate = trial.rate as f64 + bpred_mode_bit_cost(top, left, mode);
                     let cost = trial.distortion as f64 + lambda * rate;
@@ -2042,9 +2084,8 @@ impl<W: Write> Vp8Encoder<W> {
                 let quantized = quantize(dct[k * 16..][..16].try_into().unwrap(), quant);
                 rate += coeff_rate_estimate(&quantized);
                 all_zero &= quantized.iter().all(|&c| c == 0);
-                let mut residue = dequantize(&quantized, quant);
-                transform::idct4x4(&mut residue);
-                add_residue(recon, &residue, 1 + (k / 2) * 4, 1 + (k % 2) * 4, CHROMA_STRIDE);
+                let at = (1 + (k / 2) * 4) * CHROMA_STRIDE + 1 + (k % 2) * 4;
+                reconstruct(recon, at, CHROMA_STRIDE, &dequantize(&quantized, quant));
             }
         }
         trial.all_zero = all_zero;

@@ -240,6 +240,13 @@ pub(crate) mod simd {
         true
     }
 
+    /// [`idct_rows`] where every input is within +-`EXACT_IN_I32`, `None`
+    /// where the scalar code has to take it.
+    #[inline(always)]
+    pub(crate) fn idct_rows_checked(rows: [v128; 4]) -> Option<[v128; 4]> {
+        within_exact_range(&rows).then(|| idct_rows(rows))
+    }
+
     /// The inverse transform of a block given and returned as four rows;
     /// every input within +-`EXACT_IN_I32`.
     #[inline(always)]
