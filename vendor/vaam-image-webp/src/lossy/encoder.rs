@@ -188,10 +188,12 @@ fn block_sse<const N: usize>(
     i64::from(sse)
 }
 
-/// [`block_sse`] on wasm with SIMD128 for the block sizes the encoder
-/// uses: 16 differences a vector (a 16-pixel row, two 8-pixel rows or four
-/// 4-pixel ones), squared and summed in pairs (`i32x4_dot_i16x8`). The
-/// same integers, so the same bytes out.
+/// The encoder's SIMD128 helpers on wasm, the same integers as the scalar
+/// code, so the same bytes out: [`block_sse`] for the block sizes the
+/// encoder uses, 16 differences a vector (a 16-pixel row, two 8-pixel rows
+/// or four 4-pixel ones), squared and summed in pairs (`i32x4_dot_i16x8`);
+/// and a 4x4 block's residual transform, quantization, reconstruction and
+/// rate on four `i32x4` rows.
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod simd {
     use core::arch::wasm32::*;
