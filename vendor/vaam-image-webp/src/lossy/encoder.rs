@@ -196,6 +196,7 @@ fn block_sse<const N: usize>(
 /// rate on four `i32x4` rows.
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod simd {
+    use crate::lossy::prediction::simd as blocks;
     use core::arch::wasm32::*;
 
     /// Sums of the squared differences of 16 byte lanes, in four i32 lanes.
@@ -297,20 +298,6 @@ mod simd {
         [row(0), row(1), row(2), row(3)]
     }
 
-    /// A 4x4 prediction (`rows::<4>`) plus a residue (four rows), clamped
-    /// to 0..=255 by saturating narrowing, i32 to i16 to u8.
-    #[inline(always)]
-    pub(super) fn add_clamped(predicted: v128, residue: [v128; 4]) -> v128 {
-        let (low, high) = (u16x8_extend_low_u8x16(predicted), u16x8_extend_high_u8x16(predicted));
-        let sums = [
-            i32x4_add(u32x4_extend_low_u16x8(low), residue[0]),
-            i32x4_add(u32x4_extend_high_u16x8(low), residue[1]),
-            i32x4_add(u32x4_extend_low_u16x8(high), residue[2]),
-            i32x4_add(u32x4_extend_high_u16x8(high), residue[3]),
-        ];
-        u8x16_narrow_i16x8(i16x8_narrow_i32x4(sums[0], sums[1]), i16x8_narrow_i32x4(sums[2], sums[3]))
-    }
-
     /// `coeff_rate_estimate` of four rows: |c| + 1 for each non-zero c
     /// (`ne` is -1 there).
     #[inline(always)]
@@ -326,8 +313,8 @@ mod simd {
     #[inline(always)]
     pub(super) fn reconstruct(pixels: &mut [u8], at: usize, stride: usize, dequantized: &[i32; 16]) -> Option<i64> {
         let residue = super::transform::simd::idct_rows_checked(load_rows(dequantized))?;
-        let reconstruction = add_clamped(rows::<4>(pixels, at, stride, 0), residue);
-        super::bpred_simd::write(pixels, at, stride, reconstruction);
+        let reconstruction = blocks::add_clamped(blocks::load(pixels, at, stride), residue);
+        blocks::write(pixels, at, stride, reconstruction);
         Some(rate(&residue))
     }
 
@@ -414,7 +401,7 @@ fn dequantize(quantized: &[i32; 16], (dc, ac): (i16, i16)) -> [i32; 16] {
 /// the same integers, so the same bytes.
 #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
 mod subblock {
-    use super::{coeff_rate_estimate, dequantize, predict_bmode, quantize, residual_dct, transform, Vp8Encoder};
+    use super::{coeff_rate_estimate, dequantize, predict_bmode, quantize, reconstruct, residual_dct, Vp8Encoder};
 
     /// A 4x4 block of pixels, row by row.
     pub(super) type Block = [u8; 16];
@@ -452,12 +439,8 @@ mod subblock {
     pub(super) fn trial(predicted: &Block, source: &Block, (dc, ac): (i16, i16)) -> Trial {
         let dct = residual_dct(predicted, (0, 4), source, (0, 4));
         let quantized = quantize(&dct, (dc, ac));
-        let mut residue = dequantize(&quantized, (dc, ac));
-        transform::idct4x4(&mut residue);
         let mut reconstruction = *predicted;
-        for (pixel, r) in reconstruction.iter_mut().zip(residue) {
-            *pixel = (i32::from(*pixel) + r).clamp(0, 255) as u8;
-        }
+        reconstruct(&mut reconstruction, 0, 4, &dequantize(&quantized, (dc, ac)));
         Trial { distortion: sse(&reconstruction, source), rate: coeff_rate_estimate(&quantized), dct, quantized, reconstruction }
     }
 
@@ -482,16 +465,14 @@ mod subblock {
 /// [`subblock`] on wasm with SIMD128.
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod subblock {
-    use super::simd::{add_clamped, quant_row, quantize, rate, residual_dct, rows, squared_differences, sum_lanes};
+    use super::simd::{quant_row, quantize, rate, residual_dct, squared_differences, sum_lanes};
     use super::transform::simd::idct_rows;
     use super::{bpred_simd, Vp8Encoder};
+    pub(super) use crate::lossy::prediction::simd::load;
+    use crate::lossy::prediction::simd::{add_clamped, write};
     use core::arch::wasm32::*;
 
     pub(super) type Block = v128;
-
-    pub(super) fn load(pixels: &[u8], at: usize, stride: usize) -> Block {
-        rows::<4>(pixels, at, stride, 0)
-    }
 
     pub(super) fn predictions(pixels: &mut [u8], at: usize, stride: usize) -> [Block; 10] {
         let edge = bpred_simd::edge(pixels, at, stride);
@@ -548,7 +529,7 @@ mod subblock {
         }
 
         pub(super) fn write_reconstruction(&self, pixels: &mut [u8], at: usize, stride: usize) {
-            bpred_simd::write(pixels, at, stride, self.reconstruction);
+            write(pixels, at, stride, self.reconstruction);
         }
     }
 }
@@ -2152,11 +2133,7 @@ impl<W: Write> Vp8Encoder<W> {
 
                 let idx = usize::from(mby) * usize::from(self.macroblock_width) + usize::from(mbx);
                 self.mb_info_cache[idx] = Some(info);
-                let cached = &mut self.mb_coeff_cache[idx];
-                let dct = luma.dct.iter().chain(&chroma.u_dct).chain(&chroma.v_dct);
-                for (slot, &c) in cached.iter_mut().zip(dct) {
-                    *slot = c as i16;
-                }
+                self.mb_coeff_cache[idx] = packed_coeffs(&luma.dct, &chroma.u_dct, &chroma.v_dct);
 
                 total += 1;
                 if info.coeffs_skipped {
@@ -2936,6 +2913,16 @@ impl<W: Write> Vp8Encoder<W> {
     }
 }
 
+/// A macroblock's coefficients as `mb_coeff_cache` keeps them (the inverse
+/// of `Vp8Encoder::cached_coeffs`).
+fn packed_coeffs(y: &LumaYCoeffs, u: &ChromaCoeffs, v: &ChromaCoeffs) -> [i16; MACROBLOCK_COEFFS] {
+    let mut packed = [0i16; MACROBLOCK_COEFFS];
+    for (slot, &c) in packed.iter_mut().zip(y.iter().chain(u).chain(v)) {
+        *slot = c as i16;
+    }
+    packed
+}
+
 fn get_coeffs0_from_block(blocks: &[i32; 16 * 16]) -> [i32; 16] {
     let mut coeffs0 = [0i32; 16];
     for (coeff, first_coeff_value) in coeffs0.iter_mut().zip(blocks.iter().step_by(16)) {
@@ -3220,11 +3207,7 @@ mod tests {
                 }
 
                 infos.push(info);
-                let mut all = [0i16; MACROBLOCK_COEFFS];
-                for (slot, &c) in all.iter_mut().zip(y_block_data.iter().chain(&u_block_data).chain(&v_block_data)) {
-                    *slot = c as i16;
-                }
-                coeffs.push(all);
+                coeffs.push(packed_coeffs(&y_block_data, &u_block_data, &v_block_data));
             }
         }
 

@@ -148,31 +148,53 @@ pub(crate) fn add_residue(
     }
 }
 
-/// [`add_residue`] on wasm with SIMD128: the four rows at once, clamped by
-/// saturating narrowing, i32 to i16 to u8, which is `.max(0).min(255)`.
+/// 4x4 blocks of pixels on wasm with SIMD128, each one vector (its four
+/// rows): [`add_residue`] four rows at once, and the pieces of it the
+/// encoder's trials share.
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-mod simd {
+pub(crate) mod simd {
     use core::arch::wasm32::*;
 
-    pub(super) fn add_residue(pblock: &mut [u8], rblock: &[i32; 16], pos: usize, stride: usize) {
-        let row = |r: usize| i32x4(rblock[4 * r], rblock[4 * r + 1], rblock[4 * r + 2], rblock[4 * r + 3]);
-        let residue = [row(0), row(1), row(2), row(3)];
-        let pixels = &mut pblock[pos..pos + 3 * stride + 4];
-        let load = |r: usize| u32::from_le_bytes(pixels[r * stride..r * stride + 4].try_into().unwrap());
-        let predicted = u32x4(load(0), load(1), load(2), load(3));
-        let low = u16x8_extend_low_u8x16(predicted);
-        let high = u16x8_extend_high_u8x16(predicted);
+    /// The 4x4 block at `pixels[at..]`, rows `stride` apart.
+    #[inline(always)]
+    pub(crate) fn load(pixels: &[u8], at: usize, stride: usize) -> v128 {
+        let row = |r: usize| u32::from_le_bytes(pixels[at + r * stride..][..4].try_into().unwrap());
+        u32x4(row(0), row(1), row(2), row(3))
+    }
+
+    /// Writes a block's rows to `pixels[at..]`, `stride` apart.
+    #[inline(always)]
+    pub(crate) fn write(pixels: &mut [u8], at: usize, stride: usize, block: v128) {
+        let rows = [
+            u32x4_extract_lane::<0>(block),
+            u32x4_extract_lane::<1>(block),
+            u32x4_extract_lane::<2>(block),
+            u32x4_extract_lane::<3>(block),
+        ];
+        for (row, value) in rows.into_iter().enumerate() {
+            pixels[at + row * stride..][..4].copy_from_slice(&value.to_le_bytes());
+        }
+    }
+
+    /// A prediction plus a residue (four `i32x4` rows), clamped to 0..=255
+    /// by saturating narrowing, i32 to i16 to u8, which is
+    /// `.max(0).min(255)`.
+    #[inline(always)]
+    pub(crate) fn add_clamped(predicted: v128, residue: [v128; 4]) -> v128 {
+        let (low, high) = (u16x8_extend_low_u8x16(predicted), u16x8_extend_high_u8x16(predicted));
         let sums = [
             i32x4_add(u32x4_extend_low_u16x8(low), residue[0]),
             i32x4_add(u32x4_extend_high_u16x8(low), residue[1]),
             i32x4_add(u32x4_extend_low_u16x8(high), residue[2]),
             i32x4_add(u32x4_extend_high_u16x8(high), residue[3]),
         ];
-        let bytes = u8x16_narrow_i16x8(i16x8_narrow_i32x4(sums[0], sums[1]), i16x8_narrow_i32x4(sums[2], sums[3]));
-        let rows = [u32x4_extract_lane::<0>(bytes), u32x4_extract_lane::<1>(bytes), u32x4_extract_lane::<2>(bytes), u32x4_extract_lane::<3>(bytes)];
-        for (r, value) in rows.into_iter().enumerate() {
-            pixels[r * stride..r * stride + 4].copy_from_slice(&value.to_le_bytes());
-        }
+        u8x16_narrow_i16x8(i16x8_narrow_i32x4(sums[0], sums[1]), i16x8_narrow_i32x4(sums[2], sums[3]))
+    }
+
+    pub(super) fn add_residue(pblock: &mut [u8], rblock: &[i32; 16], pos: usize, stride: usize) {
+        let row = |r: usize| i32x4(rblock[4 * r], rblock[4 * r + 1], rblock[4 * r + 2], rblock[4 * r + 3]);
+        let reconstruction = add_clamped(load(pblock, pos, stride), [row(0), row(1), row(2), row(3)]);
+        write(pblock, pos, stride, reconstruction);
     }
 }
 
@@ -196,7 +218,7 @@ pub(crate) fn predict_4x4(ws: &mut [u8], stride: usize, modes: &[IntraMode], res
             #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
             {
                 let at = y0 * stride + x0;
-                bpred_simd::write(ws, at, stride, bpred_simd::edge(ws, at, stride).predict(modes[i]));
+                simd::write(ws, at, stride, bpred_simd::edge(ws, at, stride).predict(modes[i]));
             }
             #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
             match modes[i] {
@@ -318,20 +340,6 @@ pub(crate) mod bpred_simd {
                 IntraMode::HD => pick(6),
                 IntraMode::HU => pick(7),
             }
-        }
-    }
-
-    /// Writes a block's rows to `pixels[at..]`, `stride` apart.
-    #[inline(always)]
-    pub(crate) fn write(pixels: &mut [u8], at: usize, stride: usize, block: v128) {
-        let rows = [
-            u32x4_extract_lane::<0>(block),
-            u32x4_extract_lane::<1>(block),
-            u32x4_extract_lane::<2>(block),
-            u32x4_extract_lane::<3>(block),
-        ];
-        for (row, value) in rows.into_iter().enumerate() {
-            pixels[at + row * stride..][..4].copy_from_slice(&value.to_le_bytes());
         }
     }
 }
