@@ -664,7 +664,8 @@ impl<R: Read> Vp8Decoder<R> {
         self.b.check(res, mb)
     }
 
-    fn intra_predict_luma(&mut self, mbx: usize, mby: usize, mb: &MacroBlock, resdata: &[i32]) {
+    /// `nonzero`: the blocks with a residue, as [`Self::read_residual_data`] returns them.
+    fn intra_predict_luma(&mut self, mbx: usize, mby: usize, mb: &MacroBlock, resdata: &[i32], nonzero: u32) {
         let stride = 1usize + 16 + 4;
         let mw = self.mbwidth as usize;
         let mut ws = create_border_luma(mbx, mby, mw, &self.top_border_y, &self.left_border_y);
@@ -674,13 +675,16 @@ impl<R: Read> Vp8Decoder<R> {
             LumaMode::H => predict_hpred(&mut ws, 16, 1, 1, stride),
             LumaMode::TM => predict_tmpred(&mut ws, 16, 1, 1, stride),
             LumaMode::DC => predict_dcpred(&mut ws, 16, stride, mby != 0, mbx != 0),
-            LumaMode::B => predict_4x4(&mut ws, stride, &mb.bpred, resdata),
+            LumaMode::B => predict_4x4(&mut ws, stride, &mb.bpred, resdata, nonzero),
         }
 
         if mb.luma_mode != LumaMode::B {
             for y in 0usize..4 {
                 for x in 0usize..4 {
                     let i = x + y * 4;
+                    if nonzero & (1 << i) == 0 {
+                        continue;
+                    }
                     // Create a reference to a [i32; 16] array for add_residue (slices of size 16 do not work).
                     let rb: &[i32; 16] = resdata[i * 16..][..16].try_into().unwrap();
                     let y0 = 1 + y * 4;
@@ -714,7 +718,7 @@ impl<R: Read> Vp8Decoder<R> {
         }
     }
 
-    fn intra_predict_chroma(&mut self, mbx: usize, mby: usize, mb: &MacroBlock, resdata: &[i32]) {
+    fn intra_predict_chroma(&mut self, mbx: usize, mby: usize, mb: &MacroBlock, resdata: &[i32], nonzero: u32) {
         let stride = 1usize + 8;
 
         let mw = self.mbwidth as usize;
@@ -745,15 +749,14 @@ impl<R: Read> Vp8Decoder<R> {
         for y in 0usize..2 {
             for x in 0usize..2 {
                 let i = x + y * 2;
-                let urb: &[i32; 16] = resdata[16 * 16 + i * 16..][..16].try_into().unwrap();
-
                 let y0 = 1 + y * 4;
                 let x0 = 1 + x * 4;
-                add_residue(&mut uws, urb, y0, x0, stride);
-
-                let vrb: &[i32; 16] = resdata[20 * 16 + i * 16..][..16].try_into().unwrap();
-
-                add_residue(&mut vws, vrb, y0, x0, stride);
+                for (block, ws) in [(16 + i, &mut uws), (20 + i, &mut vws)] {
+                    if nonzero & (1 << block) != 0 {
+                        let rb: &[i32; 16] = resdata[block * 16..][..16].try_into().unwrap();
+                        add_residue(ws, rb, y0, x0, stride);
+                    }
+                }
             }
         }
 
@@ -799,14 +802,19 @@ impl<R: Read> Vp8Decoder<R> {
         self.partitions[p].read_coefficients(probs, first_coeff, complexity, dq, block)
     }
 
+    /// Reads a macroblock's coefficients and inverse-transforms them into
+    /// `blocks` (all zeros on entry): sixteen 4x4 luma blocks, four U, four
+    /// V. Returns which blocks have a residue, bit `i` for block `i`; the
+    /// others are left zero.
     fn read_residual_data(
         &mut self,
         mb: &mut MacroBlock,
         mbx: usize,
         p: usize,
-    ) -> Result<[i32; 384], DecodingError> {
+        blocks: &mut [i32; 384],
+    ) -> Result<u32, DecodingError> {
         let sindex = mb.segmentid as usize;
-        let mut blocks = [0i32; 384];
+        let mut nonzero = 0u32;
         let mut plane = if mb.luma_mode == LumaMode::B {
             Plane::YCoeff0
         } else {
@@ -846,7 +854,7 @@ impl<R: Read> Vp8Decoder<R> {
                 let n = self.read_coefficients(block, p, plane, complexity as usize, dcq, acq)?;
 
                 if block[0] != 0 || n {
-                    mb.non_zero_dct = true;
+                    nonzero |= 1 << i;
                     transform::idct4x4(block);
                 }
 
@@ -875,7 +883,7 @@ impl<R: Read> Vp8Decoder<R> {
                     let n =
                         self.read_coefficients(block, p, plane, complexity as usize, dcq, acq)?;
                     if block[0] != 0 || n {
-                        mb.non_zero_dct = true;
+                        nonzero |= 1 << i;
                         transform::idct4x4(block);
                     }
 
@@ -887,7 +895,8 @@ impl<R: Read> Vp8Decoder<R> {
             }
         }
 
-        Ok(blocks)
+        mb.non_zero_dct = nonzero != 0;
+        Ok(nonzero)
     }
 
     /// Does loop filtering on the macroblock
@@ -1228,6 +1237,7 @@ impl<R: Read> Vp8Decoder<R> {
 
     fn decode_frame_(mut self) -> Result<Frame, DecodingError> {
         self.read_frame_header()?;
+        let mut blocks = [0i32; 384];
 
         for mby in 0..self.mbheight as usize {
             let p = mby % self.num_partitions as usize;
@@ -1235,8 +1245,8 @@ impl<R: Read> Vp8Decoder<R> {
 
             for mbx in 0..self.mbwidth as usize {
                 let mut mb = self.read_macroblock_header(mbx)?;
-                let blocks = if !mb.coeffs_skipped {
-                    self.read_residual_data(&mut mb, mbx, p)?
+                let nonzero = if !mb.coeffs_skipped {
+                    self.read_residual_data(&mut mb, mbx, p, &mut blocks)?
                 } else {
                     if mb.luma_mode != LumaMode::B {
                         self.left.complexity[0] = 0;
@@ -1248,11 +1258,18 @@ impl<R: Read> Vp8Decoder<R> {
                         self.top[mbx].complexity[i] = 0;
                     }
 
-                    [0i32; 384]
+                    0
                 };
 
-                self.intra_predict_luma(mbx, mby, &mb, &blocks);
-                self.intra_predict_chroma(mbx, mby, &mb, &blocks);
+                self.intra_predict_luma(mbx, mby, &mb, &blocks, nonzero);
+                self.intra_predict_chroma(mbx, mby, &mb, &blocks, nonzero);
+                // All zeros again for the next macroblock: only the blocks
+                // with a residue were written.
+                for (i, block) in blocks.chunks_exact_mut(16).enumerate() {
+                    if nonzero & (1 << i) != 0 {
+                        block.fill(0);
+                    }
+                }
 
                 self.macroblocks.push(mb);
             }
@@ -1260,10 +1277,12 @@ impl<R: Read> Vp8Decoder<R> {
             self.left_border_y = vec![129u8; 1 + 16];
             self.left_border_u = vec![129u8; 1 + 8];
             self.left_border_v = vec![129u8; 1 + 8];
-        }
 
-        //do loop filtering
-        for mby in 0..self.mbheight as usize {
+            // The row's loop filtering while its pixels are still in cache
+            // (as libwebp filters), in the same raster order as filtering
+            // the whole frame afterwards: prediction reads the unfiltered
+            // borders kept aside (`top_border_*`, `left_border_*`), never
+            // the filtered frame.
             for mbx in 0..self.mbwidth as usize {
                 let mb = self.macroblocks[mby * self.mbwidth as usize + mbx];
                 self.loop_filter(mbx, mby, &mb);
