@@ -653,7 +653,7 @@ fn images_report(root: &Path, images: &ImageFigures) -> anyhow::Result<String> {
     let mut report = format!(
         "image-cache ({}, {} cores, {}): the 1-megapixel WebP original ({}x{}, {} bytes, flux-schnell's size and format for 4:3, from the Replicate stand-in) \
          cover-resized to 800x600, one image at a time, median of {IMAGE_RUNS}. Ours: one HTTP request each to `edgeproxy serve` (wasmtime, variant store off, \
-         keep-alive), with the component's own steps from its `Server-Timing`; libvips: `vipsthumbnail` (Debian, `VIPS_CONCURRENCY=1`) over {IMAGE_RUNS} copies in one process, \
+         keep-alive), with the component's own steps from its `Server-Timing`; libvips: `vipsthumbnail` (Debian, `VIPS_CONCURRENCY=1`) over {IMAGE_RUNS} copies in one process less its time for the first copy alone (its start-up), each the fastest of three, \
          writing the same format. Command: `cargo xtask bench images` (or the whole `cargo xtask bench`).\n\n\
          | output | edgeproxy ms | decode / transform / encode ms | bytes | libvips ms | bytes | ours vs libvips |\n|---|---:|---|---:|---:|---:|---:|\n",
         machine(),
@@ -733,14 +733,27 @@ fn image_cache(root: &Path, rt: &tokio::runtime::Runtime, work: &Path) -> anyhow
                 steps[i].push(dur.with_context(|| format!("no {step} in Server-Timing {timing:?}"))?);
             }
         }
-        let started = std::time::Instant::now();
-        let vips_ran = Command::new("vipsthumbnail")
-            .args(inputs.iter())
-            .args(["--size", "800x600", "--smartcrop", "centre", "-o", &format!("%s-out.{vips_output}")])
-            .env("VIPS_CONCURRENCY", "1")
-            .status()?
-            .success();
-        let vips_ms = started.elapsed().as_secs_f64() * 1000.0 / IMAGE_RUNS as f64;
+        // libvips per image without its process start (60-100 ms here, which
+        // over 30 copies made each image look 2-3 ms slower): one process over
+        // every copy, less one over the first copy alone; each the fastest of
+        // three, alternating, so that a burst of load on this shared machine
+        // does not flatter us (libvips at its best).
+        let vipsthumbnail = |inputs: &[std::path::PathBuf]| -> anyhow::Result<(f64, bool)> {
+            let started = std::time::Instant::now();
+            let ran = Command::new("vipsthumbnail")
+                .args(inputs)
+                .args(["--size", "800x600", "--smartcrop", "centre", "-o", &format!("%s-out.{vips_output}")])
+                .env("VIPS_CONCURRENCY", "1")
+                .status()?
+                .success();
+            Ok((started.elapsed().as_secs_f64() * 1000.0, ran))
+        };
+        let (mut one_ms, mut all_ms, mut vips_ran) = (f64::MAX, f64::MAX, true);
+        for _ in 0..3 {
+            let ((one, one_ran), (all, all_ran)) = (vipsthumbnail(&inputs[..1])?, vipsthumbnail(&inputs)?);
+            (one_ms, all_ms, vips_ran) = (one_ms.min(one), all_ms.min(all), vips_ran && one_ran && all_ran);
+        }
+        let vips_ms = (all_ms - one_ms) / (IMAGE_RUNS - 1) as f64;
         let extension = vips_output.split('[').next().unwrap_or(vips_output);
         let vips = match std::fs::metadata(work.join(format!("vips-0-out.{extension}"))) {
             Ok(written) if vips_ran => Some((vips_ms, written.len())),
