@@ -100,9 +100,12 @@ pub fn check_licences(root: &Path) -> anyhow::Result<Vec<ThirdParty>> {
             }
         }
     }
+    // Crates vendored with our patches (vendor/) are workspace members but
+    // someone else's code, under their own licences.
+    let vendored = |id: &str| packages.get(id).and_then(|p| p["manifest_path"].as_str()).is_some_and(|path| Path::new(path).starts_with(root.join("vendor")));
     let mut third_parties: Vec<ThirdParty> = shipped
         .iter()
-        .filter(|id| !members.contains(*id))
+        .filter(|id| !members.contains(*id) || vendored(id))
         .filter_map(|id| packages.get(id))
         .map(|p| ThirdParty {
             name: p["name"].as_str().unwrap_or_default().into(),
