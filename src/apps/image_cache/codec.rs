@@ -230,20 +230,20 @@ struct JfifPlanes {
     planes: Planes,
     width: u16,
     height: u16,
+    /// Limited range (luma 16-235, chroma 16-240) to full, applied as the
+    /// encoder takes each row.
+    luma: [u8; 256],
+    chroma: [u8; 256],
 }
 
 impl JfifPlanes {
-    /// Limited range (luma 16-235, chroma 16-240) stretched to full, by table,
-    /// in place.
-    fn new(mut planes: Planes) -> Result<Self, String> {
+    fn new(planes: Planes) -> Result<Self, String> {
         let (Ok(width), Ok(height)) = (u16::try_from(planes.width()), u16::try_from(planes.height())) else {
             return Err("JPEG cannot be wider or taller than 65535 pixels".into());
         };
         let table = |f: fn(f64) -> f64| -> [u8; 256] { std::array::from_fn(|v| f(v as f64).round().clamp(0.0, 255.0) as u8) };
         let (luma, chroma) = (table(|y| (y - 16.0) * 255.0 / 219.0), table(|c| (c - 128.0) * 255.0 / 224.0 + 128.0));
-        planes.y.data.iter_mut().for_each(|v| *v = luma[usize::from(*v)]);
-        planes.u.data.iter_mut().chain(planes.v.data.iter_mut()).for_each(|v| *v = chroma[usize::from(*v)]);
-        Ok(JfifPlanes { planes, width, height })
+        Ok(JfifPlanes { planes, width, height, luma, chroma })
     }
 }
 
@@ -266,12 +266,13 @@ impl jpeg_encoder::ImageBuffer for JfifPlanes {
             &plane.data[y * plane.width as usize..][..plane.width as usize]
         }
         let (y, width) = (usize::from(y), usize::from(self.width));
-        buffers[0].extend_from_slice(row(luma, y));
+        buffers[0].extend(row(luma, y).iter().map(|&v| self.luma[usize::from(v)]));
         for (buffer, plane) in [(1, u), (2, v)] {
             let buffer = &mut buffers[buffer];
             let start = buffer.len();
             buffer.resize(start + width.next_multiple_of(2), 0);
             for (pair, &c) in buffer[start..].chunks_exact_mut(2).zip(row(plane, y / 2)) {
+                let c = self.chroma[usize::from(c)];
                 (pair[0], pair[1]) = (c, c);
             }
             buffer.truncate(start + width);

@@ -507,18 +507,19 @@ impl FastDecoder<'_> {
         debug_assert!(bit_count >= 0);
 
         debug_assert!((128..=255).contains(&range));
+        // As libwebp's `VP8GetBit`: the split's comparison with the value's
+        // window (`value >> bit_count`, known before `range` is) keeps the
+        // shift off the chain each bit waits on.
         let probability = u32::from(probability);
-        let split = 1 + (((range - 1) * probability) >> 8);
-        let bigsplit = u64::from(split) << bit_count;
-
-        let retval = if let Some(new_value) = value.checked_sub(bigsplit) {
-            range -= split;
-            value = new_value;
-            true
+        let split_minus_one = ((range - 1) * probability) >> 8;
+        let window = (value >> bit_count) as u32;
+        let retval = window > split_minus_one;
+        if retval {
+            range -= split_minus_one + 1;
+            value -= u64::from(split_minus_one + 1) << bit_count;
         } else {
-            range = split;
-            false
-        };
+            range = split_minus_one + 1;
+        }
 
         // Compute shift required to satisfy `range >= 128`.
         // Apply that shift to `range` and `self.bitcount`.
