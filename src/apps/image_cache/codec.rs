@@ -266,7 +266,14 @@ impl jpeg_encoder::ImageBuffer for JfifPlanes {
             &plane.data[y * plane.width as usize..][..plane.width as usize]
         }
         let (y, width) = (usize::from(y), usize::from(self.width));
-        buffers[0].extend(row(luma, y).iter().map(|&v| self.luma[usize::from(v)]));
+        // Sized first and written by index: `extend` with a mapping pushed
+        // byte by byte in the wasm build.
+        let buffer = &mut buffers[0];
+        let start = buffer.len();
+        buffer.resize(start + width, 0);
+        for (out, &v) in buffer[start..].iter_mut().zip(row(luma, y)) {
+            *out = self.luma[usize::from(v)];
+        }
         for (buffer, plane) in [(1, u), (2, v)] {
             let buffer = &mut buffers[buffer];
             let start = buffer.len();
