@@ -165,21 +165,24 @@ async fn raw_outcome(host: &Host, request: &str) -> Outcome {
 }
 
 /// A request whose body framing is ambiguous or broken: what each server
-/// does, and whether the origin saw the request at all.
-async fn framing_case(request: &str, expected: [(Server, Outcome, bool); 3]) {
+/// does, and whether the origin saw the request at all (`None`: it may or
+/// may not, a race between the upstream request's start and the body's end).
+async fn framing_case(request: &str, expected: [(Server, Outcome, Option<bool>); 3]) {
     let upstream = Upstream::start().await;
     let host = gateway(&upstream).await;
     let outcome = raw_outcome(&host, request).await;
     let (_, expected_outcome, forwarded) = expected.iter().find(|(s, _, _)| *s == server()).expect("every server has an expectation");
     assert_eq!(&outcome, expected_outcome, "{request:?}");
-    assert_eq!(!upstream.seen().is_empty(), *forwarded, "origin saw {:?}", upstream.seen());
+    if let Some(forwarded) = forwarded {
+        assert_eq!(!upstream.seen().is_empty(), *forwarded, "origin saw {:?}", upstream.seen());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_different_content_lengths_are_refused() {
     let request = "POST /sink HTTP/1.1\r\nHost: api.test\r\nContent-Length: 5\r\nContent-Length: 6\r\nConnection: close\r\n\r\nhello!";
     // workerd answers its own 500.
-    framing_case(request, [(Server::Edgeproxy, Outcome::Status(400), false), (Server::Workerd, Outcome::Status(500), false), (Server::Spin, Outcome::Status(400), false)]).await;
+    framing_case(request, [(Server::Edgeproxy, Outcome::Status(400), Some(false)), (Server::Workerd, Outcome::Status(500), Some(false)), (Server::Spin, Outcome::Status(400), Some(false))]).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -188,7 +191,7 @@ async fn obsolete_line_folding_is_refused_except_by_workerd() {
     // workerd unfolds the header and passes the request on (RFC 9112,
     // section 5.2 allows a server to replace obs-fold with spaces); the
     // Worker sees an ordinary header.
-    framing_case(request, [(Server::Edgeproxy, Outcome::Status(400), false), (Server::Workerd, Outcome::Status(200), true), (Server::Spin, Outcome::Status(400), false)]).await;
+    framing_case(request, [(Server::Edgeproxy, Outcome::Status(400), Some(false)), (Server::Workerd, Outcome::Status(200), Some(true)), (Server::Spin, Outcome::Status(400), Some(false))]).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -196,9 +199,10 @@ async fn an_oversized_chunk_size_is_refused_by_the_edgeproxy_server_and_breaks_t
     let request = "POST /sink HTTP/1.1\r\nHost: api.test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nFFFFFFFFFFFFFFFFFFFF\r\nhello\r\n0\r\n\r\n";
     // The edgeproxy server reads the first chunk before the app runs. workerd
     // and Spin 4.0.2 hand the request over at once, so the upstream request
-    // starts and then breaks with the body: workerd answers 502, Spin
-    // neither answers nor closes.
-    framing_case(request, [(Server::Edgeproxy, Outcome::Status(400), false), (Server::Workerd, Outcome::Status(502), true), (Server::Spin, Outcome::Silent, true)]).await;
+    // starts and then breaks with the body (or the body breaks before the
+    // upstream connection is made, and the origin sees nothing: a race):
+    // workerd answers 502, Spin neither answers nor closes.
+    framing_case(request, [(Server::Edgeproxy, Outcome::Status(400), Some(false)), (Server::Workerd, Outcome::Status(502), None), (Server::Spin, Outcome::Silent, None)]).await;
 }
 
 /// Content-Length with Transfer-Encoding: the two readings of the body are
@@ -213,7 +217,7 @@ async fn content_length_with_transfer_encoding_is_refused_and_never_smuggles() {
     let smuggled = "GET /echo/smuggled HTTP/1.1\r\nHost: api.test\r\n\r\n";
     for head in ["Content-Length: 5\r\nTransfer-Encoding: chunked", "Transfer-Encoding: chunked\r\nContent-Length: 5"] {
         let request = format!("POST /sink HTTP/1.1\r\nHost: api.test\r\n{head}\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n{smuggled}");
-        framing_case(&request, [(Server::Edgeproxy, Outcome::Status(400), false), (Server::Workerd, Outcome::Status(200), true), (Server::Spin, Outcome::Status(200), true)]).await;
+        framing_case(&request, [(Server::Edgeproxy, Outcome::Status(400), Some(false)), (Server::Workerd, Outcome::Status(200), Some(true)), (Server::Spin, Outcome::Status(200), Some(true))]).await;
     }
 }
 
